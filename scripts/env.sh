@@ -1,0 +1,63 @@
+# Sourced by the project's scripts: toolchain paths, idempotent prerequisites, and a
+# throwaway PostgreSQL cluster owned by the postgres user.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_MAJOR=15
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+export PG_CONFIG=$PG_BIN/pg_config
+export PGRX_HOME=$ROOT/target/pgrx-home
+PGRX_VERSION=0.18.1
+APT_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-cron libclang-dev clang sudo)
+
+log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_prerequisites() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+    log "installing cargo-pgrx $PGRX_VERSION (a few minutes, once)"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+  fi
+  mkdir -p "$PGRX_HOME"
+  cp "$ROOT/pgrx.toml" "$PGRX_HOME/config.toml"
+}
+
+# Builds and installs the extension into the system PostgreSQL ($1: --release or nothing).
+install_extension() {
+  log "building and installing pg_billing ${1:-(debug)}"
+  (cd "$ROOT" && cargo pgrx install --pg-config "$PG_CONFIG" ${1:-} >/dev/null)
+}
+
+# start_cluster DIR PORT: a fresh cluster in DIR (owned by postgres) listening on PORT
+# with pg_cron preloaded; stopped again when the calling script exits.
+start_cluster() {
+  local dir=$1 port=$2
+  stop_cluster "$dir"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  chown postgres:postgres "$dir"
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start \
+    -o "-p $port -k /tmp -c listen_addresses='' -c shared_preload_libraries=pg_cron -c cron.database_name=postgres -c fsync=off" >/dev/null
+  export PGHOST=/tmp PGPORT=$port PGUSER=postgres
+  trap "stop_cluster '$dir'" EXIT
+}
+
+stop_cluster() {
+  local dir=$1
+  if [ -f "$dir/data/postmaster.pid" ]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}

@@ -1,0 +1,96 @@
+//! The one error type of pg_billing and its mapping to PostgreSQL SQLSTATEs.
+//!
+//! The type itself is plain Rust so that the pricing engine can return it without
+//! depending on PostgreSQL; only the conversion into [`ErrorReport`] touches pgrx.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+use std::fmt;
+
+/// What went wrong, which decides the SQLSTATE a caller sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 22023: a parameter is well-formed but not acceptable (bad price properties).
+    InvalidParameter,
+    /// 22003: a number does not fit the exact decimal range pg_billing computes in.
+    NumericOutOfRange,
+    /// 22P02: text that does not parse (malformed JSON, a non-numeric value).
+    MalformedInput,
+}
+
+impl ErrorKind {
+    fn sqlstate(self) -> PgSqlErrorCode {
+        match self {
+            ErrorKind::InvalidParameter => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            ErrorKind::NumericOutOfRange => PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            ErrorKind::MalformedInput => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+        }
+    }
+}
+
+/// An error with the lowercase message, the offending value (detail) and the fix (hint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+pub type Result<T> = std::result::Result<T, BillingError>;
+
+impl BillingError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        BillingError { kind, message: message.into(), detail: None, hint: None }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidParameter, message)
+    }
+
+    pub fn out_of_range(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NumericOutOfRange, message)
+    }
+
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::MalformedInput, message)
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for BillingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BillingError {}
+
+impl From<BillingError> for ErrorReport {
+    fn from(error: BillingError) -> Self {
+        let mut report = ErrorReport::new(error.kind.sqlstate(), error.message, "pg_billing");
+        if let Some(detail) = error.detail {
+            report = report.set_detail(detail);
+        }
+        if let Some(hint) = error.hint {
+            report = report.set_hint(hint);
+        }
+        report
+    }
+}
+
+/// Raises the error in PostgreSQL; for contexts that cannot return a `Result`
+/// (type input functions, aggregate transitions).
+pub fn raise(error: BillingError) -> ! {
+    ErrorReport::from(error).report(pgrx::PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
+}

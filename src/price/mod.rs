@@ -1,0 +1,6 @@
+//! The SQL surface of the pricing engine: the `billing.price` type, the pure pricing
+//! functions and the `billing.priced_sum` aggregate.
+
+pub mod functions;
+pub mod priced_sum;
+pub mod price_type;

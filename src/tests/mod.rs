@@ -1,0 +1,3 @@
+//! Tests that run inside PostgreSQL (`cargo pgrx test`).
+
+mod price_sql;
