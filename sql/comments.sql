@@ -25,3 +25,33 @@ COMMENT ON AGGREGATE billing.priced_sum(numeric, billing.price) IS
   'billing.amount(price, sum(value)) per group; NULL values are skipped, a group whose rows carry different prices is an error (22023).';
 COMMENT ON FUNCTION billing._priced_sum_step(internal, numeric, billing.price) IS 'Private: transition function of billing.priced_sum.';
 COMMENT ON FUNCTION billing._priced_sum_final(internal) IS 'Private: final function of billing.priced_sum.';
+
+-- Catalog
+COMMENT ON TABLE billing.billing_entities IS 'Issuers of invoices: name, address, tax id, default currency and time zone, invoice prefix and numbering, grace period and payment term. One ''default'' entity exists after CREATE EXTENSION.';
+COMMENT ON TABLE billing.customers IS 'Customers: external id, currency (ISO 4217), time zone (IANA), billing entity, address, tax id, metadata.';
+COMMENT ON TABLE billing.billable_metrics IS 'What is measured: aggregation (count, sum, max, unique_count, latest, weighted_sum) of an event property, recurring or metered, rounding, filters.';
+COMMENT ON TABLE billing.plans IS 'Plans by code; their terms live in billing.plan_versions.';
+COMMENT ON TABLE billing.plan_versions IS 'One version of a plan''s terms: interval, base amount, currency, pay in advance, trial, minimum commitment, usage thresholds. Changes create a new version.';
+COMMENT ON TABLE billing.charges IS 'A billable metric priced on a plan version: price, pay in advance, prorated, invoiceable, minimum amount, pricing group keys.';
+COMMENT ON TABLE billing.charge_filters IS 'Per-filter prices of a charge: events whose properties match the filter''s values use its price.';
+COMMENT ON TABLE billing.subscriptions IS 'A customer on a plan version: external id (the key events carry), status, dates, calendar or anniversary billing.';
+COMMENT ON FUNCTION billing.create_billing_entity(text, text, text, text, text, text, integer, integer, jsonb, text) IS 'Creates a billing entity (issuer of invoices).';
+COMMENT ON FUNCTION billing.create_customer(text, text, text, text, text, text, jsonb, text, jsonb) IS 'Creates a customer; currency and time zone default to the billing entity''s.';
+COMMENT ON FUNCTION billing.create_billable_metric(text, text, text, text, boolean, text, integer, jsonb) IS 'Creates a billable metric, validating aggregation, field, recurrence, rounding and filters.';
+COMMENT ON FUNCTION billing.create_plan(text, text, text, numeric, text, jsonb, boolean, integer, numeric, jsonb) IS 'Creates a plan, or a new version of it when the code exists, with its charges and their filters.';
+COMMENT ON FUNCTION billing.create_subscription(text, text, text, timestamptz, text, integer) IS 'Subscribes a customer to a plan (its latest version unless one is named); pending until subscription_at.';
+COMMENT ON FUNCTION billing.terminate_subscription(text, timestamptz) IS 'Terminates a subscription; later events for it are rejected.';
+
+-- Metering
+COMMENT ON TABLE billing.events IS 'Stored usage events, exactly once per (subscription, transaction_id).';
+COMMENT ON TABLE billing.usage_rollups IS 'Per customer-local day partial aggregates of events, kept current at ingestion so current usage does not scan events.';
+COMMENT ON TABLE billing.rejected_events IS 'Events refused at ingestion, with their payload, SQLSTATE and reason: nothing sent is lost.';
+COMMENT ON TABLE billing.event_staging IS 'COPY target for bulk loads; billing.ingest_staged() validates, deduplicates and moves its rows.';
+COMMENT ON FUNCTION billing.ingest_event(text, text, text, timestamptz, jsonb, numeric) IS 'Records one event in the caller''s transaction; returns accepted, duplicate or conflict; raises on invalid input and writes nothing.';
+COMMENT ON FUNCTION billing.ingest_events(jsonb) IS 'Records a JSON array of events; one (index, transaction_id, status, reason) row per event. Rejected events go to billing.rejected_events.';
+COMMENT ON FUNCTION billing.ingest_staged(integer) IS 'Validates, deduplicates and moves the rows of billing.event_staging; returns accepted, duplicate, conflict and rejected counts.';
+
+-- Usage
+COMMENT ON FUNCTION billing.period_bounds(text, text, date, timestamptz, text) IS 'The billing period containing as_of for an interval and billing time (calendar or anniversary from anchor), in a time zone.';
+COMMENT ON FUNCTION billing.usage(text, timestamptz, timestamptz) IS 'Usage of a subscription in a window, per charge, filter and group: units, events and amount.';
+COMMENT ON FUNCTION billing.current_usage(text) IS 'Usage of a subscription''s open billing period, per charge, filter and group.';

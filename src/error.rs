@@ -16,6 +16,10 @@ pub enum ErrorKind {
     NumericOutOfRange,
     /// 22P02: text that does not parse (malformed JSON, a non-numeric value).
     MalformedInput,
+    /// 23503: an unknown customer, subscription, metric or plan.
+    UnknownReference,
+    /// 55000: the object is in the wrong state (a subscription not active at that time).
+    WrongState,
 }
 
 impl ErrorKind {
@@ -24,6 +28,19 @@ impl ErrorKind {
             ErrorKind::InvalidParameter => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             ErrorKind::NumericOutOfRange => PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
             ErrorKind::MalformedInput => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            ErrorKind::UnknownReference => PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
+            ErrorKind::WrongState => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        }
+    }
+
+    /// The five-character SQLSTATE, as stored with rejected events.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidParameter => "22023",
+            ErrorKind::NumericOutOfRange => "22003",
+            ErrorKind::MalformedInput => "22P02",
+            ErrorKind::UnknownReference => "23503",
+            ErrorKind::WrongState => "55000",
         }
     }
 }

@@ -2,12 +2,32 @@
 
 ::pgrx::pg_module_magic!();
 
+pub mod calendar;
 pub mod error;
+pub mod metering;
 pub mod numeric;
+pub mod periods;
 pub mod price;
 pub mod pricing;
 
+pgrx::extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = ["price_casts", price::functions::currency_minor_units]);
+pgrx::extension_sql_file!("../sql/metering.sql", name = "metering", requires = ["catalog"]);
+pgrx::extension_sql_file!("../sql/usage.sql", name = "usage", requires = ["metering", periods::_period_dates, price::functions::amount, price::functions::amount_of_events]);
 pgrx::extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
+
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    pgrx::GucRegistry::define_int_guc(
+        c"pg_billing.event_future_margin_seconds",
+        c"How far ahead of now() an event's timestamp may be.",
+        c"Events further in the future are rejected at ingestion.",
+        &metering::ingest::FUTURE_MARGIN_SECONDS,
+        0,
+        i32::MAX,
+        pgrx::GucContext::Userset,
+        pgrx::GucFlags::UNIT_S,
+    );
+}
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

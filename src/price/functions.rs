@@ -25,14 +25,14 @@ fn event_values(values: &Array<AnyNumeric>) -> Result<Vec<Decimal>> {
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
-fn amount(price: Price, units: AnyNumeric) -> std::result::Result<AnyNumeric, ErrorReport> {
+pub fn amount(price: Price, units: AnyNumeric) -> std::result::Result<AnyNumeric, ErrorReport> {
     let units = to_decimal(&units, "units")?;
     let digits = minor_units(DEFAULT_CURRENCY)?;
     Ok(from_decimal(price.model.amount(Usage::Units(&units), digits)?))
 }
 
 #[pg_extern(immutable, strict, parallel_safe, name = "amount")]
-fn amount_of_events(
+pub fn amount_of_events(
     price: Price,
     event_values: Array<AnyNumeric>,
     currency: default!(&str, "'USD'"),
@@ -63,6 +63,6 @@ fn round_money(amount: AnyNumeric, currency: &str) -> std::result::Result<AnyNum
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
-fn currency_minor_units(currency: &str) -> std::result::Result<i32, ErrorReport> {
+pub fn currency_minor_units(currency: &str) -> std::result::Result<i32, ErrorReport> {
     Ok(minor_units(currency)? as i32)
 }

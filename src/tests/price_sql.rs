@@ -176,6 +176,9 @@ mod tests {
                UNION ALL
                SELECT t.oid::regtype::text FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                 WHERE n.nspname = 'billing' AND t.typtype <> 'c' AND t.typelem = 0 AND obj_description(t.oid, 'pg_type') IS NULL
+               UNION ALL
+               SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = 'billing' AND c.relkind IN ('r', 'v') AND obj_description(c.oid, 'pg_class') IS NULL
              ) s",
         );
         assert_eq!(missing, "none");

@@ -1,0 +1,385 @@
+-- The catalog usage is measured against: billing entities, customers, billable metrics,
+-- versioned plans with their charges, and subscriptions. Rows are created through the
+-- functions below, which validate input and raise specific SQLSTATEs.
+
+CREATE TABLE billing.billing_entities (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    code text NOT NULL UNIQUE,
+    name text NOT NULL,
+    address jsonb NOT NULL DEFAULT '{}',
+    tax_id text,
+    default_currency text NOT NULL DEFAULT 'USD',
+    timezone text NOT NULL DEFAULT 'UTC',
+    invoice_prefix text NOT NULL,
+    numbering text NOT NULL DEFAULT 'per_customer' CHECK (numbering IN ('per_customer', 'per_entity')),
+    grace_period_days integer NOT NULL DEFAULT 0 CHECK (grace_period_days >= 0),
+    net_payment_term_days integer NOT NULL DEFAULT 0 CHECK (net_payment_term_days >= 0),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE billing.customers (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    external_id text NOT NULL UNIQUE,
+    name text,
+    email text,
+    address jsonb NOT NULL DEFAULT '{}',
+    tax_id text,
+    currency text NOT NULL,
+    timezone text NOT NULL,
+    billing_entity_id bigint NOT NULL REFERENCES billing.billing_entities,
+    metadata jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE billing.billable_metrics (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    code text NOT NULL UNIQUE,
+    name text NOT NULL,
+    aggregation text NOT NULL CHECK (aggregation IN ('count', 'sum', 'max', 'unique_count', 'latest', 'weighted_sum')),
+    field_name text,
+    recurring boolean NOT NULL DEFAULT false,
+    rounding_function text CHECK (rounding_function IN ('round', 'ceil', 'floor')),
+    rounding_precision integer,
+    filters jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (aggregation = 'count' OR field_name IS NOT NULL),
+    CHECK (NOT recurring OR aggregation IN ('sum', 'unique_count', 'weighted_sum'))
+);
+
+CREATE TABLE billing.plans (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    code text NOT NULL UNIQUE,
+    name text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- A plan's terms. A change creates a new version; subscriptions keep the version they
+-- were billed on, so invoiced history is never rewritten.
+CREATE TABLE billing.plan_versions (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    plan_id bigint NOT NULL REFERENCES billing.plans,
+    version integer NOT NULL,
+    interval text NOT NULL CHECK (interval IN ('weekly', 'monthly', 'quarterly', 'semiannual', 'yearly')),
+    amount numeric NOT NULL DEFAULT 0 CHECK (amount >= 0),
+    currency text NOT NULL,
+    pay_in_advance boolean NOT NULL DEFAULT false,
+    trial_days integer NOT NULL DEFAULT 0 CHECK (trial_days >= 0),
+    minimum_commitment numeric CHECK (minimum_commitment >= 0),
+    usage_thresholds jsonb NOT NULL DEFAULT '[]',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (plan_id, version)
+);
+
+CREATE TABLE billing.charges (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    plan_version_id bigint NOT NULL REFERENCES billing.plan_versions,
+    billable_metric_id bigint NOT NULL REFERENCES billing.billable_metrics,
+    price billing.price NOT NULL,
+    pay_in_advance boolean NOT NULL DEFAULT false,
+    prorated boolean NOT NULL DEFAULT false,
+    invoiceable boolean NOT NULL DEFAULT true,
+    min_amount numeric CHECK (min_amount >= 0),
+    pricing_group_keys text[] NOT NULL DEFAULT '{}',
+    position integer NOT NULL
+);
+CREATE INDEX ON billing.charges (plan_version_id);
+
+-- A charge's filter: events whose properties match `values` (key → allowed values) are
+-- priced with the filter's own price.
+CREATE TABLE billing.charge_filters (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    charge_id bigint NOT NULL REFERENCES billing.charges,
+    "values" jsonb NOT NULL,
+    price billing.price NOT NULL,
+    invoice_display_name text
+);
+CREATE INDEX ON billing.charge_filters (charge_id);
+
+CREATE TABLE billing.subscriptions (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    external_id text NOT NULL UNIQUE,
+    customer_id bigint NOT NULL REFERENCES billing.customers,
+    plan_version_id bigint NOT NULL REFERENCES billing.plan_versions,
+    status text NOT NULL CHECK (status IN ('pending', 'active', 'terminated')),
+    billing_time text NOT NULL DEFAULT 'calendar' CHECK (billing_time IN ('calendar', 'anniversary')),
+    subscription_at timestamptz NOT NULL,
+    started_at timestamptz,
+    terminated_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (terminated_at IS NULL OR terminated_at >= subscription_at)
+);
+CREATE INDEX ON billing.subscriptions (customer_id);
+
+INSERT INTO billing.billing_entities (code, name, invoice_prefix) VALUES ('default', 'Default billing entity', 'INV');
+
+-- Raises 22023 with a message, the offending value and the fix.
+CREATE FUNCTION billing._invalid(message text, detail text, hint text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = message, DETAIL = detail, HINT = hint;
+END $$;
+
+CREATE FUNCTION billing._check_timezone(tz text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    PERFORM now() AT TIME ZONE tz;
+    RETURN tz;
+EXCEPTION WHEN invalid_parameter_value THEN
+    PERFORM billing._invalid(format('unknown time zone "%s"', tz), format('got %s', tz),
+                             'use an IANA time zone name such as UTC or Europe/Paris');
+END $$;
+
+CREATE FUNCTION billing._check_currency(currency text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT currency WHERE billing.currency_minor_units(currency) IS NOT NULL $$;
+
+CREATE FUNCTION billing._unknown(kind text, key text, hint text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = '23503', MESSAGE = format('unknown %s "%s"', kind, key),
+        DETAIL = format('no %s has the code or external id %s', kind, key), HINT = hint;
+END $$;
+
+CREATE FUNCTION billing.create_billing_entity(
+    code text, name text, default_currency text DEFAULT 'USD', timezone text DEFAULT 'UTC',
+    invoice_prefix text DEFAULT NULL, numbering text DEFAULT 'per_customer',
+    grace_period_days integer DEFAULT 0, net_payment_term_days integer DEFAULT 0,
+    address jsonb DEFAULT '{}', tax_id text DEFAULT NULL
+) RETURNS billing.billing_entities
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    created billing.billing_entities;
+BEGIN
+    IF numbering NOT IN ('per_customer', 'per_entity') THEN
+        PERFORM billing._invalid(format('unknown numbering "%s"', numbering), format('got %s', numbering), 'use per_customer or per_entity');
+    END IF;
+    IF grace_period_days < 0 OR net_payment_term_days < 0 THEN
+        PERFORM billing._invalid('grace_period_days and net_payment_term_days must not be negative',
+            format('got %s and %s', grace_period_days, net_payment_term_days), 'use 0 or more days');
+    END IF;
+    INSERT INTO billing.billing_entities (code, name, default_currency, timezone, invoice_prefix, numbering,
+                                          grace_period_days, net_payment_term_days, address, tax_id)
+    VALUES (code, name, billing._check_currency(default_currency), billing._check_timezone(timezone),
+            coalesce(invoice_prefix, upper(left(code, 8))), numbering, grace_period_days, net_payment_term_days, address, tax_id)
+    RETURNING * INTO created;
+    RETURN created;
+END $$;
+
+CREATE FUNCTION billing.create_customer(
+    external_id text, name text DEFAULT NULL, currency text DEFAULT NULL, timezone text DEFAULT NULL,
+    email text DEFAULT NULL, billing_entity text DEFAULT 'default', address jsonb DEFAULT '{}',
+    tax_id text DEFAULT NULL, metadata jsonb DEFAULT '{}'
+) RETURNS billing.customers
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    entity billing.billing_entities;
+    created billing.customers;
+BEGIN
+    SELECT * INTO entity FROM billing.billing_entities e WHERE e.code = create_customer.billing_entity;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('billing entity', billing_entity, 'create it with billing.create_billing_entity');
+    END IF;
+    INSERT INTO billing.customers (external_id, name, email, address, tax_id, currency, timezone, billing_entity_id, metadata)
+    VALUES (external_id, name, email, address, tax_id,
+            billing._check_currency(coalesce(currency, entity.default_currency)),
+            billing._check_timezone(coalesce(timezone, entity.timezone)), entity.id, metadata)
+    RETURNING * INTO created;
+    RETURN created;
+END $$;
+
+CREATE FUNCTION billing.create_billable_metric(
+    code text, name text, aggregation text, field_name text DEFAULT NULL, recurring boolean DEFAULT false,
+    rounding_function text DEFAULT NULL, rounding_precision integer DEFAULT NULL, filters jsonb DEFAULT '{}'
+) RETURNS billing.billable_metrics
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    created billing.billable_metrics;
+    bad_key text;
+BEGIN
+    IF aggregation IS NULL OR aggregation NOT IN ('count', 'sum', 'max', 'unique_count', 'latest', 'weighted_sum') THEN
+        PERFORM billing._invalid(format('unknown aggregation "%s"', aggregation), format('got %s', aggregation),
+            'use count, sum, max, unique_count, latest or weighted_sum');
+    END IF;
+    IF aggregation <> 'count' AND field_name IS NULL THEN
+        PERFORM billing._invalid(format('aggregation %s needs a field_name', aggregation), 'field_name is null',
+            'name the event property that carries the value');
+    END IF;
+    IF recurring AND aggregation NOT IN ('sum', 'unique_count', 'weighted_sum') THEN
+        PERFORM billing._invalid(format('aggregation %s cannot be recurring', aggregation), 'recurring is true',
+            'only sum, unique_count and weighted_sum metrics carry over periods');
+    END IF;
+    IF rounding_function IS NOT NULL AND rounding_function NOT IN ('round', 'ceil', 'floor') THEN
+        PERFORM billing._invalid(format('unknown rounding_function "%s"', rounding_function), format('got %s', rounding_function),
+            'use round, ceil or floor');
+    END IF;
+    IF rounding_function IS NULL AND rounding_precision IS NOT NULL THEN
+        PERFORM billing._invalid('rounding_precision needs a rounding_function', format('got precision %s', rounding_precision),
+            'set rounding_function to round, ceil or floor');
+    END IF;
+    IF jsonb_typeof(filters) <> 'object' THEN
+        PERFORM billing._invalid('filters must be a JSON object of key → allowed values', format('got %s', filters),
+            'write filters like {"region": ["us", "eu"]}');
+    END IF;
+    SELECT key INTO bad_key FROM jsonb_each(filters)
+    WHERE jsonb_typeof(value) <> 'array' OR jsonb_array_length(value) = 0
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(value) v WHERE jsonb_typeof(v) <> 'string')
+    LIMIT 1;
+    IF bad_key IS NOT NULL THEN
+        PERFORM billing._invalid(format('filters.%s must be a non-empty array of strings', bad_key),
+            format('got %s', filters -> bad_key), 'write filters like {"region": ["us", "eu"]}');
+    END IF;
+    INSERT INTO billing.billable_metrics (code, name, aggregation, field_name, recurring, rounding_function, rounding_precision, filters)
+    VALUES (code, name, aggregation, field_name, recurring, rounding_function, rounding_precision, filters)
+    RETURNING * INTO created;
+    RETURN created;
+END $$;
+
+-- Creates the plan on first use and a new version on every later call.
+CREATE FUNCTION billing.create_plan(
+    code text, name text, "interval" text, amount numeric DEFAULT 0, currency text DEFAULT 'USD',
+    charges jsonb DEFAULT '[]', pay_in_advance boolean DEFAULT false, trial_days integer DEFAULT 0,
+    minimum_commitment numeric DEFAULT NULL, usage_thresholds jsonb DEFAULT '[]'
+) RETURNS billing.plan_versions
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    plan_id bigint;
+    created billing.plan_versions;
+    charge jsonb;
+    charge_index integer := 0;
+    metric billing.billable_metrics;
+    charge_id bigint;
+    filter jsonb;
+BEGIN
+    IF "interval" IS NULL OR "interval" NOT IN ('weekly', 'monthly', 'quarterly', 'semiannual', 'yearly') THEN
+        PERFORM billing._invalid(format('unknown interval "%s"', "interval"), format('got %s', "interval"),
+            'use weekly, monthly, quarterly, semiannual or yearly');
+    END IF;
+    IF amount < 0 OR trial_days < 0 OR minimum_commitment < 0 THEN
+        PERFORM billing._invalid('amount, trial_days and minimum_commitment must not be negative',
+            format('got %s, %s and %s', amount, trial_days, minimum_commitment), 'use 0 or more');
+    END IF;
+    IF jsonb_typeof(charges) <> 'array' THEN
+        PERFORM billing._invalid('charges must be a JSON array', format('got %s', charges), 'pass [] for a plan without charges');
+    END IF;
+    INSERT INTO billing.plans AS p (code, name) VALUES (create_plan.code, create_plan.name)
+    ON CONFLICT ON CONSTRAINT plans_code_key DO UPDATE SET name = excluded.name
+    RETURNING p.id INTO plan_id;
+    PERFORM 1 FROM billing.plans WHERE id = plan_id FOR UPDATE;
+    INSERT INTO billing.plan_versions (plan_id, version, interval, amount, currency, pay_in_advance, trial_days,
+                                       minimum_commitment, usage_thresholds)
+    SELECT plan_id, coalesce(max(v.version), 0) + 1, "interval", amount, billing._check_currency(currency),
+           pay_in_advance, trial_days, minimum_commitment, usage_thresholds
+    FROM billing.plan_versions v WHERE v.plan_id = plan_id
+    RETURNING * INTO created;
+    FOR charge IN SELECT value FROM jsonb_array_elements(charges) LOOP
+        SELECT * INTO metric FROM billing.billable_metrics m WHERE m.code = charge ->> 'billable_metric_code';
+        IF NOT FOUND THEN
+            PERFORM billing._unknown('billable metric', coalesce(charge ->> 'billable_metric_code', 'null'),
+                format('charges[%s].billable_metric_code must name a metric created with billing.create_billable_metric', charge_index));
+        END IF;
+        IF charge ? 'pricing_group_keys' AND jsonb_typeof(charge -> 'pricing_group_keys') <> 'array' THEN
+            PERFORM billing._invalid(format('charges[%s].pricing_group_keys must be an array of property names', charge_index),
+                format('got %s', charge -> 'pricing_group_keys'), 'write ["region"]');
+        END IF;
+        INSERT INTO billing.charges (plan_version_id, billable_metric_id, price, pay_in_advance, prorated, invoiceable,
+                                     min_amount, pricing_group_keys, position)
+        VALUES (created.id, metric.id,
+                billing.price(jsonb_build_object('charge_model', charge -> 'charge_model', 'properties', coalesce(charge -> 'properties', '{}'))),
+                coalesce((charge ->> 'pay_in_advance')::boolean, false), coalesce((charge ->> 'prorated')::boolean, false),
+                coalesce((charge ->> 'invoiceable')::boolean, true), (charge ->> 'min_amount')::numeric,
+                coalesce(ARRAY(SELECT jsonb_array_elements_text(charge -> 'pricing_group_keys')), '{}'), charge_index)
+        RETURNING id INTO charge_id;
+        FOR filter IN SELECT value FROM jsonb_array_elements(coalesce(charge -> 'filters', '[]')) LOOP
+            IF jsonb_typeof(filter -> 'values') <> 'object' OR EXISTS (
+                SELECT 1 FROM jsonb_each(filter -> 'values') kv
+                WHERE NOT (metric.filters ? kv.key) OR jsonb_typeof(kv.value) <> 'array'
+                   OR NOT (metric.filters -> kv.key) @> kv.value) THEN
+                PERFORM billing._invalid(format('charges[%s].filters values must use the metric''s filter keys and values', charge_index),
+                    format('got %s; metric %s allows %s', filter -> 'values', metric.code, metric.filters),
+                    'write values like {"region": ["us"]} with keys and values from the billable metric''s filters');
+            END IF;
+            INSERT INTO billing.charge_filters (charge_id, "values", price, invoice_display_name)
+            VALUES (charge_id, filter -> 'values',
+                    billing.price(jsonb_build_object('charge_model', charge -> 'charge_model',
+                                                     'properties', coalesce(filter -> 'properties', '{}'))),
+                    filter ->> 'invoice_display_name');
+        END LOOP;
+        charge_index := charge_index + 1;
+    END LOOP;
+    RETURN created;
+END $$;
+
+CREATE FUNCTION billing.create_subscription(
+    external_id text, customer text, plan text, subscription_at timestamptz DEFAULT now(),
+    billing_time text DEFAULT 'calendar', plan_version integer DEFAULT NULL
+) RETURNS billing.subscriptions
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    customer_id bigint;
+    version_id bigint;
+    created billing.subscriptions;
+BEGIN
+    IF billing_time NOT IN ('calendar', 'anniversary') THEN
+        PERFORM billing._invalid(format('unknown billing_time "%s"', billing_time), format('got %s', billing_time),
+            'use calendar or anniversary');
+    END IF;
+    SELECT c.id INTO customer_id FROM billing.customers c WHERE c.external_id = create_subscription.customer;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
+    END IF;
+    SELECT v.id INTO version_id FROM billing.plan_versions v JOIN billing.plans p ON p.id = v.plan_id
+    WHERE p.code = create_subscription.plan AND (create_subscription.plan_version IS NULL OR v.version = create_subscription.plan_version)
+    ORDER BY v.version DESC LIMIT 1;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('plan', plan || coalesce(' version ' || plan_version, ''), 'create it with billing.create_plan');
+    END IF;
+    INSERT INTO billing.subscriptions (external_id, customer_id, plan_version_id, status, billing_time, subscription_at, started_at)
+    VALUES (external_id, customer_id, version_id,
+            CASE WHEN subscription_at > now() THEN 'pending' ELSE 'active' END, billing_time, subscription_at,
+            CASE WHEN subscription_at > now() THEN NULL ELSE subscription_at END)
+    RETURNING * INTO created;
+    RETURN created;
+END $$;
+
+CREATE FUNCTION billing.terminate_subscription(external_id text, terminated_at timestamptz DEFAULT now())
+RETURNS billing.subscriptions
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    subscription billing.subscriptions;
+BEGIN
+    SELECT * INTO subscription FROM billing.subscriptions s WHERE s.external_id = terminate_subscription.external_id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('subscription', external_id, 'check the external_id');
+    END IF;
+    IF subscription.status = 'terminated' THEN
+        RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('subscription "%s" is already terminated', external_id),
+            DETAIL = format('terminated at %s', subscription.terminated_at), HINT = 'create a new subscription';
+    END IF;
+    IF terminated_at < subscription.subscription_at THEN
+        PERFORM billing._invalid('terminated_at is before the subscription started',
+            format('got %s, started %s', terminated_at, subscription.subscription_at), 'terminate at or after the start');
+    END IF;
+    UPDATE billing.subscriptions s SET status = 'terminated', terminated_at = terminate_subscription.terminated_at,
+        started_at = coalesce(s.started_at, s.subscription_at)
+    WHERE s.id = subscription.id RETURNING * INTO subscription;
+    RETURN subscription;
+END $$;
+
+-- pg_dump keeps every billing row (the default entity is recreated by CREATE EXTENSION).
+SELECT pg_catalog.pg_extension_config_dump('billing.billing_entities', 'WHERE code <> ''default''');
+SELECT pg_catalog.pg_extension_config_dump('billing.billing_entities_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.' || t, '') FROM unnest(ARRAY[
+    'customers', 'customers_id_seq', 'billable_metrics', 'billable_metrics_id_seq', 'plans', 'plans_id_seq',
+    'plan_versions', 'plan_versions_id_seq', 'charges', 'charges_id_seq', 'charge_filters', 'charge_filters_id_seq',
+    'subscriptions', 'subscriptions_id_seq']) t;
+
+REVOKE ALL ON FUNCTION billing._invalid(text, text, text), billing._check_timezone(text), billing._check_currency(text),
+    billing._unknown(text, text, text) FROM PUBLIC;

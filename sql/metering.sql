@@ -1,0 +1,63 @@
+-- Metering: events stored exactly once, per-day usage rollups kept current at ingestion,
+-- rejected events kept with their reason, and a staging table for COPY loads.
+
+-- Idempotency key: (subscription, transaction_id), permanent. The key leads with the
+-- customer so the table can be distributed by customer.
+CREATE TABLE billing.events (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    customer_id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    transaction_id text NOT NULL,
+    billable_metric_id bigint NOT NULL,
+    "timestamp" timestamptz NOT NULL,
+    properties jsonb NOT NULL,
+    value numeric,
+    precise_total_amount_cents numeric,
+    dims jsonb NOT NULL,
+    ingested_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT events_idempotency_key UNIQUE (customer_id, subscription_id, transaction_id)
+);
+-- Raw reads (unique_count, weighted_sum, per-event prices) scan one subscription's metric in a period.
+CREATE INDEX events_by_period ON billing.events (subscription_id, billable_metric_id, "timestamp");
+
+-- Per customer-local day partial aggregates. `slot` spreads concurrent writers of one
+-- subscription over several rows, so hot customers do not serialise ingestion.
+CREATE TABLE billing.usage_rollups (
+    customer_id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    billable_metric_id bigint NOT NULL,
+    day date NOT NULL,
+    dims jsonb NOT NULL,
+    slot smallint NOT NULL,
+    events_count bigint NOT NULL,
+    value_sum numeric NOT NULL,
+    value_max numeric,
+    latest_at timestamptz NOT NULL,
+    latest_event_id bigint NOT NULL,
+    latest_value numeric,
+    PRIMARY KEY (customer_id, subscription_id, billable_metric_id, day, dims, slot)
+);
+
+CREATE TABLE billing.rejected_events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    external_subscription_id text,
+    transaction_id text,
+    code text,
+    payload jsonb NOT NULL,
+    sqlstate text NOT NULL,
+    reason text NOT NULL,
+    rejected_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- COPY target for bulk loads; billing.ingest_staged() validates and moves its rows.
+CREATE TABLE billing.event_staging (
+    external_subscription_id text,
+    code text,
+    transaction_id text,
+    "timestamp" text,
+    properties jsonb,
+    precise_total_amount_cents text
+);
+
+SELECT pg_catalog.pg_extension_config_dump('billing.' || t, '') FROM unnest(ARRAY[
+    'events', 'events_id_seq', 'usage_rollups', 'rejected_events', 'rejected_events_id_seq', 'event_staging']) t;

@@ -1,0 +1,238 @@
+-- Billing periods and usage: what a subscription has consumed in a window, per charge,
+-- filter and group, priced by the pricing engine.
+
+CREATE FUNCTION billing.period_bounds(
+    "interval" text, billing_time text, anchor date, as_of timestamptz, timezone text DEFAULT 'UTC'
+) RETURNS TABLE (from_datetime timestamptz, to_datetime timestamptz, from_date date, to_date date, days integer)
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+    SELECT (d.from_date::timestamp AT TIME ZONE billing._check_timezone(timezone)),
+           ((d.to_date + 1)::timestamp AT TIME ZONE timezone) - interval '1 microsecond',
+           d.from_date, d.to_date, d.to_date - d.from_date + 1
+    FROM billing._period_dates("interval", billing_time, anchor, (as_of AT TIME ZONE billing._check_timezone(timezone))::date) d
+$$;
+
+-- The filter an event's dimensions fall into: the matching filter with the most keys
+-- (ties: the first created), or NULL for the charge's default bucket.
+CREATE FUNCTION billing._charge_filter(charge_id bigint, dims jsonb) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT f.id FROM billing.charge_filters f
+    WHERE f.charge_id = _charge_filter.charge_id
+      AND NOT EXISTS (SELECT 1 FROM jsonb_each(f."values") kv
+                      WHERE NOT (dims ? kv.key) OR NOT kv.value @> jsonb_build_array(dims -> kv.key))
+    ORDER BY (SELECT count(*) FROM jsonb_object_keys(f."values")) DESC, f.id
+    LIMIT 1
+$$;
+
+-- The group of a charge with pricing group keys: each key's value, null when missing.
+CREATE FUNCTION billing._group_key(keys text[], dims jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(jsonb_object_agg(k, coalesce(dims -> k, 'null'::jsonb)), '{}'::jsonb) FROM unnest(keys) k
+$$;
+
+-- Metric rounding, applied after aggregation and before pricing.
+CREATE FUNCTION billing._round_units(units numeric, rounding_function text, rounding_precision integer) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE rounding_function
+        WHEN 'round' THEN round(units, coalesce(rounding_precision, 0))
+        WHEN 'ceil' THEN ceil(units * power(10::numeric, coalesce(rounding_precision, 0))) / power(10::numeric, coalesce(rounding_precision, 0))
+        WHEN 'floor' THEN floor(units * power(10::numeric, coalesce(rounding_precision, 0))) / power(10::numeric, coalesce(rounding_precision, 0))
+        ELSE units END
+$$;
+
+-- Units per dimension set of one metric in [from_ts, to_ts]. Day-aligned windows read
+-- the day rollups; unique_count, weighted_sum and unaligned windows read raw events.
+-- `carry_from` is the start of recurring metrics' accumulation (the subscription's start).
+CREATE FUNCTION billing._metric_units(
+    subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text
+) RETURNS TABLE (dims jsonb, units numeric, events_count bigint)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    from_day date := (from_ts AT TIME ZONE timezone)::date;
+    to_day date := (to_ts AT TIME ZONE timezone)::date;
+    end_excl timestamptz := to_ts + interval '1 microsecond';
+    aligned boolean := from_ts = (from_day::timestamp AT TIME ZONE timezone)
+                       AND end_excl = ((to_day + 1)::timestamp AT TIME ZONE timezone);
+    window_start timestamptz := CASE WHEN metric.recurring THEN '-infinity'::timestamptz ELSE from_ts END;
+BEGIN
+    IF metric.aggregation = 'unique_count' THEN
+        RETURN QUERY
+        SELECT c.dims, sum(c.contribution)::numeric, count(*)
+        FROM (SELECT e.dims,
+                     CASE WHEN e.op = lag(e.op) OVER w THEN 0
+                          WHEN e.op = 'add' THEN 1
+                          WHEN lag(e.op) OVER w = 'add' THEN -1
+                          ELSE 0 END AS contribution
+              FROM (SELECT ev.dims, ev.properties ->> metric.field_name AS member,
+                           coalesce(ev.properties ->> 'operation_type', 'add') AS op, ev."timestamp", ev.id
+                    FROM billing.events ev
+                    WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
+                      AND ev."timestamp" BETWEEN window_start AND to_ts) e
+              WINDOW w AS (PARTITION BY e.dims, e.member ORDER BY e."timestamp", e.id)) c
+        GROUP BY c.dims;
+    ELSIF metric.aggregation = 'weighted_sum' THEN
+        RETURN QUERY
+        WITH points AS (
+            SELECT ev.dims, from_ts AS at, ev.value AS delta, 0 AS counted
+            FROM billing.events ev
+            WHERE metric.recurring AND ev.subscription_id = _metric_units.subscription_id
+              AND ev.billable_metric_id = metric.id AND ev."timestamp" < from_ts
+            UNION ALL
+            SELECT ev.dims, ev."timestamp", ev.value, 1
+            FROM billing.events ev
+            WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
+              AND ev."timestamp" BETWEEN from_ts AND to_ts
+        ), steps AS (
+            SELECT p.dims, p.at, sum(p.delta) AS delta, sum(p.counted) AS counted FROM points p GROUP BY p.dims, p.at
+        ), levels AS (
+            SELECT s.dims, s.counted, sum(s.delta) OVER w AS level, lead(s.at, 1, end_excl) OVER w - s.at AS lasted
+            FROM steps s WINDOW w AS (PARTITION BY s.dims ORDER BY s.at)
+        )
+        SELECT l.dims, sum(l.level * extract(epoch FROM l.lasted)) / extract(epoch FROM end_excl - from_ts), sum(l.counted)::bigint
+        FROM levels l GROUP BY l.dims;
+    ELSIF aligned OR metric.recurring THEN
+        RETURN QUERY
+        SELECT r.dims,
+               CASE metric.aggregation
+                   WHEN 'count' THEN sum(r.events_count)::numeric
+                   WHEN 'sum' THEN sum(r.value_sum)
+                   WHEN 'max' THEN coalesce(max(r.value_max), 0)
+                   ELSE greatest((array_agg(r.latest_value ORDER BY r.latest_at DESC, r.latest_event_id DESC))[1], 0)
+               END,
+               sum(r.events_count)::bigint
+        FROM billing.usage_rollups r
+        WHERE r.subscription_id = _metric_units.subscription_id AND r.billable_metric_id = metric.id
+          AND r.day <= to_day AND (metric.recurring OR r.day >= from_day)
+        GROUP BY r.dims;
+    ELSE
+        RETURN QUERY
+        SELECT ev.dims,
+               CASE metric.aggregation
+                   WHEN 'count' THEN count(*)::numeric
+                   WHEN 'sum' THEN coalesce(sum(ev.value), 0)
+                   WHEN 'max' THEN coalesce(max(ev.value), 0)
+                   ELSE greatest((array_agg(ev.value ORDER BY ev."timestamp" DESC, ev.id DESC))[1], 0)
+               END,
+               count(*)
+        FROM billing.events ev
+        WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
+          AND ev."timestamp" BETWEEN from_ts AND to_ts
+        GROUP BY ev.dims;
+    END IF;
+END $$;
+
+-- Event values in timestamp order per dimension set, for charges priced per event
+-- (percentage, dynamic).
+CREATE FUNCTION billing._metric_event_values(
+    subscription_id bigint, metric_id bigint, from_ts timestamptz, to_ts timestamptz, dynamic boolean
+) RETURNS TABLE (dims jsonb, event_values numeric[])
+LANGUAGE sql STABLE AS $$
+    SELECT ev.dims, array_agg(CASE WHEN dynamic THEN coalesce(ev.precise_total_amount_cents, 0) ELSE coalesce(ev.value, 1) END
+                              ORDER BY ev."timestamp", ev.id)
+    FROM billing.events ev
+    WHERE ev.subscription_id = _metric_event_values.subscription_id AND ev.billable_metric_id = metric_id
+      AND ev."timestamp" BETWEEN from_ts AND to_ts
+    GROUP BY ev.dims
+$$;
+
+CREATE FUNCTION billing.usage(external_subscription_id text, window_from timestamptz, window_to timestamptz)
+RETURNS TABLE (
+    charge_id bigint, billable_metric_code text, aggregation text, charge_model text,
+    filter_id bigint, filter_values jsonb, grouped_by jsonb,
+    units numeric, events_count bigint, amount numeric, currency text,
+    from_datetime timestamptz, to_datetime timestamptz
+)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions;
+    cust billing.customers;
+    pv billing.plan_versions;
+    ch billing.charges;
+    metric billing.billable_metrics;
+    model text;
+BEGIN
+    SELECT * INTO sub FROM billing.subscriptions s WHERE s.external_id = usage.external_subscription_id;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('subscription', external_subscription_id, 'check the external_subscription_id');
+    END IF;
+    IF window_from > window_to THEN
+        PERFORM billing._invalid('window_from is after window_to', format('got %s and %s', window_from, window_to),
+            'give the window''s first and last instant');
+    END IF;
+    SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
+    SELECT * INTO pv FROM billing.plan_versions v WHERE v.id = sub.plan_version_id;
+    FOR ch IN SELECT * FROM billing.charges c WHERE c.plan_version_id = pv.id ORDER BY c.position LOOP
+        SELECT * INTO metric FROM billing.billable_metrics m WHERE m.id = ch.billable_metric_id;
+        model := ch.price::jsonb ->> 'charge_model';
+        RETURN QUERY
+        WITH per_dims AS (
+            SELECT u.dims, u.units, u.events_count, billing._charge_filter(ch.id, u.dims) AS filter_id,
+                   billing._group_key(ch.pricing_group_keys, u.dims) AS grouped_by
+            FROM billing._metric_units(sub.id, metric, window_from, window_to, cust.timezone) u
+        ), buckets AS (
+            SELECT p.filter_id, p.grouped_by, sum(p.units) AS units, sum(p.events_count)::bigint AS events_count
+            FROM per_dims p GROUP BY p.filter_id, p.grouped_by
+            UNION ALL
+            -- Every filter and the default bucket appear, with zero usage when nothing matched.
+            SELECT f.id, '{}'::jsonb, 0, 0 FROM (
+                SELECT cf.id FROM billing.charge_filters cf WHERE cf.charge_id = ch.id UNION ALL SELECT NULL) f
+            WHERE NOT EXISTS (SELECT 1 FROM per_dims p WHERE p.filter_id IS NOT DISTINCT FROM f.id)
+        ), values_per_bucket AS (
+            SELECT billing._charge_filter(ch.id, v.dims) AS filter_id, billing._group_key(ch.pricing_group_keys, v.dims) AS grouped_by,
+                   array_agg(x ORDER BY v.ord, x.ord) AS event_values
+            FROM (SELECT ev.*, row_number() OVER () AS ord
+                  FROM billing._metric_event_values(sub.id, metric.id, window_from, window_to, model = 'dynamic') ev
+                  WHERE model IN ('percentage', 'dynamic')) v,
+                 unnest(v.event_values) WITH ORDINALITY x(x, ord)
+            GROUP BY 1, 2
+        )
+        SELECT ch.id, metric.code, metric.aggregation, model, b.filter_id, f."values", b.grouped_by,
+               billing._round_units(b.units, metric.rounding_function, metric.rounding_precision),
+               b.events_count,
+               CASE WHEN model IN ('percentage', 'dynamic')
+                    THEN billing.amount(coalesce(f.price, ch.price), coalesce(vb.event_values, '{}'), cust.currency)
+                    ELSE billing.amount(coalesce(f.price, ch.price),
+                                        billing._round_units(b.units, metric.rounding_function, metric.rounding_precision)) END,
+               cust.currency, window_from, window_to
+        FROM buckets b
+        LEFT JOIN billing.charge_filters f ON f.id = b.filter_id
+        LEFT JOIN values_per_bucket vb ON vb.filter_id IS NOT DISTINCT FROM b.filter_id AND vb.grouped_by = b.grouped_by
+        ORDER BY b.filter_id NULLS FIRST, b.grouped_by;
+    END LOOP;
+END $$;
+
+-- Usage of the open billing period (from the later of the period start and the
+-- subscription start, to the period end).
+CREATE FUNCTION billing.current_usage(external_subscription_id text)
+RETURNS TABLE (
+    charge_id bigint, billable_metric_code text, aggregation text, charge_model text,
+    filter_id bigint, filter_values jsonb, grouped_by jsonb,
+    units numeric, events_count bigint, amount numeric, currency text,
+    from_datetime timestamptz, to_datetime timestamptz
+)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions;
+    tz text;
+    bounds record;
+BEGIN
+    SELECT * INTO sub FROM billing.subscriptions s WHERE s.external_id = current_usage.external_subscription_id;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('subscription', external_subscription_id, 'check the external_subscription_id');
+    END IF;
+    SELECT c.timezone INTO tz FROM billing.customers c WHERE c.id = sub.customer_id;
+    SELECT * INTO bounds FROM billing.period_bounds(
+        (SELECT v.interval FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time,
+        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE tz)::date, now(), tz) pb;
+    RETURN QUERY SELECT * FROM billing.usage(external_subscription_id,
+        greatest(bounds.from_datetime, coalesce(sub.started_at, sub.subscription_at)),
+        least(bounds.to_datetime, coalesce(sub.terminated_at, 'infinity')));
+END $$;
+
+REVOKE ALL ON FUNCTION billing._charge_filter(bigint, jsonb), billing._group_key(text[], jsonb),
+    billing._round_units(numeric, text, integer),
+    billing._metric_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text),
+    billing._metric_event_values(bigint, bigint, timestamptz, timestamptz, boolean),
+    billing._period_dates(text, text, date, date) FROM PUBLIC;

@@ -1,0 +1,5 @@
+//! Metering: event validation (pure), set-based ingestion, and its SQL entry points.
+
+pub mod event;
+pub mod ingest;
+pub mod sql;
