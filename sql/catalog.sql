@@ -262,7 +262,8 @@ BEGIN
     END IF;
     IF amount < 0 OR trial_days < 0 OR minimum_commitment < 0 THEN
         PERFORM billing._invalid('amount, trial_days and minimum_commitment must not be negative',
-            format('got %s, %s and %s', amount, trial_days, minimum_commitment), 'use 0 or more');
+            format('got amount %s, trial_days %s, minimum_commitment %s', amount, trial_days, coalesce(minimum_commitment::text, 'null')),
+            'use 0 or more');
     END IF;
     IF jsonb_typeof(charges) <> 'array' THEN
         PERFORM billing._invalid('charges must be a JSON array', format('got %s', charges), 'pass [] for a plan without charges');
@@ -376,10 +377,20 @@ END $$;
 -- pg_dump keeps every billing row (the default entity is recreated by CREATE EXTENSION).
 SELECT pg_catalog.pg_extension_config_dump('billing.billing_entities', 'WHERE code <> ''default''');
 SELECT pg_catalog.pg_extension_config_dump('billing.billing_entities_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('billing.' || t, '') FROM unnest(ARRAY[
-    'customers', 'customers_id_seq', 'billable_metrics', 'billable_metrics_id_seq', 'plans', 'plans_id_seq',
-    'plan_versions', 'plan_versions_id_seq', 'charges', 'charges_id_seq', 'charge_filters', 'charge_filters_id_seq',
-    'subscriptions', 'subscriptions_id_seq']) t;
+SELECT pg_catalog.pg_extension_config_dump('billing.customers', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.customers_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.billable_metrics', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.billable_metrics_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.plans', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.plans_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.plan_versions', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.plan_versions_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.charges', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.charges_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.charge_filters', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.charge_filters_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions_id_seq', '');
 
 REVOKE ALL ON FUNCTION billing._invalid(text, text, text), billing._check_timezone(text), billing._check_currency(text),
     billing._unknown(text, text, text) FROM PUBLIC;

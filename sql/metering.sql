@@ -59,5 +59,9 @@ CREATE TABLE billing.event_staging (
     precise_total_amount_cents text
 );
 
-SELECT pg_catalog.pg_extension_config_dump('billing.' || t, '') FROM unnest(ARRAY[
-    'events', 'events_id_seq', 'usage_rollups', 'rejected_events', 'rejected_events_id_seq', 'event_staging']) t;
+SELECT pg_catalog.pg_extension_config_dump('billing.events', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.usage_rollups', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.rejected_events', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.rejected_events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.event_staging', '');

@@ -188,7 +188,7 @@ BEGIN
             GROUP BY 1, 2
         )
         SELECT ch.id, metric.code, metric.aggregation, model, b.filter_id, f."values", b.grouped_by,
-               billing._round_units(b.units, metric.rounding_function, metric.rounding_precision),
+               trim_scale(billing._round_units(b.units, metric.rounding_function, metric.rounding_precision)),
                b.events_count,
                CASE WHEN model IN ('percentage', 'dynamic')
                     THEN billing.amount(coalesce(f.price, ch.price), coalesce(vb.event_values, '{}'), cust.currency)

@@ -193,6 +193,20 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
     Some(seconds * 1_000_000 + micros_fraction)
 }
 
+/// RFC 3339 text in UTC of microseconds since 2000-01-01 UTC (fraction only when present).
+pub fn format_timestamp(micros: i64) -> String {
+    let (day, in_day) = (micros.div_euclid(MICROS_PER_DAY), micros.rem_euclid(MICROS_PER_DAY));
+    let (y, m, d) = civil(day as Day);
+    let seconds = in_day / 1_000_000;
+    let fraction = in_day % 1_000_000;
+    let base = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if fraction == 0 {
+        format!("{base}Z")
+    } else {
+        format!("{base}.{fraction:06}Z")
+    }
+}
+
 /// Maps a range inside the suffix `rest` of `text` to a range of `text`.
 fn rest_range(text: &str, rest: &str, range: std::ops::Range<usize>) -> std::ops::Range<usize> {
     let start = text.len() - rest.len();
@@ -291,6 +305,9 @@ mod tests {
         assert_eq!(parse_timestamp("2000-01-01 00:00:01.5Z"), Some(1_500_000));
         assert_eq!(parse_timestamp("946684800"), Some(0));
         assert_eq!(parse_timestamp("946684800.25"), Some(250_000));
+        for text in ["2026-03-01T10:00:00Z", "1999-12-31T23:59:59.500000Z", "2024-02-29T00:00:00.000001Z"] {
+            assert_eq!(format_timestamp(parse_timestamp(text).unwrap()), text);
+        }
         for bad in ["", "yesterday", "2026-02-30T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T00:00:00", "2026-01-01T00:00:00+0100", "1e9", "NaN"] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }

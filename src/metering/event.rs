@@ -1,7 +1,7 @@
 //! One event, from the caller's payload to a validated row: pure Rust, checked against a
 //! snapshot of the catalog rows the batch refers to.
 
-use crate::calendar::parse_timestamp;
+use crate::calendar::{format_timestamp, parse_timestamp};
 use crate::error::{BillingError, ErrorKind};
 use crate::pricing::decimal::{parse_plain, DecimalTextError};
 use rust_decimal::Decimal;
@@ -21,13 +21,9 @@ impl EventTime {
     fn describe(&self) -> String {
         match self {
             EventTime::Text(text) => text.clone(),
-            EventTime::Micros(micros) => format!("{} Unix seconds", unix_seconds(*micros)),
+            EventTime::Micros(micros) => format_timestamp(*micros),
         }
     }
-}
-
-fn unix_seconds(micros: i64) -> Decimal {
-    Decimal::new(micros + 946_684_800_000_000, 6).normalize()
 }
 
 /// An event as the caller sent it, before any check.
@@ -83,7 +79,7 @@ impl RawEvent {
         put("transaction_id", &self.transaction_id);
         put("timestamp", &self.timestamp.as_ref().map(|t| match t {
             EventTime::Text(text) => text.clone(),
-            EventTime::Micros(micros) => unix_seconds(*micros).to_string(),
+            EventTime::Micros(micros) => format_timestamp(*micros),
         }));
         put("precise_total_amount_cents", &self.precise_total_amount_cents);
         map.insert("properties".to_string(), self.properties.clone());
@@ -257,6 +253,15 @@ pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Res
         }
         _ => None,
     };
+    if metric.aggregation == Aggregation::UniqueCount {
+        if let Some(operation) = property_text(&properties, "operation_type") {
+            if operation != "add" && operation != "remove" {
+                return Err(BillingError::invalid("properties.operation_type must be add or remove")
+                    .detail(format!("got {operation}"))
+                    .hint("omit it to add the value"));
+            }
+        }
+    }
     let precise_total_amount_cents =
         raw.precise_total_amount_cents.as_deref().map(|t| numeric(t, "precise_total_amount_cents")).transpose()?;
     let dims = catalog

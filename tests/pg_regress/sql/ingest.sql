@@ -1,0 +1,122 @@
+-- Ingestion: exactly once, duplicates and conflicts, every rejection reason, the caller's
+-- transaction, batches that keep their good events, and the COPY path.
+SET client_min_messages = warning;
+-- A fresh install, so this file does not depend on the others.
+DROP EXTENSION pg_billing CASCADE;
+CREATE EXTENSION pg_billing;
+SET TIME ZONE 'UTC';
+\set SHOW_CONTEXT never
+SELECT external_id FROM billing.create_customer('acme', 'Acme', 'USD', 'UTC');
+SELECT code FROM billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens');
+SELECT code FROM billing.create_billable_metric('calls', 'Calls', 'count');
+SELECT code FROM billing.create_billable_metric('users', 'Users', 'unique_count', 'user_id');
+SELECT version FROM billing.create_plan('api', 'API', 'monthly', 0, 'USD', '[
+  {"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "0.001"}},
+  {"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "0.01"}}]');
+SELECT external_id, status FROM billing.create_subscription('sub-1', 'acme', 'api', '2026-01-01 00:00+00');
+SELECT external_id, status FROM billing.create_subscription('sub-ended', 'acme', 'api', '2026-01-01 00:00+00');
+SELECT status FROM billing.terminate_subscription('sub-ended', '2026-02-01 00:00+00');
+SELECT status FROM billing.create_subscription('sub-pending', 'acme', 'api', now() + interval '10 days');
+
+-- One event at a time: accepted, then a replay is a duplicate, a changed payload a conflict.
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-1', '2026-03-01 10:00+00', '{"tokens": 1200}');
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-1', '2026-03-01 10:00+00', '{"tokens": 1200}');
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-1', '2026-03-01 10:00+00', '{"tokens": 9999}');
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-1', '2026-03-02 10:00+00', '{"tokens": 1200}');
+-- A replay that leaves out the timestamp matches whatever was stored.
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-1', properties => '{"tokens": 1200}');
+-- The first write is kept.
+SELECT transaction_id, "timestamp", properties, value FROM billing.events ORDER BY id;
+
+-- Invalid events raise a specific SQLSTATE and write nothing.
+SELECT billing.ingest_event('sub-nope', 'tokens', 'tx-2', '2026-03-01', '{"tokens": 1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-1', 'nope', 'tx-2', '2026-03-01', '{"tokens": 1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-2', '2026-03-01', '{"tokens": "twelve"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-2', '2026-03-01', '{"tokens": "NaN"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-2', '2026-03-01', '{"tokens": "Infinity"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-2', '2026-03-01', '{"tokens": "1e5"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-2', '2026-03-01', '{"tokens": "123456789012345678901234567890"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-2', '2026-03-01', '{"model": "small"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-2', '2025-12-31 23:59:59+00', '{"tokens": 1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-ended', 'tokens', 'tx-2', '2026-02-01 00:00:01+00', '{"tokens": 1}');
+\echo :LAST_ERROR_SQLSTATE
+-- (terse: these details would show today's date)
+\set VERBOSITY terse
+SELECT billing.ingest_event('sub-pending', 'tokens', 'tx-2', now(), '{"tokens": 1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-1', 'tokens', 'tx-2', now() + interval '2 days', '{"tokens": 1}');
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+SELECT billing.ingest_event('sub-1', 'users', 'tx-2', '2026-03-01', '{"user_id": "u1", "operation_type": "delete"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event('sub-1', 'tokens', '', '2026-03-01', '{"tokens": 1}');
+\echo :LAST_ERROR_SQLSTATE
+-- The future margin is a setting.
+SET pg_billing.event_future_margin_seconds = 259200;
+SELECT billing.ingest_event('sub-1', 'calls', 'tx-future', now() + interval '2 days');
+RESET pg_billing.event_future_margin_seconds;
+SELECT count(*) AS stored_events FROM billing.events;
+
+-- Usage commits or rolls back with the caller's transaction.
+BEGIN;
+SELECT billing.ingest_event('sub-1', 'calls', 'tx-rolled-back', '2026-03-05');
+ROLLBACK;
+BEGIN;
+SELECT billing.ingest_event('sub-1', 'calls', 'tx-committed', '2026-03-05');
+COMMIT;
+SELECT transaction_id FROM billing.events WHERE transaction_id LIKE 'tx-%ed' ORDER BY transaction_id;
+-- The rolled-back key is free again.
+SELECT billing.ingest_event('sub-1', 'calls', 'tx-rolled-back', '2026-03-05');
+
+-- A batch: good events are stored even when others are rejected; replays within the
+-- batch and against stored events are reported; each rejection keeps its payload.
+SELECT * FROM billing.ingest_events('[
+  {"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "b-1", "timestamp": "2026-03-10T08:00:00Z", "properties": {"tokens": 300}},
+  {"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "b-2", "timestamp": 1773129600, "properties": {"tokens": "45.5"}},
+  {"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "b-1", "timestamp": "2026-03-10T08:00:00Z", "properties": {"tokens": 300}},
+  {"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "b-2", "timestamp": 1773129600, "properties": {"tokens": 46}},
+  {"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "tx-1", "timestamp": "2026-03-01T10:00:00Z", "properties": {"tokens": 1200}},
+  {"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "tx-1", "timestamp": "2026-03-01T10:00:00Z", "properties": {"tokens": 1}},
+  {"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "b-3", "timestamp": "2026-03-10T08:00:00Z", "properties": {"tokens": "lots"}},
+  {"external_subscription_id": "sub-9", "code": "tokens", "transaction_id": "b-4", "properties": {"tokens": 1}},
+  {"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "b-5", "timestamp": "next tuesday", "properties": {"tokens": 1}},
+  {"external_subscription_id": "sub-1", "code": "calls", "transaction_id": "b-6", "timestamp": "2026-03-11T09:30:00+02:00"},
+  "not an event",
+  {"external_subscription_id": "sub-1", "code": "calls", "transaction_id": "b-7", "colour": "red"},
+  {"external_subscription_id": "sub-1", "code": "calls"}
+]') ORDER BY index;
+SELECT external_subscription_id, transaction_id, code, sqlstate, reason, payload FROM billing.rejected_events ORDER BY id;
+SELECT transaction_id, "timestamp", value FROM billing.events WHERE transaction_id LIKE 'b-%' ORDER BY transaction_id;
+SELECT billing.ingest_events('{"not": "an array"}');
+\echo :LAST_ERROR_SQLSTATE
+
+-- COPY path: load the staging table, then validate, deduplicate and move in one call.
+COPY billing.event_staging (external_subscription_id, code, transaction_id, "timestamp", properties) FROM stdin;
+sub-1	tokens	copy-1	2026-03-12T00:00:00Z	{"tokens": 10}
+sub-1	tokens	copy-2	2026-03-12T00:00:00Z	{"tokens": 20}
+sub-1	tokens	copy-1	2026-03-12T00:00:00Z	{"tokens": 10}
+sub-1	tokens	b-1	2026-03-10T08:00:00Z	{"tokens": 301}
+sub-1	tokens	copy-3	2026-03-12T00:00:00Z	{"tokens": "x"}
+sub-1	calls	copy-4	1773273600	{}
+\.
+SELECT * FROM billing.ingest_staged(batch_size => 4);
+SELECT count(*) AS left_in_staging FROM billing.event_staging;
+SELECT transaction_id, value FROM billing.events WHERE transaction_id LIKE 'copy-%' ORDER BY transaction_id;
+SELECT transaction_id, reason FROM billing.rejected_events WHERE transaction_id LIKE 'copy-%';
+SELECT * FROM billing.ingest_staged(0);
+\echo :LAST_ERROR_SQLSTATE
+
+-- The day rollups agree with the stored events.
+SELECT r.billable_metric_id, sum(r.events_count) AS rollup_events, sum(r.value_sum) AS rollup_sum,
+       (SELECT count(*) FROM billing.events e WHERE e.billable_metric_id = r.billable_metric_id) AS events,
+       (SELECT coalesce(sum(e.value), 0) FROM billing.events e WHERE e.billable_metric_id = r.billable_metric_id) AS event_sum
+FROM billing.usage_rollups r GROUP BY r.billable_metric_id ORDER BY r.billable_metric_id;
