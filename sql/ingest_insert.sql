@@ -11,6 +11,8 @@ WITH input AS (
     SELECT customer_id, subscription_id, transaction_id, billable_metric_id, ts, properties, value,
            precise_total_amount_cents, dims
     FROM input
+    -- One key order for every writer, so overlapping concurrent batches wait instead of deadlocking.
+    ORDER BY customer_id, subscription_id, transaction_id
     ON CONFLICT ON CONSTRAINT events_idempotency_key DO NOTHING
     RETURNING e.id, e.customer_id, e.subscription_id, e.transaction_id, e.billable_metric_id, e."timestamp", e.value, e.dims
 ), rolled_up AS (
@@ -24,6 +26,7 @@ WITH input AS (
            (array_agg(n.value ORDER BY n."timestamp" DESC, n.id DESC))[1]
     FROM inserted n JOIN input i ON i.subscription_id = n.subscription_id AND i.transaction_id = n.transaction_id
     GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (customer_id, subscription_id, billable_metric_id, day, dims, slot) DO UPDATE SET
         events_count = r.events_count + excluded.events_count,
         value_sum = r.value_sum + excluded.value_sum,

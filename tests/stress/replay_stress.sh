@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Many clients replay overlapping batches and single events at once, against the running
+# test cluster (PGHOST/PGPORT). Exactly-once means: every key stored once, accepted
+# exactly once across all calls, never a conflict, and rollups equal to the stored events.
+set -euo pipefail
+db=pg_billing_stress
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+psql -X -q -v ON_ERROR_STOP=1 -o /dev/null -d "$db" <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION pg_billing;
+SELECT billing.create_customer('acme', 'Acme', 'USD', 'UTC');
+SELECT billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens');
+SELECT billing.create_plan('api', 'API', 'monthly', 0, 'USD',
+    '[{"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "1"}}]');
+SELECT billing.create_subscription('sub', 'acme', 'api', '2026-01-01 00:00+00');
+-- 20 batches of 500 events drawn from 3,000 keys: heavy overlap between batches. A key's
+-- payload depends only on the key, so every replay is an exact duplicate.
+CREATE TABLE stress_batches AS
+SELECT b AS id, jsonb_agg(jsonb_build_object(
+         'external_subscription_id', 'sub', 'code', 'tokens', 'transaction_id', 'k' || k,
+         'timestamp', '2026-03-01T00:00:00Z', 'properties', jsonb_build_object('tokens', k % 97))) AS events
+FROM generate_series(1, 20) b, LATERAL (SELECT (hashint4(b * 1000 + i) & 2147483647) % 3000 AS k FROM generate_series(1, 500) i) keys
+GROUP BY b;
+CREATE TABLE stress_outcomes (status text NOT NULL);
+SQL
+cat > /tmp/pg_billing_stress_batch.sql <<'SQL'
+\set b random(1, 20)
+INSERT INTO stress_outcomes SELECT status FROM billing.ingest_events((SELECT events FROM stress_batches WHERE id = :b));
+SQL
+cat > /tmp/pg_billing_stress_single.sql <<'SQL'
+\set k random(0, 2999)
+INSERT INTO stress_outcomes SELECT billing.ingest_event('sub', 'tokens', 'k' || :k, '2026-03-01T00:00:00Z', jsonb_build_object('tokens', :k % 97));
+SQL
+pgbench -n -c 8 -j 2 -t 25 -f /tmp/pg_billing_stress_batch.sql "$db" >/dev/null
+pgbench -n -c 8 -j 2 -t 300 -f /tmp/pg_billing_stress_single.sql "$db" >/dev/null
+psql -X -q -v ON_ERROR_STOP=1 -d "$db" -At <<'SQL'
+SELECT format('stored %s distinct keys, accepted %s times, %s duplicates, %s conflicts, %s rejected; rollup events %s, rollup sum %s = event sum %s',
+  (SELECT count(*) FROM billing.events),
+  (SELECT count(*) FROM stress_outcomes WHERE status = 'accepted'),
+  (SELECT count(*) FROM stress_outcomes WHERE status = 'duplicate'),
+  (SELECT count(*) FROM stress_outcomes WHERE status = 'conflict'),
+  (SELECT count(*) FROM stress_outcomes WHERE status = 'rejected'),
+  (SELECT sum(events_count) FROM billing.usage_rollups),
+  (SELECT sum(value_sum) FROM billing.usage_rollups),
+  (SELECT sum(value) FROM billing.events));
+DO $$
+BEGIN
+  IF (SELECT count(*) FROM billing.events) <> (SELECT count(*) FROM stress_outcomes WHERE status = 'accepted')
+     OR (SELECT count(DISTINCT transaction_id) FROM billing.events) <> (SELECT count(*) FROM billing.events)
+     OR EXISTS (SELECT 1 FROM stress_outcomes WHERE status IN ('conflict', 'rejected'))
+     OR (SELECT sum(events_count) FROM billing.usage_rollups) <> (SELECT count(*) FROM billing.events)
+     OR (SELECT sum(value_sum) FROM billing.usage_rollups) <> (SELECT sum(value) FROM billing.events)
+  THEN
+    RAISE EXCEPTION 'exactly-once violated';
+  END IF;
+END $$;
+SQL
+echo "stress: exactly once under concurrent replays"
