@@ -40,17 +40,18 @@ install_extension() {
   (cd "$ROOT" && cargo pgrx install --pg-config "$PG_CONFIG" ${1:-} >/dev/null)
 }
 
-# start_cluster DIR PORT: a fresh cluster in DIR (owned by postgres) listening on PORT
-# with pg_cron preloaded; stopped again when the calling script exits.
+# start_cluster DIR PORT [SETTINGS]: a fresh cluster in DIR (owned by postgres) listening
+# on PORT with pg_cron preloaded; stopped again when the calling script exits. SETTINGS
+# are extra server options (default: fsync off, for tests).
 start_cluster() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 settings=${3:--c fsync=off}
   stop_cluster "$dir"
   rm -rf "$dir"
   mkdir -p "$dir"
   chown postgres:postgres "$dir"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start \
-    -o "-p $port -k /tmp -c listen_addresses='' -c shared_preload_libraries=pg_cron -c cron.database_name=postgres -c fsync=off" >/dev/null
+    -o "-p $port -k /tmp -c listen_addresses='' -c shared_preload_libraries=pg_cron -c cron.database_name=postgres $settings" >/dev/null
   export PGHOST=/tmp PGPORT=$port PGUSER=postgres
   trap "stop_cluster '$dir'" EXIT
 }
