@@ -1,8 +1,11 @@
 -- Stores new events and folds them into the day rollups, in one statement; returns the
 -- keys that were stored (the others already existed).
+-- Properties and dims arrive as one jsonb array each (one parse instead of one per event),
+-- zipped with the other columns.
 WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[],
-                         $6::jsonb[], $7::numeric[], $8::numeric[], $9::jsonb[], $10::text[])
+    SELECT * FROM ROWS FROM (unnest($1::bigint[]), unnest($2::bigint[]), unnest($3::text[]), unnest($4::bigint[]),
+                             unnest($5::timestamptz[]), jsonb_array_elements($6::jsonb), unnest($7::numeric[]),
+                             unnest($8::numeric[]), jsonb_array_elements($9::jsonb), unnest($10::text[]))
         AS i(customer_id, subscription_id, transaction_id, billable_metric_id, ts, properties, value,
              precise_total_amount_cents, dims, timezone)
 ), inserted AS (

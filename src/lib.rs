@@ -9,6 +9,7 @@ pub mod numeric;
 pub mod periods;
 pub mod price;
 pub mod pricing;
+pub mod spi_plans;
 
 pgrx::extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = ["price_casts", price::functions::currency_minor_units]);
 pgrx::extension_sql_file!("../sql/metering.sql", name = "metering", requires = ["catalog"]);

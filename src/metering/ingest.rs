@@ -4,9 +4,13 @@
 use super::event::{same_payload, validate, Aggregation, CatalogSnapshot, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent};
 use crate::error::BillingError;
 use crate::numeric::from_decimal;
+use crate::spi_plans::plan;
 use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::{
+    BOOLARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, JSONBOID, NUMERICARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+};
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, JsonB};
+use pgrx::JsonB;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
@@ -80,7 +84,8 @@ fn load_catalog(inputs: &[Input]) -> CatalogSnapshot {
     let mut catalog = CatalogSnapshot::default();
     Spi::connect(|client| {
         let args: [DatumWithOid; 2] = [external_ids.into(), codes.into()];
-        for row in client.select(CATALOG_SQL, None, &args).expect("catalog query") {
+        let statement = plan(client, CATALOG_SQL, &[TEXTARRAYOID, TEXTARRAYOID]);
+        for row in client.select(&*statement, None, &args).expect("catalog query") {
             let kind: String = row.get(1).unwrap().unwrap();
             let id: i64 = row.get(3).unwrap().unwrap();
             match kind.as_str() {
@@ -118,101 +123,69 @@ fn load_catalog(inputs: &[Input]) -> CatalogSnapshot {
     catalog
 }
 
-/// Column arrays of the events to store, in the parameter order of ingest_insert.sql.
-struct Columns {
-    customer_id: Vec<i64>,
-    subscription_id: Vec<i64>,
-    transaction_id: Vec<String>,
-    billable_metric_id: Vec<i64>,
-    timestamp: Vec<TimestampWithTimeZone>,
-    properties: Vec<JsonB>,
-    value: Vec<Option<AnyNumeric>>,
-    precise: Vec<Option<AnyNumeric>>,
-    dims: Vec<JsonB>,
-    timezone: Vec<String>,
-    timestamp_given: Vec<bool>,
-    index: Vec<i32>,
-}
+/// Validated events to store, each with its position in the input.
+struct NewEvents(Vec<(usize, ValidEvent)>);
 
-impl Columns {
-    fn new(capacity: usize) -> Columns {
-        Columns {
-            customer_id: Vec::with_capacity(capacity),
-            subscription_id: Vec::with_capacity(capacity),
-            transaction_id: Vec::with_capacity(capacity),
-            billable_metric_id: Vec::with_capacity(capacity),
-            timestamp: Vec::with_capacity(capacity),
-            properties: Vec::with_capacity(capacity),
-            value: Vec::with_capacity(capacity),
-            precise: Vec::with_capacity(capacity),
-            dims: Vec::with_capacity(capacity),
-            timezone: Vec::with_capacity(capacity),
-            timestamp_given: Vec::with_capacity(capacity),
-            index: Vec::with_capacity(capacity),
-        }
+impl NewEvents {
+    fn column<'a, T: IntoDatum + 'a>(
+        &self,
+        positions: &[usize],
+        field: impl Fn(&ValidEvent) -> T,
+    ) -> DatumWithOid<'a> {
+        positions.iter().map(|&p| field(&self.0[p].1)).collect::<Vec<T>>().into()
     }
 
-    fn push(&mut self, index: usize, event: ValidEvent) {
-        self.customer_id.push(event.customer_id);
-        self.subscription_id.push(event.subscription_id);
-        self.transaction_id.push(event.transaction_id);
-        self.billable_metric_id.push(event.billable_metric_id);
-        self.timestamp.push(micros_to_timestamptz(event.timestamp));
-        self.properties.push(JsonB(event.properties));
-        self.value.push(event.value.map(from_decimal));
-        self.precise.push(event.precise_total_amount_cents.map(from_decimal));
-        self.dims.push(JsonB(event.dims));
-        self.timezone.push(event.timezone);
-        self.timestamp_given.push(event.timestamp_given);
-        self.index.push(index as i32);
-    }
-
-    fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    /// Stores the rows; returns which positions (in these columns) were new.
+    /// Stores the events; returns which positions were new (the others already existed).
     fn insert(&self) -> Vec<bool> {
-        let args: Vec<DatumWithOid> = vec![
-            self.customer_id.clone().into(),
-            self.subscription_id.clone().into(),
-            self.transaction_id.clone().into(),
-            self.billable_metric_id.clone().into(),
-            self.timestamp.clone().into(),
-            self.properties.iter().map(|j| JsonB(j.0.clone())).collect::<Vec<_>>().into(),
-            self.value.clone().into(),
-            self.precise.clone().into(),
-            self.dims.iter().map(|j| JsonB(j.0.clone())).collect::<Vec<_>>().into(),
-            self.timezone.clone().into(),
+        let all: Vec<usize> = (0..self.0.len()).collect();
+        let args = [
+            self.column(&all, |e| e.customer_id),
+            self.column(&all, |e| e.subscription_id),
+            self.column(&all, |e| e.transaction_id.clone()),
+            self.column(&all, |e| e.billable_metric_id),
+            self.column(&all, |e| micros_to_timestamptz(e.timestamp)),
+            JsonB(Value::Array(self.0.iter().map(|(_, e)| e.properties.clone()).collect())).into(),
+            self.column(&all, |e| e.value.map(from_decimal)),
+            self.column(&all, |e| e.precise_total_amount_cents.map(from_decimal)),
+            JsonB(Value::Array(self.0.iter().map(|(_, e)| e.dims.clone()).collect())).into(),
+            self.column(&all, |e| e.timezone.clone()),
+        ];
+        let types = [
+            INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, JSONBOID, NUMERICARRAYOID,
+            NUMERICARRAYOID, JSONBOID, TEXTARRAYOID,
         ];
         let stored: HashSet<(i64, String)> = Spi::connect_mut(|client| {
+            let statement = plan(client, INSERT_SQL, &types);
             client
-                .update(INSERT_SQL, None, &args)
+                .update(&*statement, None, &args)
                 .expect("event insert")
                 .map(|row| (row.get::<i64>(1).unwrap().unwrap(), row.get::<String>(2).unwrap().unwrap()))
                 .collect()
         });
-        (0..self.len())
-            .map(|i| stored.contains(&(self.subscription_id[i], self.transaction_id[i].clone())))
-            .collect()
+        self.0.iter().map(|(_, e)| stored.contains(&(e.subscription_id, e.transaction_id.clone()))).collect()
     }
 
-    /// For rows whose key already existed: (input index, same payload?).
+    /// For positions whose key already existed: (input index, same payload as stored?).
     fn classify_existing(&self, positions: &[usize]) -> Vec<(usize, bool)> {
-        let args: Vec<DatumWithOid> = vec![
-            positions.iter().map(|&i| self.customer_id[i]).collect::<Vec<_>>().into(),
-            positions.iter().map(|&i| self.subscription_id[i]).collect::<Vec<_>>().into(),
-            positions.iter().map(|&i| self.transaction_id[i].clone()).collect::<Vec<_>>().into(),
-            positions.iter().map(|&i| self.billable_metric_id[i]).collect::<Vec<_>>().into(),
-            positions.iter().map(|&i| self.timestamp[i]).collect::<Vec<_>>().into(),
-            positions.iter().map(|&i| JsonB(self.properties[i].0.clone())).collect::<Vec<_>>().into(),
-            positions.iter().map(|&i| self.precise[i].clone()).collect::<Vec<_>>().into(),
-            positions.iter().map(|&i| self.timestamp_given[i]).collect::<Vec<_>>().into(),
-            positions.iter().map(|&i| self.index[i]).collect::<Vec<_>>().into(),
+        let args = [
+            self.column(positions, |e| e.customer_id),
+            self.column(positions, |e| e.subscription_id),
+            self.column(positions, |e| e.transaction_id.clone()),
+            self.column(positions, |e| e.billable_metric_id),
+            self.column(positions, |e| micros_to_timestamptz(e.timestamp)),
+            self.column(positions, |e| JsonB(e.properties.clone())),
+            self.column(positions, |e| e.precise_total_amount_cents.map(from_decimal)),
+            self.column(positions, |e| e.timestamp_given),
+            positions.iter().map(|&p| self.0[p].0 as i32).collect::<Vec<i32>>().into(),
+        ];
+        let types = [
+            INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, JSONBARRAYOID, NUMERICARRAYOID,
+            BOOLARRAYOID, INT4ARRAYOID,
         ];
         Spi::connect(|client| {
+            let statement = plan(client, EXISTING_SQL, &types);
             client
-                .select(EXISTING_SQL, None, &args)
+                .select(&*statement, None, &args)
                 .expect("existing events query")
                 .map(|row| (row.get::<i32>(1).unwrap().unwrap() as usize, row.get::<bool>(2).unwrap().unwrap_or(false)))
                 .collect()
@@ -236,7 +209,12 @@ fn record_rejections(inputs: &[Input], outcomes: &[Outcome]) {
         rejected.iter().map(|&i| outcomes[i].error.as_ref().map(|e| e.kind.code().to_string())).collect::<Vec<_>>().into(),
         rejected.iter().map(|&i| outcomes[i].error.as_ref().map(|e| e.message.clone())).collect::<Vec<_>>().into(),
     ];
-    Spi::connect_mut(|client| client.update(REJECT_SQL, None, &args).map(|_| ())).expect("reject insert");
+    let types = [TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID];
+    Spi::connect_mut(|client| {
+        let statement = plan(client, REJECT_SQL, &types);
+        client.update(&*statement, None, &args).map(|_| ())
+    })
+    .expect("reject insert");
 }
 
 /// Validates, deduplicates and stores a batch; one outcome per input, in input order.
@@ -245,39 +223,36 @@ pub fn ingest(inputs: &[Input], rejections: Rejections) -> Vec<Outcome> {
     let now = i64::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
     let clock = Clock { now, future_margin: i64::from(FUTURE_MARGIN_SECONDS.get()) * 1_000_000 };
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(inputs.len());
-    let mut columns = Columns::new(inputs.len());
-    // The first occurrence of a key in the batch, and later same-payload repeats that take
-    // their status from it once it is known.
-    let mut first_in_batch: HashMap<(i64, String), (usize, ValidEvent)> = HashMap::new();
+    let mut new_events = NewEvents(Vec::with_capacity(inputs.len()));
+    // Each key's first occurrence in the batch (its position in new_events), and later
+    // same-payload repeats that take their status from it once it is known.
+    let mut first_in_batch: HashMap<(i64, String), usize> = HashMap::new();
     let mut repeats: Vec<(usize, usize)> = Vec::new();
     for (index, input) in inputs.iter().enumerate() {
         let transaction_id = input.event.as_ref().ok().and_then(|r| r.transaction_id.clone());
-        let validated = input.event.clone().and_then(|raw| validate(&raw, &catalog, &clock));
+        let validated = input.event.as_ref().map_err(Clone::clone).and_then(|raw| validate(raw, &catalog, &clock));
         let outcome = match validated {
             Err(error) => Outcome { transaction_id, status: Status::Rejected, error: Some(error) },
-            Ok(event) => {
-                let key = (event.subscription_id, event.transaction_id.clone());
-                match first_in_batch.get(&key) {
-                    Some((first_index, first)) if same_payload(first, &event) => {
-                        repeats.push((index, *first_index));
-                        Outcome { transaction_id, status: Status::Duplicate, error: None }
-                    }
-                    Some(_) => Outcome { transaction_id, status: Status::Conflict, error: None },
-                    None => {
-                        first_in_batch.insert(key, (index, event.clone()));
-                        columns.push(index, event);
-                        Outcome { transaction_id, status: Status::Accepted, error: None }
-                    }
+            Ok(event) => match first_in_batch.get(&(event.subscription_id, event.transaction_id.clone())) {
+                Some(&first) if same_payload(&new_events.0[first].1, &event) => {
+                    repeats.push((index, new_events.0[first].0));
+                    Outcome { transaction_id, status: Status::Duplicate, error: None }
                 }
-            }
+                Some(_) => Outcome { transaction_id, status: Status::Conflict, error: None },
+                None => {
+                    first_in_batch.insert((event.subscription_id, event.transaction_id.clone()), new_events.0.len());
+                    new_events.0.push((index, event));
+                    Outcome { transaction_id, status: Status::Accepted, error: None }
+                }
+            },
         };
         outcomes.push(outcome);
     }
-    if columns.len() > 0 {
-        let stored = columns.insert();
-        let existing: Vec<usize> = (0..columns.len()).filter(|&i| !stored[i]).collect();
+    if !new_events.0.is_empty() {
+        let stored = new_events.insert();
+        let existing: Vec<usize> = (0..stored.len()).filter(|&p| !stored[p]).collect();
         if !existing.is_empty() {
-            for (index, same) in columns.classify_existing(&existing) {
+            for (index, same) in new_events.classify_existing(&existing) {
                 outcomes[index].status = if same { Status::Duplicate } else { Status::Conflict };
             }
         }

@@ -17,11 +17,13 @@ CREATE TABLE raw_events (
 CREATE TABLE raw_copy (LIKE raw_events INCLUDING ALL);
 CREATE TABLE raw_single (LIKE raw_events INCLUDING ALL);
 
--- Batches of 1,000 events: fresh keys plus 10 % replays of the previous batch's keys.
+-- Batches of 1,000 events: fresh keys plus 10 % replays of the previous batch's keys. A
+-- batch carries the events of 50 subscriptions (20 each), as an ingestion worker that
+-- buffers per tenant would send them; successive batches move across all 1,000.
 CREATE TABLE bench_batches (id int PRIMARY KEY, events jsonb NOT NULL);
 INSERT INTO bench_batches
 SELECT b, jsonb_agg(jsonb_build_object(
-         'external_subscription_id', 'sub-' || (k % 1000 + 1), 'code', 'tokens', 'transaction_id', 'tx-' || k,
+         'external_subscription_id', 'sub-' || ((k / 20) % 1000 + 1), 'code', 'tokens', 'transaction_id', 'tx-' || k,
          'timestamp', to_char(date_trunc('day', now()) + (k % 3600) * interval '1 second', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
          'properties', jsonb_build_object('tokens', k % 5000, 'model', 'small')))
 FROM generate_series(1, :batches) b,
