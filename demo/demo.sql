@@ -64,3 +64,62 @@ WHERE u.customer = 'scale-corp' AND u.charge = 'payments';
 SELECT u.customer, billing.round_money(billing.priced_sum(v, p.price), 'USD') AS tokens_usd
 FROM usage u JOIN pricing_sheet p USING (charge), unnest(u.event_values) v
 WHERE u.charge = 'tokens' GROUP BY u.customer ORDER BY tokens_usd;
+
+\echo
+\echo '== Metering: a customer on the same sheet as a plan, and a burst of real-time usage'
+SELECT external_id, currency, timezone FROM billing.create_customer('growth-ai', 'Growth AI Inc.', 'USD', 'America/New_York', 'billing@growth.ai');
+SELECT code, aggregation, field_name FROM (
+  SELECT * FROM billing.create_billable_metric('tokens', 'LLM tokens', 'sum', 'tokens', filters => '{"model": ["small", "large"]}')
+  UNION ALL SELECT * FROM billing.create_billable_metric('images', 'Generated images', 'count')
+  UNION ALL SELECT * FROM billing.create_billable_metric('payments', 'Payments processed', 'sum', 'amount')
+  UNION ALL SELECT * FROM billing.create_billable_metric('seats', 'Active seats', 'unique_count', 'user_id', recurring => true)
+) m;
+SELECT version, interval, amount, currency FROM billing.create_plan('ai-pro', 'AI Pro', 'monthly', 99, 'USD', '[
+  {"billable_metric_code": "tokens", "charge_model": "graduated", "properties": {"graduated_ranges": [
+      {"from_value": 0, "to_value": 1000000, "per_unit_amount": "0.002", "flat_amount": "0"},
+      {"from_value": 1000001, "to_value": null, "per_unit_amount": "0.0015", "flat_amount": "0"}]},
+   "filters": [{"values": {"model": ["large"]}, "properties": {"graduated_ranges": [
+      {"from_value": 0, "to_value": null, "per_unit_amount": "0.006", "flat_amount": "0"}]}}]},
+  {"billable_metric_code": "images", "charge_model": "package", "properties": {"amount": "10", "package_size": 100, "free_units": 20}},
+  {"billable_metric_code": "payments", "charge_model": "percentage", "properties": {"rate": "2.9", "fixed_amount": "0.30"}},
+  {"billable_metric_code": "seats", "charge_model": "standard", "properties": {"amount": "15"}}]');
+SELECT external_id, status FROM billing.create_subscription('growth-ai-main', 'growth-ai', 'ai-pro', date_trunc('month', now()));
+
+\echo '== A burst of 5,000 events, 300 replays (200 exact, 100 with a changed payload) and 20 bad ones'
+CREATE TEMP TABLE burst AS
+SELECT jsonb_build_object(
+         'external_subscription_id', 'growth-ai-main',
+         'code', (ARRAY['tokens', 'tokens', 'tokens', 'images', 'payments', 'seats'])[n % 6 + 1],
+         'transaction_id', 'evt-' || n,
+         'timestamp', to_char(date_trunc('month', now()) + (now() - date_trunc('month', now())) * (n / 5000.0) AT TIME ZONE 'UTC',
+                              'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+         'properties', CASE n % 6
+             WHEN 3 THEN '{}'::jsonb
+             WHEN 4 THEN jsonb_build_object('amount', round(20 + (n % 97) * 3.17, 2))
+             WHEN 5 THEN jsonb_build_object('user_id', 'user-' || (n % 23))
+             ELSE jsonb_build_object('tokens', 200 + (n * 37) % 1800, 'model', CASE WHEN n % 5 = 0 THEN 'large' ELSE 'small' END)
+           END) AS event, n
+FROM generate_series(1, 5000) n;
+INSERT INTO burst SELECT event, n + 10000 FROM burst WHERE n % 25 = 0;
+INSERT INTO burst SELECT jsonb_set(event, '{properties,tokens}', '1'), n + 20000 FROM burst WHERE n % 50 = 1 AND event ->> 'code' = 'tokens' LIMIT 100;
+INSERT INTO burst SELECT jsonb_build_object('external_subscription_id', 'growth-ai-main', 'code', c, 'transaction_id', 'bad-' || i || '-' || k,
+                                            'timestamp', t, 'properties', p::jsonb), 30000 + 10 * i + k
+FROM (VALUES (1, 'tokens', '2030-01-01T00:00:00Z', '{"tokens": 5}'), (2, 'tokens', NULL, '{"tokens": "a lot"}'),
+             (3, 'video', NULL, '{}'), (4, 'payments', NULL, '{"amount": "NaN"}'), (5, 'tokens', NULL, '{"model": "small"}')) bad(i, c, t, p),
+     generate_series(0, 3) k;
+SELECT status, count(*) AS events, min(reason) AS example_reason
+FROM billing.ingest_events((SELECT jsonb_agg(event ORDER BY n) FROM burst)) GROUP BY status ORDER BY status;
+
+\echo '== Current usage of growth-ai-main (from the day rollups kept at ingestion)'
+SELECT billable_metric_code AS metric, charge_model, coalesce(filter_values::text, 'default') AS filter, units, events_count,
+       billing.round_money(amount, currency) AS amount_usd
+FROM billing.current_usage('growth-ai-main') ORDER BY charge_id, filter_id NULLS FIRST;
+
+\echo '== Rejected events are kept with their reason, nothing is lost'
+SELECT sqlstate, reason, count(*) AS events FROM billing.rejected_events GROUP BY sqlstate, reason ORDER BY sqlstate, reason;
+
+\echo '== Usage recorded inside the caller''s transaction rolls back with it'
+BEGIN;
+SELECT billing.ingest_event('growth-ai-main', 'images', 'txn-in-rolled-back-order', now()) AS outcome;
+ROLLBACK;
+SELECT count(*) AS stored FROM billing.events WHERE transaction_id = 'txn-in-rolled-back-order';

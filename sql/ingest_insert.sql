@@ -1,5 +1,7 @@
 -- Stores new events and folds them into the day rollups, in one statement; returns the
--- keys that were stored (the others already existed).
+-- keys that were stored (the others already existed). The caller sends the rows sorted by
+-- key, so every writer takes the key locks in one order and overlapping concurrent batches
+-- wait on each other instead of deadlocking.
 -- Properties and dims arrive as one jsonb array each (one parse instead of one per event),
 -- zipped with the other columns.
 WITH input AS (
@@ -10,24 +12,23 @@ WITH input AS (
              precise_total_amount_cents, dims, timezone)
 ), inserted AS (
     INSERT INTO billing.events AS e (customer_id, subscription_id, transaction_id, billable_metric_id, "timestamp",
-                                     properties, value, precise_total_amount_cents, dims)
-    SELECT customer_id, subscription_id, transaction_id, billable_metric_id, ts, properties, value,
-           precise_total_amount_cents, dims
+                                     local_day, properties, value, precise_total_amount_cents, dims)
+    SELECT customer_id, subscription_id, transaction_id, billable_metric_id, ts, (ts AT TIME ZONE timezone)::date,
+           properties, value, precise_total_amount_cents, dims
     FROM input
-    -- One key order for every writer, so overlapping concurrent batches wait instead of deadlocking.
-    ORDER BY customer_id, subscription_id, transaction_id
     ON CONFLICT ON CONSTRAINT events_idempotency_key DO NOTHING
-    RETURNING e.id, e.customer_id, e.subscription_id, e.transaction_id, e.billable_metric_id, e."timestamp", e.value, e.dims
+    RETURNING e.id, e.customer_id, e.subscription_id, e.transaction_id, e.billable_metric_id, e."timestamp",
+              e.local_day, e.value, e.dims
 ), rolled_up AS (
     INSERT INTO billing.usage_rollups AS r (customer_id, subscription_id, billable_metric_id, day, dims, slot,
                                             events_count, value_sum, value_max, latest_at, latest_event_id, latest_value)
-    SELECT n.customer_id, n.subscription_id, n.billable_metric_id, (n."timestamp" AT TIME ZONE i.timezone)::date, n.dims,
+    SELECT n.customer_id, n.subscription_id, n.billable_metric_id, n.local_day, n.dims,
            (pg_catalog.pg_backend_pid() % 8)::smallint,
            count(*), coalesce(sum(n.value), 0), max(n.value),
            max(n."timestamp"),
            (array_agg(n.id ORDER BY n."timestamp" DESC, n.id DESC))[1],
            (array_agg(n.value ORDER BY n."timestamp" DESC, n.id DESC))[1]
-    FROM inserted n JOIN input i ON i.subscription_id = n.subscription_id AND i.transaction_id = n.transaction_id
+    FROM inserted n
     GROUP BY 1, 2, 3, 4, 5
     ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (customer_id, subscription_id, billable_metric_id, day, dims, slot) DO UPDATE SET

@@ -10,6 +10,8 @@ CREATE TABLE billing.events (
     transaction_id text NOT NULL,
     billable_metric_id bigint NOT NULL,
     "timestamp" timestamptz NOT NULL,
+    -- The event's day in the customer's time zone, the day rollup it counts in.
+    local_day date NOT NULL,
     properties jsonb NOT NULL,
     value numeric,
     precise_total_amount_cents numeric,

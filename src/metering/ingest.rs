@@ -14,7 +14,9 @@ use pgrx::JsonB;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
-const CATALOG_SQL: &str = include_str!("../../sql/ingest_catalog.sql");
+const SUBSCRIPTIONS_SQL: &str = include_str!("../../sql/ingest_subscriptions.sql");
+const METRICS_SQL: &str = include_str!("../../sql/ingest_metrics.sql");
+const DIMENSIONS_SQL: &str = include_str!("../../sql/ingest_dimensions.sql");
 const INSERT_SQL: &str = include_str!("../../sql/ingest_insert.sql");
 const EXISTING_SQL: &str = include_str!("../../sql/ingest_existing.sql");
 const REJECT_SQL: &str = include_str!("../../sql/ingest_reject.sql");
@@ -83,41 +85,42 @@ fn load_catalog(inputs: &[Input]) -> CatalogSnapshot {
     }
     let mut catalog = CatalogSnapshot::default();
     Spi::connect(|client| {
-        let args: [DatumWithOid; 2] = [external_ids.into(), codes.into()];
-        let statement = plan(client, CATALOG_SQL, &[TEXTARRAYOID, TEXTARRAYOID]);
-        for row in client.select(&*statement, None, &args).expect("catalog query") {
-            let kind: String = row.get(1).unwrap().unwrap();
-            let id: i64 = row.get(3).unwrap().unwrap();
-            match kind.as_str() {
-                "s" => {
-                    catalog.subscriptions.insert(
-                        row.get(2).unwrap().unwrap(),
-                        SubscriptionRow {
-                            id,
-                            customer_id: row.get(4).unwrap().unwrap(),
-                            plan_version_id: row.get(5).unwrap().unwrap(),
-                            timezone: row.get(6).unwrap().unwrap(),
-                            active_from: row.get(7).unwrap(),
-                            active_until: row.get(8).unwrap(),
-                        },
-                    );
-                }
-                "m" => {
-                    let aggregation: String = row.get(9).unwrap().unwrap();
-                    catalog.metrics.insert(
-                        row.get(2).unwrap().unwrap(),
-                        MetricRow {
-                            id,
-                            aggregation: Aggregation::parse(&aggregation).expect("checked by the table"),
-                            field_name: row.get(10).unwrap(),
-                        },
-                    );
-                }
-                _ => {
-                    let keys: Vec<String> = row.get::<Vec<String>>(11).unwrap().unwrap_or_default();
-                    catalog.dimension_keys.insert((row.get(5).unwrap().unwrap(), id), keys);
-                }
-            }
+        let statement = plan(client, SUBSCRIPTIONS_SQL, &[TEXTARRAYOID]);
+        for row in client.select(&*statement, None, &[external_ids.into()]).expect("subscriptions query") {
+            catalog.subscriptions.insert(
+                row.get(1).unwrap().unwrap(),
+                SubscriptionRow {
+                    id: row.get(2).unwrap().unwrap(),
+                    customer_id: row.get(3).unwrap().unwrap(),
+                    plan_version_id: row.get(4).unwrap().unwrap(),
+                    timezone: row.get(5).unwrap().unwrap(),
+                    active_from: row.get(6).unwrap(),
+                    active_until: row.get(7).unwrap(),
+                },
+            );
+        }
+        let statement = plan(client, METRICS_SQL, &[TEXTARRAYOID]);
+        for row in client.select(&*statement, None, &[codes.into()]).expect("metrics query") {
+            let aggregation: String = row.get(3).unwrap().unwrap();
+            catalog.metrics.insert(
+                row.get(1).unwrap().unwrap(),
+                MetricRow {
+                    id: row.get(2).unwrap().unwrap(),
+                    aggregation: Aggregation::parse(&aggregation).expect("checked by the table"),
+                    field_name: row.get(4).unwrap(),
+                },
+            );
+        }
+        let mut plan_versions: Vec<i64> = catalog.subscriptions.values().map(|s| s.plan_version_id).collect();
+        plan_versions.sort_unstable();
+        plan_versions.dedup();
+        let statement = plan(client, DIMENSIONS_SQL, &[INT8ARRAYOID]);
+        for row in client.select(&*statement, None, &[plan_versions.into()]).expect("dimensions query") {
+            let key = (row.get::<i64>(1).unwrap().unwrap(), row.get::<i64>(2).unwrap().unwrap());
+            let keys = catalog.dimension_keys.entry(key).or_default();
+            keys.extend(row.get::<Vec<String>>(3).unwrap().unwrap_or_default());
+            keys.sort_unstable();
+            keys.dedup();
         }
     });
     catalog
@@ -249,6 +252,9 @@ pub fn ingest(inputs: &[Input], rejections: Rejections) -> Vec<Outcome> {
         outcomes.push(outcome);
     }
     if !new_events.0.is_empty() {
+        new_events.0.sort_unstable_by(|(_, a), (_, b)| {
+            (a.customer_id, a.subscription_id, &a.transaction_id).cmp(&(b.customer_id, b.subscription_id, &b.transaction_id))
+        });
         let stored = new_events.insert();
         let existing: Vec<usize> = (0..stored.len()).filter(|&p| !stored[p]).collect();
         if !existing.is_empty() {
