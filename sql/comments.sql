@@ -53,5 +53,6 @@ COMMENT ON FUNCTION billing.ingest_staged(integer) IS 'Validates, deduplicates a
 
 -- Usage
 COMMENT ON FUNCTION billing.period_bounds(text, text, date, timestamptz, text) IS 'The billing period containing as_of for an interval and billing time (calendar or anniversary from anchor), in a time zone.';
+COMMENT ON TYPE billing.usage_line IS 'One line of usage: a charge, filter and pricing group of a subscription in a window, with units, events and the exact amount.';
 COMMENT ON FUNCTION billing.usage(text, timestamptz, timestamptz) IS 'Usage of a subscription in a window, per charge, filter and group: units, events and amount.';
 COMMENT ON FUNCTION billing.current_usage(text) IS 'Usage of a subscription''s open billing period, per charge, filter and group.';

@@ -135,13 +135,16 @@ LANGUAGE sql STABLE AS $$
     GROUP BY ev.dims
 $$;
 
-CREATE FUNCTION billing.usage(external_subscription_id text, window_from timestamptz, window_to timestamptz)
-RETURNS TABLE (
+-- One line of usage: a charge, filter and pricing group of a subscription in a window.
+CREATE TYPE billing.usage_line AS (
     charge_id bigint, billable_metric_code text, aggregation text, charge_model text,
     filter_id bigint, filter_values jsonb, grouped_by jsonb,
     units numeric, events_count bigint, amount numeric, currency text,
     from_datetime timestamptz, to_datetime timestamptz
-)
+);
+
+CREATE FUNCTION billing.usage(external_subscription_id text, window_from timestamptz, window_to timestamptz)
+RETURNS SETOF billing.usage_line
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
@@ -203,14 +206,10 @@ BEGIN
 END $$;
 
 -- Usage of the open billing period (from the later of the period start and the
--- subscription start, to the period end).
+-- subscription start, to the earlier of the period end and the termination); for a
+-- terminated subscription, its last period.
 CREATE FUNCTION billing.current_usage(external_subscription_id text)
-RETURNS TABLE (
-    charge_id bigint, billable_metric_code text, aggregation text, charge_model text,
-    filter_id bigint, filter_values jsonb, grouped_by jsonb,
-    units numeric, events_count bigint, amount numeric, currency text,
-    from_datetime timestamptz, to_datetime timestamptz
-)
+RETURNS SETOF billing.usage_line
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
@@ -225,7 +224,8 @@ BEGIN
     SELECT c.timezone INTO tz FROM billing.customers c WHERE c.id = sub.customer_id;
     SELECT * INTO bounds FROM billing.period_bounds(
         (SELECT v.interval FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time,
-        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE tz)::date, now(), tz) pb;
+        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE tz)::date,
+        least(now(), coalesce(sub.terminated_at, 'infinity')), tz) pb;
     RETURN QUERY SELECT * FROM billing.usage(external_subscription_id,
         greatest(bounds.from_datetime, coalesce(sub.started_at, sub.subscription_at)),
         least(bounds.to_datetime, coalesce(sub.terminated_at, 'infinity')));

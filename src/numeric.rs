@@ -5,20 +5,17 @@
 //! 22003 error, never a silent rounding; NaN and ±Infinity are refused.
 
 use crate::error::{BillingError, Result};
-use crate::pricing::decimal::{parse_plain, DecimalTextError};
+use crate::pricing::decimal::parse_exact;
 use pgrx::AnyNumeric;
 use rust_decimal::Decimal;
 
 /// `what` names the value in the error message ("units", "event_values[3]").
 pub fn to_decimal(value: &AnyNumeric, what: &str) -> Result<Decimal> {
     let text = value.to_string();
-    parse_plain(&text).map_err(|e| match e {
-        DecimalTextError::NotPlain => BillingError::invalid(format!("{what} must be a finite number"))
+    parse_exact(&text, what, || {
+        BillingError::invalid(format!("{what} must be a finite number"))
             .detail(format!("got {text}"))
-            .hint("NaN and Infinity cannot be billed"),
-        DecimalTextError::OutOfRange => BillingError::out_of_range(format!("{what} is out of the supported range"))
-            .detail(format!("got {text}"))
-            .hint("pg_billing computes exactly with at most 28 significant digits"),
+            .hint("NaN and Infinity cannot be billed")
     })
 }
 

@@ -3,7 +3,7 @@
 
 use crate::calendar::{format_timestamp, parse_timestamp};
 use crate::error::{BillingError, ErrorKind};
-use crate::pricing::decimal::{parse_plain, DecimalTextError};
+use crate::pricing::decimal::parse_exact;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -165,15 +165,14 @@ pub struct Clock {
     pub future_margin: i64,
 }
 
+fn not_numeric(text: &str, what: &str) -> BillingError {
+    BillingError::malformed(format!("{what} must be numeric"))
+        .detail(format!("got {text}"))
+        .hint("send a plain decimal such as 12 or \"0.5\"")
+}
+
 fn numeric(text: &str, what: &str) -> Result<Decimal, BillingError> {
-    parse_plain(text).map_err(|e| match e {
-        DecimalTextError::NotPlain => BillingError::malformed(format!("{what} must be numeric"))
-            .detail(format!("got {text}"))
-            .hint("send a plain decimal such as 12 or \"0.5\""),
-        DecimalTextError::OutOfRange => BillingError::out_of_range(format!("{what} is out of the supported range"))
-            .detail(format!("got {text}"))
-            .hint("values may have at most 28 significant digits"),
-    })
+    parse_exact(text, what, || not_numeric(text, what))
 }
 
 fn required<'a>(value: &'a Option<String>, key: &str) -> Result<&'a str, BillingError> {
@@ -244,7 +243,7 @@ pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Res
             })?;
             if aggregation.numeric_field() {
                 if matches!(properties.get(field), Some(Value::Bool(_) | Value::Array(_) | Value::Object(_))) {
-                    return Err(numeric("", &format!("properties.{field}")).unwrap_err().detail(format!("got {text}")));
+                    return Err(not_numeric(&text, &format!("properties.{field}")));
                 }
                 Some(numeric(&text, &format!("properties.{field}"))?)
             } else {

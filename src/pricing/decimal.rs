@@ -40,6 +40,18 @@ pub fn parse_plain(text: &str) -> std::result::Result<Decimal, DecimalTextError>
     Decimal::from_str_exact(trimmed).map_err(|_| DecimalTextError::OutOfRange)
 }
 
+/// Parses a caller's value exactly: `not_plain` builds the error for text that is not a
+/// plain decimal (its wording and SQLSTATE depend on the caller); values beyond 28
+/// significant digits are always 22003, named by `what`.
+pub fn parse_exact(text: &str, what: &str, not_plain: impl FnOnce() -> BillingError) -> Result<Decimal> {
+    parse_plain(text).map_err(|e| match e {
+        DecimalTextError::NotPlain => not_plain(),
+        DecimalTextError::OutOfRange => BillingError::out_of_range(format!("{what} is out of the supported range"))
+            .detail(format!("got {text}"))
+            .hint("values may have at most 28 significant digits"),
+    })
+}
+
 fn overflow() -> BillingError {
     BillingError::out_of_range("amount is out of the supported range")
         .detail("pg_billing computes with 28 significant decimal digits")

@@ -1,7 +1,7 @@
 //! Reading and validating the JSON properties of a price, with error messages that name
 //! the exact field (`graduated_ranges[1].from_value`) and show the offending value.
 
-use super::decimal::{parse_plain, DecimalTextError};
+use super::decimal::parse_exact;
 use crate::error::{BillingError, Result};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
@@ -54,16 +54,7 @@ impl<'a> Fields<'a> {
             Value::Number(n) => n.as_str(),
             _ => return Err(self.not_decimal(key, value)),
         };
-        match parse_plain(text) {
-            Ok(d) => Ok(Some(d)),
-            Err(DecimalTextError::NotPlain) => Err(self.not_decimal(key, value)),
-            Err(DecimalTextError::OutOfRange) => Err(BillingError::out_of_range(format!(
-                "{} is out of the supported range",
-                self.name(key)
-            ))
-            .detail(format!("got {value}"))
-            .hint("values may have at most 28 significant digits")),
-        }
+        parse_exact(text, &self.name(key), || self.not_decimal(key, value)).map(Some)
     }
 
     fn not_decimal(&self, key: &str, value: &Value) -> BillingError {
