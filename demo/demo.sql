@@ -83,7 +83,9 @@ SELECT version, interval, amount, currency FROM billing.create_plan('ai-pro', 'A
   {"billable_metric_code": "images", "charge_model": "package", "properties": {"amount": "10", "package_size": 100, "free_units": 20}},
   {"billable_metric_code": "payments", "charge_model": "percentage", "properties": {"rate": "2.9", "fixed_amount": "0.30"}},
   {"billable_metric_code": "seats", "charge_model": "standard", "properties": {"amount": "15"}}]');
-SELECT external_id, status FROM billing.create_subscription('growth-ai-main', 'growth-ai', 'ai-pro', date_trunc('month', now()));
+-- The subscription starts at the beginning of this month in the customer's time zone.
+SELECT date_trunc('month', now() AT TIME ZONE 'America/New_York') AT TIME ZONE 'America/New_York' AS month_start \gset
+SELECT external_id, status FROM billing.create_subscription('growth-ai-main', 'growth-ai', 'ai-pro', :'month_start');
 
 \echo '== A burst of 5,000 events, 300 replays (200 exact, 100 with a changed payload) and 20 bad ones'
 CREATE TEMP TABLE burst AS
@@ -91,7 +93,7 @@ SELECT jsonb_build_object(
          'external_subscription_id', 'growth-ai-main',
          'code', (ARRAY['tokens', 'tokens', 'tokens', 'images', 'payments', 'seats'])[n % 6 + 1],
          'transaction_id', 'evt-' || n,
-         'timestamp', to_char(date_trunc('month', now()) + (now() - date_trunc('month', now())) * (n / 5000.0) AT TIME ZONE 'UTC',
+         'timestamp', to_char((:'month_start'::timestamptz + (now() - :'month_start'::timestamptz) * (n / 5000.0)) AT TIME ZONE 'UTC',
                               'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
          'properties', CASE n % 6
              WHEN 3 THEN '{}'::jsonb
@@ -101,7 +103,7 @@ SELECT jsonb_build_object(
            END) AS event, n
 FROM generate_series(1, 5000) n;
 INSERT INTO burst SELECT event, n + 10000 FROM burst WHERE n % 25 = 0;
-INSERT INTO burst SELECT jsonb_set(event, '{properties,tokens}', '1'), n + 20000 FROM burst WHERE n % 50 = 1 AND event ->> 'code' = 'tokens' LIMIT 100;
+INSERT INTO burst SELECT jsonb_set(event, '{properties,tokens}', '1'), n + 20000 FROM burst WHERE n % 10 = 7 AND event ->> 'code' = 'tokens' LIMIT 100;
 INSERT INTO burst SELECT jsonb_build_object('external_subscription_id', 'growth-ai-main', 'code', c, 'transaction_id', 'bad-' || i || '-' || k,
                                             'timestamp', t, 'properties', p::jsonb), 30000 + 10 * i + k
 FROM (VALUES (1, 'tokens', '2030-01-01T00:00:00Z', '{"tokens": 5}'), (2, 'tokens', NULL, '{"tokens": "a lot"}'),
