@@ -394,3 +394,14 @@ SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions_id_seq', '');
 
 REVOKE ALL ON FUNCTION billing._invalid(text, text, text), billing._check_timezone(text), billing._check_currency(text),
     billing._unknown(text, text, text) FROM PUBLIC;
+
+-- Pending subscriptions whose start has come become active (the billing cycle calls this;
+-- pg_cron can too). Ingestion already accepts their events from subscription_at on.
+CREATE FUNCTION billing.activate_subscriptions(as_of timestamptz DEFAULT now()) RETURNS integer
+LANGUAGE sql AS $$
+    WITH activated AS (
+        UPDATE billing.subscriptions s SET status = 'active', started_at = s.subscription_at
+        WHERE s.status = 'pending' AND s.subscription_at <= as_of
+        RETURNING 1)
+    SELECT count(*)::integer FROM activated
+$$;

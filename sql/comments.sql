@@ -40,6 +40,7 @@ COMMENT ON FUNCTION billing.create_customer(text, text, text, text, text, text, 
 COMMENT ON FUNCTION billing.create_billable_metric(text, text, text, text, boolean, text, integer, jsonb) IS 'Creates a billable metric, validating aggregation, field, recurrence, rounding and filters.';
 COMMENT ON FUNCTION billing.create_plan(text, text, text, numeric, text, jsonb, boolean, integer, numeric, jsonb) IS 'Creates a plan, or a new version of it when the code exists, with its charges and their filters.';
 COMMENT ON FUNCTION billing.create_subscription(text, text, text, timestamptz, text, integer) IS 'Subscribes a customer to a plan (its latest version unless one is named); pending until subscription_at.';
+COMMENT ON FUNCTION billing.activate_subscriptions(timestamptz) IS 'Marks pending subscriptions whose start has come as active; returns how many.';
 COMMENT ON FUNCTION billing.terminate_subscription(text, timestamptz) IS 'Terminates a subscription; later events for it are rejected.';
 
 -- Metering

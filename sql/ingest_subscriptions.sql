@@ -1,8 +1,9 @@
 -- The subscriptions a batch refers to ($1: external ids), with their customer's time zone
--- and the instants (microseconds since 2000-01-01 UTC) between which they accept events.
+-- and the instants (microseconds since 2000-01-01 UTC) between which they accept events:
+-- from the start (a pending subscription is active from its subscription_at on, whether or
+-- not billing.activate_subscriptions() has flipped its status yet) to the termination.
 SELECT s.external_id, s.id, s.customer_id, s.plan_version_id, c.timezone,
-       (extract(epoch FROM coalesce(s.started_at, CASE WHEN s.status <> 'pending' THEN s.subscription_at END)
-                           - '2000-01-01 UTC'::timestamptz) * 1000000)::bigint,
+       (extract(epoch FROM coalesce(s.started_at, s.subscription_at) - '2000-01-01 UTC'::timestamptz) * 1000000)::bigint,
        (extract(epoch FROM s.terminated_at - '2000-01-01 UTC'::timestamptz) * 1000000)::bigint
 FROM billing.subscriptions s JOIN billing.customers c ON c.id = s.customer_id
 WHERE s.external_id = ANY ($1)

@@ -121,8 +121,8 @@ pub struct SubscriptionRow {
     pub customer_id: i64,
     pub plan_version_id: i64,
     pub timezone: String,
-    /// Microseconds since 2000-01-01 UTC; `None` while pending.
-    pub active_from: Option<i64>,
+    /// Microseconds since 2000-01-01 UTC.
+    pub active_from: i64,
     pub active_until: Option<i64>,
 }
 
@@ -223,10 +223,8 @@ pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Res
             .detail(format!("got {}", given()))
             .hint("events may be at most pg_billing.event_future_margin_seconds ahead of now()"));
     }
-    let active = match subscription.active_from {
-        Some(from) => timestamp >= from && subscription.active_until.is_none_or(|until| timestamp <= until),
-        None => false,
-    };
+    let active =
+        timestamp >= subscription.active_from && subscription.active_until.is_none_or(|until| timestamp <= until);
     if !active {
         return Err(BillingError::new(
             ErrorKind::WrongState,
@@ -302,11 +300,18 @@ mod tests {
         let mut c = CatalogSnapshot::default();
         c.subscriptions.insert(
             "sub".into(),
-            SubscriptionRow { id: 1, customer_id: 7, plan_version_id: 3, timezone: "UTC".into(), active_from: Some(0), active_until: None },
+            SubscriptionRow { id: 1, customer_id: 7, plan_version_id: 3, timezone: "UTC".into(), active_from: 0, active_until: None },
         );
         c.subscriptions.insert(
             "pending".into(),
-            SubscriptionRow { id: 2, customer_id: 7, plan_version_id: 3, timezone: "UTC".into(), active_from: None, active_until: None },
+            SubscriptionRow {
+                id: 2,
+                customer_id: 7,
+                plan_version_id: 3,
+                timezone: "UTC".into(),
+                active_from: 2_000_000_000_000,
+                active_until: None,
+            },
         );
         c.metrics.insert("tokens".into(), MetricRow { id: 5, aggregation: Aggregation::Sum, field_name: Some("tokens".into()) });
         c.metrics.insert("calls".into(), MetricRow { id: 6, aggregation: Aggregation::Count, field_name: None });

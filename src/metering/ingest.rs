@@ -1,5 +1,6 @@
-//! Set-based ingestion: one catalog read, one insert-and-rollup statement, one classification
-//! read and one reject insert per batch, whatever its size.
+//! Set-based ingestion: three small catalog reads, one insert-and-rollup statement, one
+//! classification read (only when keys already existed) and one reject insert per batch,
+//! whatever its size.
 
 use super::event::{same_payload, validate, Aggregation, CatalogSnapshot, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent};
 use crate::error::BillingError;
@@ -94,7 +95,7 @@ fn load_catalog(inputs: &[Input]) -> CatalogSnapshot {
                     customer_id: row.get(3).unwrap().unwrap(),
                     plan_version_id: row.get(4).unwrap().unwrap(),
                     timezone: row.get(5).unwrap().unwrap(),
-                    active_from: row.get(6).unwrap(),
+                    active_from: row.get(6).unwrap().unwrap(),
                     active_until: row.get(7).unwrap(),
                 },
             );

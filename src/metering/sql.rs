@@ -27,7 +27,8 @@ fn ingest_event(
         properties: properties.map_or(Value::Null, |p| p.0),
         precise_total_amount_cents: precise_total_amount_cents.map(|n| n.to_string()),
     };
-    let input = Input { payload: raw.to_json(), event: Ok(raw) };
+    // A single event that is invalid raises instead of being kept, so no payload is needed.
+    let input = Input { payload: Value::Null, event: Ok(raw) };
     let outcome = ingest(std::slice::from_ref(&input), Rejections::ReportOnly).pop().expect("one outcome");
     match outcome.error {
         Some(error) => Err(error.into()),

@@ -73,6 +73,10 @@ SELECT s.external_id, s.status, v.version
 FROM billing.create_subscription('sub-latest', 'tokyo-ai', 'pro', '2026-02-01 00:00+09', 'anniversary') s
 JOIN billing.plan_versions v ON v.id = s.plan_version_id;
 SELECT external_id, status FROM billing.create_subscription('sub-future', 'tokyo-ai', 'pro', now() + interval '30 days');
+-- Pending subscriptions become active when their start comes.
+SELECT billing.activate_subscriptions(now() + interval '29 days') AS activated_too_early;
+SELECT billing.activate_subscriptions(now() + interval '31 days') AS activated;
+SELECT external_id, status, started_at = subscription_at AS started FROM billing.subscriptions WHERE external_id = 'sub-future';
 SELECT billing.create_subscription('sub-x', 'nobody', 'pro');
 \echo :LAST_ERROR_SQLSTATE
 SELECT billing.create_subscription('sub-x', 'paris-ai', 'pro', plan_version => 9);
