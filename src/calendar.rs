@@ -97,8 +97,10 @@ impl BillingTime {
         match text {
             "calendar" => Ok(BillingTime::Calendar),
             "anniversary" => Ok(BillingTime::Anniversary),
-            other => Err(BillingError::invalid(format!("unknown billing_time \"{other}\""))
-                .hint("use calendar or anniversary")),
+            other => {
+                Err(BillingError::invalid(format!("unknown billing_time \"{other}\""))
+                    .hint("use calendar or anniversary"))
+            }
         }
     }
 }
@@ -153,12 +155,24 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
         let s = text.get(range)?;
         s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (num(0..4)? as i32, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
     let mut rest = &text[19..];
@@ -189,7 +203,8 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
             sign * i64::from(h * 3600 + m * 60)
         }
     };
-    let seconds = i64::from(day_of(year, month, day)) * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
+    let seconds =
+        i64::from(day_of(year, month, day)) * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
     Some(seconds * 1_000_000 + micros_fraction)
 }
 
@@ -308,7 +323,16 @@ mod tests {
         for text in ["2026-03-01T10:00:00Z", "1999-12-31T23:59:59.500000Z", "2024-02-29T00:00:00.000001Z"] {
             assert_eq!(format_timestamp(parse_timestamp(text).unwrap()), text);
         }
-        for bad in ["", "yesterday", "2026-02-30T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T00:00:00", "2026-01-01T00:00:00+0100", "1e9", "NaN"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-02-30T00:00:00Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00+0100",
+            "1e9",
+            "NaN",
+        ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
     }

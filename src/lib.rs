@@ -11,9 +11,17 @@ pub mod price;
 pub mod pricing;
 pub mod spi_plans;
 
-pgrx::extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = ["price_casts", price::functions::currency_minor_units]);
+pgrx::extension_sql_file!(
+    "../sql/catalog.sql",
+    name = "catalog",
+    requires = ["price_casts", price::functions::currency_minor_units]
+);
 pgrx::extension_sql_file!("../sql/metering.sql", name = "metering", requires = ["catalog"]);
-pgrx::extension_sql_file!("../sql/usage.sql", name = "usage", requires = ["metering", periods::_period_dates, price::functions::amount, price::functions::amount_of_events]);
+pgrx::extension_sql_file!(
+    "../sql/usage.sql",
+    name = "usage",
+    requires = ["metering", periods::_period_dates, price::functions::amount, price::functions::amount_of_events]
+);
 pgrx::extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[pgrx::pg_guard]

@@ -44,8 +44,14 @@ impl RawEvent {
         let Value::Object(map) = value else {
             return Err(BillingError::invalid("an event must be a JSON object").detail(format!("got {value}")));
         };
-        const KEYS: [&str; 6] =
-            ["external_subscription_id", "code", "transaction_id", "timestamp", "properties", "precise_total_amount_cents"];
+        const KEYS: [&str; 6] = [
+            "external_subscription_id",
+            "code",
+            "transaction_id",
+            "timestamp",
+            "properties",
+            "precise_total_amount_cents",
+        ];
         if let Some(key) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
             return Err(BillingError::invalid(format!("unknown event key \"{key}\""))
                 .detail(format!("allowed: {}", KEYS.join(", "))));
@@ -55,7 +61,9 @@ impl RawEvent {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
                 Some(Value::Number(n)) => Ok(Some(n.as_str().to_string())),
-                Some(other) => Err(BillingError::invalid(format!("{key} must be a string")).detail(format!("got {other}"))),
+                Some(other) => {
+                    Err(BillingError::invalid(format!("{key} must be a string")).detail(format!("got {other}")))
+                }
             }
         };
         Ok(RawEvent {
@@ -77,10 +85,13 @@ impl RawEvent {
         put("external_subscription_id", &self.external_subscription_id);
         put("code", &self.code);
         put("transaction_id", &self.transaction_id);
-        put("timestamp", &self.timestamp.as_ref().map(|t| match t {
-            EventTime::Text(text) => text.clone(),
-            EventTime::Micros(micros) => format_timestamp(*micros),
-        }));
+        put(
+            "timestamp",
+            &self.timestamp.as_ref().map(|t| match t {
+                EventTime::Text(text) => text.clone(),
+                EventTime::Micros(micros) => format_timestamp(*micros),
+            }),
+        );
         put("precise_total_amount_cents", &self.precise_total_amount_cents);
         map.insert("properties".to_string(), self.properties.clone());
         Value::Object(map)
@@ -178,7 +189,9 @@ fn numeric(text: &str, what: &str) -> Result<Decimal, BillingError> {
 fn required<'a>(value: &'a Option<String>, key: &str) -> Result<&'a str, BillingError> {
     match value.as_deref() {
         Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(BillingError::invalid(format!("{key} is required")).hint(format!("give every event a non-empty {key}"))),
+        _ => {
+            Err(BillingError::invalid(format!("{key} is required")).hint(format!("give every event a non-empty {key}")))
+        }
     }
 }
 
@@ -264,9 +277,7 @@ pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Res
     let dims = catalog
         .dimension_keys
         .get(&(subscription.plan_version_id, metric.id))
-        .map(|keys| {
-            Value::Object(keys.iter().filter_map(|k| Some((k.clone(), properties.get(k)?.clone()))).collect())
-        })
+        .map(|keys| Value::Object(keys.iter().filter_map(|k| Some((k.clone(), properties.get(k)?.clone()))).collect()))
         .unwrap_or_else(|| Value::Object(Map::new()));
     Ok(ValidEvent {
         customer_id: subscription.customer_id,
@@ -300,7 +311,14 @@ mod tests {
         let mut c = CatalogSnapshot::default();
         c.subscriptions.insert(
             "sub".into(),
-            SubscriptionRow { id: 1, customer_id: 7, plan_version_id: 3, timezone: "UTC".into(), active_from: 0, active_until: None },
+            SubscriptionRow {
+                id: 1,
+                customer_id: 7,
+                plan_version_id: 3,
+                timezone: "UTC".into(),
+                active_from: 0,
+                active_until: None,
+            },
         );
         c.subscriptions.insert(
             "pending".into(),
@@ -313,7 +331,10 @@ mod tests {
                 active_until: None,
             },
         );
-        c.metrics.insert("tokens".into(), MetricRow { id: 5, aggregation: Aggregation::Sum, field_name: Some("tokens".into()) });
+        c.metrics.insert(
+            "tokens".into(),
+            MetricRow { id: 5, aggregation: Aggregation::Sum, field_name: Some("tokens".into()) },
+        );
         c.metrics.insert("calls".into(), MetricRow { id: 6, aggregation: Aggregation::Count, field_name: None });
         c.dimension_keys.insert((3, 5), vec!["region".into()]);
         c
@@ -348,13 +369,22 @@ mod tests {
         };
         assert_eq!(base(json!({"external_subscription_id":"nope"})).0, ErrorKind::UnknownReference);
         assert_eq!(base(json!({"code":"nope"})).0, ErrorKind::UnknownReference);
-        assert_eq!(base(json!({"transaction_id":""})), (ErrorKind::InvalidParameter, "transaction_id is required".into()));
+        assert_eq!(
+            base(json!({"transaction_id":""})),
+            (ErrorKind::InvalidParameter, "transaction_id is required".into())
+        );
         assert_eq!(base(json!({"external_subscription_id":"pending"})).0, ErrorKind::WrongState);
-        assert_eq!(base(json!({"properties":{"tokens":"abc"}})), (ErrorKind::MalformedInput, "properties.tokens must be numeric".into()));
+        assert_eq!(
+            base(json!({"properties":{"tokens":"abc"}})),
+            (ErrorKind::MalformedInput, "properties.tokens must be numeric".into())
+        );
         assert_eq!(base(json!({"properties":{"tokens":"NaN"}})).0, ErrorKind::MalformedInput);
         assert_eq!(base(json!({"properties":{"tokens":true}})).0, ErrorKind::MalformedInput);
         assert_eq!(base(json!({"properties":{"tokens":"1e999"}})).0, ErrorKind::MalformedInput);
-        assert_eq!(base(json!({"properties":{"tokens":"123456789012345678901234567890"}})).0, ErrorKind::NumericOutOfRange);
+        assert_eq!(
+            base(json!({"properties":{"tokens":"123456789012345678901234567890"}})).0,
+            ErrorKind::NumericOutOfRange
+        );
         assert_eq!(
             base(json!({"properties":{}})),
             (ErrorKind::InvalidParameter, "properties.tokens is required by metric \"tokens\"".into())
@@ -371,7 +401,9 @@ mod tests {
         assert_eq!(first.value, None);
         let replay = check(json!({"external_subscription_id":"sub","code":"calls","transaction_id":"t"})).unwrap();
         assert!(same_payload(&first, &replay));
-        let changed = check(json!({"external_subscription_id":"sub","code":"calls","transaction_id":"t","properties":{"a":1}})).unwrap();
+        let changed =
+            check(json!({"external_subscription_id":"sub","code":"calls","transaction_id":"t","properties":{"a":1}}))
+                .unwrap();
         assert!(!same_payload(&first, &changed));
     }
 }

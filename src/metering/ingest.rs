@@ -2,13 +2,16 @@
 //! classification read (only when keys already existed) and one reject insert per batch,
 //! whatever its size.
 
-use super::event::{same_payload, validate, Aggregation, CatalogSnapshot, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent};
+use super::event::{
+    same_payload, validate, Aggregation, CatalogSnapshot, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent,
+};
 use crate::error::BillingError;
 use crate::numeric::from_decimal;
 use crate::spi_plans::plan;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{
-    BOOLARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, JSONBOID, NUMERICARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+    BOOLARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, JSONBOID, NUMERICARRAYOID, TEXTARRAYOID,
+    TIMESTAMPTZARRAYOID,
 };
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -131,11 +134,7 @@ fn load_catalog(inputs: &[Input]) -> CatalogSnapshot {
 struct NewEvents(Vec<(usize, ValidEvent)>);
 
 impl NewEvents {
-    fn column<'a, T: IntoDatum + 'a>(
-        &self,
-        positions: &[usize],
-        field: impl Fn(&ValidEvent) -> T,
-    ) -> DatumWithOid<'a> {
+    fn column<'a, T: IntoDatum + 'a>(&self, positions: &[usize], field: impl Fn(&ValidEvent) -> T) -> DatumWithOid<'a> {
         positions.iter().map(|&p| field(&self.0[p].1)).collect::<Vec<T>>().into()
     }
 
@@ -155,8 +154,16 @@ impl NewEvents {
             self.column(&all, |e| e.timezone.clone()),
         ];
         let types = [
-            INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, JSONBOID, NUMERICARRAYOID,
-            NUMERICARRAYOID, JSONBOID, TEXTARRAYOID,
+            INT8ARRAYOID,
+            INT8ARRAYOID,
+            TEXTARRAYOID,
+            INT8ARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            JSONBOID,
+            NUMERICARRAYOID,
+            NUMERICARRAYOID,
+            JSONBOID,
+            TEXTARRAYOID,
         ];
         let stored: HashSet<(i64, String)> = Spi::connect_mut(|client| {
             let statement = plan(client, INSERT_SQL, &types);
@@ -183,8 +190,15 @@ impl NewEvents {
             positions.iter().map(|&p| self.0[p].0 as i32).collect::<Vec<i32>>().into(),
         ];
         let types = [
-            INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, JSONBARRAYOID, NUMERICARRAYOID,
-            BOOLARRAYOID, INT4ARRAYOID,
+            INT8ARRAYOID,
+            INT8ARRAYOID,
+            TEXTARRAYOID,
+            INT8ARRAYOID,
+            TIMESTAMPTZARRAYOID,
+            JSONBARRAYOID,
+            NUMERICARRAYOID,
+            BOOLARRAYOID,
+            INT4ARRAYOID,
         ];
         Spi::connect(|client| {
             let statement = plan(client, EXISTING_SQL, &types);
@@ -210,7 +224,11 @@ fn record_rejections(inputs: &[Input], outcomes: &[Outcome]) {
         rejected.iter().map(|&i| field(i, |r| &r.transaction_id)).collect::<Vec<_>>().into(),
         rejected.iter().map(|&i| field(i, |r| &r.code)).collect::<Vec<_>>().into(),
         rejected.iter().map(|&i| JsonB(inputs[i].payload.clone())).collect::<Vec<_>>().into(),
-        rejected.iter().map(|&i| outcomes[i].error.as_ref().map(|e| e.kind.code().to_string())).collect::<Vec<_>>().into(),
+        rejected
+            .iter()
+            .map(|&i| outcomes[i].error.as_ref().map(|e| e.kind.code().to_string()))
+            .collect::<Vec<_>>()
+            .into(),
         rejected.iter().map(|&i| outcomes[i].error.as_ref().map(|e| e.message.clone())).collect::<Vec<_>>().into(),
     ];
     let types = [TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID];
@@ -224,7 +242,7 @@ fn record_rejections(inputs: &[Input], outcomes: &[Outcome]) {
 /// Validates, deduplicates and stores a batch; one outcome per input, in input order.
 pub fn ingest(inputs: &[Input], rejections: Rejections) -> Vec<Outcome> {
     let catalog = load_catalog(inputs);
-    let now = i64::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() });
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     let clock = Clock { now, future_margin: i64::from(FUTURE_MARGIN_SECONDS.get()) * 1_000_000 };
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(inputs.len());
     let mut new_events = NewEvents(Vec::with_capacity(inputs.len()));
@@ -254,7 +272,11 @@ pub fn ingest(inputs: &[Input], rejections: Rejections) -> Vec<Outcome> {
     }
     if !new_events.0.is_empty() {
         new_events.0.sort_unstable_by(|(_, a), (_, b)| {
-            (a.customer_id, a.subscription_id, &a.transaction_id).cmp(&(b.customer_id, b.subscription_id, &b.transaction_id))
+            (a.customer_id, a.subscription_id, &a.transaction_id).cmp(&(
+                b.customer_id,
+                b.subscription_id,
+                &b.transaction_id,
+            ))
         });
         let stored = new_events.insert();
         let existing: Vec<usize> = (0..stored.len()).filter(|&p| !stored[p]).collect();

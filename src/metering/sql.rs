@@ -44,7 +44,12 @@ fn ingest_events(
 ) -> Result<
     TableIterator<
         'static,
-        (name!(index, i32), name!(transaction_id, Option<String>), name!(status, String), name!(reason, Option<String>)),
+        (
+            name!(index, i32),
+            name!(transaction_id, Option<String>),
+            name!(status, String),
+            name!(reason, Option<String>),
+        ),
     >,
     ErrorReport,
 > {
@@ -53,11 +58,15 @@ fn ingest_events(
             .hint("pass [{\"external_subscription_id\": ..., \"code\": ..., \"transaction_id\": ...}, ...]")
             .into());
     };
-    let inputs: Vec<Input> = items.into_iter().map(|payload| Input { event: RawEvent::from_json(&payload), payload }).collect();
+    let inputs: Vec<Input> =
+        items.into_iter().map(|payload| Input { event: RawEvent::from_json(&payload), payload }).collect();
     let outcomes = ingest(&inputs, Rejections::Record);
-    Ok(TableIterator::new(outcomes.into_iter().enumerate().map(|(i, o)| {
-        (i as i32, o.transaction_id, o.status.as_str().to_string(), o.error.map(|e| e.message))
-    })))
+    Ok(TableIterator::new(
+        outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| (i as i32, o.transaction_id, o.status.as_str().to_string(), o.error.map(|e| e.message))),
+    ))
 }
 
 const TAKE_STAGED_SQL: &str = include_str!("../../sql/ingest_take_staged.sql");

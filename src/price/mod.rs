@@ -2,5 +2,5 @@
 //! functions and the `billing.priced_sum` aggregate.
 
 pub mod functions;
-pub mod priced_sum;
 pub mod price_type;
+pub mod priced_sum;

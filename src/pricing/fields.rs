@@ -117,11 +117,7 @@ impl<'a> Fields<'a> {
                     .detail(format!("got {other}")))
             }
         };
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| Fields::new(item, format!("{}{key}[{i}].", self.path)))
-            .collect()
+        items.iter().enumerate().map(|(i, item)| Fields::new(item, format!("{}{key}[{i}].", self.path))).collect()
     }
 }
 

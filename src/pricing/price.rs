@@ -3,8 +3,8 @@
 use super::decimal::sum;
 use super::fields::{number_json, Fields};
 use super::models::{
-    dynamic, graduated::Graduated, graduated_percentage::GraduatedPercentage, package::Package,
-    percentage::Percentage, standard::Standard, volume::Volume, Priced,
+    dynamic, graduated::Graduated, graduated_percentage::GraduatedPercentage, package::Package, percentage::Percentage,
+    standard::Standard, volume::Volume, Priced,
 };
 use crate::error::{BillingError, Result};
 use rust_decimal::Decimal;

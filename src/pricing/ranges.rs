@@ -189,8 +189,5 @@ pub fn per_unit(units: Decimal, price: Decimal) -> Result<Decimal> {
 /// `from_value ≤ ceil(units) ≤ …` (fractional units between 100 and 101 land in 101–200),
 /// and 0 units land in the first tier.
 pub fn containing(ranges: &[Range], units: Decimal) -> &Range {
-    ranges
-        .iter()
-        .find(|r| r.to.is_none_or(|to| units <= to))
-        .expect("validated ranges end with an open range")
+    ranges.iter().find(|r| r.to.is_none_or(|to| units <= to)).expect("validated ranges end with an open range")
 }

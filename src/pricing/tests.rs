@@ -142,7 +142,9 @@ fn percentage_with_fixed_amount_per_event() {
 #[test]
 fn percentage_free_units_per_events() {
     // Running totals of the first 2 events: 100, 150 → 150 free units and 2 free events.
-    let p = price(r#"{"charge_model":"percentage","properties":{"rate":"2","fixed_amount":"1","free_units_per_events":2}}"#);
+    let p = price(
+        r#"{"charge_model":"percentage","properties":{"rate":"2","fixed_amount":"1","free_units_per_events":2}}"#,
+    );
     assert_eq!(amount_of_events(&p, &["100", "50", "30"]), d("1.6")); // 30 × 2 % + 1 × 1
     assert_eq!(amount_of_events(&p, &["100", "50"]), d("0"));
 }
@@ -188,7 +190,9 @@ fn percentage_per_transaction_bounds() {
 
 #[test]
 fn percentage_per_transaction_free_events_only() {
-    let p = price(r#"{"charge_model":"percentage","properties":{"rate":"10","free_units_per_events":2,"per_transaction_min_amount":"1"}}"#);
+    let p = price(
+        r#"{"charge_model":"percentage","properties":{"rate":"10","free_units_per_events":2,"per_transaction_min_amount":"1"}}"#,
+    );
     // The first two events are free; the third costs max(50 × 10 %, 1) = 5.
     assert_eq!(amount_of_events(&p, &["500", "500", "50"]), d("5"));
 }

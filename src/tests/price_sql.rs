@@ -35,12 +35,15 @@ mod tests {
     #[pg_test]
     fn price_casts_from_and_to_jsonb() {
         assert_eq!(
-            text(r#"SELECT ('{"charge_model":"package","properties":{"amount":"5","package_size":100}}'::jsonb::billing.price)::jsonb::text"#),
+            text(
+                r#"SELECT ('{"charge_model":"package","properties":{"amount":"5","package_size":100}}'::jsonb::billing.price)::jsonb::text"#
+            ),
             r#"{"properties": {"amount": "5", "free_units": 0, "package_size": 100}, "charge_model": "package"}"#
         );
         // The assignment cast lets a jsonb value be stored in a billing.price column.
         Spi::run("CREATE TEMP TABLE prices (p billing.price)").unwrap();
-        Spi::run(r#"INSERT INTO prices VALUES ('{"charge_model":"standard","properties":{"amount":"1"}}'::jsonb)"#).unwrap();
+        Spi::run(r#"INSERT INTO prices VALUES ('{"charge_model":"standard","properties":{"amount":"1"}}'::jsonb)"#)
+            .unwrap();
         assert_eq!(text("SELECT billing.amount(p, 7)::text FROM prices"), "7");
     }
 
@@ -70,7 +73,9 @@ mod tests {
         assert_eq!(text(&format!("SELECT billing.amount({TIERS}, 11)::text")), "110");
         assert_eq!(text(&format!("SELECT billing.amount({TIERS}, 0)::text")), "2");
         assert_eq!(
-            text(r#"SELECT billing.amount('{"charge_model":"standard","properties":{"amount":"0.002"}}', 1234567)::text"#),
+            text(
+                r#"SELECT billing.amount('{"charge_model":"standard","properties":{"amount":"0.002"}}', 1234567)::text"#
+            ),
             "2469.134"
         );
     }
@@ -78,26 +83,43 @@ mod tests {
     #[pg_test]
     fn amount_of_event_values() {
         assert_eq!(
-            text(r#"SELECT billing.amount('{"charge_model":"percentage","properties":{"rate":"1.3","fixed_amount":"2"}}', ARRAY[100,200,300,200])::text"#),
+            text(
+                r#"SELECT billing.amount('{"charge_model":"percentage","properties":{"rate":"1.3","fixed_amount":"2"}}', ARRAY[100,200,300,200])::text"#
+            ),
             "18.4"
         );
         assert_eq!(text("SELECT billing.amount('{\"charge_model\":\"dynamic\"}', ARRAY[150, 250])::text"), "4");
-        assert_eq!(text("SELECT billing.amount('{\"charge_model\":\"dynamic\"}', ARRAY[150, 250], 'JPY')::text"), "400");
-        assert_eq!(text(&format!("SELECT billing.amount({TIERS}, ARRAY[5, 6])::text")), "110"); // units = 11
+        assert_eq!(
+            text("SELECT billing.amount('{\"charge_model\":\"dynamic\"}', ARRAY[150, 250], 'JPY')::text"),
+            "400"
+        );
+        assert_eq!(text(&format!("SELECT billing.amount({TIERS}, ARRAY[5, 6])::text")), "110");
+        // units = 11
     }
 
     #[pg_test]
     fn numeric_inputs_beyond_exact_range_are_refused() {
         let standard = r#"'{"charge_model":"standard","properties":{"amount":"1"}}'"#;
-        assert_eq!(outcome(&format!("SELECT billing.amount({standard}, 'NaN'::numeric)")), "22023: units must be a finite number");
-        assert_eq!(outcome(&format!("SELECT billing.amount({standard}, 'Infinity'::numeric)")), "22023: units must be a finite number");
-        assert_eq!(outcome(&format!("SELECT billing.amount({standard}, 1e30)")), "22003: units is out of the supported range");
+        assert_eq!(
+            outcome(&format!("SELECT billing.amount({standard}, 'NaN'::numeric)")),
+            "22023: units must be a finite number"
+        );
+        assert_eq!(
+            outcome(&format!("SELECT billing.amount({standard}, 'Infinity'::numeric)")),
+            "22023: units must be a finite number"
+        );
+        assert_eq!(
+            outcome(&format!("SELECT billing.amount({standard}, 1e30)")),
+            "22003: units is out of the supported range"
+        );
         assert_eq!(
             outcome(&format!("SELECT billing.amount({standard}, ARRAY[1, NULL])")),
             "22023: event_values[2] is null"
         );
         assert_eq!(
-            outcome(r#"SELECT billing.amount('{"charge_model":"standard","properties":{"amount":"99999999999999999999"}}', 1e10)"#),
+            outcome(
+                r#"SELECT billing.amount('{"charge_model":"standard","properties":{"amount":"99999999999999999999"}}', 1e10)"#
+            ),
             "22003: amount is out of the supported range"
         );
     }
@@ -110,7 +132,9 @@ mod tests {
             r#"{"units": 11, "amount": 110, "charge_model": "graduated", "graduated_ranges": [{"units": 10, "to_value": 10, "from_value": 0, "per_unit_amount": "10", "flat_unit_amount": 2, "per_unit_total_amount": 100, "total_with_flat_amount": 102}, {"units": 1, "to_value": null, "from_value": 11, "per_unit_amount": "5", "flat_unit_amount": 3, "per_unit_total_amount": 5, "total_with_flat_amount": 8}]}"#
         );
         assert_eq!(
-            text(r#"SELECT billing.amount_details('{"charge_model":"percentage","properties":{"rate":"2","free_units_per_events":2}}', ARRAY[100,50,30]) ->> 'paid_units'"#),
+            text(
+                r#"SELECT billing.amount_details('{"charge_model":"percentage","properties":{"rate":"2","free_units_per_events":2}}', ARRAY[100,50,30]) ->> 'paid_units'"#
+            ),
             "30"
         );
     }
@@ -129,7 +153,10 @@ mod tests {
             "acme=110,globex=32"
         );
         assert_eq!(
-            Spi::get_one::<pgrx::AnyNumeric>(&format!("SELECT billing.priced_sum(qty, {TIERS}) FROM usage WHERE false")).unwrap(),
+            Spi::get_one::<pgrx::AnyNumeric>(&format!(
+                "SELECT billing.priced_sum(qty, {TIERS}) FROM usage WHERE false"
+            ))
+            .unwrap(),
             None
         );
     }
