@@ -27,7 +27,7 @@ SELECT b, jsonb_agg(jsonb_build_object(
          'timestamp', to_char(date_trunc('day', now()) + (k % 3600) * interval '1 second', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
          'properties', jsonb_build_object('tokens', k % 5000, 'model', 'small')))
 FROM generate_series(1, :batches) b,
-     LATERAL (SELECT CASE WHEN i <= 900 OR b = 1 THEN b * 1000 + i ELSE (b - 1) * 1000 + i END AS k
+     LATERAL (SELECT CASE WHEN i <= 900 OR b = 1 THEN b * 1000 + i ELSE (b - 1) * 1000 + (i - 900) END AS k
               FROM generate_series(1, 1000) i) keys
 GROUP BY b;
 CREATE SEQUENCE bench_batch_seq;
