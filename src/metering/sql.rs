@@ -12,17 +12,17 @@ use serde_json::Value;
 /// nothing) when the event is invalid.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ingest_event(
-    external_subscription_id: &str,
-    code: &str,
-    transaction_id: &str,
+    external_subscription_id: Option<&str>,
+    code: Option<&str>,
+    transaction_id: Option<&str>,
     timestamp: default!(Option<TimestampWithTimeZone>, "NULL"),
     properties: default!(Option<JsonB>, "'{}'"),
     precise_total_amount_cents: default!(Option<AnyNumeric>, "NULL"),
 ) -> Result<&'static str, ErrorReport> {
     let raw = RawEvent {
-        external_subscription_id: Some(external_subscription_id.to_string()),
-        code: Some(code.to_string()),
-        transaction_id: Some(transaction_id.to_string()),
+        external_subscription_id: external_subscription_id.map(str::to_string),
+        code: code.map(str::to_string),
+        transaction_id: transaction_id.map(str::to_string),
         timestamp: timestamp.map(|t| EventTime::Micros(i64::from(t))),
         properties: properties.map_or(Value::Null, |p| p.0),
         precise_total_amount_cents: precise_total_amount_cents.map(|n| n.to_string()),

@@ -60,6 +60,8 @@ SELECT billing.ingest_event('sub-1', 'users', 'tx-2', '2026-03-01', '{"user_id":
 \echo :LAST_ERROR_SQLSTATE
 SELECT billing.ingest_event('sub-1', 'tokens', '', '2026-03-01', '{"tokens": 1}');
 \echo :LAST_ERROR_SQLSTATE
+SELECT billing.ingest_event(NULL, 'tokens', 'tx-2', '2026-03-01', '{"tokens": 1}');
+\echo :LAST_ERROR_SQLSTATE
 -- The future margin is a setting.
 SET pg_billing.event_future_margin_seconds = 259200;
 SELECT billing.ingest_event('sub-1', 'calls', 'tx-future', now() + interval '2 days');
