@@ -135,6 +135,20 @@ LANGUAGE sql STABLE AS $$
     GROUP BY ev.dims
 $$;
 
+-- The subscription with this external id, or 23503.
+CREATE FUNCTION billing._subscription(external_id text) RETURNS billing.subscriptions
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    found_subscription billing.subscriptions;
+BEGIN
+    SELECT * INTO found_subscription FROM billing.subscriptions s WHERE s.external_id = external_id;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('subscription', external_id, 'check the external_subscription_id');
+    END IF;
+    RETURN found_subscription;
+END $$;
+
 -- One line of usage: a charge, filter and pricing group of a subscription in a window.
 CREATE TYPE billing.usage_line AS (
     charge_id bigint, billable_metric_code text, aggregation text, charge_model text,
@@ -155,10 +169,7 @@ DECLARE
     metric billing.billable_metrics;
     model text;
 BEGIN
-    SELECT * INTO sub FROM billing.subscriptions s WHERE s.external_id = usage.external_subscription_id;
-    IF NOT FOUND THEN
-        PERFORM billing._unknown('subscription', external_subscription_id, 'check the external_subscription_id');
-    END IF;
+    sub := billing._subscription(external_subscription_id);
     IF window_from > window_to THEN
         PERFORM billing._invalid('window_from is after window_to', format('got %s and %s', window_from, window_to),
             'give the window''s first and last instant');
@@ -217,10 +228,7 @@ DECLARE
     tz text;
     bounds record;
 BEGIN
-    SELECT * INTO sub FROM billing.subscriptions s WHERE s.external_id = current_usage.external_subscription_id;
-    IF NOT FOUND THEN
-        PERFORM billing._unknown('subscription', external_subscription_id, 'check the external_subscription_id');
-    END IF;
+    sub := billing._subscription(external_subscription_id);
     SELECT c.timezone INTO tz FROM billing.customers c WHERE c.id = sub.customer_id;
     SELECT * INTO bounds FROM billing.period_bounds(
         (SELECT v.interval FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time,
@@ -231,7 +239,7 @@ BEGIN
         least(bounds.to_datetime, coalesce(sub.terminated_at, 'infinity')));
 END $$;
 
-REVOKE ALL ON FUNCTION billing._charge_filter(bigint, jsonb), billing._group_key(text[], jsonb),
+REVOKE ALL ON FUNCTION billing._subscription(text), billing._charge_filter(bigint, jsonb), billing._group_key(text[], jsonb),
     billing._round_units(numeric, text, integer),
     billing._metric_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text),
     billing._metric_event_values(bigint, bigint, timestamptz, timestamptz, boolean),
