@@ -3,6 +3,7 @@
 # test cluster (PGHOST/PGPORT). Exactly-once means: every key stored once, accepted
 # exactly once across all calls, never a conflict, and rollups equal to the stored events.
 set -euo pipefail
+export PGOPTIONS="-c client_min_messages=warning"
 db=pg_billing_stress
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
 psql -X -q -v ON_ERROR_STOP=1 -o /dev/null -d "$db" <<'SQL'
