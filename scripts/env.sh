@@ -50,10 +50,16 @@ start_cluster() {
   mkdir -p "$dir"
   chown postgres:postgres "$dir"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
-  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start \
-    -o "-p $port -k /tmp -c listen_addresses='' -c shared_preload_libraries=pg_cron -c cron.database_name=postgres $settings" >/dev/null
-  export PGHOST=/tmp PGPORT=$port PGUSER=postgres
+  echo "-p $port -k /tmp -c listen_addresses='' -c shared_preload_libraries=pg_cron -c cron.database_name=postgres $settings" \
+    > "$dir/options"
+  run_server "$dir"
+  export PGHOST=/tmp PGPORT=$port PGUSER=postgres PG_CLUSTER_DIR=$dir
   trap "stop_cluster '$dir'" EXIT
+}
+
+# run_server DIR: starts the cluster in DIR with the options it was created with.
+run_server() {
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$1/data" -l "$1/server.log" -w start -o "$(cat "$1/options")" >/dev/null
 }
 
 stop_cluster() {
