@@ -1,4 +1,4 @@
-//! The pricing engine of pricing.md in plain Rust: no PostgreSQL here, so every rule is
+//! The pricing engine (the rules the README documents) in plain Rust: no PostgreSQL here, so every rule is
 //! testable with ordinary `#[test]`s and properties.
 
 pub mod currency;

@@ -1,4 +1,4 @@
-//! Amounts worked out by hand from pricing.md, validation messages, and properties.
+//! Amounts worked out by hand from the pricing rules, validation messages, and properties.
 
 use super::{Price, Usage};
 use crate::error::ErrorKind;

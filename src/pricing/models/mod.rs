@@ -1,4 +1,4 @@
-//! The charge models of pricing.md, one module each.
+//! The charge models, one module each.
 
 pub mod dynamic;
 pub mod graduated;

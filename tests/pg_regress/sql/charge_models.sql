@@ -1,4 +1,4 @@
--- Every charge model against amounts worked out by hand from pricing.md; `ok` compares
+-- Every charge model against amounts worked out by hand from the pricing rules; `ok` compares
 -- the engine's amount with the expected one.
 SET client_min_messages = warning;
 

@@ -1,5 +1,5 @@
 -- Usage in a window for every aggregation, against units worked out by hand from
--- pricing.md, plus rounding, filters, pricing groups and per-event prices.
+-- the pricing rules, plus rounding, filters, pricing groups and per-event prices.
 SET client_min_messages = warning;
 -- A fresh install, so this file does not depend on the others.
 DROP EXTENSION pg_billing CASCADE;
