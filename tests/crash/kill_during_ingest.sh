@@ -7,13 +7,8 @@ export PGOPTIONS="-c client_min_messages=warning"
 source "$(dirname "$0")/../../scripts/env.sh"
 db=pg_billing_crash
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+psql -X -q -v ON_ERROR_STOP=1 -o /dev/null -d "$db" -f "$(dirname "$0")/../fixtures/one_subscription.sql"
 psql -X -q -v ON_ERROR_STOP=1 -o /dev/null -d "$db" <<'SQL'
-CREATE EXTENSION pg_billing;
-SELECT billing.create_customer('acme', 'Acme', 'USD', 'UTC');
-SELECT billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens');
-SELECT billing.create_plan('api', 'API', 'monthly', 0, 'USD',
-    '[{"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "1"}}]');
-SELECT billing.create_subscription('sub', 'acme', 'api', '2026-01-01 00:00+00');
 -- Acknowledged outcomes are written in the same transaction as the events they report.
 CREATE TABLE acknowledged (transaction_id text PRIMARY KEY);
 SQL

@@ -6,14 +6,8 @@ set -euo pipefail
 export PGOPTIONS="-c client_min_messages=warning"
 db=pg_billing_stress
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+psql -X -q -v ON_ERROR_STOP=1 -o /dev/null -d "$db" -f "$(dirname "$0")/../fixtures/one_subscription.sql"
 psql -X -q -v ON_ERROR_STOP=1 -o /dev/null -d "$db" <<'SQL'
-SET client_min_messages = warning;
-CREATE EXTENSION pg_billing;
-SELECT billing.create_customer('acme', 'Acme', 'USD', 'UTC');
-SELECT billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens');
-SELECT billing.create_plan('api', 'API', 'monthly', 0, 'USD',
-    '[{"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "1"}}]');
-SELECT billing.create_subscription('sub', 'acme', 'api', '2026-01-01 00:00+00');
 -- 20 batches of 500 events drawn from 3,000 keys: heavy overlap between batches. A key's
 -- payload depends only on the key, so every replay is an exact duplicate.
 CREATE TABLE stress_batches AS
