@@ -53,9 +53,10 @@ pub struct Outcome {
     pub error: Option<BillingError>,
 }
 
-/// One input: the payload as sent (kept with a rejection) and its parsed form.
+/// One input: its parsed form and, when the caller's own text must be kept as sent (a JSON
+/// batch element), that payload; otherwise a rejection keeps the parsed event's JSON.
 pub struct Input {
-    pub payload: Value,
+    pub payload: Option<Value>,
     pub event: Result<RawEvent, BillingError>,
 }
 
@@ -223,7 +224,19 @@ fn record_rejections(inputs: &[Input], outcomes: &[Outcome]) {
         rejected.iter().map(|&i| field(i, |r| &r.external_subscription_id)).collect::<Vec<_>>().into(),
         rejected.iter().map(|&i| field(i, |r| &r.transaction_id)).collect::<Vec<_>>().into(),
         rejected.iter().map(|&i| field(i, |r| &r.code)).collect::<Vec<_>>().into(),
-        rejected.iter().map(|&i| JsonB(inputs[i].payload.clone())).collect::<Vec<_>>().into(),
+        rejected
+            .iter()
+            .map(|&i| {
+                let input = &inputs[i];
+                JsonB(
+                    input
+                        .payload
+                        .clone()
+                        .unwrap_or_else(|| input.event.as_ref().map_or(Value::Null, RawEvent::to_json)),
+                )
+            })
+            .collect::<Vec<_>>()
+            .into(),
         rejected
             .iter()
             .map(|&i| outcomes[i].error.as_ref().map(|e| e.kind.code().to_string()))

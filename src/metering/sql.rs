@@ -27,8 +27,7 @@ fn ingest_event(
         properties: properties.map_or(Value::Null, |p| p.0),
         precise_total_amount_cents: precise_total_amount_cents.map(|n| n.to_string()),
     };
-    // A single event that is invalid raises instead of being kept, so no payload is needed.
-    let input = Input { payload: Value::Null, event: Ok(raw) };
+    let input = Input { payload: None, event: Ok(raw) };
     let outcome = ingest(std::slice::from_ref(&input), Rejections::ReportOnly).pop().expect("one outcome");
     match outcome.error {
         Some(error) => Err(error.into()),
@@ -58,8 +57,10 @@ fn ingest_events(
             .hint("pass [{\"external_subscription_id\": ..., \"code\": ..., \"transaction_id\": ...}, ...]")
             .into());
     };
-    let inputs: Vec<Input> =
-        items.into_iter().map(|payload| Input { event: RawEvent::from_json(&payload), payload }).collect();
+    let inputs: Vec<Input> = items
+        .into_iter()
+        .map(|payload| Input { event: RawEvent::from_json(&payload), payload: Some(payload) })
+        .collect();
     let outcomes = ingest(&inputs, Rejections::Record);
     Ok(TableIterator::new(
         outcomes
@@ -98,7 +99,7 @@ fn ingest_staged(
                         properties: row.get::<JsonB>(5).unwrap().map_or(Value::Null, |j| j.0),
                         precise_total_amount_cents: row.get(6).unwrap(),
                     };
-                    Input { payload: raw.to_json(), event: Ok(raw) }
+                    Input { payload: None, event: Ok(raw) }
                 })
                 .collect()
         });
