@@ -2,19 +2,17 @@
 -- keys that were stored (the others already existed). The caller sends the rows sorted by
 -- key, so every writer takes the key locks in one order and overlapping concurrent batches
 -- wait on each other instead of deadlocking.
--- Properties and dims arrive as one jsonb array each (one parse instead of one per event),
--- zipped with the other columns.
+-- Events without properties (or without usage-splitting keys) arrive as NULL and are stored as {}.
 WITH input AS (
-    SELECT * FROM ROWS FROM (unnest($1::bigint[]), unnest($2::bigint[]), unnest($3::text[]), unnest($4::bigint[]),
-                             unnest($5::timestamptz[]), jsonb_array_elements($6::jsonb), unnest($7::numeric[]),
-                             unnest($8::numeric[]), jsonb_array_elements($9::jsonb), unnest($10::text[]))
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[], $6::jsonb[],
+                         $7::numeric[], $8::numeric[], $9::text[], $10::text[])
         AS i(customer_id, subscription_id, transaction_id, billable_metric_id, ts, properties, value,
              precise_total_amount_cents, dims, timezone)
 ), inserted AS (
     INSERT INTO billing.events AS e (customer_id, subscription_id, transaction_id, billable_metric_id, "timestamp",
                                      local_day, properties, value, precise_total_amount_cents, dims)
     SELECT customer_id, subscription_id, transaction_id, billable_metric_id, ts, (ts AT TIME ZONE timezone)::date,
-           properties, value, precise_total_amount_cents, dims
+           coalesce(properties, '{}'), value, precise_total_amount_cents, coalesce(dims::jsonb, '{}')
     FROM input
     ON CONFLICT ON CONSTRAINT events_idempotency_key DO NOTHING
     RETURNING e.id, e.customer_id, e.subscription_id, e.transaction_id, e.billable_metric_id, e."timestamp",

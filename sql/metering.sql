@@ -7,7 +7,8 @@ CREATE TABLE billing.events (
     id bigint GENERATED ALWAYS AS IDENTITY,
     customer_id bigint NOT NULL,
     subscription_id bigint NOT NULL,
-    transaction_id text NOT NULL,
+    -- Compared byte for byte: an idempotency key is an identifier, not prose to collate.
+    transaction_id text COLLATE "C" NOT NULL,
     billable_metric_id bigint NOT NULL,
     "timestamp" timestamptz NOT NULL,
     -- The event's day in the customer's time zone, the day rollup it counts in.

@@ -4,6 +4,7 @@
 
 pub mod calendar;
 pub mod error;
+pub mod jsonb;
 pub mod metering;
 pub mod numeric;
 pub mod periods;

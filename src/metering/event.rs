@@ -26,44 +26,70 @@ impl EventTime {
     }
 }
 
+/// A JSON value as validation sees it: scalars with their text, containers by kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    /// The number's decimal text.
+    Number(String),
+    Text(String),
+    Array,
+    Object,
+}
+
+/// Read access to a JSON value, whatever holds it (a Postgres jsonb in place, or a serde
+/// value in tests).
+pub trait JsonView: Copy {
+    fn scalar(self) -> Scalar;
+    /// The value under `key` when this is an object that has it.
+    fn get(self, key: &str) -> Option<Self>;
+    /// Members of an object or elements of an array.
+    fn len(self) -> usize;
+    /// An object's keys, in stored order.
+    fn keys(self) -> Vec<String>;
+    /// Equal as JSON values (the `=` of jsonb).
+    fn same(self, other: Self) -> bool;
+    fn to_value(self) -> serde_json::Value;
+}
+
 /// An event as the caller sent it, before any check.
 #[derive(Debug, Clone)]
-pub struct RawEvent {
+pub struct RawEvent<J> {
     pub external_subscription_id: Option<String>,
     pub code: Option<String>,
     pub transaction_id: Option<String>,
     /// `None` means "now" (and a replay without a timestamp matches any stored one).
     pub timestamp: Option<EventTime>,
-    pub properties: Value,
+    /// `None` (or JSON null) means no properties.
+    pub properties: Option<J>,
     pub precise_total_amount_cents: Option<String>,
 }
 
-impl RawEvent {
+const EVENT_KEYS: [&str; 6] =
+    ["external_subscription_id", "code", "transaction_id", "timestamp", "properties", "precise_total_amount_cents"];
+
+impl<J: JsonView> RawEvent<J> {
     /// Reads one element of an `ingest_events` array; its shape errors become rejections.
-    pub fn from_json(value: &Value) -> Result<RawEvent, BillingError> {
-        let Value::Object(map) = value else {
-            return Err(BillingError::invalid("an event must be a JSON object").detail(format!("got {value}")));
-        };
-        const KEYS: [&str; 6] = [
-            "external_subscription_id",
-            "code",
-            "transaction_id",
-            "timestamp",
-            "properties",
-            "precise_total_amount_cents",
-        ];
-        if let Some(key) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+    pub fn from_json(element: J) -> Result<RawEvent<J>, BillingError> {
+        if element.scalar() != Scalar::Object {
+            return Err(
+                BillingError::invalid("an event must be a JSON object").detail(format!("got {}", element.to_value()))
+            );
+        }
+        let present = EVENT_KEYS.iter().filter(|k| element.get(k).is_some()).count();
+        if present < element.len() {
+            let key = element.keys().into_iter().find(|k| !EVENT_KEYS.contains(&k.as_str())).unwrap_or_default();
             return Err(BillingError::invalid(format!("unknown event key \"{key}\""))
-                .detail(format!("allowed: {}", KEYS.join(", "))));
+                .detail(format!("allowed: {}", EVENT_KEYS.join(", "))));
         }
         let text = |key: &str| -> Result<Option<String>, BillingError> {
-            match map.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(Value::Number(n)) => Ok(Some(n.as_str().to_string())),
-                Some(other) => {
-                    Err(BillingError::invalid(format!("{key} must be a string")).detail(format!("got {other}")))
-                }
+            let Some(value) = element.get(key) else { return Ok(None) };
+            match value.scalar() {
+                Scalar::Null => Ok(None),
+                Scalar::Text(s) | Scalar::Number(s) => Ok(Some(s)),
+                _ => Err(BillingError::invalid(format!("{key} must be a string"))
+                    .detail(format!("got {}", value.to_value()))),
             }
         };
         Ok(RawEvent {
@@ -71,30 +97,9 @@ impl RawEvent {
             code: text("code")?,
             transaction_id: text("transaction_id")?,
             timestamp: text("timestamp")?.map(EventTime::Text),
-            properties: map.get("properties").cloned().unwrap_or(Value::Null),
+            properties: element.get("properties"),
             precise_total_amount_cents: text("precise_total_amount_cents")?,
         })
-    }
-
-    /// The payload kept with a rejection, so nothing the caller sent is lost.
-    pub fn to_json(&self) -> Value {
-        let mut map = Map::new();
-        let mut put = |k: &str, v: &Option<String>| {
-            map.insert(k.to_string(), v.clone().map_or(Value::Null, Value::String));
-        };
-        put("external_subscription_id", &self.external_subscription_id);
-        put("code", &self.code);
-        put("transaction_id", &self.transaction_id);
-        put(
-            "timestamp",
-            &self.timestamp.as_ref().map(|t| match t {
-                EventTime::Text(text) => text.clone(),
-                EventTime::Micros(micros) => format_timestamp(*micros),
-            }),
-        );
-        put("precise_total_amount_cents", &self.precise_total_amount_cents);
-        map.insert("properties".to_string(), self.properties.clone());
-        Value::Object(map)
     }
 }
 
@@ -156,17 +161,19 @@ pub struct CatalogSnapshot {
 
 /// A validated event, ready to store.
 #[derive(Debug, Clone)]
-pub struct ValidEvent {
+pub struct ValidEvent<J> {
     pub customer_id: i64,
     pub subscription_id: i64,
     pub billable_metric_id: i64,
     pub transaction_id: String,
     pub timestamp: i64,
     pub timestamp_given: bool,
-    pub properties: Value,
+    /// `None` when the event carries no properties (stored as `{}`).
+    pub properties: Option<J>,
     pub value: Option<Decimal>,
     pub precise_total_amount_cents: Option<Decimal>,
-    pub dims: Value,
+    /// The values of the keys that split usage (filters, pricing groups); `None` when none apply.
+    pub dims: Option<Value>,
     pub timezone: String,
 }
 
@@ -195,16 +202,23 @@ fn required<'a>(value: &'a Option<String>, key: &str) -> Result<&'a str, Billing
     }
 }
 
-/// Text of a scalar property (its JSON text for numbers and booleans); `None` when absent or null.
-pub fn property_text(properties: &Map<String, Value>, key: &str) -> Option<String> {
-    match properties.get(key)? {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+/// Text of a scalar property (its JSON text for numbers, booleans and containers); `None`
+/// when absent or null.
+fn property_text<J: JsonView>(property: Option<J>) -> Option<String> {
+    let property = property?;
+    match property.scalar() {
+        Scalar::Null => None,
+        Scalar::Text(s) | Scalar::Number(s) => Some(s),
+        Scalar::Bool(b) => Some(b.to_string()),
+        Scalar::Array | Scalar::Object => Some(property.to_value().to_string()),
     }
 }
 
-pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Result<ValidEvent, BillingError> {
+pub fn validate<J: JsonView>(
+    raw: &RawEvent<J>,
+    catalog: &CatalogSnapshot,
+    clock: &Clock,
+) -> Result<ValidEvent<J>, BillingError> {
     let external_id = required(&raw.external_subscription_id, "external_subscription_id")?;
     let code = required(&raw.code, "code")?;
     let transaction_id = required(&raw.transaction_id, "transaction_id")?;
@@ -216,11 +230,16 @@ pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Res
         BillingError::new(ErrorKind::UnknownReference, format!("unknown billable metric \"{code}\""))
             .hint("create it with billing.create_billable_metric")
     })?;
-    let properties = match &raw.properties {
-        Value::Null => Map::new(),
-        Value::Object(map) => map.clone(),
-        other => return Err(BillingError::invalid("properties must be a JSON object").detail(format!("got {other}"))),
+    let properties = match raw.properties.map(|p| (p, p.scalar())) {
+        None | Some((_, Scalar::Null)) => None,
+        Some((p, Scalar::Object)) => Some(p),
+        Some((other, _)) => {
+            return Err(
+                BillingError::invalid("properties must be a JSON object").detail(format!("got {}", other.to_value()))
+            )
+        }
     };
+    let property = |key: &str| properties.and_then(|p| p.get(key));
     let timestamp = match &raw.timestamp {
         None => clock.now,
         Some(EventTime::Micros(micros)) => *micros,
@@ -248,12 +267,15 @@ pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Res
     }
     let value = match (&metric.field_name, metric.aggregation) {
         (Some(field), aggregation) if aggregation != Aggregation::Count => {
-            let text = property_text(&properties, field).ok_or_else(|| {
+            let text = property_text(property(field)).ok_or_else(|| {
                 BillingError::invalid(format!("properties.{field} is required by metric \"{code}\""))
                     .hint(format!("send the value in properties.{field}"))
             })?;
             if aggregation.numeric_field() {
-                if matches!(properties.get(field), Some(Value::Bool(_) | Value::Array(_) | Value::Object(_))) {
+                if matches!(
+                    property(field).map(JsonView::scalar),
+                    Some(Scalar::Bool(_) | Scalar::Array | Scalar::Object)
+                ) {
                     return Err(not_numeric(&text, &format!("properties.{field}")));
                 }
                 Some(numeric(&text, &format!("properties.{field}"))?)
@@ -264,7 +286,7 @@ pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Res
         _ => None,
     };
     if metric.aggregation == Aggregation::UniqueCount {
-        if let Some(operation) = property_text(&properties, "operation_type") {
+        if let Some(operation) = property_text(property("operation_type")) {
             if operation != "add" && operation != "remove" {
                 return Err(BillingError::invalid("properties.operation_type must be add or remove")
                     .detail(format!("got {operation}"))
@@ -277,8 +299,9 @@ pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Res
     let dims = catalog
         .dimension_keys
         .get(&(subscription.plan_version_id, metric.id))
-        .map(|keys| Value::Object(keys.iter().filter_map(|k| Some((k.clone(), properties.get(k)?.clone()))).collect()))
-        .unwrap_or_else(|| Value::Object(Map::new()));
+        .map(|keys| keys.iter().filter_map(|k| Some((k.clone(), property(k)?.to_value()))).collect::<Map<_, _>>())
+        .filter(|dims| !dims.is_empty())
+        .map(Value::Object);
     Ok(ValidEvent {
         customer_id: subscription.customer_id,
         subscription_id: subscription.id,
@@ -286,7 +309,7 @@ pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Res
         transaction_id: transaction_id.to_string(),
         timestamp,
         timestamp_given: raw.timestamp.is_some(),
-        properties: Value::Object(properties),
+        properties,
         value,
         precise_total_amount_cents,
         dims,
@@ -294,10 +317,18 @@ pub fn validate(raw: &RawEvent, catalog: &CatalogSnapshot, clock: &Clock) -> Res
     })
 }
 
+fn same_properties<J: JsonView>(a: Option<J>, b: Option<J>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.same(b),
+        (None, None) => true,
+        (Some(only), None) | (None, Some(only)) => only.len() == 0,
+    }
+}
+
 /// Same idempotency key, same payload? (A replay that omits the timestamp matches any.)
-pub fn same_payload(first: &ValidEvent, replay: &ValidEvent) -> bool {
+pub fn same_payload<J: JsonView>(first: &ValidEvent<J>, replay: &ValidEvent<J>) -> bool {
     first.billable_metric_id == replay.billable_metric_id
-        && first.properties == replay.properties
+        && same_properties(first.properties, replay.properties)
         && first.precise_total_amount_cents == replay.precise_total_amount_cents
         && (!replay.timestamp_given || first.timestamp == replay.timestamp)
 }
@@ -306,6 +337,38 @@ pub fn same_payload(first: &ValidEvent, replay: &ValidEvent) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    impl<'a> JsonView for &'a Value {
+        fn scalar(self) -> Scalar {
+            match self {
+                Value::Null => Scalar::Null,
+                Value::Bool(b) => Scalar::Bool(*b),
+                Value::Number(n) => Scalar::Number(n.to_string()),
+                Value::String(s) => Scalar::Text(s.clone()),
+                Value::Array(_) => Scalar::Array,
+                Value::Object(_) => Scalar::Object,
+            }
+        }
+        fn get(self, key: &str) -> Option<Self> {
+            self.as_object()?.get(key)
+        }
+        fn len(self) -> usize {
+            match self {
+                Value::Array(a) => a.len(),
+                Value::Object(o) => o.len(),
+                _ => 0,
+            }
+        }
+        fn keys(self) -> Vec<String> {
+            self.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+        }
+        fn same(self, other: Self) -> bool {
+            self == other
+        }
+        fn to_value(self) -> Value {
+            self.clone()
+        }
+    }
 
     fn catalog() -> CatalogSnapshot {
         let mut c = CatalogSnapshot::default();
@@ -342,20 +405,28 @@ mod tests {
 
     const CLOCK: Clock = Clock { now: 1_000_000_000_000, future_margin: 3_600_000_000 };
 
-    fn check(event: Value) -> Result<ValidEvent, (ErrorKind, String)> {
-        let raw = RawEvent::from_json(&event).map_err(|e| (e.kind, e.message.clone()))?;
+    fn check(event: &Value) -> Result<ValidEvent<&Value>, (ErrorKind, String)> {
+        let raw = RawEvent::from_json(event).map_err(|e| (e.kind, e.message.clone()))?;
         validate(&raw, &catalog(), &CLOCK).map_err(|e| (e.kind, e.message))
+    }
+
+    /// The error of an event that must be rejected.
+    fn rejection(event: Value) -> (ErrorKind, String) {
+        check(&event).map(|_| ()).unwrap_err()
     }
 
     #[test]
     fn accepts_a_numeric_event_and_extracts_dimensions() {
-        let e = check(json!({"external_subscription_id":"sub","code":"tokens","transaction_id":"t1",
-            "timestamp":"2000-01-02T00:00:00Z","properties":{"tokens":"12.5","region":"eu","model":"x"}}))
-        .unwrap();
+        let event = json!({"external_subscription_id":"sub","code":"tokens","transaction_id":"t1",
+            "timestamp":"2000-01-02T00:00:00Z","properties":{"tokens":"12.5","region":"eu","model":"x"}});
+        let e = check(&event).unwrap();
         assert_eq!(e.value, Some(Decimal::new(125, 1)));
-        assert_eq!(e.dims, json!({"region":"eu"}));
+        assert_eq!(e.dims, Some(json!({"region":"eu"})));
         assert_eq!(e.timestamp, 86_400_000_000);
         assert!(e.timestamp_given);
+        let no_region = json!({"external_subscription_id":"sub","code":"tokens","transaction_id":"t1",
+            "properties":{"tokens":1}});
+        assert_eq!(check(&no_region).unwrap().dims, None);
     }
 
     #[test]
@@ -365,7 +436,7 @@ mod tests {
             for (k, v) in patch.as_object().unwrap() {
                 e[k] = v.clone();
             }
-            check(e).unwrap_err()
+            rejection(e)
         };
         assert_eq!(base(json!({"external_subscription_id":"nope"})).0, ErrorKind::UnknownReference);
         assert_eq!(base(json!({"code":"nope"})).0, ErrorKind::UnknownReference);
@@ -389,21 +460,24 @@ mod tests {
             base(json!({"properties":{}})),
             (ErrorKind::InvalidParameter, "properties.tokens is required by metric \"tokens\"".into())
         );
+        assert_eq!(base(json!({"properties":[1]})).1, "properties must be a JSON object");
+        assert_eq!(base(json!({"transaction_id":{"a":1}})).1, "transaction_id must be a string");
         assert_eq!(base(json!({"timestamp":"soon"})).0, ErrorKind::MalformedInput);
         assert_eq!(base(json!({"timestamp":"2100-01-01T00:00:00Z"})).1, "timestamp is too far in the future");
         assert_eq!(base(json!({"timestamp":"1999-12-31T23:59:59Z"})).0, ErrorKind::WrongState);
         assert_eq!(base(json!({"colour":"red"})).1, "unknown event key \"colour\"");
+        assert_eq!(rejection(json!(["not", "an", "object"])).1, "an event must be a JSON object");
     }
 
     #[test]
     fn count_metrics_need_no_field_and_replays_compare_payloads() {
-        let first = check(json!({"external_subscription_id":"sub","code":"calls","transaction_id":"t"})).unwrap();
+        let first = json!({"external_subscription_id":"sub","code":"calls","transaction_id":"t"});
+        let first = check(&first).unwrap();
         assert_eq!(first.value, None);
-        let replay = check(json!({"external_subscription_id":"sub","code":"calls","transaction_id":"t"})).unwrap();
-        assert!(same_payload(&first, &replay));
+        let replay = json!({"external_subscription_id":"sub","code":"calls","transaction_id":"t","properties":{}});
+        assert!(same_payload(&first, &check(&replay).unwrap()), "no properties and {{}} are the same payload");
         let changed =
-            check(json!({"external_subscription_id":"sub","code":"calls","transaction_id":"t","properties":{"a":1}}))
-                .unwrap();
-        assert!(!same_payload(&first, &changed));
+            json!({"external_subscription_id":"sub","code":"calls","transaction_id":"t","properties":{"a":1}});
+        assert!(!same_payload(&first, &check(&changed).unwrap()));
     }
 }

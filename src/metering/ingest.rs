@@ -6,16 +6,14 @@ use super::event::{
     same_payload, validate, Aggregation, CatalogSnapshot, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent,
 };
 use crate::error::BillingError;
+use crate::jsonb::JsonbRef;
 use crate::numeric::from_decimal;
 use crate::spi_plans::plan;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{
-    BOOLARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, JSONBOID, NUMERICARRAYOID, TEXTARRAYOID,
-    TIMESTAMPTZARRAYOID,
+    BOOLARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, NUMERICARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
 };
 use pgrx::prelude::*;
-use pgrx::JsonB;
-use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
 const SUBSCRIPTIONS_SQL: &str = include_str!("../../sql/ingest_subscriptions.sql");
@@ -53,11 +51,10 @@ pub struct Outcome {
     pub error: Option<BillingError>,
 }
 
-/// One input: its parsed form and, when the caller's own text must be kept as sent (a JSON
-/// batch element), that payload; otherwise a rejection keeps the parsed event's JSON.
-pub struct Input {
-    pub payload: Option<Value>,
-    pub event: Result<RawEvent, BillingError>,
+/// One input: its parsed form and, for batches, the element as sent, which a rejection keeps.
+pub struct Input<'a> {
+    pub payload: Option<JsonbRef<'a>>,
+    pub event: Result<RawEvent<JsonbRef<'a>>, BillingError>,
 }
 
 /// Whether rejected events are written to billing.rejected_events (batch paths) or only
@@ -72,7 +69,7 @@ fn micros_to_timestamptz(micros: i64) -> TimestampWithTimeZone {
     TimestampWithTimeZone::try_from(micros).expect("validated timestamps are in range")
 }
 
-fn load_catalog(inputs: &[Input]) -> CatalogSnapshot {
+fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
     let mut external_ids: Vec<String> = Vec::new();
     let mut codes: Vec<String> = Vec::new();
     let (mut seen_ids, mut seen_codes) = (HashSet::new(), HashSet::new());
@@ -132,10 +129,14 @@ fn load_catalog(inputs: &[Input]) -> CatalogSnapshot {
 }
 
 /// Validated events to store, each with its position in the input.
-struct NewEvents(Vec<(usize, ValidEvent)>);
+struct NewEvents<'a>(Vec<(usize, ValidEvent<JsonbRef<'a>>)>);
 
-impl NewEvents {
-    fn column<'a, T: IntoDatum + 'a>(&self, positions: &[usize], field: impl Fn(&ValidEvent) -> T) -> DatumWithOid<'a> {
+impl<'a> NewEvents<'a> {
+    fn column<'d, T: IntoDatum + 'd>(
+        &self,
+        positions: &[usize],
+        field: impl Fn(&ValidEvent<JsonbRef<'a>>) -> T,
+    ) -> DatumWithOid<'d> {
         positions.iter().map(|&p| field(&self.0[p].1)).collect::<Vec<T>>().into()
     }
 
@@ -148,10 +149,10 @@ impl NewEvents {
             self.column(&all, |e| e.transaction_id.clone()),
             self.column(&all, |e| e.billable_metric_id),
             self.column(&all, |e| micros_to_timestamptz(e.timestamp)),
-            JsonB(Value::Array(self.0.iter().map(|(_, e)| e.properties.clone()).collect())).into(),
+            self.column(&all, |e| e.properties),
             self.column(&all, |e| e.value.map(from_decimal)),
             self.column(&all, |e| e.precise_total_amount_cents.map(from_decimal)),
-            JsonB(Value::Array(self.0.iter().map(|(_, e)| e.dims.clone()).collect())).into(),
+            self.column(&all, |e| e.dims.as_ref().map(|d| d.to_string())),
             self.column(&all, |e| e.timezone.clone()),
         ];
         let types = [
@@ -160,10 +161,10 @@ impl NewEvents {
             TEXTARRAYOID,
             INT8ARRAYOID,
             TIMESTAMPTZARRAYOID,
-            JSONBOID,
+            JSONBARRAYOID,
             NUMERICARRAYOID,
             NUMERICARRAYOID,
-            JSONBOID,
+            TEXTARRAYOID,
             TEXTARRAYOID,
         ];
         let stored: HashSet<(i64, String)> = Spi::connect_mut(|client| {
@@ -185,7 +186,7 @@ impl NewEvents {
             self.column(positions, |e| e.transaction_id.clone()),
             self.column(positions, |e| e.billable_metric_id),
             self.column(positions, |e| micros_to_timestamptz(e.timestamp)),
-            self.column(positions, |e| JsonB(e.properties.clone())),
+            self.column(positions, |e| e.properties),
             self.column(positions, |e| e.precise_total_amount_cents.map(from_decimal)),
             self.column(positions, |e| e.timestamp_given),
             positions.iter().map(|&p| self.0[p].0 as i32).collect::<Vec<i32>>().into(),
@@ -212,29 +213,21 @@ impl NewEvents {
     }
 }
 
-fn record_rejections(inputs: &[Input], outcomes: &[Outcome]) {
+fn record_rejections(inputs: &[Input<'_>], outcomes: &[Outcome]) {
     let rejected: Vec<usize> = (0..outcomes.len()).filter(|&i| outcomes[i].status == Status::Rejected).collect();
     if rejected.is_empty() {
         return;
     }
-    let field = |i: usize, f: fn(&RawEvent) -> &Option<String>| -> Option<String> {
-        inputs[i].event.as_ref().ok().and_then(|raw| f(raw).clone())
+    let field = |f: fn(&RawEvent<JsonbRef<'_>>) -> Option<String>| -> DatumWithOid<'_> {
+        rejected.iter().map(|&i| inputs[i].event.as_ref().ok().and_then(f)).collect::<Vec<_>>().into()
     };
     let args: Vec<DatumWithOid> = vec![
-        rejected.iter().map(|&i| field(i, |r| &r.external_subscription_id)).collect::<Vec<_>>().into(),
-        rejected.iter().map(|&i| field(i, |r| &r.transaction_id)).collect::<Vec<_>>().into(),
-        rejected.iter().map(|&i| field(i, |r| &r.code)).collect::<Vec<_>>().into(),
+        field(|r| r.external_subscription_id.clone()),
+        field(|r| r.transaction_id.clone()),
+        field(|r| r.code.clone()),
         rejected
             .iter()
-            .map(|&i| {
-                let input = &inputs[i];
-                JsonB(
-                    input
-                        .payload
-                        .clone()
-                        .unwrap_or_else(|| input.event.as_ref().map_or(Value::Null, RawEvent::to_json)),
-                )
-            })
+            .map(|&i| inputs[i].payload.expect("recorded rejections come from batches, which keep payloads"))
             .collect::<Vec<_>>()
             .into(),
         rejected
@@ -253,7 +246,7 @@ fn record_rejections(inputs: &[Input], outcomes: &[Outcome]) {
 }
 
 /// Validates, deduplicates and stores a batch; one outcome per input, in input order.
-pub fn ingest(inputs: &[Input], rejections: Rejections) -> Vec<Outcome> {
+pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
     let catalog = load_catalog(inputs);
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     let clock = Clock { now, future_margin: i64::from(FUTURE_MARGIN_SECONDS.get()) * 1_000_000 };

@@ -1,12 +1,12 @@
 //! Thin SQL entry points for ingestion: one event, a JSON batch, and the COPY staging table.
 
-use super::event::{EventTime, RawEvent};
-use super::ingest::{ingest, Input, Rejections, Status};
+use super::event::{EventTime, JsonView, RawEvent, Scalar};
+use super::ingest::{ingest, Input, Outcome, Rejections, Status};
 use crate::error::BillingError;
+use crate::jsonb::{JsonbRef, PgJsonb};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, JsonB};
-use serde_json::Value;
+use pgrx::{AnyNumeric, PgMemoryContexts};
 
 /// Records one event; returns accepted, duplicate or conflict, and raises (writing
 /// nothing) when the event is invalid.
@@ -16,7 +16,7 @@ fn ingest_event(
     code: Option<&str>,
     transaction_id: Option<&str>,
     timestamp: default!(Option<TimestampWithTimeZone>, "NULL"),
-    properties: default!(Option<JsonB>, "'{}'"),
+    properties: default!(Option<PgJsonb>, "'{}'"),
     precise_total_amount_cents: default!(Option<AnyNumeric>, "NULL"),
 ) -> Result<&'static str, ErrorReport> {
     let raw = RawEvent {
@@ -24,7 +24,7 @@ fn ingest_event(
         code: code.map(str::to_string),
         transaction_id: transaction_id.map(str::to_string),
         timestamp: timestamp.map(|t| EventTime::Micros(i64::from(t))),
-        properties: properties.map_or(Value::Null, |p| p.0),
+        properties: properties.as_ref().map(PgJsonb::root),
         precise_total_amount_cents: precise_total_amount_cents.map(|n| n.to_string()),
     };
     let input = Input { payload: None, event: Ok(raw) };
@@ -37,9 +37,20 @@ fn ingest_event(
 
 /// Records a batch (a JSON array of events); one row per input event, in order. Rejected
 /// events are kept in billing.rejected_events and never hold back the good ones.
+/// The events of a JSON array batch, each kept with its element for the reject table.
+fn batch_inputs(batch: JsonbRef<'_>) -> Result<Vec<Input<'_>>, BillingError> {
+    if batch.scalar() != Scalar::Array {
+        return Err(BillingError::invalid("events must be a JSON array")
+            .hint("pass [{\"external_subscription_id\": ..., \"code\": ..., \"transaction_id\": ...}, ...]"));
+    }
+    Ok(batch.elements().map(|element| Input { event: RawEvent::from_json(element), payload: Some(element) }).collect())
+}
+
+/// Records a batch (a JSON array of events); one row per input event, in order. Rejected
+/// events are kept in billing.rejected_events and never hold back the good ones.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ingest_events(
-    events: JsonB,
+    events: PgJsonb,
 ) -> Result<
     TableIterator<
         'static,
@@ -52,16 +63,7 @@ fn ingest_events(
     >,
     ErrorReport,
 > {
-    let Value::Array(items) = events.0 else {
-        return Err(BillingError::invalid("events must be a JSON array")
-            .hint("pass [{\"external_subscription_id\": ..., \"code\": ..., \"transaction_id\": ...}, ...]")
-            .into());
-    };
-    let inputs: Vec<Input> = items
-        .into_iter()
-        .map(|payload| Input { event: RawEvent::from_json(&payload), payload: Some(payload) })
-        .collect();
-    let outcomes = ingest(&inputs, Rejections::Record);
+    let outcomes: Vec<Outcome> = ingest(&batch_inputs(events.root())?, Rejections::Record);
     Ok(TableIterator::new(
         outcomes
             .into_iter()
@@ -85,28 +87,28 @@ fn ingest_staged(
         return Err(BillingError::invalid("batch_size must be at least 1").detail(format!("got {batch_size}")).into());
     }
     let mut counts = [0i64; 4];
+    // Each staged batch is read, ingested and freed in its own memory context, so a large
+    // load runs in the memory of one batch.
+    let mut batch_memory = PgMemoryContexts::new("pg_billing staged batch");
     loop {
-        let inputs: Vec<Input> = Spi::connect_mut(|client| {
-            client
-                .update(TAKE_STAGED_SQL, None, &[batch_size.into()])
-                .expect("staged rows")
-                .map(|row| {
-                    let raw = RawEvent {
-                        external_subscription_id: row.get(1).unwrap(),
-                        code: row.get(2).unwrap(),
-                        transaction_id: row.get(3).unwrap(),
-                        timestamp: row.get::<String>(4).unwrap().map(EventTime::Text),
-                        properties: row.get::<JsonB>(5).unwrap().map_or(Value::Null, |j| j.0),
-                        precise_total_amount_cents: row.get(6).unwrap(),
-                    };
-                    Input { payload: None, event: Ok(raw) }
-                })
-                .collect()
-        });
-        if inputs.is_empty() {
-            break;
-        }
-        for outcome in ingest(&inputs, Rejections::Record) {
+        // SAFETY: only Rust-owned outcomes leave the context; the batch and everything read
+        // from it stay inside and are freed by the reset below.
+        let outcomes = unsafe {
+            batch_memory.switch_to(|context| {
+                let batch: Option<PgJsonb> = Spi::connect_mut(|client| {
+                    client
+                        .update(TAKE_STAGED_SQL, None, &[batch_size.into()])
+                        .expect("staged rows")
+                        .first()
+                        .get_one::<PgJsonb>()
+                        .expect("one batch")
+                        .map(|batch| batch.copy_into(context.value()))
+                });
+                batch.map(|batch| batch_inputs(batch.root()).map(|inputs| ingest(&inputs, Rejections::Record)))
+            })
+        };
+        let Some(outcomes) = outcomes else { break };
+        for outcome in outcomes? {
             counts[match outcome.status {
                 Status::Accepted => 0,
                 Status::Duplicate => 1,
@@ -114,6 +116,8 @@ fn ingest_staged(
                 Status::Rejected => 3,
             }] += 1;
         }
+        // SAFETY: nothing allocated in the batch context is referenced any more.
+        unsafe { batch_memory.reset() };
     }
     Ok(TableIterator::once((counts[0], counts[1], counts[2], counts[3])))
 }
