@@ -68,3 +68,15 @@ SELECT pg_catalog.pg_extension_config_dump('billing.usage_rollups', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.rejected_events', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.rejected_events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.event_staging', '');
+
+-- Private: what ingestion checks an event's subscription against: its customer's time zone
+-- and the instants (microseconds since 2000-01-01 UTC) between which it accepts events,
+-- from the start (a pending subscription is active from its subscription_at on, whether or
+-- not billing.activate_subscriptions() has flipped its status yet) to the termination.
+CREATE VIEW billing._ingest_windows AS
+SELECT s.external_id, s.id, s.customer_id, s.plan_version_id, c.timezone,
+       (extract(epoch FROM coalesce(s.started_at, s.subscription_at) - '2000-01-01 UTC'::timestamptz) * 1000000)::bigint
+           AS active_from,
+       (extract(epoch FROM s.terminated_at - '2000-01-01 UTC'::timestamptz) * 1000000)::bigint AS active_until
+FROM billing.subscriptions s JOIN billing.customers c ON c.id = s.customer_id;
+REVOKE ALL ON billing._ingest_windows FROM PUBLIC;

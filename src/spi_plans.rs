@@ -1,28 +1,92 @@
 //! Statements prepared once per backend and kept: the ingestion hot path runs the same
-//! few statements on every call, so parsing and planning them each time would dominate.
-//! Kept plans survive DROP/CREATE EXTENSION: PostgreSQL's plan cache re-analyses them when
-//! the tables they name change.
+//! few statements on every call, so parsing them each time would dominate a single event.
+//!
+//! Each statement is kept in two forms. Small inputs (a single event) run a generic plan:
+//! planning it on every call would cost more than the work, and its estimate of a few
+//! array elements is right for them. Larger batches are planned for the arrays they bring,
+//! so joins see a thousand ids rather than the generic guess of ten (a nested loop that
+//! is right for one event is a thousand scans for a batch), and the planning is noise
+//! next to the work. Kept plans survive DROP/CREATE EXTENSION: PostgreSQL's plan cache
+//! re-analyses them when the tables they name change.
 
-use pgrx::pg_sys::Oid;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient};
-use pgrx::PgOid;
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+
+/// Up to this many input rows a statement runs its generic plan.
+const GENERIC_PLAN_MAX_ROWS: usize = 10;
 
 thread_local! {
-    static PLANS: RefCell<HashMap<usize, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<(usize, bool), usize>> = RefCell::new(HashMap::new());
 }
 
-/// The kept plan of `sql` (a `'static` query text, identified by its address), prepared on
-/// first use with the given parameter types.
-pub fn plan(client: &SpiClient, sql: &'static str, types: &[Oid]) -> Rc<OwnedPreparedStatement> {
-    let key = sql.as_ptr() as usize;
-    if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).cloned()) {
-        return plan;
+fn kept_plan(sql: &'static str, types: &[pg_sys::Oid], generic: bool) -> pg_sys::SPIPlanPtr {
+    // A query text is identified by its address: every caller passes an include_str! constant.
+    let key = (sql.as_ptr() as usize, generic);
+    if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).copied()) {
+        return plan as pg_sys::SPIPlanPtr;
     }
-    let types: Vec<PgOid> = types.iter().map(|&oid| PgOid::from_untagged(oid)).collect();
-    let plan = Rc::new(client.prepare_mut(sql, &types).expect("a valid pg_billing statement").keep());
-    PLANS.with(|plans| plans.borrow_mut().insert(key, plan.clone()));
+    let options = if generic { pg_sys::CURSOR_OPT_GENERIC_PLAN } else { pg_sys::CURSOR_OPT_CUSTOM_PLAN };
+    let text = std::ffi::CString::new(sql).expect("statement texts have no NUL");
+    // SAFETY: called inside an SPI connection; the plan is moved out of SPI's memory by
+    // SPI_keepplan and lives for the backend.
+    let plan = unsafe {
+        let plan =
+            pg_sys::SPI_prepare_cursor(text.as_ptr(), types.len() as i32, types.as_ptr().cast_mut(), options as i32);
+        assert!(!plan.is_null(), "a valid pg_billing statement");
+        pg_sys::SPI_keepplan(plan);
+        plan
+    };
+    PLANS.with(|plans| plans.borrow_mut().insert(key, plan as usize));
     plan
+}
+
+/// One result row, read while the statement's result is alive.
+pub struct Row {
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+}
+
+impl Row {
+    /// Column `n` (1-based), copied into a Rust value; `None` for SQL NULL.
+    pub fn get<T: FromDatum>(&self, n: i32) -> Option<T> {
+        let mut is_null = false;
+        // SAFETY: the tuple and descriptor come from the live SPI result; n is a column of it.
+        unsafe {
+            let datum = pg_sys::SPI_getbinval(self.tuple, self.desc, n, &mut is_null);
+            T::from_datum(datum, is_null)
+        }
+    }
+}
+
+/// Runs a kept statement with `args` (one per entry of `types`) for an input of
+/// `input_rows` rows, and reads each result row with `read`. Must run inside an SPI
+/// connection (Spi::connect).
+pub fn execute<R>(
+    sql: &'static str,
+    types: &[pg_sys::Oid],
+    args: &[DatumWithOid<'_>],
+    input_rows: usize,
+    mut read: impl FnMut(&Row) -> R,
+) -> Vec<R> {
+    assert_eq!(types.len(), args.len(), "one argument per parameter type");
+    let plan = kept_plan(sql, types, input_rows <= GENERIC_PLAN_MAX_ROWS);
+    let mut values: Vec<pg_sys::Datum> =
+        args.iter().map(|a| a.datum().map_or(pg_sys::Datum::from(0), |d| d.sans_lifetime())).collect();
+    let nulls: Vec<std::ffi::c_char> =
+        args.iter().map(|a| if a.datum().is_none() { b'n' } else { b' ' } as _).collect();
+    // SAFETY: the plan takes exactly these arguments; the result table is read before the
+    // next SPI call and copied into Rust values by `read`.
+    unsafe {
+        let status = pg_sys::SPI_execute_plan(plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
+        assert!(status >= 0, "SPI_execute_plan failed with status {status}");
+        let table = pg_sys::SPI_tuptable;
+        if table.is_null() {
+            return Vec::new();
+        }
+        let rows = std::slice::from_raw_parts((*table).vals, pg_sys::SPI_processed as usize);
+        rows.iter().map(|&tuple| read(&Row { tuple, desc: (*table).tupdesc })).collect()
+    }
 }

@@ -8,7 +8,7 @@ use super::event::{
 use crate::error::BillingError;
 use crate::jsonb::JsonbRef;
 use crate::numeric::from_decimal;
-use crate::spi_plans::plan;
+use crate::spi_plans::execute;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{
     BOOLARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, NUMERICARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
@@ -17,6 +17,7 @@ use pgrx::prelude::*;
 use std::collections::{HashMap, HashSet};
 
 const SUBSCRIPTIONS_SQL: &str = include_str!("../../sql/ingest_subscriptions.sql");
+const ONE_SUBSCRIPTION_SQL: &str = include_str!("../../sql/ingest_subscription.sql");
 const METRICS_SQL: &str = include_str!("../../sql/ingest_metrics.sql");
 const DIMENSIONS_SQL: &str = include_str!("../../sql/ingest_dimensions.sql");
 const INSERT_SQL: &str = include_str!("../../sql/ingest_insert.sql");
@@ -86,41 +87,42 @@ fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
         }
     }
     let mut catalog = CatalogSnapshot::default();
-    Spi::connect(|client| {
-        let statement = plan(client, SUBSCRIPTIONS_SQL, &[TEXTARRAYOID]);
-        for row in client.select(&*statement, None, &[external_ids.into()]).expect("subscriptions query") {
-            catalog.subscriptions.insert(
-                row.get(1).unwrap().unwrap(),
-                SubscriptionRow {
-                    id: row.get(2).unwrap().unwrap(),
-                    customer_id: row.get(3).unwrap().unwrap(),
-                    plan_version_id: row.get(4).unwrap().unwrap(),
-                    timezone: row.get(5).unwrap().unwrap(),
-                    active_from: row.get(6).unwrap().unwrap(),
-                    active_until: row.get(7).unwrap(),
-                },
-            );
-        }
-        let statement = plan(client, METRICS_SQL, &[TEXTARRAYOID]);
-        for row in client.select(&*statement, None, &[codes.into()]).expect("metrics query") {
-            let aggregation: String = row.get(3).unwrap().unwrap();
-            catalog.metrics.insert(
-                row.get(1).unwrap().unwrap(),
-                MetricRow {
-                    id: row.get(2).unwrap().unwrap(),
-                    aggregation: Aggregation::parse(&aggregation).expect("checked by the table"),
-                    field_name: row.get(4).unwrap(),
-                },
-            );
-        }
+    let size = inputs.len();
+    Spi::connect(|_| {
+        let lookup = if external_ids.len() == 1 { ONE_SUBSCRIPTION_SQL } else { SUBSCRIPTIONS_SQL };
+        catalog.subscriptions = execute(lookup, &[TEXTARRAYOID], &[external_ids.into()], size, |row| {
+            let subscription = SubscriptionRow {
+                id: row.get(2).unwrap(),
+                customer_id: row.get(3).unwrap(),
+                plan_version_id: row.get(4).unwrap(),
+                timezone: row.get(5).unwrap(),
+                active_from: row.get(6).unwrap(),
+                active_until: row.get(7),
+            };
+            (row.get(1).unwrap(), subscription)
+        })
+        .into_iter()
+        .collect();
+        catalog.metrics = execute(METRICS_SQL, &[TEXTARRAYOID], &[codes.into()], size, |row| {
+            let aggregation: String = row.get(3).unwrap();
+            let metric = MetricRow {
+                id: row.get(2).unwrap(),
+                aggregation: Aggregation::parse(&aggregation).expect("checked by the table"),
+                field_name: row.get(4),
+            };
+            (row.get(1).unwrap(), metric)
+        })
+        .into_iter()
+        .collect();
         let mut plan_versions: Vec<i64> = catalog.subscriptions.values().map(|s| s.plan_version_id).collect();
         plan_versions.sort_unstable();
         plan_versions.dedup();
-        let statement = plan(client, DIMENSIONS_SQL, &[INT8ARRAYOID]);
-        for row in client.select(&*statement, None, &[plan_versions.into()]).expect("dimensions query") {
-            let key = (row.get::<i64>(1).unwrap().unwrap(), row.get::<i64>(2).unwrap().unwrap());
+        let rows = execute(DIMENSIONS_SQL, &[INT8ARRAYOID], &[plan_versions.into()], size, |row| {
+            ((row.get::<i64>(1).unwrap(), row.get::<i64>(2).unwrap()), row.get::<Vec<String>>(3).unwrap_or_default())
+        });
+        for (key, found) in rows {
             let keys = catalog.dimension_keys.entry(key).or_default();
-            keys.extend(row.get::<Vec<String>>(3).unwrap().unwrap_or_default());
+            keys.extend(found);
             keys.sort_unstable();
             keys.dedup();
         }
@@ -167,14 +169,13 @@ impl<'a> NewEvents<'a> {
             TEXTARRAYOID,
             TEXTARRAYOID,
         ];
-        let stored: HashSet<(i64, String)> = Spi::connect_mut(|client| {
-            let statement = plan(client, INSERT_SQL, &types);
-            client
-                .update(&*statement, None, &args)
-                .expect("event insert")
-                .map(|row| (row.get::<i64>(1).unwrap().unwrap(), row.get::<String>(2).unwrap().unwrap()))
-                .collect()
-        });
+        let stored: HashSet<(i64, String)> = Spi::connect(|_| {
+            execute(INSERT_SQL, &types, &args, all.len(), |row| {
+                (row.get::<i64>(1).unwrap(), row.get::<String>(2).unwrap())
+            })
+        })
+        .into_iter()
+        .collect();
         self.0.iter().map(|(_, e)| stored.contains(&(e.subscription_id, e.transaction_id.clone()))).collect()
     }
 
@@ -202,13 +203,10 @@ impl<'a> NewEvents<'a> {
             BOOLARRAYOID,
             INT4ARRAYOID,
         ];
-        Spi::connect(|client| {
-            let statement = plan(client, EXISTING_SQL, &types);
-            client
-                .select(&*statement, None, &args)
-                .expect("existing events query")
-                .map(|row| (row.get::<i32>(1).unwrap().unwrap() as usize, row.get::<bool>(2).unwrap().unwrap_or(false)))
-                .collect()
+        Spi::connect(|_| {
+            execute(EXISTING_SQL, &types, &args, positions.len(), |row| {
+                (row.get::<i32>(1).unwrap() as usize, row.get::<bool>(2).unwrap_or(false))
+            })
         })
     }
 }
@@ -238,11 +236,7 @@ fn record_rejections(inputs: &[Input<'_>], outcomes: &[Outcome]) {
         rejected.iter().map(|&i| outcomes[i].error.as_ref().map(|e| e.message.clone())).collect::<Vec<_>>().into(),
     ];
     let types = [TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID];
-    Spi::connect_mut(|client| {
-        let statement = plan(client, REJECT_SQL, &types);
-        client.update(&*statement, None, &args).map(|_| ())
-    })
-    .expect("reject insert");
+    Spi::connect(|_| execute(REJECT_SQL, &types, &args, rejected.len(), |_| ()));
 }
 
 /// Validates, deduplicates and stores a batch; one outcome per input, in input order.

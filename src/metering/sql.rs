@@ -121,16 +121,3 @@ fn ingest_staged(
     }
     Ok(TableIterator::once((counts[0], counts[1], counts[2], counts[3])))
 }
-
-// The ingestion statements are prepared once and run with new arrays on every call: generic
-// plans save re-planning them each time (single event 0.62 -> 0.24 ms, batch of 1,000
-// 20 -> 18 ms).
-extension_sql!(
-    r#"
-ALTER FUNCTION billing.ingest_event(text, text, text, timestamptz, jsonb, numeric) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION billing.ingest_events(jsonb) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION billing.ingest_staged(integer) SET plan_cache_mode = force_generic_plan;
-"#,
-    name = "ingest_generic_plans",
-    requires = [ingest_event, ingest_events, ingest_staged]
-);
