@@ -4,7 +4,9 @@ use super::event::{EventTime, JsonView, RawEvent, Scalar};
 use super::ingest::{ingest, Input, Outcome, Rejections, Status};
 use crate::error::BillingError;
 use crate::jsonb::{JsonbRef, PgJsonb};
+use crate::spi_plans::execute;
 use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::{INT4OID, TEXTOID};
 use pgrx::prelude::*;
 use pgrx::{AnyNumeric, PgMemoryContexts};
 
@@ -87,24 +89,25 @@ fn ingest_staged(
         return Err(BillingError::invalid("batch_size must be at least 1").detail(format!("got {batch_size}")).into());
     }
     let mut counts = [0i64; 4];
+    let mut position = "(0,0)".to_string();
     // Each staged batch is read, ingested and freed in its own memory context, so a large
     // load runs in the memory of one batch.
     let mut batch_memory = PgMemoryContexts::new("pg_billing staged batch");
     loop {
-        // SAFETY: only Rust-owned outcomes leave the context; the batch and everything read
+        // SAFETY: only Rust-owned values leave the context; the batch and everything read
         // from it stay inside and are freed by the reset below.
         let outcomes = unsafe {
             batch_memory.switch_to(|context| {
-                let batch: Option<PgJsonb> = Spi::connect_mut(|client| {
-                    client
-                        .update(TAKE_STAGED_SQL, None, &[batch_size.into()])
-                        .expect("staged rows")
-                        .first()
-                        .get_one::<PgJsonb>()
-                        .expect("one batch")
-                        .map(|batch| batch.copy_into(context.value()))
+                let args = [batch_size.into(), position.clone().into()];
+                let taken = Spi::connect(|_| {
+                    execute(TAKE_STAGED_SQL, &[INT4OID, TEXTOID], &args, batch_size as usize, |row| {
+                        let batch = row.get::<PgJsonb>(1).map(|batch| batch.copy_into(context.value()));
+                        (batch, row.get::<String>(2))
+                    })
                 });
-                batch.map(|batch| batch_inputs(batch.root()).map(|inputs| ingest(&inputs, Rejections::Record)))
+                let (Some(batch), Some(last)) = taken.into_iter().next().expect("one row") else { return None };
+                position = last;
+                Some(batch_inputs(batch.root()).map(|inputs| ingest(&inputs, Rejections::Record)))
             })
         };
         let Some(outcomes) = outcomes else { break };

@@ -101,6 +101,32 @@ SELECT transaction_id, "timestamp", value FROM billing.events WHERE transaction_
 SELECT billing.ingest_events('{"not": "an array"}');
 \echo :LAST_ERROR_SQLSTATE
 
+-- JSON shapes: numbers as identifiers, properties compared as jsonb values (key order and
+-- 1 vs 1.0 do not matter), nested and non-ASCII properties, null properties, exponents.
+SELECT * FROM billing.ingest_events('[
+  {"external_subscription_id": "sub-1", "code": "calls", "transaction_id": 4242, "timestamp": "2026-03-12T10:00:00Z",
+   "properties": {"b": 1, "a": {"deep": [1, 2]}, "région": "Île-de-France"}},
+  {"external_subscription_id": "sub-1", "code": "calls", "transaction_id": "4242", "timestamp": "2026-03-12T10:00:00Z",
+   "properties": {"région": "Île-de-France", "a": {"deep": [1, 2]}, "b": 1.0}},
+  {"external_subscription_id": "sub-1", "code": "calls", "transaction_id": "j-null", "timestamp": "2026-03-12T10:00:00Z", "properties": null},
+  {"external_subscription_id": "sub-1", "code": "calls", "transaction_id": "j-null", "timestamp": "2026-03-12T10:00:00Z", "properties": {}},
+  {"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "j-exp", "timestamp": "2026-03-12T10:00:00Z", "properties": {"tokens": 1.5e2}},
+  {"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "j-arr", "timestamp": "2026-03-12T10:00:00Z", "properties": [1]},
+  {"external_subscription_id": ["sub-1"], "code": "tokens", "transaction_id": "j-bad-id"},
+  [1, 2]
+]') ORDER BY index;
+SELECT transaction_id, properties, value FROM billing.events WHERE transaction_id IN ('4242', 'j-null', 'j-exp') ORDER BY transaction_id;
+SELECT reason, payload FROM billing.rejected_events WHERE reason LIKE '%must be a%' ORDER BY id DESC LIMIT 3;
+SELECT billing.ingest_events('"just a string"');
+\echo :LAST_ERROR_SQLSTATE
+
+-- A batch of 10,000 events in one call: 1 + 2 + ... + 10000 = 50005000 tokens.
+SELECT status, count(*) FROM billing.ingest_events((
+  SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 'sub-1', 'code', 'tokens', 'transaction_id', 'big-' || i,
+                                      'timestamp', '2026-03-13T00:00:00Z', 'properties', jsonb_build_object('tokens', i)))
+  FROM generate_series(1, 10000) i)) GROUP BY status;
+SELECT count(*), sum(value) FROM billing.events WHERE transaction_id LIKE 'big-%';
+
 -- COPY path: load the staging table, then validate, deduplicate and move in one call.
 COPY billing.event_staging (external_subscription_id, code, transaction_id, "timestamp", properties) FROM stdin;
 sub-1	tokens	copy-1	2026-03-12T00:00:00Z	{"tokens": 10}
