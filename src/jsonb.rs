@@ -4,8 +4,8 @@
 
 use crate::metering::event::{JsonView, Scalar};
 use pgrx::callconv::{Arg, ArgAbi};
-use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::{pg_sys, PgMemoryContexts};
 use serde_json::Value;
 use std::ffi::CStr;
 use std::marker::PhantomData;
@@ -23,11 +23,11 @@ impl PgJsonb {
     }
 
     /// Copies the value into `context` so it outlives the one it was read in (an SPI result).
-    pub fn copy_into(&self, context: pg_sys::MemoryContext) -> PgJsonb {
+    pub fn copy_into(&self, context: &PgMemoryContexts) -> PgJsonb {
         // SAFETY: a plain varlena copy, allocated in a context the caller keeps alive.
         unsafe {
             let size = pgrx::varlena::varsize_any(self.0.cast());
-            let copy = pg_sys::MemoryContextAlloc(context, size);
+            let copy = pg_sys::MemoryContextAlloc(context.value(), size);
             std::ptr::copy_nonoverlapping(self.0.cast::<u8>(), copy.cast::<u8>(), size);
             PgJsonb(copy.cast())
         }

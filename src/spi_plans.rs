@@ -61,18 +61,17 @@ impl Row {
     }
 }
 
-/// Runs a kept statement with `args` (one per entry of `types`) for an input of
+/// Runs a kept statement with `args` (its parameters take their types) for an input of
 /// `input_rows` rows, and reads each result row with `read`. Must run inside an SPI
 /// connection (Spi::connect).
 pub fn execute<R>(
     sql: &'static str,
-    types: &[pg_sys::Oid],
     args: &[DatumWithOid<'_>],
     input_rows: usize,
     mut read: impl FnMut(&Row) -> R,
 ) -> Vec<R> {
-    assert_eq!(types.len(), args.len(), "one argument per parameter type");
-    let plan = kept_plan(sql, types, input_rows <= GENERIC_PLAN_MAX_ROWS);
+    let types: Vec<pg_sys::Oid> = args.iter().map(DatumWithOid::oid).collect();
+    let plan = kept_plan(sql, &types, input_rows <= GENERIC_PLAN_MAX_ROWS);
     let mut values: Vec<pg_sys::Datum> =
         args.iter().map(|a| a.datum().map_or(pg_sys::Datum::from(0), |d| d.sans_lifetime())).collect();
     let nulls: Vec<std::ffi::c_char> =

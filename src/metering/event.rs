@@ -46,6 +46,9 @@ pub trait JsonView: Copy {
     fn get(self, key: &str) -> Option<Self>;
     /// Members of an object or elements of an array.
     fn len(self) -> usize;
+    fn is_empty(self) -> bool {
+        self.len() == 0
+    }
     /// An object's keys, in stored order.
     fn keys(self) -> Vec<String>;
     /// Equal as JSON values (the `=` of jsonb).
@@ -321,7 +324,7 @@ fn same_properties<J: JsonView>(a: Option<J>, b: Option<J>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a.same(b),
         (None, None) => true,
-        (Some(only), None) | (None, Some(only)) => only.len() == 0,
+        (Some(only), None) | (None, Some(only)) => only.is_empty(),
     }
 }
 
@@ -338,7 +341,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    impl<'a> JsonView for &'a Value {
+    impl JsonView for &Value {
         fn scalar(self) -> Scalar {
             match self {
                 Value::Null => Scalar::Null,

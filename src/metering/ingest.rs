@@ -10,9 +10,6 @@ use crate::jsonb::JsonbRef;
 use crate::numeric::from_decimal;
 use crate::spi_plans::execute;
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::{
-    BOOLARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, NUMERICARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-};
 use pgrx::prelude::*;
 use std::collections::{HashMap, HashSet};
 
@@ -90,7 +87,7 @@ fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
     let size = inputs.len();
     Spi::connect(|_| {
         let lookup = if external_ids.len() == 1 { ONE_SUBSCRIPTION_SQL } else { SUBSCRIPTIONS_SQL };
-        catalog.subscriptions = execute(lookup, &[TEXTARRAYOID], &[external_ids.into()], size, |row| {
+        catalog.subscriptions = execute(lookup, &[external_ids.into()], size, |row| {
             let subscription = SubscriptionRow {
                 id: row.get(2).unwrap(),
                 customer_id: row.get(3).unwrap(),
@@ -103,7 +100,7 @@ fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
         })
         .into_iter()
         .collect();
-        catalog.metrics = execute(METRICS_SQL, &[TEXTARRAYOID], &[codes.into()], size, |row| {
+        catalog.metrics = execute(METRICS_SQL, &[codes.into()], size, |row| {
             let aggregation: String = row.get(3).unwrap();
             let metric = MetricRow {
                 id: row.get(2).unwrap(),
@@ -117,7 +114,7 @@ fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
         let mut plan_versions: Vec<i64> = catalog.subscriptions.values().map(|s| s.plan_version_id).collect();
         plan_versions.sort_unstable();
         plan_versions.dedup();
-        let rows = execute(DIMENSIONS_SQL, &[INT8ARRAYOID], &[plan_versions.into()], size, |row| {
+        let rows = execute(DIMENSIONS_SQL, &[plan_versions.into()], size, |row| {
             ((row.get::<i64>(1).unwrap(), row.get::<i64>(2).unwrap()), row.get::<Vec<String>>(3).unwrap_or_default())
         });
         for (key, found) in rows {
@@ -157,22 +154,8 @@ impl<'a> NewEvents<'a> {
             self.column(&all, |e| e.dims.as_ref().map(|d| d.to_string())),
             self.column(&all, |e| e.timezone.clone()),
         ];
-        let types = [
-            INT8ARRAYOID,
-            INT8ARRAYOID,
-            TEXTARRAYOID,
-            INT8ARRAYOID,
-            TIMESTAMPTZARRAYOID,
-            JSONBARRAYOID,
-            NUMERICARRAYOID,
-            NUMERICARRAYOID,
-            TEXTARRAYOID,
-            TEXTARRAYOID,
-        ];
         let stored: HashSet<(i64, String)> = Spi::connect(|_| {
-            execute(INSERT_SQL, &types, &args, all.len(), |row| {
-                (row.get::<i64>(1).unwrap(), row.get::<String>(2).unwrap())
-            })
+            execute(INSERT_SQL, &args, all.len(), |row| (row.get::<i64>(1).unwrap(), row.get::<String>(2).unwrap()))
         })
         .into_iter()
         .collect();
@@ -192,19 +175,8 @@ impl<'a> NewEvents<'a> {
             self.column(positions, |e| e.timestamp_given),
             positions.iter().map(|&p| self.0[p].0 as i32).collect::<Vec<i32>>().into(),
         ];
-        let types = [
-            INT8ARRAYOID,
-            INT8ARRAYOID,
-            TEXTARRAYOID,
-            INT8ARRAYOID,
-            TIMESTAMPTZARRAYOID,
-            JSONBARRAYOID,
-            NUMERICARRAYOID,
-            BOOLARRAYOID,
-            INT4ARRAYOID,
-        ];
         Spi::connect(|_| {
-            execute(EXISTING_SQL, &types, &args, positions.len(), |row| {
+            execute(EXISTING_SQL, &args, positions.len(), |row| {
                 (row.get::<i32>(1).unwrap() as usize, row.get::<bool>(2).unwrap_or(false))
             })
         })
@@ -235,8 +207,7 @@ fn record_rejections(inputs: &[Input<'_>], outcomes: &[Outcome]) {
             .into(),
         rejected.iter().map(|&i| outcomes[i].error.as_ref().map(|e| e.message.clone())).collect::<Vec<_>>().into(),
     ];
-    let types = [TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID];
-    Spi::connect(|_| execute(REJECT_SQL, &types, &args, rejected.len(), |_| ()));
+    Spi::connect(|_| execute(REJECT_SQL, &args, rejected.len(), |_| ()));
 }
 
 /// Validates, deduplicates and stores a batch; one outcome per input, in input order.

@@ -6,7 +6,6 @@ use crate::error::BillingError;
 use crate::jsonb::{JsonbRef, PgJsonb};
 use crate::spi_plans::execute;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::{INT4OID, TEXTOID};
 use pgrx::prelude::*;
 use pgrx::{AnyNumeric, PgMemoryContexts};
 
@@ -100,8 +99,8 @@ fn ingest_staged(
             batch_memory.switch_to(|context| {
                 let args = [batch_size.into(), position.clone().into()];
                 let taken = Spi::connect(|_| {
-                    execute(TAKE_STAGED_SQL, &[INT4OID, TEXTOID], &args, batch_size as usize, |row| {
-                        let batch = row.get::<PgJsonb>(1).map(|batch| batch.copy_into(context.value()));
+                    execute(TAKE_STAGED_SQL, &args, batch_size as usize, |row| {
+                        let batch = row.get::<PgJsonb>(1).map(|batch| batch.copy_into(context));
                         (batch, row.get::<String>(2))
                     })
                 });
