@@ -104,6 +104,30 @@ impl<J: JsonView> RawEvent<J> {
             precise_total_amount_cents: text("precise_total_amount_cents")?,
         })
     }
+
+    /// The event as JSON, for a rejection of an input that did not arrive as a JSON
+    /// element (a staged row): its fields, with what was not given left out.
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        let texts = [
+            ("external_subscription_id", &self.external_subscription_id),
+            ("code", &self.code),
+            ("transaction_id", &self.transaction_id),
+            ("precise_total_amount_cents", &self.precise_total_amount_cents),
+        ];
+        for (key, value) in texts {
+            if let Some(value) = value {
+                map.insert(key.to_string(), Value::String(value.clone()));
+            }
+        }
+        if let Some(timestamp) = &self.timestamp {
+            map.insert("timestamp".to_string(), Value::String(timestamp.describe()));
+        }
+        if let Some(properties) = self.properties {
+            map.insert("properties".to_string(), properties.to_value());
+        }
+        Value::Object(map)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

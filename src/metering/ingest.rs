@@ -11,6 +11,7 @@ use crate::numeric::from_decimal;
 use crate::spi_plans::execute;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::JsonB;
 use std::collections::{HashMap, HashSet};
 
 const SUBSCRIPTIONS_SQL: &str = include_str!("../../sql/ingest_subscriptions.sql");
@@ -49,10 +50,30 @@ pub struct Outcome {
     pub error: Option<BillingError>,
 }
 
-/// One input: its parsed form and, for batches, the element as sent, which a rejection keeps.
+/// One input: its parsed form and, for JSON batches, the element as sent, which a rejection
+/// keeps (inputs that arrived as columns keep their event rebuilt as JSON).
 pub struct Input<'a> {
     pub payload: Option<JsonbRef<'a>>,
     pub event: Result<RawEvent<JsonbRef<'a>>, BillingError>,
+}
+
+/// What billing.rejected_events keeps of a rejected input.
+enum Payload<'a> {
+    Sent(JsonbRef<'a>),
+    Rebuilt(JsonB),
+}
+
+impl IntoDatum for Payload<'_> {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        match self {
+            Payload::Sent(element) => element.into_datum(),
+            Payload::Rebuilt(json) => json.into_datum(),
+        }
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
 }
 
 /// Whether rejected events are written to billing.rejected_events (batch paths) or only
@@ -197,7 +218,11 @@ fn record_rejections(inputs: &[Input<'_>], outcomes: &[Outcome]) {
         field(|r| r.code.clone()),
         rejected
             .iter()
-            .map(|&i| inputs[i].payload.expect("recorded rejections come from batches, which keep payloads"))
+            .map(|&i| match (&inputs[i].payload, &inputs[i].event) {
+                (Some(element), _) => Payload::Sent(*element),
+                (None, Ok(event)) => Payload::Rebuilt(JsonB(event.to_json())),
+                (None, Err(_)) => unreachable!("inputs without a payload are parsed events"),
+            })
             .collect::<Vec<_>>()
             .into(),
         rejected

@@ -75,6 +75,38 @@ fn ingest_events(
 
 const TAKE_STAGED_SQL: &str = include_str!("../../sql/ingest_take_staged.sql");
 
+/// One row taken out of billing.event_staging, copied out of the SPI result.
+struct StagedRow {
+    position: String,
+    external_subscription_id: Option<String>,
+    code: Option<String>,
+    transaction_id: Option<String>,
+    timestamp: Option<String>,
+    properties: Option<PgJsonb>,
+    precise_total_amount_cents: Option<String>,
+}
+
+/// A ctid's text, `(block,offset)`, as a pair that orders like the ctid.
+fn parse_ctid(text: &str) -> (u32, u32) {
+    let (block, offset) = text.trim_matches(['(', ')']).split_once(',').expect("a ctid is (block,offset)");
+    (block.parse().expect("a block number"), offset.parse().expect("an offset"))
+}
+
+impl StagedRow {
+    /// A staged row arrives as columns; a rejection keeps the event rebuilt from them.
+    fn input(&self) -> Input<'_> {
+        let event = RawEvent {
+            external_subscription_id: self.external_subscription_id.clone(),
+            code: self.code.clone(),
+            transaction_id: self.transaction_id.clone(),
+            timestamp: self.timestamp.clone().map(EventTime::Text),
+            properties: self.properties.as_ref().map(PgJsonb::root),
+            precise_total_amount_cents: self.precise_total_amount_cents.clone(),
+        };
+        Input { payload: None, event: Ok(event) }
+    }
+}
+
 /// Moves everything in billing.event_staging (filled by COPY) through validation and
 /// deduplication, `batch_size` rows at a time; returns the counts.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -98,19 +130,25 @@ fn ingest_staged(
         let outcomes = unsafe {
             batch_memory.switch_to(|context| {
                 let args = [batch_size.into(), position.clone().into()];
-                let taken = Spi::connect(|_| {
-                    execute(TAKE_STAGED_SQL, &args, batch_size as usize, |row| {
-                        let batch = row.get::<PgJsonb>(1).map(|batch| batch.copy_into(context));
-                        (batch, row.get::<String>(2))
+                let rows = Spi::connect(|_| {
+                    execute(TAKE_STAGED_SQL, &args, batch_size as usize, |row| StagedRow {
+                        position: row.get(1).expect("every row has a ctid"),
+                        external_subscription_id: row.get(2),
+                        code: row.get(3),
+                        transaction_id: row.get(4),
+                        timestamp: row.get(5),
+                        properties: row.get::<PgJsonb>(6).map(|properties| properties.copy_into(context)),
+                        precise_total_amount_cents: row.get(7),
                     })
                 });
-                let (Some(batch), Some(last)) = taken.into_iter().next().expect("one row") else { return None };
-                position = last;
-                Some(batch_inputs(batch.root()).map(|inputs| ingest(&inputs, Rejections::Record)))
+                let last = rows.iter().map(|row| row.position.as_str()).max_by_key(|p| parse_ctid(p))?;
+                position = last.to_string();
+                let inputs: Vec<Input> = rows.iter().map(StagedRow::input).collect();
+                Some(ingest(&inputs, Rejections::Record))
             })
         };
         let Some(outcomes) = outcomes else { break };
-        for outcome in outcomes? {
+        for outcome in outcomes {
             counts[match outcome.status {
                 Status::Accepted => 0,
                 Status::Duplicate => 1,
