@@ -36,8 +36,6 @@ fn ingest_event(
     }
 }
 
-/// Records a batch (a JSON array of events); one row per input event, in order. Rejected
-/// events are kept in billing.rejected_events and never hold back the good ones.
 /// The events of a JSON array batch, each kept with its element for the reject table.
 fn batch_inputs(batch: JsonbRef<'_>) -> Result<Vec<Input<'_>>, BillingError> {
     if batch.scalar() != Scalar::Array {
