@@ -157,26 +157,19 @@ CREATE TYPE billing.usage_line AS (
     from_datetime timestamptz, to_datetime timestamptz
 );
 
-CREATE FUNCTION billing.usage(external_subscription_id text, window_from timestamptz, window_to timestamptz)
-RETURNS SETOF billing.usage_line
+-- Usage lines of a subscription (already looked up, with its customer) in a window; the
+-- body of billing.usage and billing.current_usage.
+CREATE FUNCTION billing._usage(
+    sub billing.subscriptions, cust billing.customers, window_from timestamptz, window_to timestamptz
+) RETURNS SETOF billing.usage_line
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
-    sub billing.subscriptions;
-    cust billing.customers;
-    pv billing.plan_versions;
     ch billing.charges;
     metric billing.billable_metrics;
     model text;
 BEGIN
-    sub := billing._subscription(external_subscription_id);
-    IF window_from > window_to THEN
-        PERFORM billing._invalid('window_from is after window_to', format('got %s and %s', window_from, window_to),
-            'give the window''s first and last instant');
-    END IF;
-    SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
-    SELECT * INTO pv FROM billing.plan_versions v WHERE v.id = sub.plan_version_id;
-    FOR ch IN SELECT * FROM billing.charges c WHERE c.plan_version_id = pv.id ORDER BY c.position LOOP
+    FOR ch IN SELECT * FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id ORDER BY c.position LOOP
         SELECT * INTO metric FROM billing.billable_metrics m WHERE m.id = ch.billable_metric_id;
         model := ch.price::jsonb ->> 'charge_model';
         RETURN QUERY
@@ -202,18 +195,33 @@ BEGIN
             GROUP BY 1, 2
         )
         SELECT ch.id, metric.code, metric.aggregation, model, b.filter_id, f."values", b.grouped_by,
-               trim_scale(billing._round_units(b.units, metric.rounding_function, metric.rounding_precision)),
-               b.events_count,
+               trim_scale(r.units), b.events_count,
                CASE WHEN model IN ('percentage', 'dynamic')
                     THEN billing.amount(coalesce(f.price, ch.price), coalesce(vb.event_values, '{}'), cust.currency)
-                    ELSE billing.amount(coalesce(f.price, ch.price),
-                                        billing._round_units(b.units, metric.rounding_function, metric.rounding_precision)) END,
+                    ELSE billing.amount(coalesce(f.price, ch.price), r.units) END,
                cust.currency, window_from, window_to
         FROM buckets b
+        CROSS JOIN LATERAL (SELECT billing._round_units(b.units, metric.rounding_function, metric.rounding_precision) AS units) r
         LEFT JOIN billing.charge_filters f ON f.id = b.filter_id
         LEFT JOIN values_per_bucket vb ON vb.filter_id IS NOT DISTINCT FROM b.filter_id AND vb.grouped_by = b.grouped_by
         ORDER BY b.filter_id NULLS FIRST, b.grouped_by;
     END LOOP;
+END $$;
+
+CREATE FUNCTION billing.usage(external_subscription_id text, window_from timestamptz, window_to timestamptz)
+RETURNS SETOF billing.usage_line
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions;
+BEGIN
+    sub := billing._subscription(external_subscription_id);
+    IF window_from > window_to THEN
+        PERFORM billing._invalid('window_from is after window_to', format('got %s and %s', window_from, window_to),
+            'give the window''s first and last instant');
+    END IF;
+    RETURN QUERY SELECT * FROM billing._usage(sub, (SELECT c FROM billing.customers c WHERE c.id = sub.customer_id),
+                                              window_from, window_to);
 END $$;
 
 -- Usage of the open billing period (from the later of the period start and the
@@ -225,21 +233,23 @@ LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
     sub billing.subscriptions;
-    tz text;
+    cust billing.customers;
+    starts timestamptz;
+    ends timestamptz;
     bounds record;
 BEGIN
     sub := billing._subscription(external_subscription_id);
-    SELECT c.timezone INTO tz FROM billing.customers c WHERE c.id = sub.customer_id;
+    SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
+    starts := coalesce(sub.started_at, sub.subscription_at);
+    ends := coalesce(sub.terminated_at, 'infinity');
     SELECT * INTO bounds FROM billing.period_bounds(
         (SELECT v.interval FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time,
-        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE tz)::date,
-        least(now(), coalesce(sub.terminated_at, 'infinity')), tz) pb;
-    RETURN QUERY SELECT * FROM billing.usage(external_subscription_id,
-        greatest(bounds.from_datetime, coalesce(sub.started_at, sub.subscription_at)),
-        least(bounds.to_datetime, coalesce(sub.terminated_at, 'infinity')));
+        (starts AT TIME ZONE cust.timezone)::date, least(now(), ends), cust.timezone) pb;
+    RETURN QUERY SELECT * FROM billing._usage(sub, cust, greatest(bounds.from_datetime, starts), least(bounds.to_datetime, ends));
 END $$;
 
 REVOKE ALL ON FUNCTION billing._subscription(text), billing._charge_filter(bigint, jsonb), billing._group_key(text[], jsonb),
+    billing._usage(billing.subscriptions, billing.customers, timestamptz, timestamptz),
     billing._round_units(numeric, text, integer),
     billing._metric_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text),
     billing._metric_event_values(bigint, bigint, timestamptz, timestamptz, boolean),

@@ -105,10 +105,12 @@ fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
         }
     }
     let mut catalog = CatalogSnapshot::default();
-    let size = inputs.len();
     Spi::connect(|_| {
-        let lookup = if external_ids.len() == 1 { ONE_SUBSCRIPTION_SQL } else { SUBSCRIPTIONS_SQL };
-        catalog.subscriptions = execute(lookup, &[external_ids.into()], size, |row| {
+        let (lookup, ids) = match external_ids.len() {
+            1 => (ONE_SUBSCRIPTION_SQL, 1),
+            n => (SUBSCRIPTIONS_SQL, n),
+        };
+        catalog.subscriptions = execute(lookup, &[external_ids.into()], ids, |row| {
             let subscription = SubscriptionRow {
                 id: row.get(2).unwrap(),
                 customer_id: row.get(3).unwrap(),
@@ -121,7 +123,8 @@ fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
         })
         .into_iter()
         .collect();
-        catalog.metrics = execute(METRICS_SQL, &[codes.into()], size, |row| {
+        let code_count = codes.len();
+        catalog.metrics = execute(METRICS_SQL, &[codes.into()], code_count, |row| {
             let aggregation: String = row.get(3).unwrap();
             let metric = MetricRow {
                 id: row.get(2).unwrap(),
@@ -135,16 +138,18 @@ fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
         let mut plan_versions: Vec<i64> = catalog.subscriptions.values().map(|s| s.plan_version_id).collect();
         plan_versions.sort_unstable();
         plan_versions.dedup();
-        let rows = execute(DIMENSIONS_SQL, &[plan_versions.into()], size, |row| {
+        let version_count = plan_versions.len();
+        let rows = execute(DIMENSIONS_SQL, &[plan_versions.into()], version_count, |row| {
             ((row.get::<i64>(1).unwrap(), row.get::<i64>(2).unwrap()), row.get::<Vec<String>>(3).unwrap_or_default())
         });
         for (key, found) in rows {
-            let keys = catalog.dimension_keys.entry(key).or_default();
-            keys.extend(found);
-            keys.sort_unstable();
-            keys.dedup();
+            catalog.dimension_keys.entry(key).or_default().extend(found);
         }
     });
+    for keys in catalog.dimension_keys.values_mut() {
+        keys.sort_unstable();
+        keys.dedup();
+    }
     catalog
 }
 
@@ -175,12 +180,17 @@ impl<'a> NewEvents<'a> {
             self.column(&all, |e| e.dims.as_ref().map(|d| d.to_string())),
             self.column(&all, |e| e.timezone.clone()),
         ];
-        let stored: HashSet<(i64, String)> = Spi::connect(|_| {
+        let mut stored: HashMap<i64, HashSet<String>> = HashMap::new();
+        let rows = Spi::connect(|_| {
             execute(INSERT_SQL, &args, all.len(), |row| (row.get::<i64>(1).unwrap(), row.get::<String>(2).unwrap()))
-        })
-        .into_iter()
-        .collect();
-        self.0.iter().map(|(_, e)| stored.contains(&(e.subscription_id, e.transaction_id.clone()))).collect()
+        });
+        for (subscription_id, transaction_id) in rows {
+            stored.entry(subscription_id).or_default().insert(transaction_id);
+        }
+        self.0
+            .iter()
+            .map(|(_, e)| stored.get(&e.subscription_id).is_some_and(|keys| keys.contains(e.transaction_id.as_str())))
+            .collect()
     }
 
     /// For positions whose key already existed: (input index, same payload as stored?).
@@ -235,6 +245,16 @@ fn record_rejections(inputs: &[Input<'_>], outcomes: &[Outcome]) {
     Spi::connect(|_| execute(REJECT_SQL, &args, rejected.len(), |_| ()));
 }
 
+/// The transaction id a validated input carries, borrowed from the input.
+fn key_of<'a>(input: &'a Input<'_>) -> &'a str {
+    input
+        .event
+        .as_ref()
+        .ok()
+        .and_then(|raw| raw.transaction_id.as_deref())
+        .expect("validated events have a transaction id")
+}
+
 /// Validates, deduplicates and stores a batch; one outcome per input, in input order.
 pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
     let catalog = load_catalog(inputs);
@@ -244,21 +264,21 @@ pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
     let mut new_events = NewEvents(Vec::with_capacity(inputs.len()));
     // Each key's first occurrence in the batch (its position in new_events), and later
     // same-payload repeats that take their status from it once it is known.
-    let mut first_in_batch: HashMap<(i64, String), usize> = HashMap::new();
+    let mut first_in_batch: HashMap<(i64, &str), usize> = HashMap::new();
     let mut repeats: Vec<(usize, usize)> = Vec::new();
     for (index, input) in inputs.iter().enumerate() {
         let transaction_id = input.event.as_ref().ok().and_then(|r| r.transaction_id.clone());
         let validated = input.event.as_ref().map_err(Clone::clone).and_then(|raw| validate(raw, &catalog, &clock));
         let outcome = match validated {
             Err(error) => Outcome { transaction_id, status: Status::Rejected, error: Some(error) },
-            Ok(event) => match first_in_batch.get(&(event.subscription_id, event.transaction_id.clone())) {
+            Ok(event) => match first_in_batch.get(&(event.subscription_id, key_of(input))) {
                 Some(&first) if same_payload(&new_events.0[first].1, &event) => {
                     repeats.push((index, new_events.0[first].0));
                     Outcome { transaction_id, status: Status::Duplicate, error: None }
                 }
                 Some(_) => Outcome { transaction_id, status: Status::Conflict, error: None },
                 None => {
-                    first_in_batch.insert((event.subscription_id, event.transaction_id.clone()), new_events.0.len());
+                    first_in_batch.insert((event.subscription_id, key_of(input)), new_events.0.len());
                     new_events.0.push((index, event));
                     Outcome { transaction_id, status: Status::Accepted, error: None }
                 }

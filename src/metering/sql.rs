@@ -73,14 +73,14 @@ fn ingest_events(
 
 const TAKE_STAGED_SQL: &str = include_str!("../../sql/ingest_take_staged.sql");
 
-/// One row taken out of billing.event_staging, copied out of the SPI result.
+/// One row taken out of billing.event_staging, copied out of the SPI result (its
+/// properties, which inputs borrow, are kept beside it).
 struct StagedRow {
     position: String,
     external_subscription_id: Option<String>,
     code: Option<String>,
     transaction_id: Option<String>,
     timestamp: Option<String>,
-    properties: Option<PgJsonb>,
     precise_total_amount_cents: Option<String>,
 }
 
@@ -91,15 +91,16 @@ fn parse_ctid(text: &str) -> (u32, u32) {
 }
 
 impl StagedRow {
-    /// A staged row arrives as columns; a rejection keeps the event rebuilt from them.
-    fn input(&self) -> Input<'_> {
+    /// The row as an input with its properties; a rejection keeps the event rebuilt from
+    /// the columns.
+    fn into_input<'a>(self, properties: Option<&'a PgJsonb>) -> Input<'a> {
         let event = RawEvent {
-            external_subscription_id: self.external_subscription_id.clone(),
-            code: self.code.clone(),
-            transaction_id: self.transaction_id.clone(),
-            timestamp: self.timestamp.clone().map(EventTime::Text),
-            properties: self.properties.as_ref().map(PgJsonb::root),
-            precise_total_amount_cents: self.precise_total_amount_cents.clone(),
+            external_subscription_id: self.external_subscription_id,
+            code: self.code,
+            transaction_id: self.transaction_id,
+            timestamp: self.timestamp.map(EventTime::Text),
+            properties: properties.map(PgJsonb::root),
+            precise_total_amount_cents: self.precise_total_amount_cents,
         };
         Input { payload: None, event: Ok(event) }
     }
@@ -129,19 +130,23 @@ fn ingest_staged(
             batch_memory.switch_to(|context| {
                 let args = [batch_size.into(), position.clone().into()];
                 let rows = Spi::connect(|_| {
-                    execute(TAKE_STAGED_SQL, &args, batch_size as usize, |row| StagedRow {
-                        position: row.get(1).expect("every row has a ctid"),
-                        external_subscription_id: row.get(2),
-                        code: row.get(3),
-                        transaction_id: row.get(4),
-                        timestamp: row.get(5),
-                        properties: row.get::<PgJsonb>(6).map(|properties| properties.copy_into(context)),
-                        precise_total_amount_cents: row.get(7),
+                    execute(TAKE_STAGED_SQL, &args, batch_size as usize, |row| {
+                        let staged = StagedRow {
+                            position: row.get(1).expect("every row has a ctid"),
+                            external_subscription_id: row.get(2),
+                            code: row.get(3),
+                            transaction_id: row.get(4),
+                            timestamp: row.get(5),
+                            precise_total_amount_cents: row.get(7),
+                        };
+                        (staged, row.get::<PgJsonb>(6).map(|properties| properties.copy_into(context)))
                     })
                 });
+                let (rows, properties): (Vec<StagedRow>, Vec<Option<PgJsonb>>) = rows.into_iter().unzip();
                 let last = rows.iter().map(|row| row.position.as_str()).max_by_key(|p| parse_ctid(p))?;
                 position = last.to_string();
-                let inputs: Vec<Input> = rows.iter().map(StagedRow::input).collect();
+                let inputs: Vec<Input> =
+                    rows.into_iter().zip(&properties).map(|(row, p)| row.into_input(p.as_ref())).collect();
                 Some(ingest(&inputs, Rejections::Record))
             })
         };
