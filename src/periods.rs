@@ -4,8 +4,10 @@ use crate::calendar::{period_containing, BillingTime, Interval};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
-fn to_date(day: i32) -> Date {
-    // SAFETY: billing periods stay within a few years of their inputs, far from the limits.
+/// A date from days since 2000-01-01.
+pub fn to_date(day: i32) -> Date {
+    // SAFETY: the days come from PostgreSQL dates or from billing periods within a few
+    // years of them, far from the limits.
     unsafe { Date::from_pg_epoch_days(day) }
 }
 

@@ -1,13 +1,15 @@
 //! Statements prepared once per backend and kept: the ingestion hot path runs the same
 //! few statements on every call, so parsing them each time would dominate a single event.
 //!
-//! Each statement is kept in two forms. Small inputs (a single event) run a generic plan:
-//! planning it on every call would cost more than the work, and its estimate of a few
-//! array elements is right for them. Larger batches are planned for the arrays they bring,
-//! so joins see a thousand ids rather than the generic guess of ten (a nested loop that
-//! is right for one event is a thousand scans for a batch), and the planning is noise
-//! next to the work. Kept plans survive DROP/CREATE EXTENSION: PostgreSQL's plan cache
-//! re-analyses them when the tables they name change.
+//! A statement whose plan cannot depend on its input's size (an insert from arrays) always
+//! runs one generic plan. A statement that joins its input keeps two forms: small inputs
+//! (a single event) run a generic plan, since planning it on every call would cost more
+//! than the work and its estimate of a few array elements is right for them; larger
+//! batches are planned for the arrays they bring, so joins see a thousand ids rather than
+//! the generic guess of ten (a nested loop that is right for one event is a thousand scans
+//! for a batch), and the planning is noise next to the work. Kept plans survive
+//! DROP/CREATE EXTENSION: PostgreSQL's plan cache re-analyses them when the tables they
+//! name change.
 
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
@@ -15,8 +17,26 @@ use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// Up to this many input rows a statement runs its generic plan.
+/// Up to this many input rows a statement planned per input runs its generic plan.
 const GENERIC_PLAN_MAX_ROWS: usize = 10;
+
+/// How a statement is planned.
+#[derive(Clone, Copy)]
+pub enum Planning {
+    /// One generic plan for every call: the best plan does not depend on the input's size.
+    Generic,
+    /// A plan fitted to an input of this many rows (generic for a few rows).
+    ForRows(usize),
+}
+
+impl Planning {
+    fn generic(self) -> bool {
+        match self {
+            Planning::Generic => true,
+            Planning::ForRows(rows) => rows <= GENERIC_PLAN_MAX_ROWS,
+        }
+    }
+}
 
 thread_local! {
     static PLANS: RefCell<HashMap<(usize, bool), usize>> = RefCell::new(HashMap::new());
@@ -61,17 +81,17 @@ impl Row {
     }
 }
 
-/// Runs a kept statement with `args` (its parameters take their types) for an input of
-/// `input_rows` rows, and reads each result row with `read`. Must run inside an SPI
+/// Runs a kept statement with `args` (its parameters take their types), planned as
+/// `planning` says, and reads each result row with `read`. Must run inside an SPI
 /// connection (Spi::connect).
 pub fn execute<R>(
     sql: &'static str,
     args: &[DatumWithOid<'_>],
-    input_rows: usize,
+    planning: Planning,
     mut read: impl FnMut(&Row) -> R,
 ) -> Vec<R> {
     let types: Vec<pg_sys::Oid> = args.iter().map(DatumWithOid::oid).collect();
-    let plan = kept_plan(sql, &types, input_rows <= GENERIC_PLAN_MAX_ROWS);
+    let plan = kept_plan(sql, &types, planning.generic());
     let mut values: Vec<pg_sys::Datum> =
         args.iter().map(|a| a.datum().map_or(pg_sys::Datum::from(0), |d| d.sans_lifetime())).collect();
     let nulls: Vec<std::ffi::c_char> =

@@ -1,17 +1,19 @@
-//! Set-based ingestion: three small catalog reads, one insert-and-rollup statement, one
-//! classification read (only when keys already existed) and one reject insert per batch,
-//! whatever its size.
+//! Set-based ingestion: three small catalog reads, one insert of the events, one upsert of
+//! their day rollups, one classification read (only when keys already existed) and one
+//! reject insert per batch, whatever its size.
 
 use super::event::{
     same_payload, validate, Aggregation, CatalogSnapshot, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent,
 };
-use crate::error::BillingError;
+use super::rollup::{DayRollups, StoredEvent};
+use crate::error::{raise, BillingError};
 use crate::jsonb::JsonbRef;
 use crate::numeric::from_decimal;
-use crate::spi_plans::execute;
+use crate::periods::to_date;
+use crate::spi_plans::{execute, Planning};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::JsonB;
+use pgrx::{AnyNumeric, JsonB};
 use std::collections::{HashMap, HashSet};
 
 const SUBSCRIPTIONS_SQL: &str = include_str!("../../sql/ingest_subscriptions.sql");
@@ -19,6 +21,7 @@ const ONE_SUBSCRIPTION_SQL: &str = include_str!("../../sql/ingest_subscription.s
 const METRICS_SQL: &str = include_str!("../../sql/ingest_metrics.sql");
 const DIMENSIONS_SQL: &str = include_str!("../../sql/ingest_dimensions.sql");
 const INSERT_SQL: &str = include_str!("../../sql/ingest_insert.sql");
+const ROLLUP_SQL: &str = include_str!("../../sql/ingest_rollup.sql");
 const EXISTING_SQL: &str = include_str!("../../sql/ingest_existing.sql");
 const REJECT_SQL: &str = include_str!("../../sql/ingest_reject.sql");
 
@@ -110,7 +113,7 @@ fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
             1 => (ONE_SUBSCRIPTION_SQL, 1),
             n => (SUBSCRIPTIONS_SQL, n),
         };
-        catalog.subscriptions = execute(lookup, &[external_ids.into()], ids, |row| {
+        catalog.subscriptions = execute(lookup, &[external_ids.into()], Planning::ForRows(ids), |row| {
             let subscription = SubscriptionRow {
                 id: row.get(2).unwrap(),
                 customer_id: row.get(3).unwrap(),
@@ -124,7 +127,7 @@ fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
         .into_iter()
         .collect();
         let code_count = codes.len();
-        catalog.metrics = execute(METRICS_SQL, &[codes.into()], code_count, |row| {
+        catalog.metrics = execute(METRICS_SQL, &[codes.into()], Planning::ForRows(code_count), |row| {
             let aggregation: String = row.get(3).unwrap();
             let metric = MetricRow {
                 id: row.get(2).unwrap(),
@@ -139,7 +142,7 @@ fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
         plan_versions.sort_unstable();
         plan_versions.dedup();
         let version_count = plan_versions.len();
-        let rows = execute(DIMENSIONS_SQL, &[plan_versions.into()], version_count, |row| {
+        let rows = execute(DIMENSIONS_SQL, &[plan_versions.into()], Planning::ForRows(version_count), |row| {
             ((row.get::<i64>(1).unwrap(), row.get::<i64>(2).unwrap()), row.get::<Vec<String>>(3).unwrap_or_default())
         });
         for (key, found) in rows {
@@ -165,9 +168,12 @@ impl<'a> NewEvents<'a> {
         positions.iter().map(|&p| field(&self.0[p].1)).collect::<Vec<T>>().into()
     }
 
-    /// Stores the events; returns which positions were new (the others already existed).
+    /// Stores the events and folds the new ones into their day rollups; returns which
+    /// positions were new (the others already existed).
     fn insert(&self) -> Vec<bool> {
         let all: Vec<usize> = (0..self.0.len()).collect();
+        // Each event's dimension set as text, made once for the insert and the rollup key.
+        let dims: Vec<Option<String>> = self.0.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect();
         let args = [
             self.column(&all, |e| e.customer_id),
             self.column(&all, |e| e.subscription_id),
@@ -177,20 +183,36 @@ impl<'a> NewEvents<'a> {
             self.column(&all, |e| e.properties),
             self.column(&all, |e| e.value.map(from_decimal)),
             self.column(&all, |e| e.precise_total_amount_cents.map(from_decimal)),
-            self.column(&all, |e| e.dims.as_ref().map(|d| d.to_string())),
+            dims.clone().into(),
             self.column(&all, |e| e.timezone.clone()),
         ];
-        let mut stored: HashMap<i64, HashSet<String>> = HashMap::new();
-        let rows = Spi::connect(|_| {
-            execute(INSERT_SQL, &args, all.len(), |row| (row.get::<i64>(1).unwrap(), row.get::<String>(2).unwrap()))
+        let position: HashMap<(i64, &str), usize> =
+            self.0.iter().enumerate().map(|(p, (_, e))| ((e.subscription_id, e.transaction_id.as_str()), p)).collect();
+        let mut stored = vec![false; self.0.len()];
+        let mut rollups = DayRollups::default();
+        Spi::connect(|_| {
+            let rows = execute(INSERT_SQL, &args, Planning::Generic, |row| {
+                let key = (row.get::<i64>(2).unwrap(), row.get::<String>(3).unwrap());
+                (position[&(key.0, key.1.as_str())], row.get::<i64>(1).unwrap(), row.get::<Date>(4).unwrap())
+            });
+            for (p, id, day) in rows {
+                stored[p] = true;
+                let event = &self.0[p].1;
+                let key = (
+                    event.customer_id,
+                    event.subscription_id,
+                    event.billable_metric_id,
+                    day.to_pg_epoch_days(),
+                    dims[p].as_deref(),
+                );
+                let added = rollups.add(StoredEvent { key, id, timestamp: event.timestamp, value: event.value });
+                added.unwrap_or_else(|error| raise(error));
+            }
+            if !rollups.0.is_empty() {
+                write_rollups(&rollups);
+            }
         });
-        for (subscription_id, transaction_id) in rows {
-            stored.entry(subscription_id).or_default().insert(transaction_id);
-        }
-        self.0
-            .iter()
-            .map(|(_, e)| stored.get(&e.subscription_id).is_some_and(|keys| keys.contains(e.transaction_id.as_str())))
-            .collect()
+        stored
     }
 
     /// For positions whose key already existed: (input index, same payload as stored?).
@@ -207,11 +229,30 @@ impl<'a> NewEvents<'a> {
             positions.iter().map(|&p| self.0[p].0 as i32).collect::<Vec<i32>>().into(),
         ];
         Spi::connect(|_| {
-            execute(EXISTING_SQL, &args, positions.len(), |row| {
+            execute(EXISTING_SQL, &args, Planning::ForRows(positions.len()), |row| {
                 (row.get::<i32>(1).unwrap() as usize, row.get::<bool>(2).unwrap_or(false))
             })
         })
     }
+}
+
+fn write_rollups(rollups: &DayRollups<'_>) {
+    let keys: Vec<_> = rollups.0.keys().collect();
+    let sums: Vec<_> = rollups.0.values().collect();
+    let args: [DatumWithOid; 11] = [
+        keys.iter().map(|k| k.0).collect::<Vec<i64>>().into(),
+        keys.iter().map(|k| k.1).collect::<Vec<i64>>().into(),
+        keys.iter().map(|k| k.2).collect::<Vec<i64>>().into(),
+        keys.iter().map(|k| to_date(k.3)).collect::<Vec<Date>>().into(),
+        keys.iter().map(|k| k.4).collect::<Vec<Option<&str>>>().into(),
+        sums.iter().map(|r| r.events_count).collect::<Vec<i64>>().into(),
+        sums.iter().map(|r| from_decimal(r.value_sum)).collect::<Vec<AnyNumeric>>().into(),
+        sums.iter().map(|r| r.value_max.map(from_decimal)).collect::<Vec<Option<AnyNumeric>>>().into(),
+        sums.iter().map(|r| micros_to_timestamptz(r.latest_at)).collect::<Vec<TimestampWithTimeZone>>().into(),
+        sums.iter().map(|r| r.latest_event_id).collect::<Vec<i64>>().into(),
+        sums.iter().map(|r| r.latest_value.map(from_decimal)).collect::<Vec<Option<AnyNumeric>>>().into(),
+    ];
+    execute(ROLLUP_SQL, &args, Planning::Generic, |_| ());
 }
 
 fn record_rejections(inputs: &[Input<'_>], outcomes: &[Outcome]) {
@@ -242,7 +283,7 @@ fn record_rejections(inputs: &[Input<'_>], outcomes: &[Outcome]) {
             .into(),
         rejected.iter().map(|&i| outcomes[i].error.as_ref().map(|e| e.message.clone())).collect::<Vec<_>>().into(),
     ];
-    Spi::connect(|_| execute(REJECT_SQL, &args, rejected.len(), |_| ()));
+    Spi::connect(|_| execute(REJECT_SQL, &args, Planning::Generic, |_| ()));
 }
 
 /// The transaction id a validated input carries, borrowed from the input.

@@ -2,4 +2,5 @@
 
 pub mod event;
 pub mod ingest;
+pub mod rollup;
 pub mod sql;

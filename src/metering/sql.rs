@@ -4,7 +4,7 @@ use super::event::{EventTime, JsonView, RawEvent, Scalar};
 use super::ingest::{ingest, Input, Outcome, Rejections, Status};
 use crate::error::BillingError;
 use crate::jsonb::{JsonbRef, PgJsonb};
-use crate::spi_plans::execute;
+use crate::spi_plans::{execute, Planning};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{AnyNumeric, PgMemoryContexts};
@@ -130,7 +130,7 @@ fn ingest_staged(
             batch_memory.switch_to(|context| {
                 let args = [batch_size.into(), position.clone().into()];
                 let rows = Spi::connect(|_| {
-                    execute(TAKE_STAGED_SQL, &args, batch_size as usize, |row| {
+                    execute(TAKE_STAGED_SQL, &args, Planning::ForRows(batch_size as usize), |row| {
                         let staged = StagedRow {
                             position: row.get(1).expect("every row has a ctid"),
                             external_subscription_id: row.get(2),
