@@ -1,8 +1,7 @@
 -- Stores new events; returns those it stored (keys that already existed are skipped) with
--- what their day rollups need. The caller sends the rows sorted by key, so every writer
--- takes the key locks in one order and overlapping concurrent batches wait on each other
--- instead of deadlocking. Events without properties (or without usage-splitting keys)
--- arrive as NULL and are stored as {}.
+-- what their day rollups need. The caller sends the rows in one global key order, so
+-- overlapping concurrent batches wait on each other instead of deadlocking. Events
+-- without properties (or without usage-splitting keys) arrive as NULL and are stored as {}.
 INSERT INTO billing.events AS e (customer_id, subscription_id, transaction_id, billable_metric_id, "timestamp",
                                  local_day, properties, value, precise_total_amount_cents, dims)
 SELECT i.customer_id, i.subscription_id, i.transaction_id, i.billable_metric_id, i.ts,

@@ -11,10 +11,10 @@ use crate::jsonb::JsonbRef;
 use crate::numeric::from_decimal;
 use crate::periods::to_date;
 use crate::spi_plans::{execute, Planning};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::{AnyNumeric, JsonB};
-use std::collections::{HashMap, HashSet};
 
 const SUBSCRIPTIONS_SQL: &str = include_str!("../../sql/ingest_subscriptions.sql");
 const ONE_SUBSCRIPTION_SQL: &str = include_str!("../../sql/ingest_subscription.sql");
@@ -328,11 +328,17 @@ pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
         outcomes.push(outcome);
     }
     if !new_events.0.is_empty() {
+        // Every writer stores keys in one global order, so concurrent batches that overlap
+        // wait on each other instead of deadlocking. Newest transaction id first: a replay
+        // usually resends events older than the rest of its batch, and under most id
+        // schemes (sequences, ULIDs, UUIDv7, timestamps) older means smaller. A batch that
+        // replays keys a concurrent batch is still storing then does its own work before
+        // it reaches them, rather than waiting at its first one.
         new_events.0.sort_unstable_by(|(_, a), (_, b)| {
-            (a.customer_id, a.subscription_id, &a.transaction_id).cmp(&(
-                b.customer_id,
+            (&b.transaction_id, a.subscription_id, a.customer_id).cmp(&(
+                &a.transaction_id,
                 b.subscription_id,
-                &b.transaction_id,
+                b.customer_id,
             ))
         });
         let stored = new_events.insert();

@@ -56,7 +56,7 @@ fn ingest_events(
         (
             name!(index, i32),
             name!(transaction_id, Option<String>),
-            name!(status, String),
+            name!(status, &'static str),
             name!(reason, Option<String>),
         ),
     >,
@@ -67,7 +67,7 @@ fn ingest_events(
         outcomes
             .into_iter()
             .enumerate()
-            .map(|(i, o)| (i as i32, o.transaction_id, o.status.as_str().to_string(), o.error.map(|e| e.message))),
+            .map(|(i, o)| (i as i32, o.transaction_id, o.status.as_str(), o.error.map(|e| e.message))),
     ))
 }
 
