@@ -12,4 +12,4 @@ FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestampt
      AS i(customer_id, subscription_id, transaction_id, billable_metric_id, ts, properties, value,
           precise_total_amount_cents, dims, timezone)
 ON CONFLICT ON CONSTRAINT events_idempotency_key DO NOTHING
-RETURNING e.id, e.subscription_id, e.transaction_id, e.local_day
+RETURNING e.subscription_id, e.transaction_id, e.local_day

@@ -36,7 +36,8 @@ CREATE TABLE billing.usage_rollups (
     value_sum numeric NOT NULL,
     value_max numeric,
     latest_at timestamptz NOT NULL,
-    latest_event_id bigint NOT NULL,
+    -- Events at the same instant count in transaction id order: the greatest is the latest.
+    latest_transaction_id text COLLATE "C" NOT NULL,
     latest_value numeric,
     PRIMARY KEY (customer_id, subscription_id, billable_metric_id, day, dims, slot)
 );
@@ -80,3 +81,17 @@ SELECT s.external_id, s.id, s.customer_id, s.plan_version_id, c.timezone,
        (extract(epoch FROM s.terminated_at - '2000-01-01 UTC'::timestamptz) * 1000000)::bigint AS active_until
 FROM billing.subscriptions s JOIN billing.customers c ON c.id = s.customer_id;
 REVOKE ALL ON billing._ingest_windows FROM PUBLIC;
+
+-- Ingestion caches the catalog rows it checks events against in each backend; a change to
+-- them queues the invalidation that empties every backend's cache once it commits. ALWAYS:
+-- changes applied by logical replication invalidate too.
+DO $$
+DECLARE
+    catalog_table text;
+BEGIN
+    FOREACH catalog_table IN ARRAY ARRAY['customers', 'subscriptions', 'billable_metrics', 'charges', 'charge_filters'] LOOP
+        EXECUTE format('CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON billing.%I
+                        FOR EACH STATEMENT EXECUTE FUNCTION billing._catalog_changed()', catalog_table);
+        EXECUTE format('ALTER TABLE billing.%I ENABLE ALWAYS TRIGGER catalog_changed', catalog_table);
+    END LOOP;
+END $$;

@@ -17,7 +17,11 @@ pgrx::extension_sql_file!(
     name = "catalog",
     requires = ["price_casts", price::functions::currency_minor_units]
 );
-pgrx::extension_sql_file!("../sql/metering.sql", name = "metering", requires = ["catalog"]);
+pgrx::extension_sql_file!(
+    "../sql/metering.sql",
+    name = "metering",
+    requires = ["catalog", metering::catalog_cache::_catalog_changed]
+);
 pgrx::extension_sql_file!(
     "../sql/usage.sql",
     name = "usage",
@@ -37,6 +41,7 @@ pub extern "C-unwind" fn _PG_init() {
         pgrx::GucContext::Userset,
         pgrx::GucFlags::UNIT_S,
     );
+    metering::catalog_cache::register_invalidation();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

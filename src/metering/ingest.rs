@@ -2,9 +2,8 @@
 //! their day rollups, one classification read (only when keys already existed) and one
 //! reject insert per batch, whatever its size.
 
-use super::event::{
-    same_payload, validate, Aggregation, CatalogSnapshot, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent,
-};
+use super::catalog_cache::{self, CachedCatalog};
+use super::event::{same_payload, validate, Aggregation, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent};
 use super::rollup::{DayRollups, StoredEvent};
 use crate::error::{raise, BillingError};
 use crate::jsonb::JsonbRef;
@@ -91,69 +90,102 @@ fn micros_to_timestamptz(micros: i64) -> TimestampWithTimeZone {
     TimestampWithTimeZone::try_from(micros).expect("validated timestamps are in range")
 }
 
-fn load_catalog(inputs: &[Input<'_>]) -> CatalogSnapshot {
-    let mut external_ids: Vec<String> = Vec::new();
-    let mut codes: Vec<String> = Vec::new();
+/// The catalog rows a batch refers to: the backend's cached catalog, with what it lacks
+/// loaded (at most one lookup each for subscriptions, metrics and dimension keys).
+fn load_catalog(inputs: &[Input<'_>]) -> CachedCatalog {
+    let mut cached = catalog_cache::take();
+    let catalog = &mut cached.catalog;
+    let mut external_ids: Vec<&str> = Vec::new();
+    let mut missing_ids: Vec<String> = Vec::new();
+    let mut missing_codes: Vec<String> = Vec::new();
     let (mut seen_ids, mut seen_codes) = (HashSet::new(), HashSet::new());
     for raw in inputs.iter().filter_map(|i| i.event.as_ref().ok()) {
-        if let Some(id) = &raw.external_subscription_id {
-            if seen_ids.insert(id.as_str()) {
-                external_ids.push(id.clone());
+        if let Some(id) = raw.external_subscription_id.as_deref() {
+            if seen_ids.insert(id) {
+                external_ids.push(id);
+                if !catalog.subscriptions.contains_key(id) {
+                    missing_ids.push(id.to_string());
+                }
             }
         }
-        if let Some(code) = &raw.code {
-            if seen_codes.insert(code.as_str()) {
-                codes.push(code.clone());
+        if let Some(code) = raw.code.as_deref() {
+            if seen_codes.insert(code) && !catalog.metrics.contains_key(code) {
+                missing_codes.push(code.to_string());
             }
         }
     }
-    let mut catalog = CatalogSnapshot::default();
+    if missing_ids.is_empty() && missing_codes.is_empty() && cached_versions_cover(&cached, &external_ids) {
+        return cached;
+    }
     Spi::connect(|_| {
-        let (lookup, ids) = match external_ids.len() {
-            1 => (ONE_SUBSCRIPTION_SQL, 1),
-            n => (SUBSCRIPTIONS_SQL, n),
-        };
-        catalog.subscriptions = execute(lookup, &[external_ids.into()], Planning::ForRows(ids), |row| {
-            let subscription = SubscriptionRow {
-                id: row.get(2).unwrap(),
-                customer_id: row.get(3).unwrap(),
-                plan_version_id: row.get(4).unwrap(),
-                timezone: row.get(5).unwrap(),
-                active_from: row.get(6).unwrap(),
-                active_until: row.get(7),
+        let catalog = &mut cached.catalog;
+        if !missing_ids.is_empty() {
+            let (lookup, ids) = match missing_ids.len() {
+                1 => (ONE_SUBSCRIPTION_SQL, 1),
+                n => (SUBSCRIPTIONS_SQL, n),
             };
-            (row.get(1).unwrap(), subscription)
-        })
-        .into_iter()
-        .collect();
-        let code_count = codes.len();
-        catalog.metrics = execute(METRICS_SQL, &[codes.into()], Planning::ForRows(code_count), |row| {
-            let aggregation: String = row.get(3).unwrap();
-            let metric = MetricRow {
-                id: row.get(2).unwrap(),
-                aggregation: Aggregation::parse(&aggregation).expect("checked by the table"),
-                field_name: row.get(4),
-            };
-            (row.get(1).unwrap(), metric)
-        })
-        .into_iter()
-        .collect();
-        let mut plan_versions: Vec<i64> = catalog.subscriptions.values().map(|s| s.plan_version_id).collect();
+            let found = execute(lookup, &[missing_ids.into()], Planning::ForRows(ids), |row| {
+                let subscription = SubscriptionRow {
+                    id: row.get(2).unwrap(),
+                    customer_id: row.get(3).unwrap(),
+                    plan_version_id: row.get(4).unwrap(),
+                    timezone: row.get(5).unwrap(),
+                    active_from: row.get(6).unwrap(),
+                    active_until: row.get(7),
+                };
+                (row.get(1).unwrap(), subscription)
+            });
+            catalog.subscriptions.extend(found);
+        }
+        if !missing_codes.is_empty() {
+            let code_count = missing_codes.len();
+            let found = execute(METRICS_SQL, &[missing_codes.into()], Planning::ForRows(code_count), |row| {
+                let aggregation: String = row.get(3).unwrap();
+                let metric = MetricRow {
+                    id: row.get(2).unwrap(),
+                    aggregation: Aggregation::parse(&aggregation).expect("checked by the table"),
+                    field_name: row.get(4),
+                };
+                (row.get(1).unwrap(), metric)
+            });
+            catalog.metrics.extend(found);
+        }
+        let mut plan_versions: Vec<i64> = external_ids
+            .iter()
+            .filter_map(|id| catalog.subscriptions.get(*id))
+            .map(|s| s.plan_version_id)
+            .filter(|v| !cached.plan_versions.contains(v))
+            .collect();
         plan_versions.sort_unstable();
         plan_versions.dedup();
-        let version_count = plan_versions.len();
-        let rows = execute(DIMENSIONS_SQL, &[plan_versions.into()], Planning::ForRows(version_count), |row| {
-            ((row.get::<i64>(1).unwrap(), row.get::<i64>(2).unwrap()), row.get::<Vec<String>>(3).unwrap_or_default())
-        });
-        for (key, found) in rows {
-            catalog.dimension_keys.entry(key).or_default().extend(found);
+        if !plan_versions.is_empty() {
+            let version_count = plan_versions.len();
+            let rows =
+                execute(DIMENSIONS_SQL, &[plan_versions.clone().into()], Planning::ForRows(version_count), |row| {
+                    (
+                        (row.get::<i64>(1).unwrap(), row.get::<i64>(2).unwrap()),
+                        row.get::<Vec<String>>(3).unwrap_or_default(),
+                    )
+                });
+            for (key, found) in rows {
+                catalog.dimension_keys.entry(key).or_default().extend(found);
+            }
+            for keys in catalog.dimension_keys.values_mut() {
+                keys.sort_unstable();
+                keys.dedup();
+            }
+            cached.plan_versions.extend(plan_versions);
         }
     });
-    for keys in catalog.dimension_keys.values_mut() {
-        keys.sort_unstable();
-        keys.dedup();
-    }
-    catalog
+    cached
+}
+
+/// Whether the dimension keys of every known subscription's plan version are cached.
+fn cached_versions_cover(cached: &CachedCatalog, external_ids: &[&str]) -> bool {
+    external_ids
+        .iter()
+        .filter_map(|id| cached.catalog.subscriptions.get(*id))
+        .all(|s| cached.plan_versions.contains(&s.plan_version_id))
 }
 
 /// Validated events to store, each with its position in the input.
@@ -192,10 +224,10 @@ impl<'a> NewEvents<'a> {
         let mut rollups = DayRollups::default();
         Spi::connect(|_| {
             let rows = execute(INSERT_SQL, &args, Planning::Generic, |row| {
-                let key = (row.get::<i64>(2).unwrap(), row.get::<String>(3).unwrap());
-                (position[&(key.0, key.1.as_str())], row.get::<i64>(1).unwrap(), row.get::<Date>(4).unwrap())
+                let key = (row.get::<i64>(1).unwrap(), row.get::<String>(2).unwrap());
+                (position[&(key.0, key.1.as_str())], row.get::<Date>(3).unwrap())
             });
-            for (p, id, day) in rows {
+            for (p, day) in rows {
                 stored[p] = true;
                 let event = &self.0[p].1;
                 let key = (
@@ -205,7 +237,13 @@ impl<'a> NewEvents<'a> {
                     day.to_pg_epoch_days(),
                     dims[p].as_deref(),
                 );
-                let added = rollups.add(StoredEvent { key, id, timestamp: event.timestamp, value: event.value });
+                let stored_event = StoredEvent {
+                    key,
+                    transaction_id: &event.transaction_id,
+                    timestamp: event.timestamp,
+                    value: event.value,
+                };
+                let added = rollups.add(stored_event);
                 added.unwrap_or_else(|error| raise(error));
             }
             if !rollups.0.is_empty() {
@@ -249,7 +287,7 @@ fn write_rollups(rollups: &DayRollups<'_>) {
         sums.iter().map(|r| from_decimal(r.value_sum)).collect::<Vec<AnyNumeric>>().into(),
         sums.iter().map(|r| r.value_max.map(from_decimal)).collect::<Vec<Option<AnyNumeric>>>().into(),
         sums.iter().map(|r| micros_to_timestamptz(r.latest_at)).collect::<Vec<TimestampWithTimeZone>>().into(),
-        sums.iter().map(|r| r.latest_event_id).collect::<Vec<i64>>().into(),
+        sums.iter().map(|r| r.latest_transaction_id).collect::<Vec<&str>>().into(),
         sums.iter().map(|r| r.latest_value.map(from_decimal)).collect::<Vec<Option<AnyNumeric>>>().into(),
     ];
     execute(ROLLUP_SQL, &args, Planning::Generic, |_| ());
@@ -298,7 +336,8 @@ fn key_of<'a>(input: &'a Input<'_>) -> &'a str {
 
 /// Validates, deduplicates and stores a batch; one outcome per input, in input order.
 pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
-    let catalog = load_catalog(inputs);
+    let cached = load_catalog(inputs);
+    let catalog = &cached.catalog;
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     let clock = Clock { now, future_margin: i64::from(FUTURE_MARGIN_SECONDS.get()) * 1_000_000 };
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(inputs.len());
@@ -309,7 +348,7 @@ pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
     let mut repeats: Vec<(usize, usize)> = Vec::new();
     for (index, input) in inputs.iter().enumerate() {
         let transaction_id = input.event.as_ref().ok().and_then(|r| r.transaction_id.clone());
-        let validated = input.event.as_ref().map_err(Clone::clone).and_then(|raw| validate(raw, &catalog, &clock));
+        let validated = input.event.as_ref().map_err(Clone::clone).and_then(|raw| validate(raw, catalog, &clock));
         let outcome = match validated {
             Err(error) => Outcome { transaction_id, status: Status::Rejected, error: Some(error) },
             Ok(event) => match first_in_batch.get(&(event.subscription_id, key_of(input))) {
@@ -357,5 +396,6 @@ pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
     if rejections == Rejections::Record {
         record_rejections(inputs, &outcomes);
     }
+    catalog_cache::keep(cached);
     outcomes
 }

@@ -148,3 +148,23 @@ SELECT r.billable_metric_id, sum(r.events_count) AS rollup_events, sum(r.value_s
        (SELECT count(*) FROM billing.events e WHERE e.billable_metric_id = r.billable_metric_id) AS events,
        (SELECT coalesce(sum(e.value), 0) FROM billing.events e WHERE e.billable_metric_id = r.billable_metric_id) AS event_sum
 FROM billing.usage_rollups r GROUP BY r.billable_metric_id ORDER BY r.billable_metric_id;
+
+-- The catalog this session has cached follows its own changes, committed or rolled back.
+SELECT billing.ingest_event('sub-1', 'tokens', 'cache-1', '2026-03-14T00:00:00Z', '{"tokens": 1}');
+BEGIN;
+SELECT external_id FROM billing.create_subscription('sub-rolled-back', 'acme', 'api', '2026-01-01 00:00+00');
+SELECT billing.ingest_event('sub-rolled-back', 'tokens', 'cache-2', '2026-03-14T00:00:00Z', '{"tokens": 1}');
+ROLLBACK;
+SELECT status, reason FROM billing.ingest_events('[{"external_subscription_id": "sub-rolled-back", "code": "tokens",
+  "transaction_id": "cache-3", "timestamp": "2026-03-14T00:00:00Z", "properties": {"tokens": 1}}]');
+BEGIN;
+SAVEPOINT before_metric;
+SELECT code FROM billing.create_billable_metric('images', 'Images', 'count');
+SELECT billing.ingest_event('sub-1', 'images', 'cache-4', '2026-03-14T00:00:00Z');
+ROLLBACK TO SAVEPOINT before_metric;
+SELECT status, reason FROM billing.ingest_events('[{"external_subscription_id": "sub-1", "code": "images",
+  "transaction_id": "cache-5", "timestamp": "2026-03-14T00:00:00Z"}]');
+COMMIT;
+SELECT status FROM billing.terminate_subscription('sub-1', '2026-03-20 00:00+00');
+SELECT status, reason FROM billing.ingest_events('[{"external_subscription_id": "sub-1", "code": "tokens",
+  "transaction_id": "cache-6", "timestamp": "2026-03-21T00:00:00Z", "properties": {"tokens": 1}}]');
