@@ -2,6 +2,7 @@
 //! their day rollups, one classification read (only when keys already existed) and one
 //! reject insert per batch, whatever its size.
 
+use super::bulk_store::{self, BulkOutcome};
 use super::catalog_cache::{self, CachedCatalog};
 use super::event::{same_payload, validate, Aggregation, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent};
 use super::rollup::{DayRollups, StoredEvent};
@@ -203,9 +204,35 @@ impl<'a> NewEvents<'a> {
     /// Stores the events and folds the new ones into their day rollups; returns which
     /// positions were new (the others already existed).
     fn insert(&self) -> Vec<bool> {
-        let all: Vec<usize> = (0..self.0.len()).collect();
         // Each event's dimension set as text, made once for the insert and the rollup key.
         let dims: Vec<Option<String>> = self.0.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect();
+        let days = match bulk_store::store(&self.0, &dims) {
+            BulkOutcome::Stored(days) => days,
+            BulkOutcome::NotApplicable => self.insert_with_statement(&dims),
+        };
+        let mut rollups = DayRollups::default();
+        for (p, day) in days.iter().enumerate() {
+            let Some(day) = *day else { continue };
+            let event = &self.0[p].1;
+            let key = (event.customer_id, event.subscription_id, event.billable_metric_id, day, dims[p].as_deref());
+            let stored_event = StoredEvent {
+                key,
+                transaction_id: &event.transaction_id,
+                timestamp: event.timestamp,
+                value: event.value,
+            };
+            rollups.add(stored_event).unwrap_or_else(|error| raise(error));
+        }
+        if !rollups.0.is_empty() {
+            Spi::connect(|_| write_rollups(&rollups));
+        }
+        days.iter().map(Option::is_some).collect()
+    }
+
+    /// Stores the events through INSERT ... ON CONFLICT DO NOTHING; per position, the local
+    /// day it was stored under, or `None` when its key already existed.
+    fn insert_with_statement(&self, dims: &[Option<String>]) -> Vec<Option<i32>> {
+        let all: Vec<usize> = (0..self.0.len()).collect();
         let args = [
             self.column(&all, |e| e.customer_id),
             self.column(&all, |e| e.subscription_id),
@@ -215,42 +242,22 @@ impl<'a> NewEvents<'a> {
             self.column(&all, |e| e.properties),
             self.column(&all, |e| e.value.map(from_decimal)),
             self.column(&all, |e| e.precise_total_amount_cents.map(from_decimal)),
-            dims.clone().into(),
+            dims.to_vec().into(),
             self.column(&all, |e| e.timezone.clone()),
         ];
         let position: HashMap<(i64, &str), usize> =
             self.0.iter().enumerate().map(|(p, (_, e))| ((e.subscription_id, e.transaction_id.as_str()), p)).collect();
-        let mut stored = vec![false; self.0.len()];
-        let mut rollups = DayRollups::default();
-        Spi::connect(|_| {
-            let rows = execute(INSERT_SQL, &args, Planning::Generic, |row| {
+        let mut days = vec![None; self.0.len()];
+        let rows = Spi::connect(|_| {
+            execute(INSERT_SQL, &args, Planning::Generic, |row| {
                 let key = (row.get::<i64>(1).unwrap(), row.get::<String>(2).unwrap());
                 (position[&(key.0, key.1.as_str())], row.get::<Date>(3).unwrap())
-            });
-            for (p, day) in rows {
-                stored[p] = true;
-                let event = &self.0[p].1;
-                let key = (
-                    event.customer_id,
-                    event.subscription_id,
-                    event.billable_metric_id,
-                    day.to_pg_epoch_days(),
-                    dims[p].as_deref(),
-                );
-                let stored_event = StoredEvent {
-                    key,
-                    transaction_id: &event.transaction_id,
-                    timestamp: event.timestamp,
-                    value: event.value,
-                };
-                let added = rollups.add(stored_event);
-                added.unwrap_or_else(|error| raise(error));
-            }
-            if !rollups.0.is_empty() {
-                write_rollups(&rollups);
-            }
+            })
         });
-        stored
+        for (p, day) in rows {
+            days[p] = Some(day.to_pg_epoch_days());
+        }
+        days
     }
 
     /// For positions whose key already existed: (input index, same payload as stored?).

@@ -1,5 +1,6 @@
 //! Metering: event validation (pure), set-based ingestion, and its SQL entry points.
 
+pub mod bulk_store;
 pub mod catalog_cache;
 pub mod event;
 pub mod ingest;
