@@ -20,5 +20,12 @@ pub fn to_decimal(value: &AnyNumeric, what: &str) -> Result<Decimal> {
 }
 
 pub fn from_decimal(value: Decimal) -> AnyNumeric {
+    // Whole numbers of 64 bits, most usage values, skip the text: int8 -> numeric gives the
+    // same value with the same (zero) scale.
+    if value.scale() == 0 {
+        if let Ok(whole) = i64::try_from(value.mantissa()) {
+            return AnyNumeric::from(whole);
+        }
+    }
     AnyNumeric::try_from(value.to_string().as_str()).expect("a Decimal always prints as a valid numeric")
 }
