@@ -19,14 +19,14 @@
 //! it and use its id sequence; a table not distributed by Citus; and room in the
 //! transaction's cached subtransaction ids.
 
-use super::event::ValidEvent;
-use crate::jsonb::JsonbRef;
-use crate::numeric::from_decimal;
+use super::event::{same_payload, Payload, ValidEvent};
+use crate::jsonb::{JsonbRef, PgJsonb};
+use crate::numeric::{from_decimal, to_decimal};
 use pgrx::fcinfo::direct_function_call_as_datum;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use pgrx::{JsonB, PgSqlErrorCode};
+use pgrx::{AnyNumeric, JsonB, PgSqlErrorCode};
 use std::ffi::CString;
 use std::panic::AssertUnwindSafe;
 
@@ -75,10 +75,19 @@ const CHUNK: usize = 100;
 /// PostgreSQL's per-backend cache of 64, every snapshot would look subtransactions up on disk.
 const MAX_CACHED_SUBTRANSACTIONS: u8 = 48;
 
+/// What storing one event found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Storage {
+    /// Stored now, under this customer-local day (days since 2000-01-01).
+    Stored { day: i32 },
+    /// The key was stored before; whether with the same payload (duplicate) or not (conflict).
+    AlreadyStored { same_payload: bool },
+}
+
 /// What `store` did with a batch.
 pub enum BulkOutcome {
-    /// Per event, the local day it was stored under, or `None` when its key was already stored.
-    Stored(Vec<Option<i32>>),
+    /// One storage per event.
+    Stored(Vec<Storage>),
     /// Nothing was written; store the batch through the SQL statement.
     NotApplicable,
 }
@@ -183,16 +192,19 @@ impl Target {
         Some(target)
     }
 
-    /// Whether the idempotency key (customer, subscription, transaction id) is stored,
-    /// after waiting for any other transaction that is storing or deleting it. `scan` reads
-    /// through `dirty`, a dirty snapshot, which names such a transaction.
-    unsafe fn key_stored(
+    /// Whether the event's idempotency key (customer, subscription, transaction id) is
+    /// stored, after waiting for any other transaction that is storing or deleting it, and
+    /// if so whether with the same payload. `scan` reads through `dirty`, a dirty snapshot,
+    /// which names such a transaction.
+    unsafe fn probe(
         &self,
         scan: pg_sys::IndexScanDesc,
         dirty: *const pg_sys::SnapshotData,
         found: *mut pg_sys::TupleTableSlot,
-        key: (i64, i64, pg_sys::Datum),
-    ) -> bool {
+        event: &ValidEvent<JsonbRef<'_>>,
+        transaction_id: pg_sys::Datum,
+    ) -> Option<bool> {
+        let key = (event.customer_id, event.subscription_id, transaction_id);
         let mut keys: [pg_sys::ScanKeyData; 3] = std::mem::zeroed();
         let strategy = pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber;
         pg_sys::ScanKeyInit(&mut keys[0], 1, strategy, pg_sys::Oid::from(pg_sys::F_INT8EQ), key.0.into());
@@ -201,12 +213,12 @@ impl Target {
         loop {
             pg_sys::index_rescan(scan, keys.as_mut_ptr(), 3, std::ptr::null_mut(), 0);
             if !pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, found) {
-                return false;
+                return None;
             }
             let (xmin, xmax) = ((*dirty).xmin, (*dirty).xmax);
             let in_progress = if xmin != pg_sys::InvalidTransactionId { xmin } else { xmax };
             if in_progress == pg_sys::InvalidTransactionId {
-                return true;
+                return Some(same_as_stored(found, event));
             }
             pg_sys::XactLockTableWait(
                 in_progress,
@@ -216,6 +228,26 @@ impl Target {
             );
         }
     }
+}
+
+/// Whether the event stored in `slot` (a row of billing.events) has the payload of `replay`.
+unsafe fn same_as_stored(slot: *mut pg_sys::TupleTableSlot, replay: &ValidEvent<JsonbRef<'_>>) -> bool {
+    pg_sys::slot_getsomeattrs(slot, (PRECISE_TOTAL_AMOUNT_CENTS + 1) as i32);
+    let column = |c: usize| (*(*slot).tts_values.add(c), *(*slot).tts_isnull.add(c));
+    let (metric, _) = column(BILLABLE_METRIC_ID);
+    let (timestamp, _) = column(TIMESTAMP);
+    let (properties, _) = column(PROPERTIES);
+    let (precise, precise_null) = column(PRECISE_TOTAL_AMOUNT_CENTS);
+    // Read in place, or detoasted into this call's memory.
+    let properties = PgJsonb::from_datum(properties, false).expect("stored properties are never null");
+    let stored = Payload {
+        billable_metric_id: metric.value() as i64,
+        timestamp: timestamp.value() as i64,
+        properties: Some(properties.root()),
+        precise_total_amount_cents: AnyNumeric::from_datum(precise, precise_null)
+            .map(|n| to_decimal(&n, "precise_total_amount_cents").expect("stored amounts were validated")),
+    };
+    same_payload(&stored, replay)
 }
 
 /// Whether the table has exactly the columns this version of pg_billing created.
@@ -254,23 +286,23 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
         // that batch stored. Past a few lost races the SQL statement settles them row by row.
         for _ in 0..ATTEMPTS {
             let stored = in_subtransaction(AssertUnwindSafe(|| {
-                let mut days: Vec<Option<i32>> = Vec::with_capacity(events.len());
+                let mut storage: Vec<Storage> = Vec::with_capacity(events.len());
                 for start in (0..events.len()).step_by(CHUNK) {
                     let chunk = start..events.len().min(start + CHUNK);
                     let stored_before = target.stored_keys(&events[chunk.clone()], &transaction_ids[chunk.clone()]);
-                    let (chunk_days, slots) = target.new_rows(
+                    let (chunk_storage, slots) = target.new_rows(
                         &events[chunk.clone()],
                         &dims[chunk.clone()],
                         &transaction_ids[chunk],
                         &stored_before,
                     );
                     target.insert_rows(&slots);
-                    days.extend(chunk_days);
+                    storage.extend(chunk_storage);
                 }
-                days
+                storage
             }));
-            if let Some(days) = stored {
-                return BulkOutcome::Stored(days);
+            if let Some(storage) = stored {
+                return BulkOutcome::Stored(storage);
             }
         }
         BulkOutcome::NotApplicable
@@ -278,44 +310,43 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
 }
 
 impl Target {
-    /// Per event, whether its key is stored already: committed, stored earlier in this
-    /// transaction, or stored by a transaction that committed while this one waited for it.
+    /// Per event, whether its key is stored already (committed, stored earlier in this
+    /// transaction, or stored by a transaction that committed while this one waited for
+    /// it) and if so whether with the same payload.
     unsafe fn stored_keys(
         &self,
         events: &[(usize, ValidEvent<JsonbRef<'_>>)],
         transaction_ids: &[pg_sys::Datum],
-    ) -> Vec<bool> {
+    ) -> Vec<Option<bool>> {
         let dirty: *mut pg_sys::SnapshotData = Box::into_raw(Box::new(std::mem::zeroed()));
         (*dirty).snapshot_type = pg_sys::SnapshotType::SNAPSHOT_DIRTY;
         let scan = pg_sys::index_beginscan(self.relation, self.unique_index, dirty, 3, 0);
         let found = pg_sys::MakeSingleTupleTableSlot(self.row_type, &pg_sys::TTSOpsBufferHeapTuple);
-        let stored = events
-            .iter()
-            .zip(transaction_ids)
-            .map(|((_, e), &tx)| self.key_stored(scan, dirty, found, (e.customer_id, e.subscription_id, tx)))
-            .collect();
+        let stored =
+            events.iter().zip(transaction_ids).map(|((_, e), &tx)| self.probe(scan, dirty, found, e, tx)).collect();
         pg_sys::index_endscan(scan);
         pg_sys::ExecDropSingleTupleTableSlot(found);
         drop(Box::from_raw(dirty));
         stored
     }
 
-    /// The rows of the events not stored yet, one slot each, and per event the local day
-    /// it is stored under (`None` for keys already stored).
+    /// The rows of the events not stored yet, one slot each, and what storing each event
+    /// finds.
     unsafe fn new_rows(
         &self,
         events: &[(usize, ValidEvent<JsonbRef<'_>>)],
         dims: &[Option<String>],
         transaction_ids: &[pg_sys::Datum],
-        stored_before: &[bool],
-    ) -> (Vec<Option<i32>>, Vec<*mut pg_sys::TupleTableSlot>) {
+        stored_before: &[Option<bool>],
+    ) -> (Vec<Storage>, Vec<*mut pg_sys::TupleTableSlot>) {
         let empty_object = JsonB(serde_json::json!({})).into_datum().expect("jsonb");
         let ingested_at = pg_sys::Datum::from(pg_sys::GetCurrentTransactionStartTimestamp());
         let mut timezones: Vec<(&str, pg_sys::Datum)> = Vec::new();
-        let mut days: Vec<Option<i32>> = vec![None; events.len()];
+        let mut storage: Vec<Storage> = Vec::with_capacity(events.len());
         let mut slots: Vec<*mut pg_sys::TupleTableSlot> = Vec::new();
         for (position, (_, event)) in events.iter().enumerate() {
-            if stored_before[position] {
+            if let Some(same_payload) = stored_before[position] {
+                storage.push(Storage::AlreadyStored { same_payload });
                 continue;
             }
             let timezone = match timezones.iter().find(|(name, _)| *name == event.timezone) {
@@ -327,7 +358,7 @@ impl Target {
                 }
             };
             let day = local_day(event.timestamp, timezone);
-            days[position] = Some(day);
+            storage.push(Storage::Stored { day });
             let id = direct_function_call_as_datum(pg_sys::nextval_oid, &[self.sequence.into_datum()])
                 .expect("nextval gives a value");
             let numeric = |v: Option<rust_decimal::Decimal>| v.and_then(|v| from_decimal(v).into_datum());
@@ -359,7 +390,7 @@ impl Target {
             pg_sys::ExecStoreVirtualTuple(slot);
             slots.push(slot);
         }
-        (days, slots)
+        (storage, slots)
     }
 }
 

@@ -2,13 +2,15 @@
 //! their day rollups, one classification read (only when keys already existed) and one
 //! reject insert per batch, whatever its size.
 
-use super::bulk_store::{self, BulkOutcome};
+use super::bulk_store::{self, BulkOutcome, Storage};
 use super::catalog_cache::{self, CachedCatalog};
-use super::event::{same_payload, validate, Aggregation, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent};
+use super::event::{
+    same_payload, validate, Aggregation, Clock, MetricRow, Payload, RawEvent, SubscriptionRow, ValidEvent,
+};
 use super::rollup::{DayRollups, StoredEvent};
 use crate::error::{raise, BillingError};
-use crate::jsonb::JsonbRef;
-use crate::numeric::from_decimal;
+use crate::jsonb::{JsonbRef, PgJsonb};
+use crate::numeric::{from_decimal, to_decimal};
 use crate::periods::to_date;
 use crate::spi_plans::{execute, Planning};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -61,16 +63,16 @@ pub struct Input<'a> {
 }
 
 /// What billing.rejected_events keeps of a rejected input.
-enum Payload<'a> {
+enum KeptPayload<'a> {
     Sent(JsonbRef<'a>),
     Rebuilt(JsonB),
 }
 
-impl IntoDatum for Payload<'_> {
+impl IntoDatum for KeptPayload<'_> {
     fn into_datum(self) -> Option<pg_sys::Datum> {
         match self {
-            Payload::Sent(element) => element.into_datum(),
-            Payload::Rebuilt(json) => json.into_datum(),
+            KeptPayload::Sent(element) => element.into_datum(),
+            KeptPayload::Rebuilt(json) => json.into_datum(),
         }
     }
 
@@ -201,18 +203,18 @@ impl<'a> NewEvents<'a> {
         positions.iter().map(|&p| field(&self.0[p].1)).collect::<Vec<T>>().into()
     }
 
-    /// Stores the events and folds the new ones into their day rollups; returns which
-    /// positions were new (the others already existed).
-    fn insert(&self) -> Vec<bool> {
+    /// Stores the events and folds the new ones into their day rollups; returns what
+    /// storing each position found.
+    fn insert(&self) -> Vec<Storage> {
         // Each event's dimension set as text, made once for the insert and the rollup key.
         let dims: Vec<Option<String>> = self.0.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect();
-        let days = match bulk_store::store(&self.0, &dims) {
-            BulkOutcome::Stored(days) => days,
+        let storage = match bulk_store::store(&self.0, &dims) {
+            BulkOutcome::Stored(storage) => storage,
             BulkOutcome::NotApplicable => self.insert_with_statement(&dims),
         };
         let mut rollups = DayRollups::default();
-        for (p, day) in days.iter().enumerate() {
-            let Some(day) = *day else { continue };
+        for (p, found) in storage.iter().enumerate() {
+            let Storage::Stored { day } = *found else { continue };
             let event = &self.0[p].1;
             let key = (event.customer_id, event.subscription_id, event.billable_metric_id, day, dims[p].as_deref());
             let stored_event = StoredEvent {
@@ -226,12 +228,12 @@ impl<'a> NewEvents<'a> {
         if !rollups.0.is_empty() {
             Spi::connect(|_| write_rollups(&rollups));
         }
-        days.iter().map(Option::is_some).collect()
+        storage
     }
 
-    /// Stores the events through INSERT ... ON CONFLICT DO NOTHING; per position, the local
-    /// day it was stored under, or `None` when its key already existed.
-    fn insert_with_statement(&self, dims: &[Option<String>]) -> Vec<Option<i32>> {
+    /// Stores the events through INSERT ... ON CONFLICT DO NOTHING, then compares the
+    /// replays of keys that already existed with what is stored.
+    fn insert_with_statement(&self, dims: &[Option<String>]) -> Vec<Storage> {
         let all: Vec<usize> = (0..self.0.len()).collect();
         let args = [
             self.column(&all, |e| e.customer_id),
@@ -257,25 +259,43 @@ impl<'a> NewEvents<'a> {
         for (p, day) in rows {
             days[p] = Some(day.to_pg_epoch_days());
         }
-        days
+        let existing: Vec<usize> = (0..days.len()).filter(|&p| days[p].is_none()).collect();
+        let mut same = vec![false; days.len()];
+        if !existing.is_empty() {
+            for (p, same_payload) in self.compare_with_stored(&existing) {
+                same[p] = same_payload;
+            }
+        }
+        days.iter()
+            .zip(same)
+            .map(|(day, same_payload)| match *day {
+                Some(day) => Storage::Stored { day },
+                None => Storage::AlreadyStored { same_payload },
+            })
+            .collect()
     }
 
-    /// For positions whose key already existed: (input index, same payload as stored?).
-    fn classify_existing(&self, positions: &[usize]) -> Vec<(usize, bool)> {
+    /// For positions whose key already existed: (position, same payload as stored?).
+    fn compare_with_stored(&self, positions: &[usize]) -> Vec<(usize, bool)> {
         let args = [
             self.column(positions, |e| e.customer_id),
             self.column(positions, |e| e.subscription_id),
             self.column(positions, |e| e.transaction_id.clone()),
-            self.column(positions, |e| e.billable_metric_id),
-            self.column(positions, |e| micros_to_timestamptz(e.timestamp)),
-            self.column(positions, |e| e.properties),
-            self.column(positions, |e| e.precise_total_amount_cents.map(from_decimal)),
-            self.column(positions, |e| e.timestamp_given),
-            positions.iter().map(|&p| self.0[p].0 as i32).collect::<Vec<i32>>().into(),
+            positions.iter().map(|&p| p as i32).collect::<Vec<i32>>().into(),
         ];
         Spi::connect(|_| {
             execute(EXISTING_SQL, &args, Planning::ForRows(positions.len()), |row| {
-                (row.get::<i32>(1).unwrap() as usize, row.get::<bool>(2).unwrap_or(false))
+                let position = row.get::<i32>(1).unwrap() as usize;
+                let properties: PgJsonb = row.get(4).expect("stored properties are never null");
+                let stored = Payload {
+                    billable_metric_id: row.get(2).unwrap(),
+                    timestamp: row.get::<TimestampWithTimeZone>(3).unwrap().into(),
+                    properties: Some(properties.root()),
+                    precise_total_amount_cents: row
+                        .get::<AnyNumeric>(5)
+                        .map(|n| to_decimal(&n, "precise_total_amount_cents").expect("stored amounts were validated")),
+                };
+                (position, same_payload(&stored, &self.0[position].1))
             })
         })
     }
@@ -315,8 +335,8 @@ fn record_rejections(inputs: &[Input<'_>], outcomes: &[Outcome]) {
         rejected
             .iter()
             .map(|&i| match (&inputs[i].payload, &inputs[i].event) {
-                (Some(element), _) => Payload::Sent(*element),
-                (None, Ok(event)) => Payload::Rebuilt(JsonB(event.to_json())),
+                (Some(element), _) => KeptPayload::Sent(*element),
+                (None, Ok(event)) => KeptPayload::Rebuilt(JsonB(event.to_json())),
                 (None, Err(_)) => unreachable!("inputs without a payload are parsed events"),
             })
             .collect::<Vec<_>>()
@@ -359,7 +379,7 @@ pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
         let outcome = match validated {
             Err(error) => Outcome { transaction_id, status: Status::Rejected, error: Some(error) },
             Ok(event) => match first_in_batch.get(&(event.subscription_id, key_of(input))) {
-                Some(&first) if same_payload(&new_events.0[first].1, &event) => {
+                Some(&first) if same_payload(&new_events.0[first].1.payload(), &event) => {
                     repeats.push((index, new_events.0[first].0));
                     Outcome { transaction_id, status: Status::Duplicate, error: None }
                 }
@@ -387,11 +407,10 @@ pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
                 b.customer_id,
             ))
         });
-        let stored = new_events.insert();
-        let existing: Vec<usize> = (0..stored.len()).filter(|&p| !stored[p]).collect();
-        if !existing.is_empty() {
-            for (index, same) in new_events.classify_existing(&existing) {
-                outcomes[index].status = if same { Status::Duplicate } else { Status::Conflict };
+        for (position, found) in new_events.insert().into_iter().enumerate() {
+            if let Storage::AlreadyStored { same_payload } = found {
+                let index = new_events.0[position].0;
+                outcomes[index].status = if same_payload { Status::Duplicate } else { Status::Conflict };
             }
         }
     }

@@ -149,6 +149,28 @@ SELECT r.billable_metric_id, sum(r.events_count) AS rollup_events, sum(r.value_s
        (SELECT coalesce(sum(e.value), 0) FROM billing.events e WHERE e.billable_metric_id = r.billable_metric_id) AS event_sum
 FROM billing.usage_rollups r GROUP BY r.billable_metric_id ORDER BY r.billable_metric_id;
 
+-- Batches of 16 events or more take the bulk path; replays of stored keys are compared with
+-- the stored payload there too. 14 new events, then 6 replays of stored keys: the same
+-- payload (numbers spelt differently, or the timestamp left out) is a duplicate; another
+-- value, another timestamp or another amount is a conflict, and the first write is kept.
+SELECT ingest.status, count(*), string_agg(ingest.transaction_id, ' ' ORDER BY ingest.index) AS keys
+FROM billing.ingest_events((
+  SELECT jsonb_agg(e ORDER BY ord) FROM (
+    SELECT i AS ord, jsonb_build_object('external_subscription_id', 'sub-1', 'code', 'tokens', 'transaction_id', 'bulk-' || i,
+                                        'timestamp', '2026-03-15T00:00:00Z', 'properties', jsonb_build_object('tokens', i)) AS e
+    FROM generate_series(1, 14) i
+    UNION ALL VALUES
+      (15, '{"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "tx-1", "timestamp": "2026-03-01T10:00:00Z", "properties": {"tokens": 1200.0}}'::jsonb),
+      (16, '{"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "b-1", "properties": {"tokens": 300}}'),
+      (17, '{"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "copy-2", "timestamp": "2026-03-12T00:00:00Z", "properties": {"tokens": 21}}'),
+      (18, '{"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "copy-1", "timestamp": "2026-03-13T00:00:00Z", "properties": {"tokens": 10}}'),
+      (19, '{"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "big-5", "timestamp": "2026-03-13T00:00:00Z", "properties": {"tokens": 5}, "precise_total_amount_cents": "5"}'),
+      (20, '{"external_subscription_id": "sub-1", "code": "tokens", "transaction_id": "big-6", "timestamp": "2026-03-13T00:00:00Z", "properties": {"tokens": 6}}')
+  ) batch(ord, e))) ingest
+GROUP BY ingest.status ORDER BY ingest.status;
+SELECT transaction_id, value, "timestamp", precise_total_amount_cents FROM billing.events
+WHERE transaction_id IN ('tx-1', 'b-1', 'copy-1', 'copy-2', 'big-5', 'big-6') ORDER BY transaction_id;
+
 -- The catalog this session has cached follows its own changes, committed or rolled back.
 SELECT billing.ingest_event('sub-1', 'tokens', 'cache-1', '2026-03-14T00:00:00Z', '{"tokens": 1}');
 BEGIN;
