@@ -1,6 +1,6 @@
-//! Set-based ingestion: three small catalog reads, one insert of the events, one upsert of
-//! their day rollups, one classification read (only when keys already existed) and one
-//! reject insert per batch, whatever its size.
+//! Set-based ingestion, whatever the batch size: the catalog from the backend's cache (one
+//! lookup each for what it lacks), the events stored by the bulk path or one INSERT, one
+//! upsert of their day rollups, and one insert of the rejects.
 
 use super::bulk_store::{self, BulkOutcome, Storage};
 use super::catalog_cache::{self, CachedCatalog};
