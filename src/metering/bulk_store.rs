@@ -6,11 +6,13 @@
 //! writes one heap WAL record per row and runs a projection per row; for a 1,000-event
 //! batch that was most of the batch's time. Here the probe sees committed keys and keys
 //! other transactions are still storing; it waits for those to end, as the unique index
-//! would. Keys found are left to the caller as already stored, and the rest are inserted
-//! with the unique index enforcing the key as usual. A key that a concurrent batch starts
-//! storing between the probe and the insert raises unique_violation inside a
-//! subtransaction, which is rolled back: the caller then stores the whole batch through the
-//! SQL statement, whose ON CONFLICT settles the race.
+//! would. A key found is reported as already stored, with the stored row compared to the
+//! replay there and then; the rest are inserted with the unique index enforcing the key as
+//! usual. Probing and inserting go 100 events at a time, so the window in which a
+//! concurrent batch can start storing a probed key is short. If it does, the insert raises
+//! unique_violation inside the batch's subtransaction, which is rolled back, and the batch
+//! is tried again with fresh probes; after three lost races the caller stores it through
+//! the SQL statement, whose ON CONFLICT settles races row by row.
 //!
 //! The path is taken only where it does exactly what the SQL statement would: read
 //! committed isolation (under repeatable read a key committed after the snapshot must fail
@@ -318,7 +320,8 @@ impl Target {
         events: &[(usize, ValidEvent<JsonbRef<'_>>)],
         transaction_ids: &[pg_sys::Datum],
     ) -> Vec<Option<bool>> {
-        let dirty: *mut pg_sys::SnapshotData = Box::into_raw(Box::new(std::mem::zeroed()));
+        // In this call's memory, which also frees it if the probe raises.
+        let dirty = pg_sys::palloc0(std::mem::size_of::<pg_sys::SnapshotData>()).cast::<pg_sys::SnapshotData>();
         (*dirty).snapshot_type = pg_sys::SnapshotType::SNAPSHOT_DIRTY;
         let scan = pg_sys::index_beginscan(self.relation, self.unique_index, dirty, 3, 0);
         let found = pg_sys::MakeSingleTupleTableSlot(self.row_type, &pg_sys::TTSOpsBufferHeapTuple);
@@ -326,7 +329,7 @@ impl Target {
             events.iter().zip(transaction_ids).map(|((_, e), &tx)| self.probe(scan, dirty, found, e, tx)).collect();
         pg_sys::index_endscan(scan);
         pg_sys::ExecDropSingleTupleTableSlot(found);
-        drop(Box::from_raw(dirty));
+        pg_sys::pfree(dirty.cast());
         stored
     }
 

@@ -176,7 +176,8 @@ pub struct MetricRow {
     pub field_name: Option<String>,
 }
 
-/// The catalog rows one batch refers to, loaded once per batch.
+/// The catalog rows events are checked against: at least those of the batch at hand (the
+/// backend keeps them between calls).
 #[derive(Debug, Default)]
 pub struct CatalogSnapshot {
     pub subscriptions: HashMap<String, SubscriptionRow>,
