@@ -4,8 +4,9 @@
 -- Idempotency key: (subscription, transaction_id), permanent. The key leads with the
 -- customer so the table can be distributed by customer.
 CREATE TABLE billing.events (
-    -- A surrogate only (no order is read from it): each backend takes ids a hundred at a time.
-    id bigint GENERATED ALWAYS AS IDENTITY (CACHE 100),
+    -- Ingestion order: events at the same instant count in id order (the later ingested
+    -- wins for latest). Ingestion assigns a batch's ids in the order its events were sent.
+    id bigint GENERATED ALWAYS AS IDENTITY,
     customer_id bigint NOT NULL,
     subscription_id bigint NOT NULL,
     -- Compared byte for byte: an idempotency key is an identifier, not prose to collate.
@@ -37,8 +38,7 @@ CREATE TABLE billing.usage_rollups (
     value_sum numeric NOT NULL,
     value_max numeric,
     latest_at timestamptz NOT NULL,
-    -- Events at the same instant count in transaction id order: the greatest is the latest.
-    latest_transaction_id text COLLATE "C" NOT NULL,
+    latest_event_id bigint NOT NULL,
     latest_value numeric,
     PRIMARY KEY (customer_id, subscription_id, billable_metric_id, day, dims, slot)
 );

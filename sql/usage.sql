@@ -64,11 +64,11 @@ BEGIN
                           WHEN lag(e.op) OVER w = 'add' THEN -1
                           ELSE 0 END AS contribution
               FROM (SELECT ev.dims, ev.properties ->> metric.field_name AS member,
-                           coalesce(ev.properties ->> 'operation_type', 'add') AS op, ev."timestamp", ev.transaction_id
+                           coalesce(ev.properties ->> 'operation_type', 'add') AS op, ev."timestamp", ev.id
                     FROM billing.events ev
                     WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
                       AND ev."timestamp" BETWEEN window_start AND to_ts) e
-              WINDOW w AS (PARTITION BY e.dims, e.member ORDER BY e."timestamp", e.transaction_id)) c
+              WINDOW w AS (PARTITION BY e.dims, e.member ORDER BY e."timestamp", e.id)) c
         GROUP BY c.dims;
     ELSIF metric.aggregation = 'weighted_sum' THEN
         RETURN QUERY
@@ -97,7 +97,7 @@ BEGIN
                    WHEN 'count' THEN sum(r.events_count)::numeric
                    WHEN 'sum' THEN sum(r.value_sum)
                    WHEN 'max' THEN coalesce(max(r.value_max), 0)
-                   ELSE greatest((array_agg(r.latest_value ORDER BY r.latest_at DESC, r.latest_transaction_id DESC))[1], 0)
+                   ELSE greatest((array_agg(r.latest_value ORDER BY r.latest_at DESC, r.latest_event_id DESC))[1], 0)
                END,
                sum(r.events_count)::bigint
         FROM billing.usage_rollups r
@@ -111,7 +111,7 @@ BEGIN
                    WHEN 'count' THEN count(*)::numeric
                    WHEN 'sum' THEN coalesce(sum(ev.value), 0)
                    WHEN 'max' THEN coalesce(max(ev.value), 0)
-                   ELSE greatest((array_agg(ev.value ORDER BY ev."timestamp" DESC, ev.transaction_id DESC))[1], 0)
+                   ELSE greatest((array_agg(ev.value ORDER BY ev."timestamp" DESC, ev.id DESC))[1], 0)
                END,
                count(*)
         FROM billing.events ev
@@ -128,7 +128,7 @@ CREATE FUNCTION billing._metric_event_values(
 ) RETURNS TABLE (dims jsonb, event_values numeric[])
 LANGUAGE sql STABLE AS $$
     SELECT ev.dims, array_agg(CASE WHEN dynamic THEN coalesce(ev.precise_total_amount_cents, 0) ELSE coalesce(ev.value, 1) END
-                              ORDER BY ev."timestamp", ev.transaction_id)
+                              ORDER BY ev."timestamp", ev.id)
     FROM billing.events ev
     WHERE ev.subscription_id = _metric_event_values.subscription_id AND ev.billable_metric_id = metric_id
       AND ev."timestamp" BETWEEN from_ts AND to_ts

@@ -18,7 +18,7 @@
 //! committed isolation (under repeatable read a key committed after the snapshot must fail
 //! the transaction, as ON CONFLICT makes it); a table with the columns this version created
 //! and no triggers, rules, row security or CHECK constraints; a caller who may insert into
-//! it and use its id sequence; a table not distributed by Citus; and room in the
+//! it; a table not distributed by Citus; and room in the
 //! transaction's cached subtransaction ids.
 
 use super::event::{same_payload, Payload, ValidEvent};
@@ -99,7 +99,6 @@ struct Target {
     relation: pg_sys::Relation,
     estate: *mut pg_sys::EState,
     result_relation: *mut pg_sys::ResultRelInfo,
-    sequence: pg_sys::Oid,
     unique_index: pg_sys::Relation,
     /// A copy of the table's row type: slots made from it do not pin the relcache entry's
     /// descriptor, which would cost a resource-owner entry per event.
@@ -153,7 +152,6 @@ impl Target {
             relation,
             estate: std::ptr::null_mut(),
             result_relation: std::ptr::null_mut(),
-            sequence: pg_sys::InvalidOid,
             unique_index: std::ptr::null_mut(),
             row_type: pg_sys::CreateTupleDescCopy((*relation).rd_att),
         };
@@ -167,14 +165,6 @@ impl Target {
             && ((*desc).constr.is_null() || (*(*desc).constr).num_check == 0)
             && same_columns(desc);
         if !plain {
-            return None;
-        }
-        target.sequence = pg_sys::getIdentitySequence(relid, (ID + 1) as pg_sys::AttrNumber, true);
-        let sequence_rights = (pg_sys::ACL_USAGE | pg_sys::ACL_UPDATE) as pg_sys::AclMode;
-        if target.sequence == pg_sys::InvalidOid
-            || pg_sys::pg_class_aclcheck(target.sequence, pg_sys::GetUserId(), sequence_rights)
-                != pg_sys::AclResult::ACLCHECK_OK
-        {
             return None;
         }
         target.estate = pg_sys::CreateExecutorState();
@@ -270,10 +260,30 @@ unsafe fn local_day(timestamp: i64, timezone: pg_sys::Datum) -> i32 {
     day.value() as i32
 }
 
+/// Ids for the events from billing.events' id sequence, taken in the order the events were
+/// sent (their input index), whatever order they are stored in: for events at the same
+/// instant, id order is ingestion order. Keys found already stored leave gaps.
+pub fn allocate_ids(events: &[(usize, ValidEvent<JsonbRef<'_>>)]) -> Vec<i64> {
+    // SAFETY: catalog lookups and nextval, as an INSERT's identity default would make.
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"billing".as_ptr(), false);
+        let relid = pg_sys::get_relname_relid(c"events".as_ptr(), namespace);
+        let sequence = pg_sys::getIdentitySequence(relid, (ID + 1) as pg_sys::AttrNumber, false);
+        let mut sent_order: Vec<usize> = (0..events.len()).collect();
+        sent_order.sort_unstable_by_key(|&position| events[position].0);
+        let mut ids = vec![0; events.len()];
+        for position in sent_order {
+            ids[position] = pgrx::direct_function_call::<i64>(pg_sys::nextval_oid, &[sequence.into_datum()])
+                .expect("nextval gives a value");
+        }
+        ids
+    }
+}
+
 /// Stores the batch's events whose keys are not stored yet (events come in the global key
-/// order the caller sorted them in, each key once). See the module comment for when it
-/// declines.
-pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String>]) -> BulkOutcome {
+/// order the caller sorted them in, each key once, with their ids). See the module comment
+/// for when it declines.
+pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String>], ids: &[i64]) -> BulkOutcome {
     // SAFETY: called inside a transaction from a SQL function; every pointer below comes
     // from PostgreSQL for this call and is released before it returns or by the
     // subtransaction's abort.
@@ -295,6 +305,7 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
                     let (chunk_storage, slots) = target.new_rows(
                         &events[chunk.clone()],
                         &dims[chunk.clone()],
+                        &ids[chunk.clone()],
                         &transaction_ids[chunk],
                         &stored_before,
                     );
@@ -339,6 +350,7 @@ impl Target {
         &self,
         events: &[(usize, ValidEvent<JsonbRef<'_>>)],
         dims: &[Option<String>],
+        ids: &[i64],
         transaction_ids: &[pg_sys::Datum],
         stored_before: &[Option<bool>],
     ) -> (Vec<Storage>, Vec<*mut pg_sys::TupleTableSlot>) {
@@ -362,8 +374,6 @@ impl Target {
             };
             let day = local_day(event.timestamp, timezone);
             storage.push(Storage::Stored { day });
-            let id = direct_function_call_as_datum(pg_sys::nextval_oid, &[self.sequence.into_datum()])
-                .expect("nextval gives a value");
             let numeric = |v: Option<rust_decimal::Decimal>| v.and_then(|v| from_decimal(v).into_datum());
             let dims_datum = match &dims[position] {
                 Some(text) => {
@@ -373,7 +383,7 @@ impl Target {
                 None => Some(empty_object),
             };
             let mut values: [Option<pg_sys::Datum>; COLUMNS.len()] = [None; COLUMNS.len()];
-            values[ID] = Some(id);
+            values[ID] = Some(ids[position].into());
             values[CUSTOMER_ID] = Some(event.customer_id.into());
             values[SUBSCRIPTION_ID] = Some(event.subscription_id.into());
             values[TRANSACTION_ID] = Some(transaction_ids[position]);

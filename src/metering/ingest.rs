@@ -208,21 +208,17 @@ impl<'a> NewEvents<'a> {
     fn insert(&self) -> Vec<Storage> {
         // Each event's dimension set as text, made once for the insert and the rollup key.
         let dims: Vec<Option<String>> = self.0.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect();
-        let storage = match bulk_store::store(&self.0, &dims) {
+        let ids = bulk_store::allocate_ids(&self.0);
+        let storage = match bulk_store::store(&self.0, &dims, &ids) {
             BulkOutcome::Stored(storage) => storage,
-            BulkOutcome::NotApplicable => self.insert_with_statement(&dims),
+            BulkOutcome::NotApplicable => self.insert_with_statement(&dims, &ids),
         };
         let mut rollups = DayRollups::default();
         for (p, found) in storage.iter().enumerate() {
             let Storage::Stored { day } = *found else { continue };
             let event = &self.0[p].1;
             let key = (event.customer_id, event.subscription_id, event.billable_metric_id, day, dims[p].as_deref());
-            let stored_event = StoredEvent {
-                key,
-                transaction_id: &event.transaction_id,
-                timestamp: event.timestamp,
-                value: event.value,
-            };
+            let stored_event = StoredEvent { key, id: ids[p], timestamp: event.timestamp, value: event.value };
             rollups.add(stored_event).unwrap_or_else(|error| raise(error));
         }
         if !rollups.0.is_empty() {
@@ -233,7 +229,7 @@ impl<'a> NewEvents<'a> {
 
     /// Stores the events through INSERT ... ON CONFLICT DO NOTHING, then compares the
     /// replays of keys that already existed with what is stored.
-    fn insert_with_statement(&self, dims: &[Option<String>]) -> Vec<Storage> {
+    fn insert_with_statement(&self, dims: &[Option<String>], ids: &[i64]) -> Vec<Storage> {
         let all: Vec<usize> = (0..self.0.len()).collect();
         let args = [
             self.column(&all, |e| e.customer_id),
@@ -246,6 +242,7 @@ impl<'a> NewEvents<'a> {
             self.column(&all, |e| e.precise_total_amount_cents.map(from_decimal)),
             dims.to_vec().into(),
             self.column(&all, |e| e.timezone.clone()),
+            ids.to_vec().into(),
         ];
         let position: HashMap<(i64, &str), usize> =
             self.0.iter().enumerate().map(|(p, (_, e))| ((e.subscription_id, e.transaction_id.as_str()), p)).collect();
@@ -314,7 +311,7 @@ fn write_rollups(rollups: &DayRollups<'_>) {
         sums.iter().map(|r| from_decimal(r.value_sum)).collect::<Vec<AnyNumeric>>().into(),
         sums.iter().map(|r| r.value_max.map(from_decimal)).collect::<Vec<Option<AnyNumeric>>>().into(),
         sums.iter().map(|r| micros_to_timestamptz(r.latest_at)).collect::<Vec<TimestampWithTimeZone>>().into(),
-        sums.iter().map(|r| r.latest_transaction_id).collect::<Vec<&str>>().into(),
+        sums.iter().map(|r| r.latest_event_id).collect::<Vec<i64>>().into(),
         sums.iter().map(|r| r.latest_value.map(from_decimal)).collect::<Vec<Option<AnyNumeric>>>().into(),
     ];
     execute(ROLLUP_SQL, &args, Planning::Generic, |_| ());

@@ -12,28 +12,27 @@ pub type RollupKey<'a> = (i64, i64, i64, i32, Option<&'a str>);
 
 /// The partial aggregates of one rollup row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DayRollup<'a> {
+pub struct DayRollup {
     pub events_count: i64,
     pub value_sum: Decimal,
     pub value_max: Option<Decimal>,
-    /// The latest event by (timestamp, transaction id), the order raw events are read in
-    /// too: events at the same instant count in transaction id order, however they arrived.
+    /// The latest event by (timestamp, id): the tie-break the raw-event reading uses too.
     pub latest_at: i64,
-    pub latest_transaction_id: &'a str,
+    pub latest_event_id: i64,
     pub latest_value: Option<Decimal>,
 }
 
 /// A stored event as its rollup sees it.
 pub struct StoredEvent<'a> {
     pub key: RollupKey<'a>,
-    pub transaction_id: &'a str,
+    pub id: i64,
     pub timestamp: i64,
     pub value: Option<Decimal>,
 }
 
 /// Rollups in key order, the order every writer locks them in.
 #[derive(Default)]
-pub struct DayRollups<'a>(pub BTreeMap<RollupKey<'a>, DayRollup<'a>>);
+pub struct DayRollups<'a>(pub BTreeMap<RollupKey<'a>, DayRollup>);
 
 impl<'a> DayRollups<'a> {
     /// Adds one stored event. Fails only when a sum leaves the exact decimal range.
@@ -44,7 +43,7 @@ impl<'a> DayRollups<'a> {
             value_sum: Decimal::ZERO,
             value_max: None,
             latest_at: event.timestamp,
-            latest_transaction_id: event.transaction_id,
+            latest_event_id: event.id,
             latest_value: value,
         });
         rollup.events_count += 1;
@@ -56,9 +55,9 @@ impl<'a> DayRollups<'a> {
             })?;
             rollup.value_max = Some(rollup.value_max.map_or(v, |max| max.max(v)));
         }
-        if (event.timestamp, event.transaction_id) > (rollup.latest_at, rollup.latest_transaction_id) {
+        if (event.timestamp, event.id) > (rollup.latest_at, rollup.latest_event_id) {
             rollup.latest_at = event.timestamp;
-            rollup.latest_transaction_id = event.transaction_id;
+            rollup.latest_event_id = event.id;
             rollup.latest_value = value;
         }
         Ok(())
@@ -70,13 +69,8 @@ mod tests {
     use super::*;
     use std::str::FromStr;
 
-    fn event(
-        key: RollupKey<'static>,
-        transaction_id: &'static str,
-        timestamp: i64,
-        value: Option<&str>,
-    ) -> StoredEvent<'static> {
-        StoredEvent { key, transaction_id, timestamp, value: value.map(|v| Decimal::from_str(v).unwrap()) }
+    fn event(key: RollupKey<'static>, id: i64, timestamp: i64, value: Option<&str>) -> StoredEvent<'static> {
+        StoredEvent { key, id, timestamp, value: value.map(|v| Decimal::from_str(v).unwrap()) }
     }
 
     fn d(v: &str) -> Decimal {
@@ -88,12 +82,12 @@ mod tests {
         let mut rollups = DayRollups::default();
         let day = (1, 10, 100, 9000, None);
         let other_day = (1, 10, 100, 9001, None);
-        rollups.add(event(day, "t1", 50, Some("2.5"))).unwrap();
-        rollups.add(event(day, "t2", 40, Some("-7"))).unwrap();
-        rollups.add(event(other_day, "t3", 60, Some("1"))).unwrap();
+        rollups.add(event(day, 1, 50, Some("2.5"))).unwrap();
+        rollups.add(event(day, 2, 40, Some("-7"))).unwrap();
+        rollups.add(event(other_day, 3, 60, Some("1"))).unwrap();
         let first = &rollups.0[&day];
         assert_eq!((first.events_count, first.value_sum, first.value_max), (2, d("-4.5"), Some(d("2.5"))));
-        assert_eq!((first.latest_at, first.latest_transaction_id, first.latest_value), (50, "t1", Some(d("2.5"))));
+        assert_eq!((first.latest_at, first.latest_event_id, first.latest_value), (50, 1, Some(d("2.5"))));
         assert_eq!(rollups.0[&other_day].events_count, 1);
     }
 
@@ -101,29 +95,29 @@ mod tests {
     fn events_without_a_value_count_but_do_not_sum() {
         let mut rollups = DayRollups::default();
         let key = (1, 10, 100, 9000, Some("{\"region\": \"eu\"}"));
-        rollups.add(event(key, "t1", 10, None)).unwrap();
-        rollups.add(event(key, "t2", 20, None)).unwrap();
+        rollups.add(event(key, 1, 10, None)).unwrap();
+        rollups.add(event(key, 2, 20, None)).unwrap();
         let rollup = &rollups.0[&key];
         assert_eq!((rollup.events_count, rollup.value_sum, rollup.value_max), (2, Decimal::ZERO, None));
-        assert_eq!((rollup.latest_transaction_id, rollup.latest_value), ("t2", None));
+        assert_eq!((rollup.latest_event_id, rollup.latest_value), (2, None));
     }
 
     #[test]
-    fn the_latest_event_is_the_latest_timestamp_then_the_greatest_transaction_id() {
+    fn the_latest_event_is_the_latest_timestamp_then_the_highest_id() {
         let mut rollups = DayRollups::default();
         let key = (1, 10, 100, 9000, None);
-        rollups.add(event(key, "t7", 30, Some("1"))).unwrap();
-        rollups.add(event(key, "t5", 30, Some("2"))).unwrap();
-        rollups.add(event(key, "t9", 20, Some("3"))).unwrap();
+        rollups.add(event(key, 7, 30, Some("1"))).unwrap();
+        rollups.add(event(key, 5, 30, Some("2"))).unwrap();
+        rollups.add(event(key, 9, 20, Some("3"))).unwrap();
         let rollup = &rollups.0[&key];
-        assert_eq!((rollup.latest_at, rollup.latest_transaction_id, rollup.latest_value), (30, "t7", Some(d("1"))));
+        assert_eq!((rollup.latest_at, rollup.latest_event_id, rollup.latest_value), (30, 7, Some(d("1"))));
     }
 
     #[test]
     fn keys_come_out_in_order() {
         let mut rollups = DayRollups::default();
         for (sub, day) in [(12, 3), (10, 5), (12, 1), (10, 4)] {
-            rollups.add(event((1, sub, 100, day, None), "t", 0, Some("1"))).unwrap();
+            rollups.add(event((1, sub, 100, day, None), sub * 10 + day as i64, 0, Some("1"))).unwrap();
         }
         let keys: Vec<(i64, i32)> = rollups.0.keys().map(|k| (k.1, k.3)).collect();
         assert_eq!(keys, vec![(10, 4), (10, 5), (12, 1), (12, 3)]);
@@ -133,8 +127,8 @@ mod tests {
     fn a_sum_beyond_the_decimal_range_is_an_error_not_a_wrap() {
         let mut rollups = DayRollups::default();
         let key = (1, 10, 100, 9000, None);
-        rollups.add(event(key, "t1", 0, Some("79228162514264337593543950335"))).unwrap();
-        let error = rollups.add(event(key, "t2", 0, Some("1"))).unwrap_err();
+        rollups.add(event(key, 1, 0, Some("79228162514264337593543950335"))).unwrap();
+        let error = rollups.add(event(key, 2, 0, Some("1"))).unwrap_err();
         assert_eq!(error.kind.code(), "22003");
     }
 }

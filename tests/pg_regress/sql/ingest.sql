@@ -170,6 +170,15 @@ FROM billing.ingest_events((
 GROUP BY ingest.status ORDER BY ingest.status;
 SELECT transaction_id, value, "timestamp", precise_total_amount_cents FROM billing.events
 WHERE transaction_id IN ('tx-1', 'b-1', 'copy-1', 'copy-2', 'big-5', 'big-6') ORDER BY transaction_id;
+-- Ids follow the order events were sent (events at the same instant count in id order, the
+-- later ingested last), whichever order they were stored in: the bulk path stores newest
+-- transaction id first, and so does the statement a small batch goes through.
+SELECT string_agg(transaction_id, ' ' ORDER BY id) FROM billing.events WHERE transaction_id LIKE 'bulk-%';
+SELECT status FROM billing.ingest_events('[
+  {"external_subscription_id": "sub-1", "code": "calls", "transaction_id": "order-b", "timestamp": "2026-03-15T00:00:00Z"},
+  {"external_subscription_id": "sub-1", "code": "calls", "transaction_id": "order-c", "timestamp": "2026-03-15T00:00:00Z"},
+  {"external_subscription_id": "sub-1", "code": "calls", "transaction_id": "order-a", "timestamp": "2026-03-15T00:00:00Z"}]');
+SELECT string_agg(transaction_id, ' ' ORDER BY id) FROM billing.events WHERE transaction_id LIKE 'order-%';
 
 -- The catalog this session has cached follows its own changes, committed or rolled back.
 SELECT billing.ingest_event('sub-1', 'tokens', 'cache-1', '2026-03-14T00:00:00Z', '{"tokens": 1}');
