@@ -1,5 +1,5 @@
--- Stores new events; returns those it stored (keys that already existed are skipped) with
--- what their day rollups need. The caller sends the rows in one global key order, so
+-- Stores new events; returns the id and local day of those it stored (keys that already
+-- existed are skipped). The caller sends the rows in one global key order, so
 -- overlapping concurrent batches wait on each other instead of deadlocking, with ids ($11)
 -- it took from the id sequence in the order the events were sent. Events without
 -- properties (or without usage-splitting keys) arrive as NULL and are stored as {}.
@@ -14,4 +14,4 @@ FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestampt
      AS i(customer_id, subscription_id, transaction_id, billable_metric_id, ts, properties, value,
           precise_total_amount_cents, dims, timezone, id)
 ON CONFLICT ON CONSTRAINT events_idempotency_key DO NOTHING
-RETURNING e.subscription_id, e.transaction_id, e.local_day
+RETURNING e.id, e.local_day

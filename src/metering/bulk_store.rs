@@ -142,8 +142,7 @@ impl Target {
         if pg_sys::get_extension_oid(c"citus".as_ptr(), true) != pg_sys::InvalidOid {
             return None;
         }
-        let namespace = pg_sys::get_namespace_oid(c"billing".as_ptr(), false);
-        let relid = pg_sys::get_relname_relid(c"events".as_ptr(), namespace);
+        let relid = events_relid();
         if relid == pg_sys::InvalidOid || !permitted(relid, pg_sys::ACL_INSERT as pg_sys::AclMode) {
             return None;
         }
@@ -232,14 +231,31 @@ unsafe fn same_as_stored(slot: *mut pg_sys::TupleTableSlot, replay: &ValidEvent<
     let (precise, precise_null) = column(PRECISE_TOTAL_AMOUNT_CENTS);
     // Read in place, or detoasted into this call's memory.
     let properties = PgJsonb::from_datum(properties, false).expect("stored properties are never null");
-    let stored = Payload {
-        billable_metric_id: metric.value() as i64,
-        timestamp: timestamp.value() as i64,
+    let precise = AnyNumeric::from_datum(precise, precise_null);
+    same_payload(&stored_payload(metric.value() as i64, timestamp.value() as i64, &properties, precise), replay)
+}
+
+/// The payload of a stored event from its columns, for comparing a replay with it (both
+/// storage paths read the stored row their own way and meet here).
+pub fn stored_payload(
+    billable_metric_id: i64,
+    timestamp: i64,
+    properties: &PgJsonb,
+    precise_total_amount_cents: Option<AnyNumeric>,
+) -> Payload<JsonbRef<'_>> {
+    Payload {
+        billable_metric_id,
+        timestamp,
         properties: Some(properties.root()),
-        precise_total_amount_cents: AnyNumeric::from_datum(precise, precise_null)
+        precise_total_amount_cents: precise_total_amount_cents
             .map(|n| to_decimal(&n, "precise_total_amount_cents").expect("stored amounts were validated")),
-    };
-    same_payload(&stored, replay)
+    }
+}
+
+/// The oid of billing.events.
+unsafe fn events_relid() -> pg_sys::Oid {
+    let namespace = pg_sys::get_namespace_oid(c"billing".as_ptr(), false);
+    pg_sys::get_relname_relid(c"events".as_ptr(), namespace)
 }
 
 /// Whether the table has exactly the columns this version of pg_billing created.
@@ -266,9 +282,7 @@ unsafe fn local_day(timestamp: i64, timezone: pg_sys::Datum) -> i32 {
 pub fn allocate_ids(events: &[(usize, ValidEvent<JsonbRef<'_>>)]) -> Vec<i64> {
     // SAFETY: catalog lookups and nextval, as an INSERT's identity default would make.
     unsafe {
-        let namespace = pg_sys::get_namespace_oid(c"billing".as_ptr(), false);
-        let relid = pg_sys::get_relname_relid(c"events".as_ptr(), namespace);
-        let sequence = pg_sys::getIdentitySequence(relid, (ID + 1) as pg_sys::AttrNumber, false);
+        let sequence = pg_sys::getIdentitySequence(events_relid(), (ID + 1) as pg_sys::AttrNumber, false);
         let mut sent_order: Vec<usize> = (0..events.len()).collect();
         sent_order.sort_unstable_by_key(|&position| events[position].0);
         let mut ids = vec![0; events.len()];

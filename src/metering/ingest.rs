@@ -4,13 +4,11 @@
 
 use super::bulk_store::{self, BulkOutcome, Storage};
 use super::catalog_cache::{self, CachedCatalog};
-use super::event::{
-    same_payload, validate, Aggregation, Clock, MetricRow, Payload, RawEvent, SubscriptionRow, ValidEvent,
-};
+use super::event::{same_payload, validate, Aggregation, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent};
 use super::rollup::{DayRollups, StoredEvent};
 use crate::error::{raise, BillingError};
 use crate::jsonb::{JsonbRef, PgJsonb};
-use crate::numeric::{from_decimal, to_decimal};
+use crate::numeric::from_decimal;
 use crate::periods::to_date;
 use crate::spi_plans::{execute, Planning};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -244,13 +242,12 @@ impl<'a> NewEvents<'a> {
             self.column(&all, |e| e.timezone.clone()),
             ids.to_vec().into(),
         ];
-        let position: HashMap<(i64, &str), usize> =
-            self.0.iter().enumerate().map(|(p, (_, e))| ((e.subscription_id, e.transaction_id.as_str()), p)).collect();
+        // The ids were chosen here, so a stored row's id says which event it is.
+        let position: HashMap<i64, usize> = ids.iter().enumerate().map(|(p, &id)| (id, p)).collect();
         let mut days = vec![None; self.0.len()];
         let rows = Spi::connect(|_| {
             execute(INSERT_SQL, &args, Planning::Generic, |row| {
-                let key = (row.get::<i64>(1).unwrap(), row.get::<String>(2).unwrap());
-                (position[&(key.0, key.1.as_str())], row.get::<Date>(3).unwrap())
+                (position[&row.get::<i64>(1).unwrap()], row.get::<Date>(2).unwrap())
             })
         });
         for (p, day) in rows {
@@ -284,14 +281,8 @@ impl<'a> NewEvents<'a> {
             execute(EXISTING_SQL, &args, Planning::ForRows(positions.len()), |row| {
                 let position = row.get::<i32>(1).unwrap() as usize;
                 let properties: PgJsonb = row.get(4).expect("stored properties are never null");
-                let stored = Payload {
-                    billable_metric_id: row.get(2).unwrap(),
-                    timestamp: row.get::<TimestampWithTimeZone>(3).unwrap().into(),
-                    properties: Some(properties.root()),
-                    precise_total_amount_cents: row
-                        .get::<AnyNumeric>(5)
-                        .map(|n| to_decimal(&n, "precise_total_amount_cents").expect("stored amounts were validated")),
-                };
+                let timestamp = row.get::<TimestampWithTimeZone>(3).unwrap().into();
+                let stored = bulk_store::stored_payload(row.get(2).unwrap(), timestamp, &properties, row.get(5));
                 (position, same_payload(&stored, &self.0[position].1))
             })
         })
