@@ -20,7 +20,13 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/metering.sql",
     name = "metering",
-    requires = ["catalog", metering::catalog_cache::_catalog_changed]
+    requires = [
+        "catalog",
+        metering::catalog_cache::_catalog_changed,
+        metering::copy_paths::_intake_start,
+        metering::copy_paths::_intake_row,
+        metering::copy_paths::_intake_end
+    ]
 );
 pgrx::extension_sql_file!(
     "../sql/usage.sql",

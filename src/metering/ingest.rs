@@ -201,9 +201,9 @@ impl<'a> NewEvents<'a> {
         positions.iter().map(|&p| field(&self.0[p].1)).collect::<Vec<T>>().into()
     }
 
-    /// Stores the events and folds the new ones into their day rollups; returns what
-    /// storing each position found.
-    fn insert(&self) -> Vec<Storage> {
+    /// Stores the events and adds the new ones to `rollups`; returns what storing each
+    /// position found.
+    fn insert(&self, rollups: &mut DayRollups) -> Vec<Storage> {
         // Each event's dimension set as text, made once for the insert and the rollup key.
         let dims: Vec<Option<String>> = self.0.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect();
         let ids = bulk_store::allocate_ids(&self.0);
@@ -211,16 +211,12 @@ impl<'a> NewEvents<'a> {
             BulkOutcome::Stored(storage) => storage,
             BulkOutcome::NotApplicable => self.insert_with_statement(&dims, &ids),
         };
-        let mut rollups = DayRollups::default();
         for (p, found) in storage.iter().enumerate() {
             let Storage::Stored { day } = *found else { continue };
             let event = &self.0[p].1;
-            let key = (event.customer_id, event.subscription_id, event.billable_metric_id, day, dims[p].as_deref());
+            let key = (event.customer_id, event.subscription_id, event.billable_metric_id, day, dims[p].clone());
             let stored_event = StoredEvent { key, id: ids[p], timestamp: event.timestamp, value: event.value };
             rollups.add(stored_event).unwrap_or_else(|error| raise(error));
-        }
-        if !rollups.0.is_empty() {
-            Spi::connect(|_| write_rollups(&rollups));
         }
         storage
     }
@@ -272,9 +268,8 @@ impl<'a> NewEvents<'a> {
     /// For positions whose key already existed: (position, same payload as stored?).
     fn compare_with_stored(&self, positions: &[usize]) -> Vec<(usize, bool)> {
         let args = [
-            self.column(positions, |e| e.customer_id),
-            self.column(positions, |e| e.subscription_id),
             self.column(positions, |e| e.transaction_id.clone()),
+            self.column(positions, |e| e.subscription_id),
             positions.iter().map(|&p| p as i32).collect::<Vec<i32>>().into(),
         ];
         Spi::connect(|_| {
@@ -289,7 +284,16 @@ impl<'a> NewEvents<'a> {
     }
 }
 
-fn write_rollups(rollups: &DayRollups<'_>) {
+/// Folds the rollups into billing.usage_rollups and empties them.
+pub fn write_rollups(rollups: &mut DayRollups) {
+    if rollups.0.is_empty() {
+        return;
+    }
+    Spi::connect(|_| upsert_rollups(rollups));
+    rollups.0.clear();
+}
+
+fn upsert_rollups(rollups: &DayRollups) {
     let keys: Vec<_> = rollups.0.keys().collect();
     let sums: Vec<_> = rollups.0.values().collect();
     let args: [DatumWithOid; 11] = [
@@ -297,7 +301,7 @@ fn write_rollups(rollups: &DayRollups<'_>) {
         keys.iter().map(|k| k.1).collect::<Vec<i64>>().into(),
         keys.iter().map(|k| k.2).collect::<Vec<i64>>().into(),
         keys.iter().map(|k| to_date(k.3)).collect::<Vec<Date>>().into(),
-        keys.iter().map(|k| k.4).collect::<Vec<Option<&str>>>().into(),
+        keys.iter().map(|k| k.4.as_deref()).collect::<Vec<Option<&str>>>().into(),
         sums.iter().map(|r| r.events_count).collect::<Vec<i64>>().into(),
         sums.iter().map(|r| from_decimal(r.value_sum)).collect::<Vec<AnyNumeric>>().into(),
         sums.iter().map(|r| r.value_max.map(from_decimal)).collect::<Vec<Option<AnyNumeric>>>().into(),
@@ -349,8 +353,18 @@ fn key_of<'a>(input: &'a Input<'_>) -> &'a str {
         .expect("validated events have a transaction id")
 }
 
-/// Validates, deduplicates and stores a batch; one outcome per input, in input order.
+/// Validates, deduplicates and stores a batch, its day rollups included; one outcome per
+/// input, in input order.
 pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
+    let mut rollups = DayRollups::default();
+    let outcomes = ingest_keeping_rollups(inputs, rejections, &mut rollups);
+    write_rollups(&mut rollups);
+    outcomes
+}
+
+/// Validates, deduplicates and stores a batch, adding its day rollups to `rollups` for the
+/// caller to write (with those of the load's other batches) before its statement ends.
+pub fn ingest_keeping_rollups(inputs: &[Input<'_>], rejections: Rejections, rollups: &mut DayRollups) -> Vec<Outcome> {
     let cached = load_catalog(inputs);
     let catalog = &cached.catalog;
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
@@ -387,15 +401,12 @@ pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
         // usually resends events older than the rest of its batch, and under most id
         // schemes (sequences, ULIDs, UUIDv7, timestamps) older means smaller. A batch that
         // replays keys a concurrent batch is still storing then does its own work before
-        // it reaches them, rather than waiting at its first one.
+        // it reaches them, rather than waiting at its first one. It is also the order of
+        // the idempotency key's index, whose entries for the batch then land side by side.
         new_events.0.sort_unstable_by(|(_, a), (_, b)| {
-            (&b.transaction_id, a.subscription_id, a.customer_id).cmp(&(
-                &a.transaction_id,
-                b.subscription_id,
-                b.customer_id,
-            ))
+            (&b.transaction_id, a.subscription_id).cmp(&(&a.transaction_id, b.subscription_id))
         });
-        for (position, found) in new_events.insert().into_iter().enumerate() {
+        for (position, found) in new_events.insert(rollups).into_iter().enumerate() {
             if let Storage::AlreadyStored { same_payload } = found {
                 let index = new_events.0[position].0;
                 outcomes[index].status = if same_payload { Status::Duplicate } else { Status::Conflict };

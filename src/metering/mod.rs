@@ -2,6 +2,7 @@
 
 pub mod bulk_store;
 pub mod catalog_cache;
+pub mod copy_paths;
 pub mod event;
 pub mod ingest;
 pub mod rollup;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 /// One rollup row's identity: customer, subscription, metric, local day (days since
 /// 2000-01-01) and the dimension set as JSON text (`None` when the event has none).
-pub type RollupKey<'a> = (i64, i64, i64, i32, Option<&'a str>);
+pub type RollupKey = (i64, i64, i64, i32, Option<String>);
 
 /// The partial aggregates of one rollup row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +23,8 @@ pub struct DayRollup {
 }
 
 /// A stored event as its rollup sees it.
-pub struct StoredEvent<'a> {
-    pub key: RollupKey<'a>,
+pub struct StoredEvent {
+    pub key: RollupKey,
     pub id: i64,
     pub timestamp: i64,
     pub value: Option<Decimal>,
@@ -32,11 +32,11 @@ pub struct StoredEvent<'a> {
 
 /// Rollups in key order, the order every writer locks them in.
 #[derive(Default)]
-pub struct DayRollups<'a>(pub BTreeMap<RollupKey<'a>, DayRollup>);
+pub struct DayRollups(pub BTreeMap<RollupKey, DayRollup>);
 
-impl<'a> DayRollups<'a> {
+impl DayRollups {
     /// Adds one stored event. Fails only when a sum leaves the exact decimal range.
-    pub fn add(&mut self, event: StoredEvent<'a>) -> Result<(), BillingError> {
+    pub fn add(&mut self, event: StoredEvent) -> Result<(), BillingError> {
         let value = event.value;
         let rollup = self.0.entry(event.key).or_insert(DayRollup {
             events_count: 0,
@@ -69,7 +69,7 @@ mod tests {
     use super::*;
     use std::str::FromStr;
 
-    fn event(key: RollupKey<'static>, id: i64, timestamp: i64, value: Option<&str>) -> StoredEvent<'static> {
+    fn event(key: RollupKey, id: i64, timestamp: i64, value: Option<&str>) -> StoredEvent {
         StoredEvent { key, id, timestamp, value: value.map(|v| Decimal::from_str(v).unwrap()) }
     }
 
@@ -82,9 +82,9 @@ mod tests {
         let mut rollups = DayRollups::default();
         let day = (1, 10, 100, 9000, None);
         let other_day = (1, 10, 100, 9001, None);
-        rollups.add(event(day, 1, 50, Some("2.5"))).unwrap();
-        rollups.add(event(day, 2, 40, Some("-7"))).unwrap();
-        rollups.add(event(other_day, 3, 60, Some("1"))).unwrap();
+        rollups.add(event(day.clone(), 1, 50, Some("2.5"))).unwrap();
+        rollups.add(event(day.clone(), 2, 40, Some("-7"))).unwrap();
+        rollups.add(event(other_day.clone(), 3, 60, Some("1"))).unwrap();
         let first = &rollups.0[&day];
         assert_eq!((first.events_count, first.value_sum, first.value_max), (2, d("-4.5"), Some(d("2.5"))));
         assert_eq!((first.latest_at, first.latest_event_id, first.latest_value), (50, 1, Some(d("2.5"))));
@@ -94,9 +94,9 @@ mod tests {
     #[test]
     fn events_without_a_value_count_but_do_not_sum() {
         let mut rollups = DayRollups::default();
-        let key = (1, 10, 100, 9000, Some("{\"region\": \"eu\"}"));
-        rollups.add(event(key, 1, 10, None)).unwrap();
-        rollups.add(event(key, 2, 20, None)).unwrap();
+        let key = (1, 10, 100, 9000, Some("{\"region\": \"eu\"}".to_string()));
+        rollups.add(event(key.clone(), 1, 10, None)).unwrap();
+        rollups.add(event(key.clone(), 2, 20, None)).unwrap();
         let rollup = &rollups.0[&key];
         assert_eq!((rollup.events_count, rollup.value_sum, rollup.value_max), (2, Decimal::ZERO, None));
         assert_eq!((rollup.latest_event_id, rollup.latest_value), (2, None));
@@ -106,9 +106,9 @@ mod tests {
     fn the_latest_event_is_the_latest_timestamp_then_the_highest_id() {
         let mut rollups = DayRollups::default();
         let key = (1, 10, 100, 9000, None);
-        rollups.add(event(key, 7, 30, Some("1"))).unwrap();
-        rollups.add(event(key, 5, 30, Some("2"))).unwrap();
-        rollups.add(event(key, 9, 20, Some("3"))).unwrap();
+        rollups.add(event(key.clone(), 7, 30, Some("1"))).unwrap();
+        rollups.add(event(key.clone(), 5, 30, Some("2"))).unwrap();
+        rollups.add(event(key.clone(), 9, 20, Some("3"))).unwrap();
         let rollup = &rollups.0[&key];
         assert_eq!((rollup.latest_at, rollup.latest_event_id, rollup.latest_value), (30, 7, Some(d("1"))));
     }
@@ -127,7 +127,7 @@ mod tests {
     fn a_sum_beyond_the_decimal_range_is_an_error_not_a_wrap() {
         let mut rollups = DayRollups::default();
         let key = (1, 10, 100, 9000, None);
-        rollups.add(event(key, 1, 0, Some("79228162514264337593543950335"))).unwrap();
+        rollups.add(event(key.clone(), 1, 0, Some("79228162514264337593543950335"))).unwrap();
         let error = rollups.add(event(key, 2, 0, Some("1"))).unwrap_err();
         assert_eq!(error.kind.code(), "22003");
     }

@@ -143,16 +143,82 @@ SELECT transaction_id, reason FROM billing.rejected_events WHERE transaction_id 
 SELECT * FROM billing.ingest_staged(0);
 \echo :LAST_ERROR_SQLSTATE
 
+-- COPY into billing.event_intake: validated, deduplicated and stored while the COPY runs,
+-- nothing staged. No load yet in this session:
+SELECT * FROM billing.last_intake();
+COPY billing.event_intake (external_subscription_id, code, transaction_id, "timestamp", properties, precise_total_amount_cents) FROM stdin;
+sub-1	tokens	intake-1	2026-03-12T00:00:00Z	{"tokens": 5}	\N
+sub-1	tokens	intake-2	2026-03-12T01:00:00Z	{"tokens": 7}	12.5
+sub-1	tokens	intake-1	2026-03-12T00:00:00Z	{"tokens": 5}	\N
+sub-1	tokens	copy-2	2026-03-12T00:00:00Z	{"tokens": 20}	\N
+sub-1	tokens	copy-1	2026-03-12T00:00:00Z	{"tokens": 11}	\N
+sub-9	tokens	intake-3	2026-03-12T00:00:00Z	{"tokens": 1}	\N
+sub-1	tokens	intake-4	yesterday	{"tokens": 1}	\N
+\.
+-- 2 accepted (intake-1, intake-2), 2 duplicates (intake-1 again, copy-2 as stored), 1
+-- conflict (copy-1 with 11 tokens, 10 stored), 2 rejected.
+SELECT * FROM billing.last_intake();
+SELECT count(*) AS rows_in_view FROM billing.event_intake;
+SELECT transaction_id, value, precise_total_amount_cents FROM billing.events
+WHERE transaction_id LIKE 'intake-%' OR transaction_id = 'copy-1' ORDER BY transaction_id;
+SELECT transaction_id, sqlstate, reason FROM billing.rejected_events WHERE transaction_id LIKE 'intake-%' ORDER BY id;
+
+-- INSERT works as COPY does. A load of more than 10,000 rows is ingested 10,000 at a time,
+-- all in the caller's transaction: rolled back, it leaves nothing; committed, all of it.
+-- 12,000 events: 1 + 2 + ... + 12000 = 72006000 tokens.
+BEGIN;
+INSERT INTO billing.event_intake (external_subscription_id, code, transaction_id, "timestamp", properties)
+SELECT 'sub-1', 'tokens', 'intake-big-' || i, '2026-03-14T00:00:00Z', jsonb_build_object('tokens', i)
+FROM generate_series(1, 12000) i;
+SELECT * FROM billing.last_intake();
+ROLLBACK;
+SELECT count(*) AS after_rollback FROM billing.events WHERE transaction_id LIKE 'intake-big-%';
+INSERT INTO billing.event_intake (external_subscription_id, code, transaction_id, "timestamp", properties)
+SELECT 'sub-1', 'tokens', 'intake-big-' || i, '2026-03-14T00:00:00Z', jsonb_build_object('tokens', i)
+FROM generate_series(1, 12000) i;
+SELECT * FROM billing.last_intake();
+SELECT count(*), sum(value) FROM billing.events WHERE transaction_id LIKE 'intake-big-%';
+-- A load that fails after its first 10,000 rows were ingested stores none of them (the
+-- 12,000th row's properties are not JSON), and keeps the last load's counts.
+INSERT INTO billing.event_intake (external_subscription_id, code, transaction_id, "timestamp", properties)
+SELECT 'sub-1', 'tokens', 'intake-failed-' || i, '2026-03-14T00:00:00Z',
+       CASE WHEN i < 12000 THEN '{"tokens": 1}' ELSE '{"tokens": ' END::jsonb
+FROM generate_series(1, 12000) i;
+SELECT count(*) AS after_failed_load FROM billing.events WHERE transaction_id LIKE 'intake-failed-%';
+SELECT * FROM billing.last_intake();
+-- The triggers fire whatever the session's replication role (a skipped row trigger would
+-- drop rows), and a load refuses to start without all of them (55000).
+SET session_replication_role = replica;
+INSERT INTO billing.event_intake (external_subscription_id, code, transaction_id, "timestamp", properties)
+VALUES ('sub-1', 'tokens', 'intake-replica', '2026-03-14T00:00:00Z', '{"tokens": 3}');
+RESET session_replication_role;
+SELECT transaction_id, value FROM billing.events WHERE transaction_id = 'intake-replica';
+BEGIN;
+DROP TRIGGER intake_end ON billing.event_intake;
+INSERT INTO billing.event_intake (external_subscription_id, code, transaction_id, "timestamp", properties)
+VALUES ('sub-1', 'tokens', 'intake-no-end', '2026-03-14T00:00:00Z', '{"tokens": 3}');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+
 -- The day rollups agree with the stored events.
 SELECT r.billable_metric_id, sum(r.events_count) AS rollup_events, sum(r.value_sum) AS rollup_sum,
        (SELECT count(*) FROM billing.events e WHERE e.billable_metric_id = r.billable_metric_id) AS events,
        (SELECT coalesce(sum(e.value), 0) FROM billing.events e WHERE e.billable_metric_id = r.billable_metric_id) AS event_sum
 FROM billing.usage_rollups r GROUP BY r.billable_metric_id ORDER BY r.billable_metric_id;
 
--- Batches of 16 events or more take the bulk path; replays of stored keys are compared with
--- the stored payload there too. 14 new events, then 6 replays of stored keys: the same
--- payload (numbers spelt differently, or the timestamp left out) is a duplicate; another
--- value, another timestamp or another amount is a conflict, and the first write is kept.
+-- Batches of 16 events or more take the bulk path. After a batch whose keys were all new,
+-- a session tries its next batch without probing for stored keys, the unique index alone
+-- guarding them; the batch after this one meets stored keys there and is stored again with
+-- probes, with the outcomes a probed batch has.
+SELECT status, count(*) FROM billing.ingest_events((
+  SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 'sub-1', 'code', 'tokens', 'transaction_id', 'fresh-' || i,
+                                      'timestamp', '2026-03-15T00:00:00Z', 'properties', jsonb_build_object('tokens', 1)))
+  FROM generate_series(1, 16) i))
+GROUP BY status;
+-- Replays of stored keys are compared with the stored payload there too. 14 new events,
+-- then 6 replays of stored keys: the same payload (numbers spelt differently, or the
+-- timestamp left out) is a duplicate; another value, another timestamp or another amount
+-- is a conflict, and the first write is kept.
 SELECT ingest.status, count(*), string_agg(ingest.transaction_id, ' ' ORDER BY ingest.index) AS keys
 FROM billing.ingest_events((
   SELECT jsonb_agg(e ORDER BY ord) FROM (
@@ -170,6 +236,12 @@ FROM billing.ingest_events((
 GROUP BY ingest.status ORDER BY ingest.status;
 SELECT transaction_id, value, "timestamp", precise_total_amount_cents FROM billing.events
 WHERE transaction_id IN ('tx-1', 'b-1', 'copy-1', 'copy-2', 'big-5', 'big-6') ORDER BY transaction_id;
+-- That batch found stored keys, so the next one probes first: replays of 'fresh-' keys.
+SELECT status, count(*) FROM billing.ingest_events((
+  SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 'sub-1', 'code', 'tokens', 'transaction_id', 'fresh-' || i,
+                                      'timestamp', '2026-03-15T00:00:00Z', 'properties', jsonb_build_object('tokens', 1)))
+  FROM generate_series(1, 16) i))
+GROUP BY status;
 -- Ids follow the order events were sent (events at the same instant count in id order, the
 -- later ingested last), whichever order they were stored in: the bulk path stores newest
 -- transaction id first, and so does the statement a small batch goes through.
