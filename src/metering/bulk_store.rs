@@ -291,13 +291,18 @@ unsafe fn local_day(timestamp: i64, timezone: pg_sys::Datum) -> i32 {
     day.value() as i32
 }
 
-/// Ids for the events from billing.events' id sequence, taken in the order the events were
+/// The sequence billing.events' ids come from.
+pub fn events_id_sequence() -> pg_sys::Oid {
+    // SAFETY: catalog lookups of objects the extension created.
+    unsafe { pg_sys::getIdentitySequence(events_relid(), (ID + 1) as pg_sys::AttrNumber, false) }
+}
+
+/// Ids for the events from billing.events' id sequence (`sequence`), taken in the order the events were
 /// sent (their input index), whatever order they are stored in: for events at the same
 /// instant, id order is ingestion order. Keys found already stored leave gaps.
-pub fn allocate_ids(events: &[(usize, ValidEvent<JsonbRef<'_>>)]) -> Vec<i64> {
-    // SAFETY: catalog lookups and nextval, as an INSERT's identity default would make.
+pub fn allocate_ids(events: &[(usize, ValidEvent<JsonbRef<'_>>)], sequence: pg_sys::Oid) -> Vec<i64> {
+    // SAFETY: nextval on the sequence, as an INSERT's identity default would call it.
     unsafe {
-        let sequence = pg_sys::getIdentitySequence(events_relid(), (ID + 1) as pg_sys::AttrNumber, false);
         let mut sent_order: Vec<usize> = (0..events.len()).collect();
         sent_order.sort_unstable_by_key(|&position| events[position].0);
         let mut ids = vec![0; events.len()];

@@ -27,8 +27,17 @@ pub struct CachedCatalog {
     /// Plan versions whose dimension keys are in `catalog.dimension_keys` (a version with
     /// no splitting keys has no entry there).
     pub plan_versions: HashSet<i64>,
+    /// The sequence of billing.events' ids, once an ingestion has needed it.
+    id_sequence: Option<pg_sys::Oid>,
     /// The invalidation generation the rows were read under.
     generation: u64,
+}
+
+impl CachedCatalog {
+    /// The sequence of billing.events' ids (looked up through pg_depend, then kept).
+    pub fn id_sequence(&mut self) -> pg_sys::Oid {
+        *self.id_sequence.get_or_insert_with(super::bulk_store::events_id_sequence)
+    }
 }
 
 thread_local! {

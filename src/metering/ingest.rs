@@ -14,14 +14,89 @@ use crate::spi_plans::{execute, Planning};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, JsonB};
+use pgrx::JsonB;
 
 const SUBSCRIPTIONS_SQL: &str = include_str!("../../sql/ingest_subscriptions.sql");
 const ONE_SUBSCRIPTION_SQL: &str = include_str!("../../sql/ingest_subscription.sql");
 const METRICS_SQL: &str = include_str!("../../sql/ingest_metrics.sql");
 const DIMENSIONS_SQL: &str = include_str!("../../sql/ingest_dimensions.sql");
-const INSERT_SQL: &str = include_str!("../../sql/ingest_insert.sql");
-const ROLLUP_SQL: &str = include_str!("../../sql/ingest_rollup.sql");
+
+/// Stores new events from `$rows`, a row source of (id, customer_id, subscription_id,
+/// transaction_id, billable_metric_id, timestamp, timezone, properties, value,
+/// precise_total_amount_cents, dims); returns the id and local day of those it stored
+/// (keys that already existed are skipped). The caller sends the rows in one global key
+/// order, so overlapping concurrent batches wait on each other instead of deadlocking,
+/// with ids it took from the id sequence in the order the events were sent. Events without
+/// properties (or without usage-splitting keys) arrive as NULL and are stored as {}.
+macro_rules! insert_events {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO billing.events AS e (id, customer_id, subscription_id, transaction_id, billable_metric_id,
+                                           \"timestamp\", local_day, properties, value, precise_total_amount_cents, dims)
+             OVERRIDING SYSTEM VALUE
+             SELECT i.id, i.customer_id, i.subscription_id, i.transaction_id, i.billable_metric_id, i.ts,
+                    (i.ts AT TIME ZONE i.timezone)::date, coalesce(i.properties, '{}'), i.value,
+                    i.precise_total_amount_cents, coalesce(i.dims::jsonb, '{}')
+             FROM ",
+            $rows,
+            " AS i(customer_id, subscription_id, transaction_id, billable_metric_id, ts, properties, value,
+                   precise_total_amount_cents, dims, timezone, id)
+             ON CONFLICT ON CONSTRAINT events_idempotency_key DO NOTHING
+             RETURNING e.id, e.local_day"
+        )
+    };
+}
+/// A batch's events, one array per column.
+const INSERT_SQL: &str = insert_events!(
+    "unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[], $6::jsonb[],
+            $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::bigint[])"
+);
+/// One event, one value per column: unnesting one-element arrays cost about a third of
+/// a single event's statement.
+const INSERT_ONE_SQL: &str = insert_events!(
+    "(VALUES ($1::bigint, $2::bigint, $3::text, $4::bigint, $5::timestamptz, $6::jsonb, $7::numeric,
+             $8::numeric, $9::text, $10::text, $11::bigint))"
+);
+
+/// Folds rollups from `$rows`, a row source of (customer_id, subscription_id,
+/// billable_metric_id, day, dims, events_count, value_sum, value_max, latest_at,
+/// latest_event_id, latest_value) already summed per rollup key, into billing.usage_rollups.
+/// Rows come sorted by key, so concurrent writers lock rollup rows in one order.
+macro_rules! upsert_rollups {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO billing.usage_rollups AS r (customer_id, subscription_id, billable_metric_id, day, dims, slot,
+                                                   events_count, value_sum, value_max, latest_at, latest_event_id,
+                                                   latest_value)
+             SELECT n.customer_id, n.subscription_id, n.billable_metric_id, n.day, coalesce(n.dims::jsonb, '{}'),
+                    (pg_catalog.pg_backend_pid() % 8)::smallint, n.events_count, n.value_sum, n.value_max,
+                    n.latest_at, n.latest_event_id, n.latest_value
+             FROM ",
+            $rows,
+            " AS n(customer_id, subscription_id, billable_metric_id, day, dims, events_count, value_sum, value_max,
+                   latest_at, latest_event_id, latest_value)
+             ON CONFLICT (customer_id, subscription_id, billable_metric_id, day, dims, slot) DO UPDATE SET
+                 events_count = r.events_count + excluded.events_count,
+                 value_sum = r.value_sum + excluded.value_sum,
+                 value_max = greatest(r.value_max, excluded.value_max),
+                 latest_at = greatest(r.latest_at, excluded.latest_at),
+                 latest_event_id = CASE WHEN (excluded.latest_at, excluded.latest_event_id) > (r.latest_at, r.latest_event_id)
+                                        THEN excluded.latest_event_id ELSE r.latest_event_id END,
+                 latest_value = CASE WHEN (excluded.latest_at, excluded.latest_event_id) > (r.latest_at, r.latest_event_id)
+                                     THEN excluded.latest_value ELSE r.latest_value END"
+        )
+    };
+}
+/// Many rollup rows, one array per column.
+const ROLLUP_SQL: &str = upsert_rollups!(
+    "unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::date[], $5::text[], $6::bigint[], $7::numeric[],
+            $8::numeric[], $9::timestamptz[], $10::bigint[], $11::numeric[])"
+);
+/// One rollup row, one value per column.
+const ROLLUP_ONE_SQL: &str = upsert_rollups!(
+    "(VALUES ($1::bigint, $2::bigint, $3::bigint, $4::date, $5::text, $6::bigint, $7::numeric, $8::numeric,
+             $9::timestamptz, $10::bigint, $11::numeric))"
+);
 const EXISTING_SQL: &str = include_str!("../../sql/ingest_existing.sql");
 const REJECT_SQL: &str = include_str!("../../sql/ingest_reject.sql");
 
@@ -201,12 +276,12 @@ impl<'a> NewEvents<'a> {
         positions.iter().map(|&p| field(&self.0[p].1)).collect::<Vec<T>>().into()
     }
 
-    /// Stores the events and adds the new ones to `rollups`; returns what storing each
-    /// position found.
-    fn insert(&self, rollups: &mut DayRollups) -> Vec<Storage> {
+    /// Stores the events, their ids from `id_sequence`, and adds the new ones to `rollups`;
+    /// returns what storing each position found.
+    fn insert(&self, id_sequence: pg_sys::Oid, rollups: &mut DayRollups) -> Vec<Storage> {
         // Each event's dimension set as text, made once for the insert and the rollup key.
         let dims: Vec<Option<String>> = self.0.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect();
-        let ids = bulk_store::allocate_ids(&self.0);
+        let ids = bulk_store::allocate_ids(&self.0, id_sequence);
         let storage = match bulk_store::store(&self.0, &dims, &ids) {
             BulkOutcome::Stored(storage) => storage,
             BulkOutcome::NotApplicable => self.insert_with_statement(&dims, &ids),
@@ -221,28 +296,33 @@ impl<'a> NewEvents<'a> {
         storage
     }
 
+    /// One argument of a statement over all the events: one value each (see `argument`).
+    fn field<'d, T: IntoDatum + 'd>(&self, field: impl Fn(&ValidEvent<JsonbRef<'a>>) -> T) -> DatumWithOid<'d> {
+        argument(self.0.iter().map(|(_, e)| field(e)).collect())
+    }
+
     /// Stores the events through INSERT ... ON CONFLICT DO NOTHING, then compares the
     /// replays of keys that already existed with what is stored.
     fn insert_with_statement(&self, dims: &[Option<String>], ids: &[i64]) -> Vec<Storage> {
-        let all: Vec<usize> = (0..self.0.len()).collect();
         let args = [
-            self.column(&all, |e| e.customer_id),
-            self.column(&all, |e| e.subscription_id),
-            self.column(&all, |e| e.transaction_id.clone()),
-            self.column(&all, |e| e.billable_metric_id),
-            self.column(&all, |e| micros_to_timestamptz(e.timestamp)),
-            self.column(&all, |e| e.properties),
-            self.column(&all, |e| e.value.map(from_decimal)),
-            self.column(&all, |e| e.precise_total_amount_cents.map(from_decimal)),
-            dims.to_vec().into(),
-            self.column(&all, |e| e.timezone.clone()),
-            ids.to_vec().into(),
+            self.field(|e| e.customer_id),
+            self.field(|e| e.subscription_id),
+            self.field(|e| e.transaction_id.clone()),
+            self.field(|e| e.billable_metric_id),
+            self.field(|e| micros_to_timestamptz(e.timestamp)),
+            self.field(|e| e.properties),
+            self.field(|e| e.value.map(from_decimal)),
+            self.field(|e| e.precise_total_amount_cents.map(from_decimal)),
+            argument(dims.to_vec()),
+            self.field(|e| e.timezone.clone()),
+            argument(ids.to_vec()),
         ];
+        let statement = if self.0.len() == 1 { INSERT_ONE_SQL } else { INSERT_SQL };
         // The ids were chosen here, so a stored row's id says which event it is.
         let position: HashMap<i64, usize> = ids.iter().enumerate().map(|(p, &id)| (id, p)).collect();
         let mut days = vec![None; self.0.len()];
         let rows = Spi::connect(|_| {
-            execute(INSERT_SQL, &args, Planning::Generic, |row| {
+            execute(statement, &args, Planning::Generic, |row| {
                 (position[&row.get::<i64>(1).unwrap()], row.get::<Date>(2).unwrap())
             })
         });
@@ -297,19 +377,29 @@ fn upsert_rollups(rollups: &DayRollups) {
     let keys: Vec<_> = rollups.0.keys().collect();
     let sums: Vec<_> = rollups.0.values().collect();
     let args: [DatumWithOid; 11] = [
-        keys.iter().map(|k| k.0).collect::<Vec<i64>>().into(),
-        keys.iter().map(|k| k.1).collect::<Vec<i64>>().into(),
-        keys.iter().map(|k| k.2).collect::<Vec<i64>>().into(),
-        keys.iter().map(|k| to_date(k.3)).collect::<Vec<Date>>().into(),
-        keys.iter().map(|k| k.4.as_deref()).collect::<Vec<Option<&str>>>().into(),
-        sums.iter().map(|r| r.events_count).collect::<Vec<i64>>().into(),
-        sums.iter().map(|r| from_decimal(r.value_sum)).collect::<Vec<AnyNumeric>>().into(),
-        sums.iter().map(|r| r.value_max.map(from_decimal)).collect::<Vec<Option<AnyNumeric>>>().into(),
-        sums.iter().map(|r| micros_to_timestamptz(r.latest_at)).collect::<Vec<TimestampWithTimeZone>>().into(),
-        sums.iter().map(|r| r.latest_event_id).collect::<Vec<i64>>().into(),
-        sums.iter().map(|r| r.latest_value.map(from_decimal)).collect::<Vec<Option<AnyNumeric>>>().into(),
+        argument(keys.iter().map(|k| k.0).collect()),
+        argument(keys.iter().map(|k| k.1).collect()),
+        argument(keys.iter().map(|k| k.2).collect()),
+        argument(keys.iter().map(|k| to_date(k.3)).collect()),
+        argument(keys.iter().map(|k| k.4.as_deref()).collect()),
+        argument(sums.iter().map(|r| r.events_count).collect()),
+        argument(sums.iter().map(|r| from_decimal(r.value_sum)).collect()),
+        argument(sums.iter().map(|r| r.value_max.map(from_decimal)).collect()),
+        argument(sums.iter().map(|r| micros_to_timestamptz(r.latest_at)).collect()),
+        argument(sums.iter().map(|r| r.latest_event_id).collect()),
+        argument(sums.iter().map(|r| r.latest_value.map(from_decimal)).collect()),
     ];
-    execute(ROLLUP_SQL, &args, Planning::Generic, |_| ());
+    let statement = if keys.len() == 1 { ROLLUP_ONE_SQL } else { ROLLUP_SQL };
+    execute(statement, &args, Planning::Generic, |_| ());
+}
+
+/// An argument of a statement that has a one-row form (one value per column) and a
+/// many-row form (one array per column): the value when there is one, else the array.
+fn argument<'d, T: IntoDatum + 'd>(mut values: Vec<T>) -> DatumWithOid<'d> {
+    match values.len() {
+        1 => values.pop().expect("one value").into(),
+        _ => values.into(),
+    }
 }
 
 fn record_rejections(inputs: &[Input<'_>], outcomes: &[Outcome]) {
@@ -365,7 +455,8 @@ pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
 /// Validates, deduplicates and stores a batch, adding its day rollups to `rollups` for the
 /// caller to write (with those of the load's other batches) before its statement ends.
 pub fn ingest_keeping_rollups(inputs: &[Input<'_>], rejections: Rejections, rollups: &mut DayRollups) -> Vec<Outcome> {
-    let cached = load_catalog(inputs);
+    let mut cached = load_catalog(inputs);
+    let id_sequence = cached.id_sequence();
     let catalog = &cached.catalog;
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     let clock = Clock { now, future_margin: i64::from(FUTURE_MARGIN_SECONDS.get()) * 1_000_000 };
@@ -406,7 +497,7 @@ pub fn ingest_keeping_rollups(inputs: &[Input<'_>], rejections: Rejections, roll
         new_events.0.sort_unstable_by(|(_, a), (_, b)| {
             (&b.transaction_id, a.subscription_id).cmp(&(&a.transaction_id, b.subscription_id))
         });
-        for (position, found) in new_events.insert(rollups).into_iter().enumerate() {
+        for (position, found) in new_events.insert(id_sequence, rollups).into_iter().enumerate() {
             if let Storage::AlreadyStored { same_payload } = found {
                 let index = new_events.0[position].0;
                 outcomes[index].status = if same_payload { Status::Duplicate } else { Status::Conflict };
