@@ -53,6 +53,7 @@ COMMENT ON FUNCTION billing._intake_start() IS 'Private: statement trigger start
 COMMENT ON FUNCTION billing._intake_row() IS 'Private: row trigger collecting a row sent to billing.event_intake and ingesting every 10,000.';
 COMMENT ON FUNCTION billing._intake_end() IS 'Private: statement trigger ingesting the rows left when a load into billing.event_intake ends.';
 COMMENT ON FUNCTION billing.last_intake() IS 'Counts (accepted, duplicates, conflicts, rejected) of the session''s last COPY or INSERT into billing.event_intake.';
+COMMENT ON FUNCTION billing._stored_day(timestamptz, integer) IS 'Private: ts''s UTC day plus margin; raw reads bound events'' stored local day with it (any time zone is within two days).';
 COMMENT ON FUNCTION billing._catalog_changed() IS 'Private: statement trigger on the catalog tables; queues the invalidation that empties every backend''s cached ingestion catalog once the change commits.';
 COMMENT ON VIEW billing._ingest_windows IS 'Private: per subscription, the customer time zone and the active window ingestion checks events against.';
 COMMENT ON FUNCTION billing.ingest_event(text, text, text, timestamptz, jsonb, numeric) IS 'Records one event in the caller''s transaction; returns accepted, duplicate or conflict; raises on invalid input and writes nothing.';

@@ -39,6 +39,15 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         ELSE units END
 $$;
 
+-- The stored local day (billing.events.local_day, the customer's day at ingestion) of an
+-- event at `ts` is within two days of ts's UTC day, whatever the time zone: raw reads
+-- bound local_day with it (from_ts's day - 2 to to_ts's day + 2), which lets them use the
+-- events_by_period index, and then pick the window's events by timestamp exactly.
+CREATE FUNCTION billing._stored_day(ts timestamptz, margin integer) RETURNS date
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT (ts AT TIME ZONE 'UTC')::date + margin
+$$;
+
 -- Units per dimension set of one metric in [from_ts, to_ts]. Day-aligned windows read
 -- the day rollups; unique_count, weighted_sum and unaligned windows read raw events.
 -- `carry_from` is the start of recurring metrics' accumulation (the subscription's start).
@@ -54,6 +63,8 @@ DECLARE
     aligned boolean := from_ts = (from_day::timestamp AT TIME ZONE timezone)
                        AND end_excl = ((to_day + 1)::timestamp AT TIME ZONE timezone);
     window_start timestamptz := CASE WHEN metric.recurring THEN '-infinity'::timestamptz ELSE from_ts END;
+    first_day date := billing._stored_day(window_start, -2);
+    last_day date := billing._stored_day(to_ts, 2);
 BEGIN
     IF metric.aggregation = 'unique_count' THEN
         RETURN QUERY
@@ -67,6 +78,7 @@ BEGIN
                            coalesce(ev.properties ->> 'operation_type', 'add') AS op, ev."timestamp", ev.id
                     FROM billing.events ev
                     WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
+                      AND ev.local_day BETWEEN first_day AND last_day
                       AND ev."timestamp" BETWEEN window_start AND to_ts) e
               WINDOW w AS (PARTITION BY e.dims, e.member ORDER BY e."timestamp", e.id)) c
         GROUP BY c.dims;
@@ -76,12 +88,12 @@ BEGIN
             SELECT ev.dims, from_ts AS at, ev.value AS delta, 0 AS counted
             FROM billing.events ev
             WHERE metric.recurring AND ev.subscription_id = _metric_units.subscription_id
-              AND ev.billable_metric_id = metric.id AND ev."timestamp" < from_ts
+              AND ev.billable_metric_id = metric.id AND ev.local_day <= last_day AND ev."timestamp" < from_ts
             UNION ALL
             SELECT ev.dims, ev."timestamp", ev.value, 1
             FROM billing.events ev
             WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
-              AND ev."timestamp" BETWEEN from_ts AND to_ts
+              AND ev.local_day BETWEEN first_day AND last_day AND ev."timestamp" BETWEEN from_ts AND to_ts
         ), steps AS (
             SELECT p.dims, p.at, sum(p.delta) AS delta, sum(p.counted) AS counted FROM points p GROUP BY p.dims, p.at
         ), levels AS (
@@ -116,7 +128,7 @@ BEGIN
                count(*)
         FROM billing.events ev
         WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
-          AND ev."timestamp" BETWEEN from_ts AND to_ts
+          AND ev.local_day BETWEEN first_day AND last_day AND ev."timestamp" BETWEEN from_ts AND to_ts
         GROUP BY ev.dims;
     END IF;
 END $$;
@@ -131,6 +143,7 @@ LANGUAGE sql STABLE AS $$
                               ORDER BY ev."timestamp", ev.id)
     FROM billing.events ev
     WHERE ev.subscription_id = _metric_event_values.subscription_id AND ev.billable_metric_id = metric_id
+      AND ev.local_day BETWEEN billing._stored_day(from_ts, -2) AND billing._stored_day(to_ts, 2)
       AND ev."timestamp" BETWEEN from_ts AND to_ts
     GROUP BY ev.dims
 $$;
@@ -250,7 +263,7 @@ END $$;
 
 REVOKE ALL ON FUNCTION billing._subscription(text), billing._charge_filter(bigint, jsonb), billing._group_key(text[], jsonb),
     billing._usage(billing.subscriptions, billing.customers, timestamptz, timestamptz),
-    billing._round_units(numeric, text, integer),
+    billing._round_units(numeric, text, integer), billing._stored_day(timestamptz, integer),
     billing._metric_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text),
     billing._metric_event_values(bigint, bigint, timestamptz, timestamptz, boolean),
     billing._period_dates(text, text, date, date) FROM PUBLIC;

@@ -125,3 +125,27 @@ SELECT * FROM billing.usage('sub', '2026-03-02', '2026-03-01');
 SELECT (SELECT count(*) FROM billing.current_usage('sub')) = (SELECT count(*) FROM billing.charges c
           JOIN billing.subscriptions s ON s.plan_version_id = c.plan_version_id WHERE s.external_id = 'sub') + 3 AS one_row_per_bucket,
        (SELECT min(from_datetime) FROM billing.current_usage('sub')) = date_trunc('month', now()) AS starts_this_month;
+
+-- Raw reads find events through their stored local day, bounded by the window's UTC days
+-- two days out: in the zones farthest ahead of and behind UTC (+14, -11), events at a
+-- window's first and last microsecond count, those just outside do not. Each customer
+-- sends unique users (u-in-1 and u-in-2 inside, u-out-1 and u-out-2 a microsecond out)
+-- and 10 tokens per event; the window is not day-aligned, so tokens are read raw too.
+SELECT external_id FROM billing.create_customer('kiri', 'Kiritimati', 'USD', 'Pacific/Kiritimati');
+SELECT external_id FROM billing.create_customer('pago', 'Pago Pago', 'USD', 'Pacific/Pago_Pago');
+SELECT status FROM billing.create_subscription('sub-kiri', 'kiri', 'all', '2026-01-01 00:00+14');
+SELECT status FROM billing.create_subscription('sub-pago', 'pago', 'all', '2026-01-01 00:00-11');
+SELECT s.sub, count(*) FILTER (WHERE i.status = 'accepted') AS accepted
+FROM (VALUES ('sub-kiri', '+14'), ('sub-pago', '-11')) s(sub, zone),
+     LATERAL billing.ingest_events((
+       SELECT jsonb_agg(jsonb_build_object('external_subscription_id', s.sub, 'code', code, 'transaction_id', code || '-' || e.user_id,
+                                           'timestamp', (e.at || s.zone)::timestamptz, 'properties',
+                                           jsonb_build_object('user_id', e.user_id, 'tokens', 10)))
+       FROM (VALUES ('u-out-1', '2026-03-01 11:59:59.999999'), ('u-in-1', '2026-03-01 12:00:00'),
+                    ('u-in-2', '2026-03-31 11:59:59.999999'), ('u-out-2', '2026-03-31 12:00:00')) e(user_id, at),
+            unnest(ARRAY['users', 'tokens']) code)) i
+GROUP BY s.sub ORDER BY s.sub;
+SELECT s.sub, u.billable_metric_code AS code, u.units, u.events_count
+FROM (VALUES ('sub-kiri', '+14'), ('sub-pago', '-11')) s(sub, zone),
+     LATERAL billing.usage(s.sub, ('2026-03-01 12:00' || s.zone)::timestamptz, ('2026-03-31 11:59:59.999999' || s.zone)::timestamptz) u
+WHERE u.billable_metric_code IN ('users', 'tokens') ORDER BY s.sub, u.charge_id;
