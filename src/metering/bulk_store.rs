@@ -188,16 +188,16 @@ impl Target {
         );
         let unique: Vec<pg_sys::Relation> = indexes.iter().copied().filter(|&i| (*(*i).rd_index).indisunique).collect();
         match unique.as_slice() {
-            [index] if (*(**index).rd_index).indnkeyatts == 2 => target.unique_index = *index,
+            [index] if (*(**index).rd_index).indnkeyatts == 3 => target.unique_index = *index,
             _ => return None,
         }
         Some(target)
     }
 
-    /// Whether the event's idempotency key (transaction id, subscription) is stored, after
-    /// waiting for any other transaction that is storing or deleting it, and if so whether
-    /// with the same payload. `scan` reads through `dirty`, a dirty snapshot, which names
-    /// such a transaction.
+    /// Whether the event's idempotency key (transaction id, subscription, and its customer)
+    /// is stored, after waiting for any other transaction that is storing or deleting it,
+    /// and if so whether with the same payload. `scan` reads through `dirty`, a dirty
+    /// snapshot, which names such a transaction.
     unsafe fn probe(
         &self,
         scan: pg_sys::IndexScanDesc,
@@ -206,18 +206,14 @@ impl Target {
         event: &ValidEvent<JsonbRef<'_>>,
         transaction_id: pg_sys::Datum,
     ) -> Option<bool> {
-        let mut keys: [pg_sys::ScanKeyData; 2] = std::mem::zeroed();
+        let mut keys: [pg_sys::ScanKeyData; 3] = std::mem::zeroed();
         let strategy = pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber;
+        let int8eq = pg_sys::Oid::from(pg_sys::F_INT8EQ);
         pg_sys::ScanKeyInit(&mut keys[0], 1, strategy, pg_sys::Oid::from(pg_sys::F_TEXTEQ), transaction_id);
-        pg_sys::ScanKeyInit(
-            &mut keys[1],
-            2,
-            strategy,
-            pg_sys::Oid::from(pg_sys::F_INT8EQ),
-            event.subscription_id.into(),
-        );
+        pg_sys::ScanKeyInit(&mut keys[1], 2, strategy, int8eq, event.subscription_id.into());
+        pg_sys::ScanKeyInit(&mut keys[2], 3, strategy, int8eq, event.customer_id.into());
         loop {
-            pg_sys::index_rescan(scan, keys.as_mut_ptr(), 2, std::ptr::null_mut(), 0);
+            pg_sys::index_rescan(scan, keys.as_mut_ptr(), 3, std::ptr::null_mut(), 0);
             if !pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, found) {
                 return None;
             }
@@ -376,7 +372,7 @@ impl Target {
         // In this call's memory, which also frees it if the probe raises.
         let dirty = pg_sys::palloc0(std::mem::size_of::<pg_sys::SnapshotData>()).cast::<pg_sys::SnapshotData>();
         (*dirty).snapshot_type = pg_sys::SnapshotType::SNAPSHOT_DIRTY;
-        let scan = pg_sys::index_beginscan(self.relation, self.unique_index, dirty, 2, 0);
+        let scan = pg_sys::index_beginscan(self.relation, self.unique_index, dirty, 3, 0);
         let found = pg_sys::MakeSingleTupleTableSlot(self.row_type, &pg_sys::TTSOpsBufferHeapTuple);
         let stored =
             events.iter().zip(transaction_ids).map(|((_, e), &tx)| self.probe(scan, dirty, found, e, tx)).collect();
