@@ -112,6 +112,23 @@ FROM (VALUES (1, 'tokens', '2030-01-01T00:00:00Z', '{"tokens": 5}'), (2, 'tokens
 SELECT status, count(*) AS events, min(reason) AS example_reason
 FROM billing.ingest_events((SELECT jsonb_agg(event ORDER BY n) FROM burst)) GROUP BY status ORDER BY status;
 
+\echo '== A bulk load with COPY: 20,000 token events written by a batch job, 834 of them resent from the burst'
+-- The job writes a tab-separated file; COPY into billing.event_intake validates, deduplicates
+-- and stores it while it is read.
+CREATE TEMP TABLE job_file AS
+SELECT event ->> 'external_subscription_id' AS subscription, event ->> 'code' AS code,
+       event ->> 'transaction_id' AS transaction_id, event ->> 'timestamp' AS at, event -> 'properties' AS properties
+FROM burst WHERE n <= 5000 AND n % 6 = 1
+UNION ALL
+SELECT 'growth-ai-main', 'tokens', 'job-' || n,
+       to_char((:'month_start'::timestamptz + (now() - :'month_start'::timestamptz) * ((n % 1000) / 1000.0)) AT TIME ZONE 'UTC',
+               'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       jsonb_build_object('tokens', 100 + n % 900, 'model', 'small')
+FROM generate_series(1, 20000 - 834) n;
+\copy job_file TO '/tmp/pg_billing_demo_events.tsv'
+\copy billing.event_intake (external_subscription_id, code, transaction_id, "timestamp", properties) FROM '/tmp/pg_billing_demo_events.tsv'
+SELECT * FROM billing.last_intake();
+
 \echo '== Current usage of growth-ai-main (from the day rollups kept at ingestion)'
 SELECT billable_metric_code AS metric, charge_model, coalesce(filter_values::text, 'default') AS filter, units, events_count,
        billing.round_money(amount, currency) AS amount_usd
