@@ -136,6 +136,14 @@ impl StagedBatch {
         self.ingest_into(counts);
         write_rollups(&mut self.rollups);
     }
+
+    /// Forgets what a failed load left (its statement rolled back whatever it wrote).
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.rollups.0.clear();
+        // SAFETY: the rows that pointed into the memory are gone.
+        unsafe { self.memory.reset() };
+    }
 }
 
 /// A ctid's text, `(block,offset)`, as a pair that orders like the ctid.
@@ -182,11 +190,14 @@ fn ingest_staged(
     Ok(TableIterator::once(counts.into_row()))
 }
 
-/// A load into billing.event_intake in progress: rows not ingested yet and the counts of
-/// those that were.
+/// The backend's loads into billing.event_intake: the rows of the load in progress not
+/// ingested yet and the counts of those that were. Kept from one load to the next, with
+/// its memory (a child of TopMemoryContext, so that it outlives the COPY's contexts).
 struct Intake {
     batch: StagedBatch,
     counts: Counts,
+    /// Between a load's start and end triggers.
+    loading: bool,
 }
 
 thread_local! {
@@ -233,11 +244,17 @@ fn _intake_start<'a>(
                 .hint("CREATE EXTENSION pg_billing makes intake_start, intake_row and intake_end, firing always"),
         );
     }
-    // The load's memory outlives this call and the COPY's contexts; a failed load's batch,
-    // whose statement rolled its work back, is freed here when the next load starts.
-    // SAFETY: only the new context is created in TopMemoryContext.
-    let batch = unsafe { PgMemoryContexts::TopMemoryContext.switch_to(|_| StagedBatch::new()) };
-    INTAKE.replace(Some(Intake { batch, counts: Counts::default() }));
+    INTAKE.with_borrow_mut(|intake| {
+        let intake = intake.get_or_insert_with(|| Intake {
+            // SAFETY: only the backend's intake memory is created in TopMemoryContext.
+            batch: unsafe { PgMemoryContexts::TopMemoryContext.switch_to(|_| StagedBatch::new()) },
+            counts: Counts::default(),
+            loading: false,
+        });
+        intake.batch.clear();
+        intake.counts = Counts::default();
+        intake.loading = true;
+    });
     Ok(None)
 }
 
@@ -263,7 +280,7 @@ fn _intake_row<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
         (staged, column(5).and_then(|datum| PgJsonb::from_datum(datum, false)))
     };
     INTAKE.with_borrow_mut(|intake| {
-        let Some(intake) = intake.as_mut() else { raise(start_trigger_missing()) };
+        let Some(intake) = intake.as_mut().filter(|intake| intake.loading) else { raise(start_trigger_missing()) };
         intake.batch.push(staged, properties);
         if intake.batch.rows.len() >= INTAKE_BATCH {
             intake.batch.ingest_into(&mut intake.counts);
@@ -279,9 +296,12 @@ fn _intake_row<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
 fn _intake_end<'a>(
     _trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
-    let Some(mut intake) = INTAKE.take() else { raise(start_trigger_missing()) };
-    intake.batch.finish(&mut intake.counts);
-    LAST_INTAKE.set(Some(intake.counts));
+    INTAKE.with_borrow_mut(|intake| {
+        let Some(intake) = intake.as_mut().filter(|intake| intake.loading) else { raise(start_trigger_missing()) };
+        intake.batch.finish(&mut intake.counts);
+        intake.loading = false;
+        LAST_INTAKE.set(Some(intake.counts));
+    });
     Ok(None)
 }
 

@@ -21,9 +21,9 @@ const ONE_SUBSCRIPTION_SQL: &str = include_str!("../../sql/ingest_subscription.s
 const METRICS_SQL: &str = include_str!("../../sql/ingest_metrics.sql");
 const DIMENSIONS_SQL: &str = include_str!("../../sql/ingest_dimensions.sql");
 
-/// Stores new events from `$rows`, a row source of (id, customer_id, subscription_id,
-/// transaction_id, billable_metric_id, timestamp, timezone, properties, value,
-/// precise_total_amount_cents, dims); returns the id and local day of those it stored
+/// Stores new events from `$rows`, a row source of (customer_id, subscription_id,
+/// transaction_id, billable_metric_id, timestamp, properties, value,
+/// precise_total_amount_cents, dims, timezone, id); returns the id and local day of those it stored
 /// (keys that already existed are skipped). The caller sends the rows in one global key
 /// order, so overlapping concurrent batches wait on each other instead of deadlocking,
 /// with ids it took from the id sequence in the order the events were sent. Events without
