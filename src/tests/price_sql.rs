@@ -2,23 +2,8 @@
 
 #[pgrx::pg_schema]
 mod tests {
+    use crate::tests::support::{outcome, text};
     use pgrx::prelude::*;
-
-    /// Runs `query` and returns "ok" or "SQLSTATE: message", catching the error in a
-    /// PL/pgSQL block (a subtransaction), so each error's code can be asserted.
-    fn outcome(query: &str) -> String {
-        Spi::run(
-            "CREATE OR REPLACE FUNCTION pg_temp.outcome(q text) RETURNS text LANGUAGE plpgsql AS $$
-             BEGIN EXECUTE q; RETURN 'ok';
-             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$",
-        )
-        .unwrap();
-        Spi::get_one_with_args::<String>("SELECT pg_temp.outcome($1)", &[query.into()]).unwrap().unwrap()
-    }
-
-    fn text(query: &str) -> String {
-        Spi::get_one::<String>(query).unwrap().expect("a non-null result")
-    }
 
     const TIERS: &str = r#"'{"charge_model":"graduated","properties":{"graduated_ranges":[
         {"from_value":0,"to_value":10,"per_unit_amount":"10","flat_amount":"2"},
