@@ -252,6 +252,35 @@ SELECT status FROM billing.ingest_events('[
   {"external_subscription_id": "sub-1", "code": "calls", "transaction_id": "order-a", "timestamp": "2026-03-15T00:00:00Z"}]');
 SELECT string_agg(transaction_id, ' ' ORDER BY id) FROM billing.events WHERE transaction_id LIKE 'order-%';
 
+-- A role with the grants the README lists ingests through every path: one event, a batch
+-- of 20 (the bulk store), COPY into the intake, a reject kept.
+DROP ROLE IF EXISTS regress_pg_billing_ingester;
+CREATE ROLE regress_pg_billing_ingester;
+GRANT USAGE ON SCHEMA billing TO regress_pg_billing_ingester;
+GRANT SELECT ON billing._ingest_windows, billing.billable_metrics, billing.charges, billing.charge_filters TO regress_pg_billing_ingester;
+GRANT SELECT, INSERT ON billing.events TO regress_pg_billing_ingester;
+GRANT USAGE ON SEQUENCE billing.events_id_seq TO regress_pg_billing_ingester;
+GRANT SELECT, INSERT, UPDATE ON billing.usage_rollups TO regress_pg_billing_ingester;
+GRANT INSERT ON billing.rejected_events TO regress_pg_billing_ingester;
+GRANT INSERT ON billing.event_intake TO regress_pg_billing_ingester;
+SET ROLE regress_pg_billing_ingester;
+SELECT billing.ingest_event('sub-1', 'tokens', 'role-1', '2026-03-14T00:00:00Z', '{"tokens": 1}');
+SELECT status, count(*) FROM billing.ingest_events((
+  SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 'sub-1', 'code', 'tokens', 'transaction_id', 'role-batch-' || i,
+                                      'timestamp', '2026-03-14T00:00:00Z', 'properties', jsonb_build_object('tokens', 1)))
+  FROM generate_series(1, 20) i))
+GROUP BY status;
+COPY billing.event_intake (external_subscription_id, code, transaction_id, "timestamp", properties) FROM stdin;
+sub-1	tokens	role-copy	2026-03-14T00:00:00Z	{"tokens": 1}
+sub-9	tokens	role-reject	2026-03-14T00:00:00Z	{"tokens": 1}
+\.
+SELECT * FROM billing.last_intake();
+RESET ROLE;
+SELECT count(*) AS stored, (SELECT count(*) FROM billing.rejected_events WHERE transaction_id = 'role-reject') AS rejected
+FROM billing.events WHERE transaction_id LIKE 'role-%';
+DROP OWNED BY regress_pg_billing_ingester;
+DROP ROLE regress_pg_billing_ingester;
+
 -- The catalog this session has cached follows its own changes, committed or rolled back.
 SELECT billing.ingest_event('sub-1', 'tokens', 'cache-1', '2026-03-14T00:00:00Z', '{"tokens": 1}');
 BEGIN;
