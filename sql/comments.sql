@@ -48,9 +48,9 @@ COMMENT ON TABLE billing.events IS 'Stored usage events, exactly once per (subsc
 COMMENT ON TABLE billing.usage_rollups IS 'Per customer-local day partial aggregates of events, kept current at ingestion so current usage does not scan events.';
 COMMENT ON TABLE billing.rejected_events IS 'Events refused at ingestion, with their payload, SQLSTATE and reason: nothing sent is lost.';
 COMMENT ON TABLE billing.event_staging IS 'COPY target for bulk loads; billing.ingest_staged() validates, deduplicates and moves its rows.';
-COMMENT ON VIEW billing.event_intake IS 'COPY (or INSERT) target that validates, deduplicates and stores events while the COPY runs; billing.last_intake() gives the counts.';
+COMMENT ON TABLE billing.event_intake IS 'COPY (or INSERT) target that validates, deduplicates and stores events while the COPY runs (it keeps no rows); billing.last_intake() gives the counts.';
 COMMENT ON FUNCTION billing._intake_start() IS 'Private: statement trigger starting a load into billing.event_intake.';
-COMMENT ON FUNCTION billing._intake_row() IS 'Private: row trigger collecting a row sent to billing.event_intake and ingesting every 10,000.';
+COMMENT ON FUNCTION billing._intake_row() IS 'Private: row trigger taking a row sent to billing.event_intake (which keeps none) and ingesting every 10,000.';
 COMMENT ON FUNCTION billing._intake_end() IS 'Private: statement trigger ingesting the rows left when a load into billing.event_intake ends.';
 COMMENT ON FUNCTION billing.last_intake() IS 'Counts (accepted, duplicates, conflicts, rejected) of the session''s last COPY or INSERT into billing.event_intake.';
 COMMENT ON FUNCTION billing._stored_day(timestamptz, integer) IS 'Private: ts''s UTC day plus margin; raw reads bound events'' stored local day with it (any time zone is within two days).';

@@ -73,25 +73,28 @@ CREATE TABLE billing.event_staging (
     precise_total_amount_cents text
 );
 
--- COPY (or INSERT) into this view validates, deduplicates and stores events as they are
--- read, in the COPY's own statement: rows are written once, to billing.events (or to
--- billing.rejected_events), never staged. Same columns as billing.event_staging.
-CREATE VIEW billing.event_intake AS
-SELECT NULL::text AS external_subscription_id, NULL::text AS code, NULL::text AS transaction_id,
-       NULL::text AS "timestamp", NULL::jsonb AS properties, NULL::text AS precise_total_amount_cents
-WHERE false;
+-- COPY (or INSERT) into this table validates, deduplicates and stores events as they are
+-- read, in the COPY's own statement: the row trigger takes each row (it is never stored
+-- here; COPY reports 0 rows) and rows are written once, to billing.events (or to
+-- billing.rejected_events). Same columns as billing.event_staging. The triggers fire
+-- whatever the session's replication role: a row skipped by a trigger that did not fire
+-- would be stored here instead, not ingested.
+CREATE TABLE billing.event_intake (
+    external_subscription_id text,
+    code text,
+    transaction_id text,
+    "timestamp" text,
+    properties jsonb,
+    precise_total_amount_cents text
+);
 CREATE TRIGGER intake_start BEFORE INSERT ON billing.event_intake
     FOR EACH STATEMENT EXECUTE FUNCTION billing._intake_start();
-CREATE TRIGGER intake_row INSTEAD OF INSERT ON billing.event_intake
+CREATE TRIGGER intake_row BEFORE INSERT ON billing.event_intake
     FOR EACH ROW EXECUTE FUNCTION billing._intake_row();
 CREATE TRIGGER intake_end AFTER INSERT ON billing.event_intake
     FOR EACH STATEMENT EXECUTE FUNCTION billing._intake_end();
--- The triggers must fire whatever the session's replication role: in a replica-role
--- session, a view's trigger that fires on origin only is skipped and COPY counts the row
--- as taken, which would lose it. ALTER TABLE ... ENABLE ALWAYS TRIGGER refuses views, so
--- the flag it would set is set here; _intake_start checks it on every load.
-UPDATE pg_catalog.pg_trigger SET tgenabled = 'A'
-WHERE tgrelid = 'billing.event_intake'::regclass AND tgname IN ('intake_start', 'intake_row', 'intake_end');
+ALTER TABLE billing.event_intake ENABLE ALWAYS TRIGGER intake_start, ENABLE ALWAYS TRIGGER intake_row,
+    ENABLE ALWAYS TRIGGER intake_end;
 
 SELECT pg_catalog.pg_extension_config_dump('billing.events', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.events_id_seq', '');

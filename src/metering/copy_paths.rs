@@ -1,11 +1,13 @@
 //! The COPY paths. Rows COPY writes to the billing.event_staging table wait there until
-//! billing.ingest_staged() takes them; rows COPY sends to the billing.event_intake view are
+//! billing.ingest_staged() takes them; rows COPY sends to the billing.event_intake table are
 //! validated, deduplicated and stored while the COPY runs, written once, never staged.
 //!
-//! The view's row trigger only collects rows (in memory of its own) and ingests every
-//! `INTAKE_BATCH` of them; its statement triggers start a load and ingest what is left when
-//! the COPY ends, in the COPY's own statement and transaction. A COPY that fails leaves
-//! nothing behind, as any failed statement.
+//! The intake's row trigger takes each row before it is stored (it returns no row, so the
+//! table stays empty), collects it in memory of its own and ingests every `INTAKE_BATCH` of
+//! them; its statement triggers start a load and ingest what is left when the COPY ends, in
+//! the COPY's own statement and transaction. A COPY that fails leaves nothing behind, as any
+//! failed statement. A table rather than a view: its triggers can fire always (whatever the
+//! session's replication role) through ALTER TABLE, which views refuse.
 
 use super::event::{EventTime, RawEvent};
 use super::ingest::{ingest_keeping_rollups, write_rollups, Input, Outcome, Rejections, Status};
@@ -205,8 +207,9 @@ thread_local! {
     static LAST_INTAKE: Cell<Option<Counts>> = const { Cell::new(None) };
 }
 
-/// The intake's triggers, which must all fire for every row and statement: a disabled row
-/// trigger would drop rows, a disabled end trigger would leave them uningested.
+/// The intake's triggers, which must all fire for every row and statement: without the row
+/// trigger rows would be stored in the intake table rather than ingested, without the end
+/// trigger the last batch would not be ingested.
 const INTAKE_TRIGGERS: [&str; 3] = ["intake_start", "intake_row", "intake_end"];
 
 /// Whether every intake trigger on the view fires whatever the session's replication role.
@@ -258,12 +261,13 @@ fn _intake_start<'a>(
     Ok(None)
 }
 
-/// Row trigger instead of inserting into billing.event_intake: collects the row, and
-/// ingests the rows collected once there are `INTAKE_BATCH` of them.
+/// Row trigger before a row is stored in billing.event_intake: takes the row (returning no
+/// row, so that nothing is stored there) and ingests the rows taken once there are
+/// `INTAKE_BATCH` of them.
 #[pg_trigger]
 fn _intake_row<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgTriggerError> {
     let data = trigger.trigger_data();
-    // SAFETY: the row and the descriptor PostgreSQL passed for this insert into the view,
+    // SAFETY: the row and the descriptor PostgreSQL passed for this insert into the intake,
     // whose columns are text except for properties (jsonb); values are copied out below.
     let (staged, properties) = unsafe {
         let (tuple, descriptor) = (data.tg_trigtuple, (*data.tg_relation).rd_att);
@@ -286,12 +290,12 @@ fn _intake_row<'a>(trigger: &'a PgTrigger<'a>) -> Result<Option<PgHeapTuple<'a, 
             intake.batch.ingest_into(&mut intake.counts);
         }
     });
-    // Returning the row counts it as processed (COPY's row count); nothing is stored for it.
-    Ok(trigger.new())
+    Ok(None)
 }
 
 /// Statement trigger after a COPY or INSERT into billing.event_intake: ingests the rows
-/// left and keeps the load's counts for billing.last_intake().
+/// left, keeps the load's counts for billing.last_intake() and reports them (COPY's own
+/// count is of rows stored in the table: none).
 #[pg_trigger]
 fn _intake_end<'a>(
     _trigger: &'a PgTrigger<'a>,
@@ -301,6 +305,10 @@ fn _intake_end<'a>(
         intake.batch.finish(&mut intake.counts);
         intake.loading = false;
         LAST_INTAKE.set(Some(intake.counts));
+        let Counts { accepted, duplicates, conflicts, rejected } = intake.counts;
+        pgrx::notice!(
+            "billing.event_intake: {accepted} accepted, {duplicates} duplicates, {conflicts} conflicts, {rejected} rejected"
+        );
     });
     Ok(None)
 }

@@ -1,6 +1,6 @@
 //! The COPY intake's SQL surface: rows sent to billing.event_intake (by INSERT here, as COPY
 //! would send them) are stored once, counted by billing.last_intake(), and a load refuses
-//! to start without the view's triggers.
+//! to start without the intake's triggers.
 
 #[pgrx::pg_schema]
 mod tests {
@@ -42,7 +42,7 @@ mod tests {
     }
 
     #[pg_test]
-    fn a_load_without_the_views_triggers_is_refused() {
+    fn a_load_without_the_intakes_triggers_is_refused() {
         catalog();
         Spi::run("DROP TRIGGER intake_end ON billing.event_intake").unwrap();
         let refused = outcome(

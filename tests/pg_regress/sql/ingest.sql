@@ -158,7 +158,7 @@ sub-1	tokens	intake-4	yesterday	{"tokens": 1}	\N
 -- 2 accepted (intake-1, intake-2), 2 duplicates (intake-1 again, copy-2 as stored), 1
 -- conflict (copy-1 with 11 tokens, 10 stored), 2 rejected.
 SELECT * FROM billing.last_intake();
-SELECT count(*) AS rows_in_view FROM billing.event_intake;
+SELECT count(*) AS rows_kept FROM billing.event_intake;
 SELECT transaction_id, value, precise_total_amount_cents FROM billing.events
 WHERE transaction_id LIKE 'intake-%' OR transaction_id = 'copy-1' ORDER BY transaction_id;
 SELECT transaction_id, sqlstate, reason FROM billing.rejected_events WHERE transaction_id LIKE 'intake-%' ORDER BY id;
@@ -187,7 +187,8 @@ FROM generate_series(1, 12000) i;
 SELECT count(*) AS after_failed_load FROM billing.events WHERE transaction_id LIKE 'intake-failed-%';
 SELECT * FROM billing.last_intake();
 -- The triggers fire whatever the session's replication role (a skipped row trigger would
--- drop rows), and a load refuses to start without all of them (55000).
+-- leave rows in the intake table, not ingested), and a load refuses to start without all
+-- of them (55000).
 SET session_replication_role = replica;
 INSERT INTO billing.event_intake (external_subscription_id, code, transaction_id, "timestamp", properties)
 VALUES ('sub-1', 'tokens', 'intake-replica', '2026-03-14T00:00:00Z', '{"tokens": 3}');
