@@ -79,14 +79,7 @@ CREATE TABLE billing.event_staging (
 -- billing.rejected_events). Same columns as billing.event_staging. The triggers fire
 -- whatever the session's replication role: a row skipped by a trigger that did not fire
 -- would be stored here instead, not ingested.
-CREATE TABLE billing.event_intake (
-    external_subscription_id text,
-    code text,
-    transaction_id text,
-    "timestamp" text,
-    properties jsonb,
-    precise_total_amount_cents text
-);
+CREATE TABLE billing.event_intake (LIKE billing.event_staging);
 CREATE TRIGGER intake_start BEFORE INSERT ON billing.event_intake
     FOR EACH STATEMENT EXECUTE FUNCTION billing._intake_start();
 CREATE TRIGGER intake_row BEFORE INSERT ON billing.event_intake

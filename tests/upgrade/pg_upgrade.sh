@@ -18,13 +18,8 @@ trap 'stop_cluster "$base/old"; stop_cluster "$base/new"' EXIT
 run_server "$base/old"
 export PGHOST=/tmp PGUSER=postgres PGOPTIONS="-c client_min_messages=warning"
 psql -X -q -p $old_port -d postgres -c "CREATE DATABASE app"
+psql -X -q -v ON_ERROR_STOP=1 -o /dev/null -p $old_port -d app -f "$ROOT/tests/fixtures/one_subscription.sql"
 psql -X -q -v ON_ERROR_STOP=1 -o /dev/null -p $old_port -d app <<'SQL'
-CREATE EXTENSION pg_billing;
-SELECT billing.create_customer('acme', 'Acme', 'EUR', 'Europe/Paris');
-SELECT billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens');
-SELECT billing.create_plan('pro', 'Pro', 'monthly', 0, 'EUR',
-  '[{"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "0.002"}}]');
-SELECT billing.create_subscription('sub', 'acme', 'pro', '2026-01-01 00:00+01');
 SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 'sub',
   'code', 'tokens', 'transaction_id', 'e' || n, 'timestamp', '2026-03-01T00:00:00Z', 'properties', jsonb_build_object('tokens', n)))
   FROM generate_series(1, 50) n));
