@@ -246,7 +246,9 @@ fn load_catalog(inputs: &[Input<'_>]) -> CachedCatalog {
             for (key, found) in rows {
                 catalog.dimension_keys.entry(key).or_default().extend(found);
             }
-            for keys in catalog.dimension_keys.values_mut() {
+            // Only the versions just loaded: the cached ones are sorted already.
+            let loaded = |(version, _): &(i64, i64)| plan_versions.binary_search(version).is_ok();
+            for (_, keys) in catalog.dimension_keys.iter_mut().filter(|(key, _)| loaded(key)) {
                 keys.sort_unstable();
                 keys.dedup();
             }
