@@ -6,6 +6,7 @@ use super::bulk_store::{self, BulkOutcome, Storage};
 use super::catalog_cache::{self, CachedCatalog};
 use super::event::{same_payload, validate, Aggregation, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent};
 use super::rollup::{DayRollups, StoredEvent};
+use super::rollup_store;
 use crate::error::{raise, BillingError};
 use crate::jsonb::{JsonbRef, PgJsonb};
 use crate::numeric::from_decimal;
@@ -60,7 +61,8 @@ const INSERT_ONE_SQL: &str = insert_events!(
 
 /// Folds rollups from `$rows`, a row source of (customer_id, subscription_id,
 /// billable_metric_id, day, dims, events_count, value_sum, value_max, latest_at,
-/// latest_event_id, latest_value) already summed per rollup key, into billing.usage_rollups.
+/// latest_event_id, latest_value) already summed per rollup key, into billing.usage_rollups
+/// under the writer slot `$12`.
 /// Rows come sorted by key, so concurrent writers lock rollup rows in one order.
 macro_rules! upsert_rollups {
     ($rows:literal) => {
@@ -69,7 +71,7 @@ macro_rules! upsert_rollups {
                                                    events_count, value_sum, value_max, latest_at, latest_event_id,
                                                    latest_value)
              SELECT n.customer_id, n.subscription_id, n.billable_metric_id, n.day, coalesce(n.dims::jsonb, '{}'),
-                    (pg_catalog.pg_backend_pid() % 8)::smallint, n.events_count, n.value_sum, n.value_max,
+                    $12::smallint, n.events_count, n.value_sum, n.value_max,
                     n.latest_at, n.latest_event_id, n.latest_value
              FROM ",
             $rows,
@@ -368,17 +370,21 @@ impl<'a> NewEvents<'a> {
 
 /// Folds the rollups into billing.usage_rollups and empties them.
 pub fn write_rollups(rollups: &mut DayRollups) {
-    if rollups.0.is_empty() {
-        return;
+    let folded_directly = match rollups.0.first_key_value() {
+        None => true,
+        Some((key, rollup)) if rollups.0.len() == 1 => rollup_store::fold_one(key, rollup),
+        Some(_) => false,
+    };
+    if !folded_directly {
+        Spi::connect(|_| upsert_rollups(rollups));
     }
-    Spi::connect(|_| upsert_rollups(rollups));
     rollups.0.clear();
 }
 
 fn upsert_rollups(rollups: &DayRollups) {
     let keys: Vec<_> = rollups.0.keys().collect();
     let sums: Vec<_> = rollups.0.values().collect();
-    let args: [DatumWithOid; 11] = [
+    let args: [DatumWithOid; 12] = [
         argument(keys.iter().map(|k| k.0).collect()),
         argument(keys.iter().map(|k| k.1).collect()),
         argument(keys.iter().map(|k| k.2).collect()),
@@ -390,6 +396,7 @@ fn upsert_rollups(rollups: &DayRollups) {
         argument(sums.iter().map(|r| micros_to_timestamptz(r.latest_at)).collect()),
         argument(sums.iter().map(|r| r.latest_event_id).collect()),
         argument(sums.iter().map(|r| r.latest_value.map(from_decimal)).collect()),
+        rollup_store::writer_slot().into(),
     ];
     let statement = if keys.len() == 1 { ROLLUP_ONE_SQL } else { ROLLUP_SQL };
     execute(statement, &args, Planning::Generic, |_| ());

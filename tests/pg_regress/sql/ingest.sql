@@ -301,3 +301,22 @@ COMMIT;
 SELECT status FROM billing.terminate_subscription('sub-1', '2026-03-20 00:00+00');
 SELECT status, reason FROM billing.ingest_events('[{"external_subscription_id": "sub-1", "code": "tokens",
   "transaction_id": "cache-6", "timestamp": "2026-03-21T00:00:00Z", "properties": {"tokens": 1}}]');
+
+-- Single events fold into their day's rollup row one at a time: within one statement and
+-- across the statements of one transaction each finds, locks and updates the row the one
+-- before it wrote; a replay changes nothing; all of it rolls back with the transaction.
+SELECT count(*) AS rollup_rows_before FROM billing.usage_rollups WHERE day = '2026-03-18';
+BEGIN;
+SELECT status, count(*) FROM (
+  SELECT billing.ingest_event('sub-1', 'tokens', 'fold-' || i, '2026-03-18T00:00:00Z', jsonb_build_object('tokens', i)) AS status
+  FROM generate_series(1, 5) i) s
+GROUP BY status;
+SELECT billing.ingest_event('sub-1', 'tokens', 'fold-6', '2026-03-18T12:00:00Z', '{"tokens": 100}');
+SELECT billing.ingest_event('sub-1', 'tokens', 'fold-3', '2026-03-18T00:00:00Z', '{"tokens": 3}');
+SELECT billing.ingest_event('sub-1', 'tokens', 'fold-7', '2026-03-18T06:00:00Z', '{"tokens": 1000}');
+-- 7 events, 1 + 2 + 3 + 4 + 5 + 100 + 1000 = 1115 tokens; the latest is fold-6 (12:00).
+SELECT sum(events_count) AS events, sum(value_sum) AS tokens, max(value_max) AS largest,
+       (array_agg(latest_value ORDER BY latest_at DESC, latest_event_id DESC))[1] AS latest_tokens
+FROM billing.usage_rollups WHERE day = '2026-03-18';
+ROLLBACK;
+SELECT count(*) AS rollup_rows_after_rollback FROM billing.usage_rollups WHERE day = '2026-03-18';
