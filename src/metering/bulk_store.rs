@@ -21,8 +21,11 @@
 //! stored, the unique_violation rolls that attempt back and the batch is stored again with
 //! probes, which the backend then keeps doing until a batch finds no stored key again.
 //!
-//! A single event needs no subtransaction: a speculative insertion that meets a concurrent
-//! writer of its key withdraws itself, and the event is probed again. Through its SQL
+//! A single event needs no subtransaction: a speculative insertion that meets a stored key
+//! or a concurrent writer of it withdraws itself, and the event is probed (waiting for that
+//! writer) and tried again. As with batches, the probe comes first only while replays are
+//! being seen: once a backend's single event was new, its next one is inserted
+//! speculatively straight away, the unique index finding a stored key. Through its SQL
 //! statement, a single event's insert cost twice the time of this path.
 //!
 //! The batch path also needs room in the transaction's cached subtransaction ids; both
@@ -84,6 +87,10 @@ const CHUNK: usize = 100;
 /// Whether this backend's last stored batch found none of its keys stored, so that the next
 /// one is first tried without probes (see the module comment).
 static LAST_BATCH_ALL_NEW: AtomicBool = AtomicBool::new(false);
+
+/// Whether this backend's last single event was new, so that the next one is inserted
+/// speculatively before any probe (see the module comment).
+static LAST_SINGLE_WAS_NEW: AtomicBool = AtomicBool::new(true);
 
 /// Subtransactions a transaction may already hold for the batch path to open one more.
 const MAX_CACHED_SUBTRANSACTIONS: u8 = 48;
@@ -230,8 +237,8 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
     }
 }
 
-/// Stores one event unless its key is stored: a probe, then a speculative insertion, again
-/// if a concurrent writer of the key got in between (see the module comment).
+/// Stores one event unless its key is stored: a speculative insertion, preceded by a probe
+/// when this backend's last single event was not new (see the module comment).
 unsafe fn store_one(event: &ValidEvent<JsonbRef<'_>>, dims: &Option<String>, id: i64) -> BulkOutcome {
     let Some(target) = Target::open(&EVENTS) else { return BulkOutcome::NotApplicable };
     // Rows this transaction stored in earlier statements must be as visible as a statement
@@ -239,10 +246,14 @@ unsafe fn store_one(event: &ValidEvent<JsonbRef<'_>>, dims: &Option<String>, id:
     pg_sys::CommandCounterIncrement();
     let rows = EventRows::new(&target);
     let transaction_id = text_datum(&event.transaction_id);
-    let mut scan = target.key_scan();
+    let mut scan: Option<KeyScan> = None;
+    let mut probe_first = !LAST_SINGLE_WAS_NEW.load(Ordering::Relaxed);
     let storage = loop {
-        if let Some(same_payload) = probe(&mut scan, event, transaction_id) {
-            break Storage::AlreadyStored { same_payload };
+        if probe_first {
+            let scan = scan.get_or_insert_with(|| target.key_scan());
+            if let Some(same_payload) = probe(scan, event, transaction_id) {
+                break Storage::AlreadyStored { same_payload };
+            }
         }
         let (slot, day) = rows.row(event, dims, id, transaction_id);
         let inserted = target.insert_unless_key_appeared(slot);
@@ -250,7 +261,9 @@ unsafe fn store_one(event: &ValidEvent<JsonbRef<'_>>, dims: &Option<String>, id:
         if inserted {
             break Storage::Stored { day };
         }
+        probe_first = true;
     };
+    LAST_SINGLE_WAS_NEW.store(matches!(storage, Storage::Stored { .. }), Ordering::Relaxed);
     BulkOutcome::Stored(vec![storage])
 }
 

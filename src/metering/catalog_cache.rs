@@ -44,6 +44,24 @@ thread_local! {
     static CACHED: RefCell<CachedCatalog> = RefCell::new(CachedCatalog::default());
     /// Bumped by every relcache invalidation; a cache filled under an older generation is stale.
     static GENERATION: Cell<u64> = const { Cell::new(0) };
+    /// Whether Citus was installed, and the generation that was looked up under.
+    static CITUS: Cell<Option<(u64, bool)>> = const { Cell::new(None) };
+}
+
+/// Whether Citus is installed in this database: looked up in pg_extension once per
+/// invalidation generation rather than for every write (distributing a table sends a
+/// relcache invalidation, which starts a new generation).
+pub fn citus_installed() -> bool {
+    let generation = GENERATION.with(Cell::get);
+    match CITUS.with(Cell::get) {
+        Some((seen, installed)) if seen == generation => installed,
+        _ => {
+            // SAFETY: a catalog lookup inside a transaction.
+            let installed = unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) } != pg_sys::InvalidOid;
+            CITUS.with(|c| c.set(Some((generation, installed))));
+            installed
+        }
+    }
 }
 
 /// Relcache callback: any invalidation may be a catalog change, so the cache is dropped.

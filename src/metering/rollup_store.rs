@@ -1,9 +1,9 @@
-//! Folds one day rollup into billing.usage_rollups without a statement, as the rollup
-//! statement's `ON CONFLICT DO UPDATE` does for each of its rows: find the row of the key
-//! (this backend's slot), lock it and update it; or insert it speculatively, and start
-//! again if a concurrent writer inserted the key meanwhile. A single event's rollup
-//! through the statement cost about as much as the event's own insert, mostly in starting
-//! and ending the statement's executor.
+//! Folds one day rollup into billing.usage_rollups without a statement, with the outcome of
+//! the rollup statement's `ON CONFLICT DO UPDATE` for one row: find the row of the key
+//! (this backend's slot) and update it as found, or insert it speculatively; if a
+//! concurrent writer changed the row or inserted the key meanwhile, start again. A single
+//! event's rollup through the statement cost about as much as the event's own insert,
+//! mostly in starting and ending the statement's executor.
 //!
 //! Batches with several rollup rows keep the set-based statement.
 
@@ -69,7 +69,7 @@ pub fn fold_one(key: &RollupKey, rollup: &DayRollup) -> bool {
             dims.as_deref().map_or_else(|| JsonB(serde_json::json!({})).into_datum().expect("jsonb"), jsonb_datum);
         let slot = writer_slot().into_datum();
         let numeric = |v: Option<rust_decimal::Decimal>| v.and_then(|v| from_decimal(v).into_datum());
-        let mut row: [Option<pg_sys::Datum>; COLUMNS.len()] = [
+        let row: [Option<pg_sys::Datum>; COLUMNS.len()] = [
             Some((*customer_id).into()),
             Some((*subscription_id).into()),
             Some((*metric_id).into()),
@@ -84,7 +84,6 @@ pub fn fold_one(key: &RollupKey, rollup: &DayRollup) -> bool {
             numeric(rollup.latest_value),
         ];
         let mut scan = target.key_scan();
-        let locked = pg_sys::MakeSingleTupleTableSlot(target.row_type, &pg_sys::TTSOpsBufferHeapTuple);
         loop {
             let mut keys = [
                 equal_key(1, pg_sys::F_INT8EQ, row[0].unwrap()),
@@ -94,40 +93,40 @@ pub fn fold_one(key: &RollupKey, rollup: &DayRollup) -> bool {
                 equal_key(5, pg_sys::F_JSONB_EQ, row[4].unwrap()),
                 equal_key(6, pg_sys::F_INT2EQ, row[5].unwrap()),
             ];
-            if scan.find(&mut keys) {
-                let mut tid = (*scan.found).tts_tid;
-                if !target.lock_for_update(&mut tid, locked) {
-                    continue;
-                }
-                pg_sys::slot_getallattrs(locked);
-                let stored = |c: usize| match *(*locked).tts_isnull.add(c) {
+            let done = if scan.find(&mut keys) {
+                let found = scan.found;
+                pg_sys::slot_getallattrs(found);
+                let stored = std::array::from_fn(|c| match *(*found).tts_isnull.add(c) {
                     true => None,
-                    false => Some(*(*locked).tts_values.add(c)),
-                };
-                let stored: [Option<pg_sys::Datum>; COLUMNS.len()] = std::array::from_fn(stored);
-                fold(&mut row, &stored);
-                let updated = target.row(&row);
-                target.update_locked(&mut tid, updated);
+                    false => Some(*(*found).tts_values.add(c)),
+                });
+                let updated = target.row(&folded(&row, &stored));
+                let mut tid = (*found).tts_tid;
+                let done = target.update_unless_changed(&mut tid, updated);
                 pg_sys::ExecDropSingleTupleTableSlot(updated);
-                break;
-            }
-            let inserted = target.row(&row);
-            let done = target.insert_unless_key_appeared(inserted);
-            pg_sys::ExecDropSingleTupleTableSlot(inserted);
+                done
+            } else {
+                let inserted = target.row(&row);
+                let done = target.insert_unless_key_appeared(inserted);
+                pg_sys::ExecDropSingleTupleTableSlot(inserted);
+                done
+            };
             if done {
-                break;
+                return true;
             }
         }
-        pg_sys::ExecDropSingleTupleTableSlot(locked);
-        true
     }
 }
 
-/// Folds the stored row's partial aggregates into `row` (the new ones), as the rollup
-/// statement's ON CONFLICT DO UPDATE does: counts and sums add up (raising as SQL would
-/// beyond bigint), the maximum is the greater of those present, and the latest event is
-/// the later by (timestamp, id).
-unsafe fn fold(row: &mut [Option<pg_sys::Datum>; COLUMNS.len()], stored: &[Option<pg_sys::Datum>; COLUMNS.len()]) {
+/// The stored row with the new partial aggregates of `row` folded in, as the rollup
+/// statement's ON CONFLICT DO UPDATE folds them: counts and sums add up (raising as SQL
+/// would beyond bigint), the maximum is the greater of those present, and the latest event
+/// is the later by (timestamp, id).
+unsafe fn folded(
+    new: &[Option<pg_sys::Datum>; COLUMNS.len()],
+    stored: &[Option<pg_sys::Datum>; COLUMNS.len()],
+) -> [Option<pg_sys::Datum>; COLUMNS.len()] {
+    let mut row = *new;
     let call = |function: unsafe fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum, a, b| {
         direct_function_call_as_datum(function, &[a, b])
     };
@@ -140,9 +139,10 @@ unsafe fn fold(row: &mut [Option<pg_sys::Datum>; COLUMNS.len()], stored: &[Optio
     let latest = |r: &[Option<pg_sys::Datum>; COLUMNS.len()]| {
         (r[LATEST_AT].expect("not null").value() as i64, r[LATEST_EVENT_ID].expect("not null").value() as i64)
     };
-    if latest(row) <= latest(stored) {
+    if latest(&row) <= latest(stored) {
         for column in [LATEST_AT, LATEST_EVENT_ID, LATEST_VALUE] {
             row[column] = stored[column];
         }
     }
+    row
 }

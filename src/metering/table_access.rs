@@ -1,7 +1,7 @@
 //! Writing pg_billing's own tables below the statement level: a table opened with its
-//! indexes, a probe of its unique key through a dirty snapshot, and speculative insertion,
+//! indexes, a probe of its unique key through a dirty snapshot, speculative insertion,
 //! the protocol `INSERT ... ON CONFLICT` uses to insert a row whose key a concurrent
-//! transaction may be inserting at the same moment.
+//! transaction may be inserting at the same moment, and an update of a row as it was read.
 //!
 //! A caller takes this path only where it does exactly what its SQL statement would, which
 //! `Target::open` checks: read committed isolation (under repeatable read a key committed
@@ -67,7 +67,7 @@ impl Target {
         if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
             return None;
         }
-        if pg_sys::get_extension_oid(c"citus".as_ptr(), true) != pg_sys::InvalidOid {
+        if super::catalog_cache::citus_installed() {
             return None;
         }
         let relid = billing_table(shape.table);
@@ -164,9 +164,17 @@ impl Target {
         !conflict
     }
 
-    /// Replaces the row at `tid`, which the caller locked, with `slot`'s row, and adds its
-    /// index entries unless the update stayed on the page (HOT).
-    pub(super) unsafe fn update_locked(&self, tid: &mut pg_sys::ItemPointerData, slot: *mut pg_sys::TupleTableSlot) {
+    /// Replaces the row at `tid` with `slot`'s row unless a concurrent transaction updated
+    /// or deleted it since the caller read it (`false`: read it again); waits for one that
+    /// is updating it. Adds the new version's index entries unless it stayed on the page
+    /// (HOT). The caller computed the new row from the one it read, so the update is right
+    /// exactly when no other version came between: no lock is taken first, which saves a
+    /// WAL record per update over `ON CONFLICT DO UPDATE`.
+    pub(super) unsafe fn update_unless_changed(
+        &self,
+        tid: &mut pg_sys::ItemPointerData,
+        slot: *mut pg_sys::TupleTableSlot,
+    ) -> bool {
         let routine = &*(*self.relation).rd_tableam;
         let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
         let mut lock_mode: pg_sys::LockTupleMode::Type = 0;
@@ -183,7 +191,11 @@ impl Target {
             &mut lock_mode,
             &mut update_indexes,
         );
-        assert_eq!(result, pg_sys::TM_Result::TM_Ok, "a locked row updates");
+        match result {
+            pg_sys::TM_Result::TM_Ok => {}
+            pg_sys::TM_Result::TM_Updated | pg_sys::TM_Result::TM_Deleted => return false,
+            other => panic!("updating a row of {} found it in state {other}", self.name()),
+        }
         if update_indexes {
             pg_sys::ExecInsertIndexTuples(
                 self.result_relation,
@@ -196,33 +208,7 @@ impl Target {
             );
         }
         self.reset_per_row_memory();
-    }
-
-    /// Locks the latest version of the row at `tid` for update, into `slot`; `false` when
-    /// a concurrent transaction updated or deleted it meanwhile (probe again).
-    pub(super) unsafe fn lock_for_update(
-        &self,
-        tid: &mut pg_sys::ItemPointerData,
-        slot: *mut pg_sys::TupleTableSlot,
-    ) -> bool {
-        let routine = &*(*self.relation).rd_tableam;
-        let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
-        let result = routine.tuple_lock.expect("heap")(
-            self.relation,
-            tid,
-            pg_sys::GetActiveSnapshot(),
-            slot,
-            pg_sys::GetCurrentCommandId(true),
-            pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
-            pg_sys::LockWaitPolicy::LockWaitBlock,
-            0,
-            &mut failure,
-        );
-        match result {
-            pg_sys::TM_Result::TM_Ok => true,
-            pg_sys::TM_Result::TM_Updated | pg_sys::TM_Result::TM_Deleted => false,
-            other => panic!("locking a row of {} found it in state {other}", self.name()),
-        }
+        true
     }
 
     /// Inserts rows many at a time (the heap's multi-insert) and their index entries, the
