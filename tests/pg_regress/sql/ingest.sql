@@ -277,7 +277,16 @@ sub-9	tokens	role-reject	2026-03-14T00:00:00Z	{"tokens": 1}
 \.
 SELECT * FROM billing.last_intake();
 RESET ROLE;
-SELECT count(*) AS stored, (SELECT count(*) FROM billing.rejected_events WHERE transaction_id = 'role-reject') AS rejected
+-- Without one of them (UPDATE on the rollups), one event fails as its SQL statement would
+-- (42501) and stores nothing.
+REVOKE UPDATE ON billing.usage_rollups FROM regress_pg_billing_ingester;
+SET ROLE regress_pg_billing_ingester;
+\set VERBOSITY sqlstate
+SELECT billing.ingest_event('sub-1', 'tokens', 'role-2', '2026-03-14T00:00:00Z', '{"tokens": 1}');
+\set VERBOSITY default
+RESET ROLE;
+SELECT count(*) AS stored, (SELECT count(*) FROM billing.rejected_events WHERE transaction_id = 'role-reject') AS rejected,
+       count(*) FILTER (WHERE transaction_id = 'role-2') AS stored_without_the_grant
 FROM billing.events WHERE transaction_id LIKE 'role-%';
 DROP OWNED BY regress_pg_billing_ingester;
 DROP ROLE regress_pg_billing_ingester;
