@@ -10,6 +10,26 @@ use serde_json::Value;
 use std::ffi::CStr;
 use std::marker::PhantomData;
 
+/// A jsonb datum from JSON text pg_billing made, in the current memory context.
+pub fn from_text(text: &str) -> pg_sys::Datum {
+    let text = std::ffi::CString::new(text).expect("JSON text has no NUL");
+    // SAFETY: jsonb_in reads the NUL-terminated text, which outlives the call.
+    unsafe {
+        pgrx::fcinfo::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(pg_sys::Datum::from(text.as_ptr()))])
+    }
+    .expect("jsonb")
+}
+
+/// The jsonb `{}`, made once per backend (in its top memory context) and only read.
+pub fn empty_object() -> pg_sys::Datum {
+    thread_local! {
+        // SAFETY: allocates in the top memory context, which lives as long as the backend.
+        static EMPTY_OBJECT: pg_sys::Datum =
+            unsafe { PgMemoryContexts::TopMemoryContext.switch_to(|_| from_text("{}")) };
+    }
+    EMPTY_OBJECT.with(|datum| *datum)
+}
+
 /// A detoasted `jsonb` datum. It lives in the memory context it was read (or copied) into.
 pub struct PgJsonb(*mut pg_sys::Jsonb);
 

@@ -33,14 +33,13 @@
 
 use super::event::{same_payload, Payload, ValidEvent};
 use super::table_access::{self, equal_key, KeyScan, Shape, Target};
-use crate::jsonb::{JsonbRef, PgJsonb};
+use crate::jsonb::{self, JsonbRef, PgJsonb};
 use crate::numeric::{from_decimal, to_decimal};
 use pgrx::fcinfo::direct_function_call_as_datum;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, JsonB, PgSqlErrorCode};
-use std::ffi::CString;
+use pgrx::{AnyNumeric, PgSqlErrorCode};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -317,7 +316,7 @@ impl<'t> EventRows<'t> {
     fn new(target: &'t Target) -> Self {
         EventRows {
             target,
-            empty_object: JsonB(serde_json::json!({})).into_datum().expect("jsonb"),
+            empty_object: jsonb::empty_object(),
             // SAFETY: inside a transaction.
             ingested_at: pg_sys::Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }),
             timezones: Default::default(),
@@ -356,18 +355,10 @@ impl<'t> EventRows<'t> {
         values[PROPERTIES] = event.properties.map_or(Some(self.empty_object), |p| p.into_datum());
         values[VALUE] = numeric(event.value);
         values[PRECISE_TOTAL_AMOUNT_CENTS] = numeric(event.precise_total_amount_cents);
-        values[DIMS] = Some(dims.as_deref().map_or(self.empty_object, jsonb_datum));
+        values[DIMS] = Some(dims.as_deref().map_or(self.empty_object, jsonb::from_text));
         values[INGESTED_AT] = Some(self.ingested_at);
         (self.target.row(&values), day)
     }
-}
-
-/// A jsonb datum from JSON text pg_billing made.
-pub fn jsonb_datum(text: &str) -> pg_sys::Datum {
-    let text = CString::new(text).expect("JSON text has no NUL");
-    // SAFETY: jsonb_in reads the NUL-terminated text, which outlives the call.
-    unsafe { direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(pg_sys::Datum::from(text.as_ptr()))]) }
-        .expect("jsonb")
 }
 
 /// Runs `work` in a subtransaction; `None`, with everything it wrote rolled back, when it

@@ -48,17 +48,22 @@ thread_local! {
     static CITUS: Cell<Option<(u64, bool)>> = const { Cell::new(None) };
 }
 
+/// The invalidation generation: a value looked up in the system catalogs under an older
+/// one may be stale.
+pub fn generation() -> u64 {
+    GENERATION.with(Cell::get)
+}
+
 /// Whether Citus is installed in this database: looked up in pg_extension once per
 /// invalidation generation rather than for every write (distributing a table sends a
 /// relcache invalidation, which starts a new generation).
 pub fn citus_installed() -> bool {
-    let generation = GENERATION.with(Cell::get);
     match CITUS.with(Cell::get) {
-        Some((seen, installed)) if seen == generation => installed,
+        Some((seen, installed)) if seen == generation() => installed,
         _ => {
             // SAFETY: a catalog lookup inside a transaction.
             let installed = unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) } != pg_sys::InvalidOid;
-            CITUS.with(|c| c.set(Some((generation, installed))));
+            CITUS.with(|c| c.set(Some((generation(), installed))));
             installed
         }
     }

@@ -7,13 +7,12 @@
 //!
 //! Batches with several rollup rows keep the set-based statement.
 
-use super::bulk_store::jsonb_datum;
 use super::rollup::{DayRollup, RollupKey};
 use super::table_access::{equal_key, Shape, Target};
+use crate::jsonb;
 use crate::numeric::from_decimal;
 use pgrx::fcinfo::direct_function_call_as_datum;
 use pgrx::prelude::*;
-use pgrx::JsonB;
 
 /// The columns of billing.usage_rollups, by name; the path refuses any other layout.
 const COLUMNS: [&str; 12] = [
@@ -65,8 +64,7 @@ pub fn fold_one(key: &RollupKey, rollup: &DayRollup) -> bool {
         // lockable, as a statement would find them.
         pg_sys::CommandCounterIncrement();
         let (customer_id, subscription_id, metric_id, day, dims) = key;
-        let dims =
-            dims.as_deref().map_or_else(|| JsonB(serde_json::json!({})).into_datum().expect("jsonb"), jsonb_datum);
+        let dims = dims.as_deref().map_or_else(jsonb::empty_object, jsonb::from_text);
         let slot = writer_slot().into_datum();
         let numeric = |v: Option<rust_decimal::Decimal>| v.and_then(|v| from_decimal(v).into_datum());
         let row: [Option<pg_sys::Datum>; COLUMNS.len()] = [

@@ -10,7 +10,9 @@
 //! constraints; a caller holding the privileges the statement needs; a table not
 //! distributed by Citus. Anywhere else the caller runs its statement.
 
+use super::catalog_cache;
 use pgrx::pg_sys;
+use std::cell::RefCell;
 use std::ffi::CStr;
 
 /// A table opened for writing, with its indexes; closed (keeping the lock) when dropped.
@@ -54,10 +56,26 @@ pub struct Shape {
     pub privileges: &'static [u32],
 }
 
-/// The oid of a table in the billing schema (`InvalidOid` when there is none).
-pub(super) unsafe fn billing_table(name: &CStr) -> pg_sys::Oid {
-    let namespace = pg_sys::get_namespace_oid(c"billing".as_ptr(), false);
-    pg_sys::get_relname_relid(name.as_ptr(), namespace)
+/// The oid of a table in the billing schema (`InvalidOid` when there is none), looked up
+/// once per invalidation generation (dropping or creating a table starts a new one).
+pub(super) unsafe fn billing_table(name: &'static CStr) -> pg_sys::Oid {
+    thread_local! {
+        static RELIDS: RefCell<(u64, Vec<(&'static CStr, pg_sys::Oid)>)> = const { RefCell::new((0, Vec::new())) };
+    }
+    let generation = catalog_cache::generation();
+    RELIDS.with_borrow_mut(|(seen, relids)| {
+        if *seen != generation {
+            *seen = generation;
+            relids.clear();
+        }
+        if let Some(&(_, relid)) = relids.iter().find(|(table, _)| *table == name) {
+            return relid;
+        }
+        let namespace = pg_sys::get_namespace_oid(c"billing".as_ptr(), false);
+        let relid = pg_sys::get_relname_relid(name.as_ptr(), namespace);
+        relids.push((name, relid));
+        relid
+    })
 }
 
 impl Target {
@@ -67,7 +85,7 @@ impl Target {
         if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
             return None;
         }
-        if super::catalog_cache::citus_installed() {
+        if catalog_cache::citus_installed() {
             return None;
         }
         let relid = billing_table(shape.table);
