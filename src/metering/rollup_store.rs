@@ -61,7 +61,7 @@ pub fn fold_one(key: &RollupKey, rollup: &DayRollup) -> bool {
     unsafe {
         let Some(target) = Target::open(&ROLLUPS) else { return false };
         // Rows this transaction wrote in earlier statements must be as visible, and as
-        // lockable, as a statement would find them.
+        // updatable, as a statement would find them.
         pg_sys::CommandCounterIncrement();
         let (customer_id, subscription_id, metric_id, day, dims) = key;
         let dims = dims.as_deref().map_or_else(jsonb::empty_object, jsonb::from_text);

@@ -17,14 +17,14 @@ use std::ffi::CStr;
 
 /// A table opened for writing, with its indexes; closed (keeping the lock) when dropped.
 pub struct Target {
-    pub relation: pg_sys::Relation,
+    relation: pg_sys::Relation,
     estate: *mut pg_sys::EState,
     result_relation: *mut pg_sys::ResultRelInfo,
     /// The table's one unique index: its idempotency or rollup key.
     unique_index: pg_sys::Relation,
     /// A copy of the table's row type: slots made from it do not pin the relcache entry's
     /// descriptor, which would cost a resource-owner entry per row.
-    pub row_type: pg_sys::TupleDesc,
+    row_type: pg_sys::TupleDesc,
 }
 
 impl Drop for Target {
