@@ -22,12 +22,16 @@ cat > /tmp/pg_billing_stress_batch.sql <<'SQL'
 \set b random(1, 20)
 INSERT INTO stress_outcomes SELECT status FROM billing.ingest_events((SELECT events FROM stress_batches WHERE id = :b));
 SQL
+# Single events draw from twice the batches' keys: half replays, half new events.
 cat > /tmp/pg_billing_stress_single.sql <<'SQL'
-\set k random(0, 2999)
+\set k random(0, 5999)
 INSERT INTO stress_outcomes SELECT billing.ingest_event('sub', 'tokens', 'k' || :k, '2026-03-01T00:00:00Z', jsonb_build_object('tokens', :k % 97));
 SQL
 pgbench -n -c 8 -j 2 -t 25 -f /tmp/pg_billing_stress_batch.sql "$db" >/dev/null
-pgbench -n -c 8 -j 2 -t 300 -f /tmp/pg_billing_stress_single.sql "$db" >/dev/null
+# 16 clients for single events: twice the rollup writer slots (backend pid mod 8), so
+# backends share slots and fold into the same rollup rows at once (an update that finds the
+# row changed under it reads it again: 26 such retries in a trial of 4,800 new events).
+pgbench -n -c 16 -j 2 -t 150 -f /tmp/pg_billing_stress_single.sql "$db" >/dev/null
 psql -X -q -v ON_ERROR_STOP=1 -d "$db" -At <<'SQL'
 SELECT format('stored %s distinct keys, accepted %s times, %s duplicates, %s conflicts, %s rejected; rollup events %s, rollup sum %s = event sum %s',
   (SELECT count(*) FROM billing.events),
