@@ -263,6 +263,7 @@ unsafe fn store_one(event: &ValidEvent<JsonbRef<'_>>, dims: &Option<String>, id:
             break Storage::Stored { day };
         }
         probe_first = true;
+        pgrx::check_for_interrupts!();
     };
     LAST_SINGLE_WAS_NEW.store(matches!(storage, Storage::Stored { .. }), Ordering::Relaxed);
     BulkOutcome::Stored(vec![storage])

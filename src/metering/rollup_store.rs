@@ -112,6 +112,7 @@ pub fn fold_one(key: &RollupKey, rollup: &DayRollup) -> bool {
             if done {
                 return true;
             }
+            pgrx::check_for_interrupts!();
         }
     }
 }

@@ -149,3 +149,16 @@ SELECT s.sub, u.billable_metric_code AS code, u.units, u.events_count
 FROM (VALUES ('sub-kiri', '+14'), ('sub-pago', '-11')) s(sub, zone),
      LATERAL billing.usage(s.sub, ('2026-03-01 12:00' || s.zone)::timestamptz, ('2026-03-31 11:59:59.999999' || s.zone)::timestamptz) u
 WHERE u.billable_metric_code IN ('users', 'tokens') ORDER BY s.sub, u.charge_id;
+
+-- Single events fold into the day rollup of their dimension set (the properties filters and
+-- pricing group keys look at): two us/a requests share one row, eu/b has its own, and
+-- the window's usage splits them by filter and group as it does for batches.
+SELECT billing.ingest_event('sub-kiri', 'requests', 'dims-' || n, '2026-04-10T12:00:00Z', p::jsonb)
+FROM (VALUES (1, '{"region": "us", "app": "a", "ignored": 1}'), (2, '{"app": "a", "region": "us"}'),
+             (3, '{"region": "eu", "app": "b"}')) v(n, p);
+SELECT r.dims, r.events_count
+FROM billing.usage_rollups r JOIN billing.subscriptions s ON s.id = r.subscription_id
+WHERE s.external_id = 'sub-kiri' AND r.day = '2026-04-11' ORDER BY r.dims::text;
+SELECT u.filter_values, u.grouped_by, u.units, u.amount
+FROM billing.usage('sub-kiri', '2026-04-11 00:00+14', '2026-04-11 23:59:59.999999+14') u
+WHERE u.billable_metric_code = 'requests' AND u.units > 0 ORDER BY u.filter_values::text, u.grouped_by::text;
