@@ -21,6 +21,12 @@ pub fn day_of(year: i32, month: u32, day: u32) -> Day {
     (era * 146_097 + doe - 719_468 - UNIX_TO_PG_EPOCH_DAYS) as Day
 }
 
+/// The UTC date of an instant (microseconds since 2000-01-01 UTC): the day it falls in,
+/// rounding down before the epoch too.
+pub fn utc_day(micros: i64) -> Day {
+    micros.div_euclid(MICROS_PER_DAY) as Day
+}
+
 /// (year, month, day) of days since 2000-01-01.
 pub fn civil(day: Day) -> (i32, u32, u32) {
     let z = i64::from(day) + UNIX_TO_PG_EPOCH_DAYS + 719_468;
@@ -240,6 +246,17 @@ mod tests {
     fn show(day: Day) -> String {
         let (y, m, d) = civil(day);
         format!("{y:04}-{m:02}-{d:02}")
+    }
+
+    #[test]
+    fn an_instant_falls_in_its_utc_day_before_and_after_the_epoch() {
+        let instant = |text: &str| parse_timestamp(text).unwrap();
+        assert_eq!(show(utc_day(instant("2026-03-01T00:00:00Z"))), "2026-03-01");
+        assert_eq!(show(utc_day(instant("2026-02-28T23:59:59.999999Z"))), "2026-02-28");
+        assert_eq!(show(utc_day(instant("2026-03-01T01:30:00+02:00"))), "2026-02-28");
+        assert_eq!(show(utc_day(instant("1999-12-31T23:59:59.999999Z"))), "1999-12-31");
+        assert_eq!(show(utc_day(instant("1999-12-31T00:00:00Z"))), "1999-12-31");
+        assert_eq!(show(utc_day(instant("2000-01-01T00:00:00Z"))), "2000-01-01");
     }
 
     fn period(interval: &str, billing_time: &str, anchor: &str, on: &str) -> (String, String) {

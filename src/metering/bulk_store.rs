@@ -35,6 +35,7 @@
 
 use super::event::{same_payload, Payload, ValidEvent};
 use super::table_access::{self, equal_key, KeyScan, Shape, Target};
+use crate::calendar;
 use crate::jsonb::{self, JsonbRef, PgJsonb};
 use crate::numeric::{from_decimal, to_decimal};
 use pgrx::fcinfo::direct_function_call_as_datum;
@@ -144,8 +145,13 @@ pub fn stored_payload(
     }
 }
 
-/// The customer-local day of an instant, as PostgreSQL's time zone database says.
-unsafe fn local_day(timestamp: i64, timezone: pg_sys::Datum) -> i32 {
+/// The customer-local day of an instant, as PostgreSQL's time zone database says (UTC,
+/// the most common zone, without asking it: `timestamptz_zone` looks the zone up by name).
+unsafe fn local_day(timestamp: i64, timezone: &str, timezone_datum: pg_sys::Datum) -> i32 {
+    if timezone == "UTC" {
+        return calendar::utc_day(timestamp);
+    }
+    let timezone = timezone_datum;
     let local = direct_function_call_as_datum(pg_sys::timestamptz_zone, &[Some(timezone), Some(timestamp.into())])
         .expect("a valid time zone gives a timestamp");
     let day = direct_function_call_as_datum(pg_sys::timestamp_date, &[Some(local)]).expect("a date");
@@ -345,7 +351,7 @@ impl<'t> EventRows<'t> {
                 }
             }
         };
-        let day = local_day(event.timestamp, timezone);
+        let day = local_day(event.timestamp, &event.timezone, timezone);
         let numeric = |v: Option<rust_decimal::Decimal>| v.and_then(|v| from_decimal(v).into_datum());
         let mut values: [Option<pg_sys::Datum>; COLUMNS.len()] = [None; COLUMNS.len()];
         values[ID] = Some(id.into());
