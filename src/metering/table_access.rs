@@ -162,11 +162,12 @@ impl Target {
         slot
     }
 
-    /// Inserts the row in `slot` unless a row with its key appeared since the caller's probe
-    /// (stored by a concurrent transaction, committed or not): then nothing is inserted and
-    /// the result is `false`, for the caller to probe again (the probe waits for that
-    /// transaction). The insertion and its index entries are made as `INSERT ... ON
-    /// CONFLICT` makes them: a row marked speculative until its unique entry is in.
+    /// Inserts the row in `slot` unless the unique index holds its key (committed, written
+    /// earlier in this transaction, or by a concurrent transaction, even one that got in
+    /// after the caller's probe): then the row is withdrawn and the result is `false`, for
+    /// the caller to probe (the probe waits for a concurrent writer). The insertion and its
+    /// index entries are made as `INSERT ... ON CONFLICT` makes them: a row marked
+    /// speculative until its unique entry is in.
     pub(super) unsafe fn insert_unless_key_appeared(&self, slot: *mut pg_sys::TupleTableSlot) -> bool {
         let routine = &*(*self.relation).rd_tableam;
         let command = pg_sys::GetCurrentCommandId(true);
