@@ -19,6 +19,11 @@ pub fn to_decimal(value: &AnyNumeric, what: &str) -> Result<Decimal> {
     })
 }
 
+/// An optional decimal as a numeric datum (`None` stays NULL), for rows written directly.
+pub fn decimal_datum(value: Option<Decimal>) -> Option<pgrx::pg_sys::Datum> {
+    value.and_then(|v| pgrx::IntoDatum::into_datum(from_decimal(v)))
+}
+
 pub fn from_decimal(value: Decimal) -> AnyNumeric {
     // Whole numbers of 64 bits, most usage values, skip the text: int8 -> numeric gives the
     // same value with the same (zero) scale.

@@ -37,7 +37,7 @@ use super::event::{same_payload, Payload, ValidEvent};
 use super::table_access::{self, equal_key, KeyScan, Shape, Target};
 use crate::calendar;
 use crate::jsonb::{self, JsonbRef, PgJsonb};
-use crate::numeric::{from_decimal, to_decimal};
+use crate::numeric::{decimal_datum, to_decimal};
 use pgrx::fcinfo::direct_function_call_as_datum;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
@@ -203,7 +203,7 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
             return BulkOutcome::NotApplicable;
         }
         let Some(target) = Target::open(&EVENTS) else { return BulkOutcome::NotApplicable };
-        let rows = EventRows::new(&target);
+        let mut rows = EventRows::new();
         let transaction_ids: Vec<pg_sys::Datum> = events.iter().map(|(_, e)| text_datum(&e.transaction_id)).collect();
         // An attempt without probes ends at the first stored key; the probed attempts after
         // it find them. A race lost to a concurrent batch is tried again: the probe then
@@ -224,8 +224,8 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
                         storage.push(match stored_before[p - start] {
                             Some(same_payload) => Storage::AlreadyStored { same_payload },
                             None => {
-                                let (slot, day) = rows.row(&events[p].1, &dims[p], ids[p], transaction_ids[p]);
-                                slots.push(slot);
+                                let (values, day) = rows.row(&events[p].1, &dims[p], ids[p], transaction_ids[p]);
+                                slots.push(target.row(&values));
                                 Storage::Stored { day }
                             }
                         });
@@ -251,7 +251,7 @@ unsafe fn store_one(event: &ValidEvent<JsonbRef<'_>>, dims: &Option<String>, id:
     // Rows this transaction stored in earlier statements must be as visible as a statement
     // would see them.
     pg_sys::CommandCounterIncrement();
-    let rows = EventRows::new(&target);
+    let mut rows = EventRows::new();
     let transaction_id = text_datum(&event.transaction_id);
     let mut scan: Option<KeyScan> = None;
     let mut probe_first = !LAST_SINGLE_WAS_NEW.load(Ordering::Relaxed);
@@ -262,10 +262,8 @@ unsafe fn store_one(event: &ValidEvent<JsonbRef<'_>>, dims: &Option<String>, id:
                 break Storage::AlreadyStored { same_payload };
             }
         }
-        let (slot, day) = rows.row(event, dims, id, transaction_id);
-        let inserted = target.insert_unless_key_appeared(slot);
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        if inserted {
+        let (values, day) = rows.row(event, dims, id, transaction_id);
+        if target.insert_unless_key_appeared(&values) {
             break Storage::Stored { day };
         }
         probe_first = true;
@@ -313,35 +311,31 @@ unsafe fn stored_keys(
 }
 
 /// Builds rows of billing.events for new events.
-struct EventRows<'t> {
-    target: &'t Target,
-    empty_object: pg_sys::Datum,
+struct EventRows {
     ingested_at: pg_sys::Datum,
     /// Time zone names as text datums, made once per zone.
-    timezones: std::cell::RefCell<Vec<(String, pg_sys::Datum)>>,
+    timezones: Vec<(String, pg_sys::Datum)>,
 }
 
-impl<'t> EventRows<'t> {
-    fn new(target: &'t Target) -> Self {
+impl EventRows {
+    fn new() -> Self {
         EventRows {
-            target,
-            empty_object: jsonb::empty_object(),
             // SAFETY: inside a transaction.
             ingested_at: pg_sys::Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }),
-            timezones: Default::default(),
+            timezones: Vec::new(),
         }
     }
 
-    /// The event's row in a slot (dropped by the caller) and its customer-local day.
+    /// The values of the event's row and its customer-local day.
     unsafe fn row(
-        &self,
+        &mut self,
         event: &ValidEvent<JsonbRef<'_>>,
         dims: &Option<String>,
         id: i64,
         transaction_id: pg_sys::Datum,
-    ) -> (*mut pg_sys::TupleTableSlot, i32) {
+    ) -> ([Option<pg_sys::Datum>; COLUMNS.len()], i32) {
         let timezone = {
-            let mut timezones = self.timezones.borrow_mut();
+            let timezones = &mut self.timezones;
             match timezones.iter().find(|(name, _)| *name == event.timezone) {
                 Some(&(_, datum)) => datum,
                 None => {
@@ -352,7 +346,6 @@ impl<'t> EventRows<'t> {
             }
         };
         let day = local_day(event.timestamp, &event.timezone, timezone);
-        let numeric = |v: Option<rust_decimal::Decimal>| v.and_then(|v| from_decimal(v).into_datum());
         let mut values: [Option<pg_sys::Datum>; COLUMNS.len()] = [None; COLUMNS.len()];
         values[ID] = Some(id.into());
         values[CUSTOMER_ID] = Some(event.customer_id.into());
@@ -361,12 +354,12 @@ impl<'t> EventRows<'t> {
         values[BILLABLE_METRIC_ID] = Some(event.billable_metric_id.into());
         values[TIMESTAMP] = Some(event.timestamp.into());
         values[LOCAL_DAY] = Some(day.into());
-        values[PROPERTIES] = event.properties.map_or(Some(self.empty_object), |p| p.into_datum());
-        values[VALUE] = numeric(event.value);
-        values[PRECISE_TOTAL_AMOUNT_CENTS] = numeric(event.precise_total_amount_cents);
-        values[DIMS] = Some(dims.as_deref().map_or(self.empty_object, jsonb::from_text));
+        values[PROPERTIES] = event.properties.map_or(Some(jsonb::empty_object()), |p| p.into_datum());
+        values[VALUE] = decimal_datum(event.value);
+        values[PRECISE_TOTAL_AMOUNT_CENTS] = decimal_datum(event.precise_total_amount_cents);
+        values[DIMS] = Some(dims.as_deref().map_or_else(jsonb::empty_object, jsonb::from_text));
         values[INGESTED_AT] = Some(self.ingested_at);
-        (self.target.row(&values), day)
+        (values, day)
     }
 }
 

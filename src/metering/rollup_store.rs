@@ -10,7 +10,7 @@
 use super::rollup::{DayRollup, RollupKey};
 use super::table_access::{equal_key, Shape, Target};
 use crate::jsonb;
-use crate::numeric::from_decimal;
+use crate::numeric::decimal_datum;
 use pgrx::fcinfo::direct_function_call_as_datum;
 use pgrx::prelude::*;
 
@@ -66,7 +66,6 @@ pub fn fold_one(key: &RollupKey, rollup: &DayRollup) -> bool {
         let (customer_id, subscription_id, metric_id, day, dims) = key;
         let dims = dims.as_deref().map_or_else(jsonb::empty_object, jsonb::from_text);
         let slot = writer_slot().into_datum();
-        let numeric = |v: Option<rust_decimal::Decimal>| v.and_then(|v| from_decimal(v).into_datum());
         let row: [Option<pg_sys::Datum>; COLUMNS.len()] = [
             Some((*customer_id).into()),
             Some((*subscription_id).into()),
@@ -75,11 +74,11 @@ pub fn fold_one(key: &RollupKey, rollup: &DayRollup) -> bool {
             Some(dims),
             slot,
             Some(rollup.events_count.into()),
-            numeric(Some(rollup.value_sum)),
-            numeric(rollup.value_max),
+            decimal_datum(Some(rollup.value_sum)),
+            decimal_datum(rollup.value_max),
             Some(rollup.latest_at.into()),
             Some(rollup.latest_event_id.into()),
-            numeric(rollup.latest_value),
+            decimal_datum(rollup.latest_value),
         ];
         let mut scan = target.key_scan();
         loop {
@@ -98,16 +97,10 @@ pub fn fold_one(key: &RollupKey, rollup: &DayRollup) -> bool {
                     true => None,
                     false => Some(*(*found).tts_values.add(c)),
                 });
-                let updated = target.row(&folded(&row, &stored));
                 let mut tid = (*found).tts_tid;
-                let done = target.update_unless_changed(&mut tid, updated);
-                pg_sys::ExecDropSingleTupleTableSlot(updated);
-                done
+                target.update_unless_changed(&mut tid, &folded(&row, &stored))
             } else {
-                let inserted = target.row(&row);
-                let done = target.insert_unless_key_appeared(inserted);
-                pg_sys::ExecDropSingleTupleTableSlot(inserted);
-                done
+                target.insert_unless_key_appeared(&row)
             };
             if done {
                 return true;

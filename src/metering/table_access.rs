@@ -150,8 +150,8 @@ impl Target {
         }
     }
 
-    /// A slot of the table's row type holding `values` (`None` is NULL), to insert or to
-    /// update with; dropped by the caller.
+    /// A slot of the table's row type holding `values` (`None` is NULL); dropped by
+    /// whoever writes it.
     pub(super) unsafe fn row(&self, values: &[Option<pg_sys::Datum>]) -> *mut pg_sys::TupleTableSlot {
         let slot = pg_sys::MakeSingleTupleTableSlot(self.row_type, &pg_sys::TTSOpsHeapTuple);
         for (column, value) in values.iter().enumerate() {
@@ -162,13 +162,14 @@ impl Target {
         slot
     }
 
-    /// Inserts the row in `slot` unless the unique index holds its key (committed, written
+    /// Inserts the row of `values` unless the unique index holds its key (committed, written
     /// earlier in this transaction, or by a concurrent transaction, even one that got in
     /// after the caller's probe): then the row is withdrawn and the result is `false`, for
     /// the caller to probe (the probe waits for a concurrent writer). The insertion and its
     /// index entries are made as `INSERT ... ON CONFLICT` makes them: a row marked
     /// speculative until its unique entry is in.
-    pub(super) unsafe fn insert_unless_key_appeared(&self, slot: *mut pg_sys::TupleTableSlot) -> bool {
+    pub(super) unsafe fn insert_unless_key_appeared(&self, values: &[Option<pg_sys::Datum>]) -> bool {
+        let slot = self.row(values);
         let routine = &*(*self.relation).rd_tableam;
         let command = pg_sys::GetCurrentCommandId(true);
         let transaction = pg_sys::GetCurrentTransactionId();
@@ -180,10 +181,11 @@ impl Target {
         routine.tuple_complete_speculative.expect("heap")(self.relation, slot, token, !conflict);
         pg_sys::SpeculativeInsertionLockRelease(transaction);
         self.reset_per_row_memory();
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
         !conflict
     }
 
-    /// Replaces the row at `tid` with `slot`'s row unless a concurrent transaction updated
+    /// Replaces the row at `tid` with the row of `values` unless a concurrent transaction updated
     /// or deleted it since the caller read it (`false`: read it again); waits for one that
     /// is updating it. Adds the new version's index entries unless it stayed on the page
     /// (HOT). The caller computed the new row from the one it read, so the update is right
@@ -192,8 +194,9 @@ impl Target {
     pub(super) unsafe fn update_unless_changed(
         &self,
         tid: &mut pg_sys::ItemPointerData,
-        slot: *mut pg_sys::TupleTableSlot,
+        values: &[Option<pg_sys::Datum>],
     ) -> bool {
+        let slot = self.row(values);
         let routine = &*(*self.relation).rd_tableam;
         let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
         let mut lock_mode: pg_sys::LockTupleMode::Type = 0;
@@ -210,12 +213,12 @@ impl Target {
             &mut lock_mode,
             &mut update_indexes,
         );
-        match result {
-            pg_sys::TM_Result::TM_Ok => {}
-            pg_sys::TM_Result::TM_Updated | pg_sys::TM_Result::TM_Deleted => return false,
+        let updated = match result {
+            pg_sys::TM_Result::TM_Ok => true,
+            pg_sys::TM_Result::TM_Updated | pg_sys::TM_Result::TM_Deleted => false,
             other => panic!("updating a row of {} found it in state {other}", self.name()),
-        }
-        if update_indexes {
+        };
+        if updated && update_indexes {
             pg_sys::ExecInsertIndexTuples(
                 self.result_relation,
                 slot,
@@ -227,7 +230,8 @@ impl Target {
             );
         }
         self.reset_per_row_memory();
-        true
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+        updated
     }
 
     /// Inserts rows many at a time (the heap's multi-insert) and their index entries, the
