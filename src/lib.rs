@@ -47,6 +47,25 @@ pub extern "C-unwind" fn _PG_init() {
         pgrx::GucContext::Userset,
         pgrx::GucFlags::UNIT_S,
     );
+    pgrx::GucRegistry::define_bool_guc(
+        c"pg_billing.direct_writes",
+        c"Whether ingestion may store batches below the statement level.",
+        c"Batches of 16 events or more are stored the way COPY stores rows where the table has \
+          exactly the shape pg_billing created; off: always through INSERT ... ON CONFLICT.",
+        &metering::table_access::DIRECT_WRITES,
+        pgrx::GucContext::Userset,
+        pgrx::GucFlags::default(),
+    );
+    pgrx::GucRegistry::define_int_guc(
+        c"pg_billing.writer_slot",
+        c"The writer slot of this session's usage rollup rows (-1: chosen by backend pid).",
+        c"For tests that make sessions fold into the same rollup row.",
+        &metering::ingest::WRITER_SLOT,
+        -1,
+        7,
+        pgrx::GucContext::Suset,
+        pgrx::GucFlags::default(),
+    );
     metering::catalog_cache::register_invalidation();
 }
 

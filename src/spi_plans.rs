@@ -39,12 +39,14 @@ impl Planning {
 }
 
 thread_local! {
-    static PLANS: RefCell<HashMap<(usize, bool), usize>> = RefCell::new(HashMap::new());
+    /// Kept plans by statement text (its address), argument types and planning.
+    static PLANS: RefCell<HashMap<(usize, Vec<pg_sys::Oid>, bool), usize>> = RefCell::new(HashMap::new());
 }
 
 fn kept_plan(sql: &'static str, types: &[pg_sys::Oid], generic: bool) -> pg_sys::SPIPlanPtr {
     // A query text is identified by its address: every caller passes an include_str! constant.
-    let key = (sql.as_ptr() as usize, generic);
+    // The same text with other argument types is another statement.
+    let key = (sql.as_ptr() as usize, types.to_vec(), generic);
     if let Some(plan) = PLANS.with(|plans| plans.borrow().get(&key).copied()) {
         return plan as pg_sys::SPIPlanPtr;
     }

@@ -1,8 +1,6 @@
-//! Stores new events without a statement's executor around each row: a batch the way COPY
-//! does (one probe of the idempotency key per event, then the heap's multi-insert and one
-//! index insertion per event), a single event the way `INSERT ... ON CONFLICT DO NOTHING`
-//! does (a speculative insertion, and a probe of the key when needed), each through
-//! `table_access`.
+//! Stores a batch of new events the way COPY does, without a statement's executor around
+//! each row: one probe of the idempotency key per event, then the executor's constraint
+//! check, the heap's multi-insert and the index insertions, through `table_access`.
 //!
 //! For a batch, `INSERT ... ON CONFLICT DO NOTHING` checks every key twice (before and
 //! while inserting), writes one heap WAL record per row and runs a projection per row; for
@@ -14,7 +12,8 @@
 //! in which a concurrent batch can start storing a probed key is short. If it does, the
 //! insert raises unique_violation inside the batch's subtransaction, which is rolled back,
 //! and the batch is tried again with fresh probes; after three lost races the caller stores
-//! it through the SQL statement, whose ON CONFLICT settles races row by row.
+//! it through the SQL statement, whose ON CONFLICT settles races row by row. Each attempt
+//! builds its rows in a memory context of its own, freed when it ends.
 //!
 //! The probe is a fifth of a fresh batch's time and finds nothing in a bulk load of new
 //! events. So once a backend's batch found no stored key, its next batch is first inserted
@@ -22,19 +21,16 @@
 //! stored, the unique_violation rolls that attempt back and the batch is stored again with
 //! probes, which the backend then keeps doing until a batch finds no stored key again.
 //!
-//! A single event needs no subtransaction: a speculative insertion that meets a stored key
-//! or a concurrent writer of it withdraws itself, and the event is probed (waiting for that
-//! writer) and tried again. As with batches, the probe comes first only while replays are
-//! being seen: once a backend's single event was new, its next one is inserted
-//! speculatively straight away, the unique index finding a stored key. In profiles of
-//! single-event calls, the SQL statement took about 15 % of the backend's time and this
-//! path takes about 5 %.
+//! Single events and batches of fewer than 16 go through the SQL statement: a direct
+//! single-event path (speculative insertion, rollups updated in place) measured faster,
+//! but could not be shown equivalent to the statement in every state a DBA can put the
+//! tables in, so it was removed.
 //!
-//! The batch path also needs room in the transaction's cached subtransaction ids; both
-//! paths apply where `table_access` says a table may be written directly.
+//! The batch path also needs room in the transaction's cached subtransaction ids, and
+//! applies where `table_access` says a table may be written directly.
 
 use super::event::{same_payload, Payload, ValidEvent};
-use super::table_access::{self, equal_key, KeyScan, Shape, Target};
+use super::table_access::{self, equal_key, Column, Default, KeyScan, Shape, Target};
 use crate::calendar;
 use crate::jsonb::{self, JsonbRef, PgJsonb};
 use crate::numeric::{decimal_datum, to_decimal};
@@ -42,25 +38,38 @@ use pgrx::fcinfo::direct_function_call_as_datum;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, PgSqlErrorCode};
+use pgrx::{AnyNumeric, PgMemoryContexts, PgSqlErrorCode};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The columns of billing.events, by name; the path refuses any other layout.
-const COLUMNS: [&str; 12] = [
-    "id",
-    "customer_id",
-    "subscription_id",
-    "transaction_id",
-    "billable_metric_id",
-    "timestamp",
-    "local_day",
-    "properties",
-    "value",
-    "precise_total_amount_cents",
-    "dims",
-    "ingested_at",
+/// The columns of billing.events as this version creates them; the path refuses any other
+/// shape.
+const COLUMNS: [Column; 12] = [
+    column("id", pg_sys::INT8OID, true, Default::IdentityAlways),
+    column("customer_id", pg_sys::INT8OID, true, Default::None),
+    column("subscription_id", pg_sys::INT8OID, true, Default::None),
+    Column {
+        name: "transaction_id",
+        type_oid: pg_sys::TEXTOID,
+        not_null: true,
+        collation: pg_sys::C_COLLATION_OID,
+        default: Default::None,
+    },
+    column("billable_metric_id", pg_sys::INT8OID, true, Default::None),
+    column("timestamp", pg_sys::TIMESTAMPTZOID, true, Default::None),
+    column("local_day", pg_sys::DATEOID, true, Default::None),
+    column("properties", pg_sys::JSONBOID, true, Default::None),
+    column("value", pg_sys::NUMERICOID, false, Default::None),
+    column("precise_total_amount_cents", pg_sys::NUMERICOID, false, Default::None),
+    column("dims", pg_sys::JSONBOID, true, Default::None),
+    column("ingested_at", pg_sys::TIMESTAMPTZOID, true, Default::Now),
 ];
+
+/// A column of a type without collation.
+const fn column(name: &'static str, type_oid: pg_sys::Oid, not_null: bool, default: Default) -> Column {
+    Column { name, type_oid, not_null, collation: pg_sys::InvalidOid, default }
+}
+
 const ID: usize = 0;
 const CUSTOMER_ID: usize = 1;
 const SUBSCRIPTION_ID: usize = 2;
@@ -75,7 +84,7 @@ const DIMS: usize = 10;
 const INGESTED_AT: usize = 11;
 
 /// From one event up to this many, the batch path's subtransaction costs more than it saves;
-/// such batches go through the SQL statement (a single event through `store_one`).
+/// such batches go through the SQL statement.
 const MIN_EVENTS: usize = 16;
 
 /// Tries at storing a batch before leaving lost races to the SQL statement.
@@ -89,10 +98,6 @@ const CHUNK: usize = 100;
 /// Whether this backend's last stored batch found none of its keys stored, so that the next
 /// one is first tried without probes (see the module comment).
 static LAST_BATCH_ALL_NEW: AtomicBool = AtomicBool::new(false);
-
-/// Whether this backend's last single event was new, so that the next one is inserted
-/// speculatively before any probe (see the module comment).
-static LAST_SINGLE_WAS_NEW: AtomicBool = AtomicBool::new(true);
 
 /// Subtransactions a transaction may already hold for the batch path to open one more.
 const MAX_CACHED_SUBTRANSACTIONS: u8 = 48;
@@ -183,8 +188,15 @@ pub fn allocate_ids(events: &[(usize, ValidEvent<JsonbRef<'_>>)], sequence: pg_s
     }
 }
 
-/// billing.events as the direct paths write it.
-const EVENTS: Shape = Shape { table: c"events", columns: &COLUMNS, key_columns: 3, privileges: &[pg_sys::ACL_INSERT] };
+/// billing.events as the direct path writes it: the statement it replaces inserts, reads
+/// stored keys (ON CONFLICT) and returns columns of the rows it stored, so the caller needs
+/// INSERT and SELECT.
+pub const EVENTS: Shape = Shape {
+    table: c"events",
+    columns: &COLUMNS,
+    key: &[TRANSACTION_ID, SUBSCRIPTION_ID, CUSTOMER_ID],
+    privileges: &[(pg_sys::ACL_INSERT, "INSERT"), (pg_sys::ACL_SELECT, "SELECT")],
+};
 
 /// Stores the batch's events whose keys are not stored yet (events come in the global key
 /// order the caller sorted them in, each key once, with their ids). See the module comment
@@ -194,16 +206,10 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
     // from PostgreSQL for this call and is released before it returns or by the
     // subtransaction's abort.
     unsafe {
-        match events.len() {
-            1 => return store_one(&events[0].1, &dims[0], ids[0]),
-            n if n < MIN_EVENTS => return BulkOutcome::NotApplicable,
-            _ => {}
-        }
-        if !room_for_a_subtransaction() {
+        if events.len() < MIN_EVENTS || !room_for_a_subtransaction() {
             return BulkOutcome::NotApplicable;
         }
-        let Some(target) = Target::open(&EVENTS) else { return BulkOutcome::NotApplicable };
-        let mut rows = EventRows::new();
+        let Ok(target) = Target::open(&EVENTS) else { return BulkOutcome::NotApplicable };
         let transaction_ids: Vec<pg_sys::Datum> = events.iter().map(|(_, e)| text_datum(&e.transaction_id)).collect();
         // An attempt without probes ends at the first stored key; the probed attempts after
         // it find them. A race lost to a concurrent batch is tried again: the probe then
@@ -211,7 +217,9 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
         // them row by row.
         let unprobed_first = LAST_BATCH_ALL_NEW.load(Ordering::Relaxed);
         for probed in std::iter::repeat_n(false, usize::from(unprobed_first)).chain([true; ATTEMPTS]) {
-            let stored = in_subtransaction(AssertUnwindSafe(|| {
+            let mut attempt_memory = PgMemoryContexts::new("pg_billing batch attempt");
+            let stored = attempt_memory.switch_to(|_| in_subtransaction(AssertUnwindSafe(|| {
+                let mut rows = EventRows::new();
                 let mut storage: Vec<Storage> = Vec::with_capacity(events.len());
                 for start in (0..events.len()).step_by(CHUNK) {
                     let chunk = start..events.len().min(start + CHUNK);
@@ -233,7 +241,8 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
                     target.insert_rows(&slots);
                 }
                 storage
-            }));
+            })));
+            drop(attempt_memory);
             let all_new = stored.as_ref().map(|s| s.iter().all(|found| matches!(found, Storage::Stored { .. })));
             LAST_BATCH_ALL_NEW.store(all_new == Some(true), Ordering::Relaxed);
             if let Some(storage) = stored {
@@ -242,35 +251,6 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
         }
         BulkOutcome::NotApplicable
     }
-}
-
-/// Stores one event unless its key is stored: a speculative insertion, preceded by a probe
-/// when this backend's last single event was not new (see the module comment).
-unsafe fn store_one(event: &ValidEvent<JsonbRef<'_>>, dims: &Option<String>, id: i64) -> BulkOutcome {
-    let Some(target) = Target::open(&EVENTS) else { return BulkOutcome::NotApplicable };
-    // Rows this transaction stored in earlier statements must be as visible as a statement
-    // would see them.
-    pg_sys::CommandCounterIncrement();
-    let mut rows = EventRows::new();
-    let transaction_id = text_datum(&event.transaction_id);
-    let mut scan: Option<KeyScan> = None;
-    let mut probe_first = !LAST_SINGLE_WAS_NEW.load(Ordering::Relaxed);
-    let storage = loop {
-        if probe_first {
-            let scan = scan.get_or_insert_with(|| target.key_scan());
-            if let Some(same_payload) = probe(scan, event, transaction_id) {
-                break Storage::AlreadyStored { same_payload };
-            }
-        }
-        let (values, day) = rows.row(event, dims, id, transaction_id);
-        if target.insert_unless_key_appeared(&values) {
-            break Storage::Stored { day };
-        }
-        probe_first = true;
-        pgrx::check_for_interrupts!();
-    };
-    LAST_SINGLE_WAS_NEW.store(matches!(storage, Storage::Stored { .. }), Ordering::Relaxed);
-    BulkOutcome::Stored(vec![storage])
 }
 
 fn text_datum(text: &str) -> pg_sys::Datum {

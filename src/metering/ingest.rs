@@ -5,9 +5,8 @@
 use super::bulk_store::{self, BulkOutcome, Storage};
 use super::catalog_cache::{self, CachedCatalog};
 use super::event::{same_payload, validate, Aggregation, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent};
-use super::rollup::{DayRollups, StoredEvent};
-use super::rollup_store;
-use crate::error::{raise, BillingError};
+use super::rollup::{DayRollups, ExactSum, StoredEvent};
+use crate::error::BillingError;
 use crate::jsonb::{JsonbRef, PgJsonb};
 use crate::numeric::from_decimal;
 use crate::periods::to_date;
@@ -15,7 +14,7 @@ use crate::spi_plans::{execute, Planning};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::JsonB;
+use pgrx::{AnyNumeric, JsonB};
 
 const SUBSCRIPTIONS_SQL: &str = include_str!("../../sql/ingest_subscriptions.sql");
 const ONE_SUBSCRIPTION_SQL: &str = include_str!("../../sql/ingest_subscription.sql");
@@ -295,7 +294,7 @@ impl<'a> NewEvents<'a> {
             let event = &self.0[p].1;
             let key = (event.customer_id, event.subscription_id, event.billable_metric_id, day, dims[p].clone());
             let stored_event = StoredEvent { key, id: ids[p], timestamp: event.timestamp, value: event.value };
-            rollups.add(stored_event).unwrap_or_else(|error| raise(error));
+            rollups.add(stored_event);
         }
         storage
     }
@@ -368,17 +367,35 @@ impl<'a> NewEvents<'a> {
     }
 }
 
+/// Rollup rows per key, one per writer slot: backends ingesting the same customer's usage
+/// at once mostly update different rows instead of queueing on one.
+const WRITER_SLOTS: i32 = 8;
+
+/// `pg_billing.writer_slot`: the writer slot of this session's rollup rows, or -1 (the
+/// default) for one chosen by backend pid. Tests pin it to make two sessions fold into one
+/// row.
+pub static WRITER_SLOT: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(-1);
+
+/// This backend's writer slot.
+fn writer_slot() -> i16 {
+    match WRITER_SLOT.get() {
+        // SAFETY: MyProcPid is set once when the backend starts.
+        -1 => (unsafe { pg_sys::MyProcPid } % WRITER_SLOTS) as i16,
+        pinned => pinned as i16,
+    }
+}
+
 /// Folds the rollups into billing.usage_rollups and empties them.
 pub fn write_rollups(rollups: &mut DayRollups) {
-    let folded_directly = match rollups.0.first_key_value() {
-        None => true,
-        Some((key, rollup)) if rollups.0.len() == 1 => rollup_store::fold_one(key, rollup),
-        Some(_) => false,
-    };
-    if !folded_directly {
+    if !rollups.0.is_empty() {
         Spi::connect(|_| upsert_rollups(rollups));
     }
     rollups.0.clear();
+}
+
+/// The exact numeric of a sum.
+fn numeric_sum(sum: &ExactSum) -> AnyNumeric {
+    sum.parts().iter().map(|&part| from_decimal(part)).reduce(|total, part| total + part).unwrap_or_default()
 }
 
 fn upsert_rollups(rollups: &DayRollups) {
@@ -391,12 +408,12 @@ fn upsert_rollups(rollups: &DayRollups) {
         argument(keys.iter().map(|k| to_date(k.3)).collect()),
         argument(keys.iter().map(|k| k.4.as_deref()).collect()),
         argument(sums.iter().map(|r| r.events_count).collect()),
-        argument(sums.iter().map(|r| from_decimal(r.value_sum)).collect()),
+        argument(sums.iter().map(|r| numeric_sum(&r.value_sum)).collect()),
         argument(sums.iter().map(|r| r.value_max.map(from_decimal)).collect()),
         argument(sums.iter().map(|r| micros_to_timestamptz(r.latest_at)).collect()),
         argument(sums.iter().map(|r| r.latest_event_id).collect()),
         argument(sums.iter().map(|r| r.latest_value.map(from_decimal)).collect()),
-        rollup_store::writer_slot().into(),
+        writer_slot().into(),
     ];
     let statement = if keys.len() == 1 { ROLLUP_ONE_SQL } else { ROLLUP_SQL };
     execute(statement, &args, Planning::Generic, |_| ());

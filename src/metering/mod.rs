@@ -6,6 +6,5 @@ pub mod copy_paths;
 pub mod event;
 pub mod ingest;
 pub mod rollup;
-pub mod rollup_store;
 pub mod sql;
 pub mod table_access;

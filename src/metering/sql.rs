@@ -3,6 +3,7 @@
 
 use super::event::{EventTime, JsonView, RawEvent, Scalar};
 use super::ingest::{ingest, Input, Outcome, Rejections};
+use super::{bulk_store, table_access};
 use crate::error::BillingError;
 use crate::jsonb::{JsonbRef, PgJsonb};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -69,4 +70,13 @@ fn ingest_events(
             .enumerate()
             .map(|(i, o)| (i as i32, o.transaction_id, o.status.as_str(), o.error.map(|e| e.message))),
     ))
+}
+
+/// Whether ingestion writes each table with a direct path in this session, and if not why
+/// (the first reason found).
+#[pg_extern(volatile, parallel_unsafe)]
+fn direct_write_status(
+) -> TableIterator<'static, (name!(table_name, &'static str), name!(direct, bool), name!(reason, Option<String>))> {
+    let reason = table_access::refusal(&bulk_store::EVENTS);
+    TableIterator::once(("billing.events", reason.is_none(), reason))
 }

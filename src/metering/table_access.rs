@@ -1,26 +1,32 @@
 //! Writing pg_billing's own tables below the statement level: a table opened with its
-//! indexes, a probe of its unique key through a dirty snapshot, speculative insertion,
-//! the protocol `INSERT ... ON CONFLICT` uses to insert a row whose key a concurrent
-//! transaction may be inserting at the same moment, and an update of a row as it was read.
+//! indexes, a probe of its unique key through a dirty snapshot, and the heap's
+//! multi-insert with the executor's per-row checks, as COPY writes rows.
 //!
 //! A caller takes this path only where it does exactly what its SQL statement would, which
-//! `Target::open` checks: read committed isolation (under repeatable read a key committed
-//! after the snapshot must fail the transaction, as ON CONFLICT makes it); a heap table
-//! with the columns this version created and no triggers, rules, row security or CHECK
-//! constraints; a caller holding the privileges the statement needs; a table not
-//! distributed by Citus. Anywhere else the caller runs its statement.
+//! `Target::open` checks and `refusal` explains: the setting `pg_billing.direct_writes`
+//! on; read committed isolation (under repeatable read a key committed after the snapshot
+//! must fail the transaction, as ON CONFLICT makes it); no Citus; a caller holding every
+//! privilege the statement needs; and a table of exactly the shape this version created:
+//! every column's name, type, typmod, collation, NOT NULL and default; the unique index's
+//! columns, operator classes and collations; no triggers, rules, row security, CHECK
+//! constraints, other unique or exclusion indexes, partitioning or replica identity other
+//! than the default. Anything else (an ALTER TABLE by a DBA included) gets the statement,
+//! and `billing.direct_write_status()` says why.
 
 use super::catalog_cache;
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::ffi::CStr;
 
+/// `pg_billing.direct_writes`: whether ingestion may write below the statement level at all.
+pub static DIRECT_WRITES: pgrx::GucSetting<bool> = pgrx::GucSetting::<bool>::new(true);
+
 /// A table opened for writing, with its indexes; closed (keeping the lock) when dropped.
 pub struct Target {
     relation: pg_sys::Relation,
     estate: *mut pg_sys::EState,
     result_relation: *mut pg_sys::ResultRelInfo,
-    /// The table's one unique index: its idempotency or rollup key.
+    /// The table's one unique index: its idempotency key.
     unique_index: pg_sys::Relation,
     /// A copy of the table's row type: slots made from it do not pin the relcache entry's
     /// descriptor, which would cost a resource-owner entry per row.
@@ -44,16 +50,38 @@ impl Drop for Target {
     }
 }
 
+/// A column's default, as the direct path must find it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Default {
+    /// None: the statement sets the column.
+    None,
+    /// `GENERATED ALWAYS AS IDENTITY`: the statement sets it with OVERRIDING SYSTEM VALUE.
+    IdentityAlways,
+    /// `DEFAULT now()`: the statement leaves the column to it, the direct path writes the
+    /// transaction's start time, which is what now() returns.
+    Now,
+}
+
+/// One column as the direct path writes it.
+pub struct Column {
+    pub name: &'static str,
+    pub type_oid: pg_sys::Oid,
+    pub not_null: bool,
+    /// Its collation (`InvalidOid` for types without one).
+    pub collation: pg_sys::Oid,
+    pub default: Default,
+}
+
 /// What a table must be for a caller to write it through `Target`.
 pub struct Shape {
     /// Its name in the billing schema.
     pub table: &'static CStr,
-    /// Its columns, by name, in order.
-    pub columns: &'static [&'static str],
-    /// How many columns its unique index has.
-    pub key_columns: i16,
+    /// Its columns, in order.
+    pub columns: &'static [Column],
+    /// The unique index's key columns (0-based positions in `columns`), in order.
+    pub key: &'static [usize],
     /// The privileges the caller's statement needs on it.
-    pub privileges: &'static [u32],
+    pub privileges: &'static [(u32, &'static str)],
 }
 
 /// The oid of a table in the billing schema (`InvalidOid` when there is none), looked up
@@ -78,25 +106,39 @@ pub(super) unsafe fn billing_table(name: &'static CStr) -> pg_sys::Oid {
     })
 }
 
+/// Why the direct path does not apply to a table in this session and transaction, or
+/// `None` when it does. Checks only what holds before the table is opened.
+unsafe fn session_refusal(shape: &Shape) -> Option<String> {
+    if !DIRECT_WRITES.get() {
+        return Some("pg_billing.direct_writes is off".into());
+    }
+    if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        return Some("the transaction is repeatable read or serializable".into());
+    }
+    if catalog_cache::citus_installed() {
+        return Some("Citus is installed".into());
+    }
+    let relid = billing_table(shape.table);
+    if relid == pg_sys::InvalidOid {
+        return Some("the table does not exist".into());
+    }
+    let user = pg_sys::GetUserId();
+    for &(privilege, name) in shape.privileges {
+        if pg_sys::pg_class_aclcheck(relid, user, privilege as pg_sys::AclMode) != pg_sys::AclResult::ACLCHECK_OK {
+            return Some(format!("the current role lacks {name} on the table"));
+        }
+    }
+    None
+}
+
 impl Target {
-    /// Opens a table of the billing schema, or `None` when the path does not apply (see the
-    /// module comment).
-    pub(super) unsafe fn open(shape: &Shape) -> Option<Target> {
-        if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
-            return None;
+    /// Opens a table of the billing schema for writing directly, or says why the statement
+    /// must be used instead (see the module comment).
+    pub(super) unsafe fn open(shape: &Shape) -> Result<Target, String> {
+        if let Some(reason) = session_refusal(shape) {
+            return Err(reason);
         }
-        if catalog_cache::citus_installed() {
-            return None;
-        }
-        let relid = billing_table(shape.table);
-        let permitted = |privilege: &u32| {
-            pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), *privilege as pg_sys::AclMode)
-                == pg_sys::AclResult::ACLCHECK_OK
-        };
-        if relid == pg_sys::InvalidOid || !shape.privileges.iter().all(permitted) {
-            return None;
-        }
-        let relation = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let relation = pg_sys::table_open(billing_table(shape.table), pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let mut target = Target {
             relation,
             estate: std::ptr::null_mut(),
@@ -104,35 +146,37 @@ impl Target {
             unique_index: std::ptr::null_mut(),
             row_type: pg_sys::CreateTupleDescCopy((*relation).rd_att),
         };
-        let form = &*(*relation).rd_rel;
-        let desc = (*relation).rd_att;
-        let plain = form.relkind == pg_sys::RELKIND_RELATION as std::ffi::c_char
-            && form.relam == pg_sys::HEAP_TABLE_AM_OID
-            && !form.relrowsecurity
-            && (*relation).trigdesc.is_null()
-            && (*relation).rd_rules.is_null()
-            && ((*desc).constr.is_null() || (*(*desc).constr).num_check == 0)
-            && same_columns(desc, shape.columns);
-        if !plain {
-            return None;
-        }
+        table_refusal(relation, shape).map_or(Ok(()), Err)?;
         target.estate = pg_sys::CreateExecutorState();
         target.result_relation =
             pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>()).cast::<pg_sys::ResultRelInfo>();
-        // Range table index 0: the table is in no statement's range table, which also tells
-        // an update's index insertion that no indexed column changed.
+        // Range table index 0: the table is in no statement's range table.
         pg_sys::InitResultRelInfo(target.result_relation, relation, 0, std::ptr::null_mut(), 0);
+        // The executor's own check that rows may be inserted into this relation (its kind,
+        // and what publications require of inserts).
+        pg_sys::CheckValidResultRel(target.result_relation, pg_sys::CmdType::CMD_INSERT);
         pg_sys::ExecOpenIndices(target.result_relation, false);
         let indexes = std::slice::from_raw_parts(
             (*target.result_relation).ri_IndexRelationDescs,
             (*target.result_relation).ri_NumIndices as usize,
         );
+        let infos = std::slice::from_raw_parts(
+            (*target.result_relation).ri_IndexRelationInfo,
+            (*target.result_relation).ri_NumIndices as usize,
+        );
+        if infos.iter().any(|&info| !(*info).ii_ExclusionOps.is_null()) {
+            return Err("the table has an exclusion constraint".into());
+        }
         let unique: Vec<pg_sys::Relation> = indexes.iter().copied().filter(|&i| (*(*i).rd_index).indisunique).collect();
         match unique.as_slice() {
-            [index] if (*(**index).rd_index).indnkeyatts == shape.key_columns => target.unique_index = *index,
-            _ => return None,
+            [index] => {
+                key_refusal(*index, shape).map_or(Ok(()), Err)?;
+                target.unique_index = *index;
+            }
+            [] => return Err("the table has no unique index".into()),
+            _ => return Err("the table has more than one unique index".into()),
         }
-        Some(target)
+        Ok(target)
     }
 
     /// A scan of the unique key that sees committed rows and rows other transactions are
@@ -162,83 +206,15 @@ impl Target {
         slot
     }
 
-    /// Inserts the row of `values` unless the unique index holds its key (committed, written
-    /// earlier in this transaction, or by a concurrent transaction, even one that got in
-    /// after the caller's probe): then the row is withdrawn and the result is `false`, for
-    /// the caller to probe (the probe waits for a concurrent writer). The insertion and its
-    /// index entries are made as `INSERT ... ON CONFLICT` makes them: a row marked
-    /// speculative until its unique entry is in.
-    pub(super) unsafe fn insert_unless_key_appeared(&self, values: &[Option<pg_sys::Datum>]) -> bool {
-        let slot = self.row(values);
-        let routine = &*(*self.relation).rd_tableam;
-        let command = pg_sys::GetCurrentCommandId(true);
-        let transaction = pg_sys::GetCurrentTransactionId();
-        let token = pg_sys::SpeculativeInsertionLockAcquire(transaction);
-        routine.tuple_insert_speculative.expect("heap")(self.relation, slot, command, 0, std::ptr::null_mut(), token);
-        let arbiter = pg_sys::lappend_oid(std::ptr::null_mut(), (*self.unique_index).rd_id);
-        let mut conflict = false;
-        pg_sys::ExecInsertIndexTuples(self.result_relation, slot, self.estate, false, true, &mut conflict, arbiter);
-        routine.tuple_complete_speculative.expect("heap")(self.relation, slot, token, !conflict);
-        pg_sys::SpeculativeInsertionLockRelease(transaction);
-        self.reset_per_row_memory();
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        !conflict
-    }
-
-    /// Replaces the row at `tid` with the row of `values` unless a concurrent transaction updated
-    /// or deleted it since the caller read it (`false`: read it again); waits for one that
-    /// is updating it. Adds the new version's index entries unless it stayed on the page
-    /// (HOT). The caller computed the new row from the one it read, so the update is right
-    /// exactly when no other version came between: no lock is taken first, which saves a
-    /// WAL record per update over `ON CONFLICT DO UPDATE`.
-    pub(super) unsafe fn update_unless_changed(
-        &self,
-        tid: &mut pg_sys::ItemPointerData,
-        values: &[Option<pg_sys::Datum>],
-    ) -> bool {
-        let slot = self.row(values);
-        let routine = &*(*self.relation).rd_tableam;
-        let mut failure: pg_sys::TM_FailureData = std::mem::zeroed();
-        let mut lock_mode: pg_sys::LockTupleMode::Type = 0;
-        let mut update_indexes = false;
-        let result = routine.tuple_update.expect("heap")(
-            self.relation,
-            tid,
-            slot,
-            pg_sys::GetCurrentCommandId(true),
-            pg_sys::GetActiveSnapshot(),
-            std::ptr::null_mut(),
-            true,
-            &mut failure,
-            &mut lock_mode,
-            &mut update_indexes,
-        );
-        let updated = match result {
-            pg_sys::TM_Result::TM_Ok => true,
-            pg_sys::TM_Result::TM_Updated | pg_sys::TM_Result::TM_Deleted => false,
-            other => panic!("updating a row of {} found it in state {other}", self.name()),
-        };
-        if updated && update_indexes {
-            pg_sys::ExecInsertIndexTuples(
-                self.result_relation,
-                slot,
-                self.estate,
-                true,
-                false,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            );
-        }
-        self.reset_per_row_memory();
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        updated
-    }
-
     /// Inserts rows many at a time (the heap's multi-insert) and their index entries, the
-    /// unique index checking the key; the slots are dropped.
+    /// unique index checking the key; each row first passes the executor's constraint
+    /// check (NOT NULL and CHECK), as COPY's rows do. The slots are dropped.
     pub(super) unsafe fn insert_rows(&self, slots: &[*mut pg_sys::TupleTableSlot]) {
         if slots.is_empty() {
             return;
+        }
+        for &slot in slots {
+            pg_sys::ExecConstraints(self.result_relation, slot, self.estate);
         }
         let command = pg_sys::GetCurrentCommandId(true);
         pg_sys::heap_multi_insert(
@@ -271,10 +247,138 @@ impl Target {
             pg_sys::MemoryContextReset((*per_tuple).ecxt_per_tuple_memory);
         }
     }
+}
 
-    unsafe fn name(&self) -> String {
-        CStr::from_ptr((*(*self.relation).rd_rel).relname.data.as_ptr()).to_string_lossy().into_owned()
+/// Why the opened table is not of the shape the direct path writes, or `None`.
+unsafe fn table_refusal(relation: pg_sys::Relation, shape: &Shape) -> Option<String> {
+    let form = &*(*relation).rd_rel;
+    if form.relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char || form.relam != pg_sys::HEAP_TABLE_AM_OID {
+        return Some("the table is not a plain heap table".into());
     }
+    if form.relispartition {
+        return Some("the table is a partition".into());
+    }
+    if form.relrowsecurity {
+        return Some("the table has row level security".into());
+    }
+    if !(*relation).trigdesc.is_null() {
+        return Some("the table has triggers".into());
+    }
+    if !(*relation).rd_rules.is_null() {
+        return Some("the table has rules".into());
+    }
+    if form.relreplident != pg_sys::REPLICA_IDENTITY_DEFAULT as std::ffi::c_char {
+        return Some("the table's replica identity is not the default".into());
+    }
+    let desc = (*relation).rd_att;
+    let constraints = (*desc).constr;
+    if !constraints.is_null() && (*constraints).num_check > 0 {
+        return Some("the table has CHECK constraints".into());
+    }
+    let attributes = (*desc).attrs.as_slice((*desc).natts as usize);
+    if attributes.len() != shape.columns.len() {
+        return Some(format!("the table has {} columns (dropped ones included), not {}", attributes.len(), shape.columns.len()));
+    }
+    for (attribute, column) in attributes.iter().zip(shape.columns) {
+        let name = CStr::from_ptr(attribute.attname.data.as_ptr()).to_string_lossy();
+        let differs = |what: &str| Some(format!("column {} differs in its {what}", column.name));
+        if attribute.attisdropped || name != column.name {
+            return Some(format!("column {} is not {name} as expected", attribute.attnum));
+        }
+        if attribute.atttypid != column.type_oid {
+            return differs("type");
+        }
+        if attribute.atttypmod != -1 {
+            return differs("type modifier");
+        }
+        if attribute.attcollation != column.collation {
+            return differs("collation");
+        }
+        if attribute.attnotnull != column.not_null {
+            return differs("NOT NULL");
+        }
+        if attribute.attgenerated != 0 {
+            return differs("generation");
+        }
+        let identity_always = attribute.attidentity == pg_sys::ATTRIBUTE_IDENTITY_ALWAYS as std::ffi::c_char;
+        let default_ok = match column.default {
+            Default::None => attribute.attidentity == 0 && !attribute.atthasdef,
+            Default::IdentityAlways => identity_always && !attribute.atthasdef,
+            Default::Now => attribute.attidentity == 0 && default_is_now(desc, attribute.attnum),
+        };
+        if !default_ok {
+            return differs("default");
+        }
+    }
+    None
+}
+
+/// Whether column `attnum`'s default is exactly `now()`.
+unsafe fn default_is_now(desc: pg_sys::TupleDesc, attnum: pg_sys::AttrNumber) -> bool {
+    let constraints = (*desc).constr;
+    if constraints.is_null() {
+        return false;
+    }
+    let defaults = std::slice::from_raw_parts((*constraints).defval, (*constraints).num_defval as usize);
+    defaults.iter().filter(|d| d.adnum == attnum).any(|d| {
+        let node = pg_sys::stringToNode(d.adbin).cast::<pg_sys::Node>();
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_FuncExpr {
+            return false;
+        }
+        let call = node.cast::<pg_sys::FuncExpr>();
+        (*call).funcid == pg_sys::Oid::from(pg_sys::F_NOW) && (*call).args.is_null()
+    })
+}
+
+/// Why the unique index is not the key the direct path probes, or `None`: its columns,
+/// operator classes and collations must be those of the key, so that a probe and the
+/// index agree on which keys are equal.
+unsafe fn key_refusal(index: pg_sys::Relation, shape: &Shape) -> Option<String> {
+    let form = &*(*index).rd_index;
+    let refusal = || Some("the unique index is not the expected key".into());
+    if form.indnkeyatts as usize != shape.key.len()
+        || form.indnatts != form.indnkeyatts
+        || !form.indimmediate
+        || form.indnullsnotdistinct
+        || !form.indisvalid
+        || !pg_sys::heap_attisnull((*index).rd_indextuple, pg_sys::Anum_pg_index_indpred as i32, std::ptr::null_mut())
+        || !pg_sys::heap_attisnull((*index).rd_indextuple, pg_sys::Anum_pg_index_indexprs as i32, std::ptr::null_mut())
+        || (*(*index).rd_rel).relam != pg_sys::BTREE_AM_OID
+    {
+        return refusal();
+    }
+    let attributes = form.indkey.values.as_slice(shape.key.len());
+    for (position, &column) in shape.key.iter().enumerate() {
+        let expected = &shape.columns[column];
+        let default_class = pg_sys::GetDefaultOpClass(expected.type_oid, pg_sys::BTREE_AM_OID);
+        if attributes[position] as usize != column + 1
+            || *(*index).rd_indcollation.add(position) != expected.collation
+            || opclass_of(index, position) != default_class
+        {
+            return refusal();
+        }
+    }
+    None
+}
+
+/// The operator class of an index column.
+unsafe fn opclass_of(index: pg_sys::Relation, position: usize) -> pg_sys::Oid {
+    let mut is_null = false;
+    let classes = pg_sys::SysCacheGetAttr(
+        pg_sys::SysCacheIdentifier::INDEXRELID as i32,
+        (*index).rd_indextuple,
+        pg_sys::Anum_pg_index_indclass as pg_sys::AttrNumber,
+        &mut is_null,
+    );
+    let vector = classes.cast_mut_ptr::<pg_sys::oidvector>();
+    *(*vector).values.as_ptr().add(position)
+}
+
+/// Why a table is written through its statement rather than directly in this session, or
+/// `None` when it is written directly (for `billing.direct_write_status()`).
+pub fn refusal(shape: &Shape) -> Option<String> {
+    // SAFETY: inside a transaction; the table is opened and closed again.
+    unsafe { Target::open(shape).err() }
 }
 
 /// An open scan of a table's unique key (see `Target::key_scan`), ended when dropped.
@@ -289,24 +393,31 @@ pub struct KeyScan {
 impl KeyScan {
     /// Whether a row with the key `keys` describes is stored (committed, or written earlier
     /// in this transaction), after waiting for any other transaction that is writing or
-    /// deleting it; the row is then in `found`.
+    /// deleting it; the row is then in `found`. While it waits it holds no buffer pin
+    /// (VACUUM of the table is not held up), and it waits for a speculative insertion
+    /// only until that insertion is confirmed or withdrawn, as the unique check does.
     pub(super) unsafe fn find(&mut self, keys: &mut [pg_sys::ScanKeyData]) -> bool {
         loop {
             pg_sys::index_rescan(self.scan, keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
             if !pg_sys::index_getnext_slot(self.scan, pg_sys::ScanDirection::ForwardScanDirection, self.found) {
                 return false;
             }
-            let (xmin, xmax) = ((*self.dirty).xmin, (*self.dirty).xmax);
+            let (xmin, xmax, token) = ((*self.dirty).xmin, (*self.dirty).xmax, (*self.dirty).speculativeToken);
             let in_progress = if xmin != pg_sys::InvalidTransactionId { xmin } else { xmax };
             if in_progress == pg_sys::InvalidTransactionId {
                 return true;
             }
-            pg_sys::XactLockTableWait(
-                in_progress,
-                self.relation,
-                &mut (*self.found).tts_tid,
-                pg_sys::XLTW_Oper::XLTW_InsertIndexUnique,
-            );
+            let mut tid = (*self.found).tts_tid;
+            // Releases the heap page's pin, then the rescan the leaf page's and the
+            // heap fetch's.
+            pg_sys::ExecClearTuple(self.found);
+            pg_sys::index_rescan(self.scan, keys.as_mut_ptr(), keys.len() as i32, std::ptr::null_mut(), 0);
+            if token != 0 {
+                pg_sys::SpeculativeInsertionWait(xmin, token);
+            } else {
+                pg_sys::XactLockTableWait(in_progress, self.relation, &mut tid, pg_sys::XLTW_Oper::XLTW_InsertIndexUnique);
+            }
+            pgrx::check_for_interrupts!();
         }
     }
 }
@@ -336,13 +447,4 @@ pub fn equal_key(column: i16, equal: u32, value: pg_sys::Datum) -> pg_sys::ScanK
         pg_sys::ScanKeyInit(&mut key, column, strategy, pg_sys::Oid::from(equal), value);
         key
     }
-}
-
-/// Whether a table has exactly these columns.
-unsafe fn same_columns(desc: pg_sys::TupleDesc, columns: &[&str]) -> bool {
-    let attributes = (*desc).attrs.as_slice((*desc).natts as usize);
-    attributes.len() == columns.len()
-        && attributes.iter().zip(columns).all(|(attribute, name)| {
-            !attribute.attisdropped && CStr::from_ptr(attribute.attname.data.as_ptr()).to_bytes() == name.as_bytes()
-        })
 }
