@@ -60,8 +60,8 @@ DECLARE
     from_day date := (from_ts AT TIME ZONE timezone)::date;
     to_day date := (to_ts AT TIME ZONE timezone)::date;
     end_excl timestamptz := to_ts + interval '1 microsecond';
-    aligned boolean := from_ts = (from_day::timestamp AT TIME ZONE timezone)
-                       AND end_excl = ((to_day + 1)::timestamp AT TIME ZONE timezone);
+    end_aligned boolean := end_excl = ((to_day + 1)::timestamp AT TIME ZONE timezone);
+    aligned boolean := from_ts = (from_day::timestamp AT TIME ZONE timezone) AND end_aligned;
     window_start timestamptz := CASE WHEN metric.recurring THEN '-infinity'::timestamptz ELSE from_ts END;
     first_day date := billing._stored_day(window_start, -2);
     last_day date := billing._stored_day(to_ts, 2);
@@ -102,7 +102,7 @@ BEGIN
         )
         SELECT l.dims, sum(l.level * extract(epoch FROM l.lasted)) / extract(epoch FROM end_excl - from_ts), sum(l.counted)::bigint
         FROM levels l GROUP BY l.dims;
-    ELSIF aligned OR metric.recurring THEN
+    ELSIF aligned OR (metric.recurring AND end_aligned) THEN
         RETURN QUERY
         SELECT r.dims,
                CASE metric.aggregation
@@ -128,13 +128,14 @@ BEGIN
                count(*)
         FROM billing.events ev
         WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
-          AND ev.local_day BETWEEN first_day AND last_day AND ev."timestamp" BETWEEN from_ts AND to_ts
+          AND ev.local_day BETWEEN first_day AND last_day AND ev."timestamp" BETWEEN window_start AND to_ts
         GROUP BY ev.dims;
     END IF;
 END $$;
 
 -- Event values in timestamp order per dimension set, for charges priced per event
--- (percentage, dynamic).
+-- (percentage, dynamic). For a recurring metric the caller passes from_ts '-infinity', so
+-- the carried-in events are priced like the units count them.
 CREATE FUNCTION billing._metric_event_values(
     subscription_id bigint, metric_id bigint, from_ts timestamptz, to_ts timestamptz, dynamic boolean
 ) RETURNS TABLE (dims jsonb, event_values numeric[])
@@ -202,7 +203,8 @@ BEGIN
             SELECT billing._charge_filter(ch.id, v.dims) AS filter_id, billing._group_key(ch.pricing_group_keys, v.dims) AS grouped_by,
                    array_agg(x ORDER BY v.ord, x.ord) AS event_values
             FROM (SELECT ev.*, row_number() OVER () AS ord
-                  FROM billing._metric_event_values(sub.id, metric.id, window_from, window_to, model = 'dynamic') ev
+                  FROM billing._metric_event_values(sub.id, metric.id, CASE WHEN metric.recurring THEN '-infinity' ELSE window_from END,
+                                                    window_to, model = 'dynamic') ev
                   WHERE model IN ('percentage', 'dynamic')) v,
                  unnest(v.event_values) WITH ORDINALITY x(x, ord)
             GROUP BY 1, 2
