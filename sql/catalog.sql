@@ -217,10 +217,8 @@ BEGIN
         PERFORM billing._invalid(format('unknown rounding_function "%s"', rounding_function), format('got %s', rounding_function),
             'use round, ceil or floor');
     END IF;
-    IF rounding_function IS NULL AND rounding_precision IS NOT NULL THEN
-        PERFORM billing._invalid('rounding_precision needs a rounding_function', format('got precision %s', rounding_precision),
-            'set rounding_function to round, ceil or floor');
-    END IF;
+    -- rounding_precision without rounding_function is Lago's spelling of "no rounding": it is
+    -- stored as given and ignored by usage (billing._round_units rounds only with a function).
     IF jsonb_typeof(filters) <> 'object' THEN
         PERFORM billing._invalid('filters must be a JSON object of key → allowed values', format('got %s', filters),
             'write filters like {"region": ["us", "eu"]}');
