@@ -322,22 +322,32 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     customer_id bigint;
+    customer_currency text;
     version_id bigint;
+    version_number integer;
+    plan_currency text;
     created billing.subscriptions;
 BEGIN
     IF billing_time NOT IN ('calendar', 'anniversary') THEN
         PERFORM billing._invalid(format('unknown billing_time "%s"', billing_time), format('got %s', billing_time),
             'use calendar or anniversary');
     END IF;
-    SELECT c.id INTO customer_id FROM billing.customers c WHERE c.external_id = create_subscription.customer;
+    SELECT c.id, c.currency INTO customer_id, customer_currency FROM billing.customers c WHERE c.external_id = create_subscription.customer;
     IF NOT FOUND THEN
         PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
     END IF;
-    SELECT v.id INTO version_id FROM billing.plan_versions v JOIN billing.plans p ON p.id = v.plan_id
+    SELECT v.id, v.version, v.currency INTO version_id, version_number, plan_currency FROM billing.plan_versions v JOIN billing.plans p ON p.id = v.plan_id
     WHERE p.code = create_subscription.plan AND (create_subscription.plan_version IS NULL OR v.version = create_subscription.plan_version)
     ORDER BY v.version DESC LIMIT 1;
     IF NOT FOUND THEN
         PERFORM billing._unknown('plan', plan || coalesce(' version ' || plan_version, ''), 'create it with billing.create_plan');
+    END IF;
+    -- Usage is priced in the customer's currency: a plan in another one would be billed
+    -- with its amounts read as the wrong money.
+    IF plan_currency <> customer_currency THEN
+        PERFORM billing._invalid(format('plan "%s" is priced in %s, but customer "%s" is billed in %s', plan, plan_currency, customer, customer_currency),
+            format('plan "%s" version %s has currency %s; customer "%s" has currency %s', plan, version_number, plan_currency, customer, customer_currency),
+            format('subscribe the customer to a plan priced in %s (create one with billing.create_plan(..., currency => %L))', customer_currency, customer_currency));
     END IF;
     INSERT INTO billing.subscriptions (external_id, customer_id, plan_version_id, status, billing_time, subscription_at, started_at)
     VALUES (external_id, customer_id, version_id,
