@@ -237,6 +237,35 @@ BEGIN
     RETURN created;
 END $$;
 
+-- Lago's rule for prorated charges: the metric is recurring (sum or unique_count; a
+-- weighted_sum already weighs usage by time), and the model is standard, graduated or volume
+-- when paid in arrears, standard when paid in advance. Anything else raises 22023, so that
+-- "prorated": true is never accepted and then ignored. (A missing model is left to the
+-- price's own validation.)
+CREATE FUNCTION billing._check_prorated(charge_index integer, metric billing.billable_metrics, model text, pay_in_advance boolean)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    IF NOT metric.recurring THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be prorated: metric "%s" is not recurring', charge_index, metric.code),
+            format('got "prorated": true for the %s metric "%s", which resets every period', metric.aggregation, metric.code),
+            'remove "prorated", or charge a recurring sum or unique_count metric');
+    ELSIF metric.aggregation = 'weighted_sum' THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be prorated: metric "%s" is a weighted_sum', charge_index, metric.code),
+            format('got "prorated": true for the weighted_sum metric "%s"', metric.code),
+            'remove "prorated": a weighted_sum already weighs usage by the time it lasted');
+    ELSIF pay_in_advance AND model <> 'standard' THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be prorated with charge_model %s paid in advance', charge_index, model),
+            format('got "prorated": true, "pay_in_advance": true and charge_model %s', model),
+            'a prorated charge paid in advance uses the standard model; remove "prorated" or use standard');
+    ELSIF model NOT IN ('standard', 'graduated', 'volume') THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be prorated with charge_model %s', charge_index, model),
+            format('got "prorated": true and charge_model %s', model),
+            'prorated charges use the standard, graduated or volume model; remove "prorated" or change the model');
+    END IF;
+END $$;
+
 -- Creates the plan on first use and a new version on every later call.
 CREATE FUNCTION billing.create_plan(
     code text, name text, "interval" text, amount numeric DEFAULT 0, currency text DEFAULT 'USD',
@@ -281,6 +310,10 @@ BEGIN
         IF NOT FOUND THEN
             PERFORM billing._unknown('billable metric', coalesce(charge ->> 'billable_metric_code', 'null'),
                 format('charges[%s].billable_metric_code must name a metric created with billing.create_billable_metric', charge_index));
+        END IF;
+        IF coalesce((charge ->> 'prorated')::boolean, false) THEN
+            PERFORM billing._check_prorated(charge_index, metric, charge ->> 'charge_model',
+                                            coalesce((charge ->> 'pay_in_advance')::boolean, false));
         END IF;
         IF charge ? 'pricing_group_keys' AND jsonb_typeof(charge -> 'pricing_group_keys') <> 'array' THEN
             PERFORM billing._invalid(format('charges[%s].pricing_group_keys must be an array of property names', charge_index),
@@ -401,7 +434,7 @@ SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions_id_seq', '');
 
 REVOKE ALL ON FUNCTION billing._invalid(text, text, text), billing._check_timezone(text), billing._check_currency(text),
-    billing._unknown(text, text, text) FROM PUBLIC;
+    billing._unknown(text, text, text), billing._check_prorated(integer, billing.billable_metrics, text, boolean) FROM PUBLIC;
 
 -- Pending subscriptions whose start has come become active (the billing cycle calls this;
 -- pg_cron can too). Ingestion already accepts their events from subscription_at on.
