@@ -217,10 +217,8 @@ BEGIN
         PERFORM billing._invalid(format('unknown rounding_function "%s"', rounding_function), format('got %s', rounding_function),
             'use round, ceil or floor');
     END IF;
-    IF rounding_function IS NULL AND rounding_precision IS NOT NULL THEN
-        PERFORM billing._invalid('rounding_precision needs a rounding_function', format('got precision %s', rounding_precision),
-            'set rounding_function to round, ceil or floor');
-    END IF;
+    -- rounding_precision without rounding_function is Lago's spelling of "no rounding": it is
+    -- stored as given and ignored by usage (billing._round_units rounds only with a function).
     IF jsonb_typeof(filters) <> 'object' THEN
         PERFORM billing._invalid('filters must be a JSON object of key → allowed values', format('got %s', filters),
             'write filters like {"region": ["us", "eu"]}');
@@ -237,6 +235,35 @@ BEGIN
     VALUES (code, name, aggregation, field_name, recurring, rounding_function, rounding_precision, filters)
     RETURNING * INTO created;
     RETURN created;
+END $$;
+
+-- Lago's rule for prorated charges: the metric is recurring (sum or unique_count; a
+-- weighted_sum already weighs usage by time), and the model is standard, graduated or volume
+-- when paid in arrears, standard when paid in advance. Anything else raises 22023, so that
+-- "prorated": true is never accepted and then ignored. (A missing model is left to the
+-- price's own validation.)
+CREATE FUNCTION billing._check_prorated(charge_index integer, metric billing.billable_metrics, model text, pay_in_advance boolean)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    IF NOT metric.recurring THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be prorated: metric "%s" is not recurring', charge_index, metric.code),
+            format('got "prorated": true for the %s metric "%s", which resets every period', metric.aggregation, metric.code),
+            'remove "prorated", or charge a recurring sum or unique_count metric');
+    ELSIF metric.aggregation = 'weighted_sum' THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be prorated: metric "%s" is a weighted_sum', charge_index, metric.code),
+            format('got "prorated": true for the weighted_sum metric "%s"', metric.code),
+            'remove "prorated": a weighted_sum already weighs usage by the time it lasted');
+    ELSIF pay_in_advance AND model <> 'standard' THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be prorated with charge_model %s paid in advance', charge_index, model),
+            format('got "prorated": true, "pay_in_advance": true and charge_model %s', model),
+            'a prorated charge paid in advance uses the standard model; remove "prorated" or use standard');
+    ELSIF model NOT IN ('standard', 'graduated', 'volume') THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be prorated with charge_model %s', charge_index, model),
+            format('got "prorated": true and charge_model %s', model),
+            'prorated charges use the standard, graduated or volume model; remove "prorated" or change the model');
+    END IF;
 END $$;
 
 -- Creates the plan on first use and a new version on every later call.
@@ -284,6 +311,10 @@ BEGIN
             PERFORM billing._unknown('billable metric', coalesce(charge ->> 'billable_metric_code', 'null'),
                 format('charges[%s].billable_metric_code must name a metric created with billing.create_billable_metric', charge_index));
         END IF;
+        IF coalesce((charge ->> 'prorated')::boolean, false) THEN
+            PERFORM billing._check_prorated(charge_index, metric, charge ->> 'charge_model',
+                                            coalesce((charge ->> 'pay_in_advance')::boolean, false));
+        END IF;
         IF charge ? 'pricing_group_keys' AND jsonb_typeof(charge -> 'pricing_group_keys') <> 'array' THEN
             PERFORM billing._invalid(format('charges[%s].pricing_group_keys must be an array of property names', charge_index),
                 format('got %s', charge -> 'pricing_group_keys'), 'write ["region"]');
@@ -324,22 +355,32 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     customer_id bigint;
+    customer_currency text;
     version_id bigint;
+    version_number integer;
+    plan_currency text;
     created billing.subscriptions;
 BEGIN
     IF billing_time NOT IN ('calendar', 'anniversary') THEN
         PERFORM billing._invalid(format('unknown billing_time "%s"', billing_time), format('got %s', billing_time),
             'use calendar or anniversary');
     END IF;
-    SELECT c.id INTO customer_id FROM billing.customers c WHERE c.external_id = create_subscription.customer;
+    SELECT c.id, c.currency INTO customer_id, customer_currency FROM billing.customers c WHERE c.external_id = create_subscription.customer;
     IF NOT FOUND THEN
         PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
     END IF;
-    SELECT v.id INTO version_id FROM billing.plan_versions v JOIN billing.plans p ON p.id = v.plan_id
+    SELECT v.id, v.version, v.currency INTO version_id, version_number, plan_currency FROM billing.plan_versions v JOIN billing.plans p ON p.id = v.plan_id
     WHERE p.code = create_subscription.plan AND (create_subscription.plan_version IS NULL OR v.version = create_subscription.plan_version)
     ORDER BY v.version DESC LIMIT 1;
     IF NOT FOUND THEN
         PERFORM billing._unknown('plan', plan || coalesce(' version ' || plan_version, ''), 'create it with billing.create_plan');
+    END IF;
+    -- Usage is priced in the customer's currency: a plan in another one would be billed
+    -- with its amounts read as the wrong money.
+    IF plan_currency <> customer_currency THEN
+        PERFORM billing._invalid(format('plan "%s" is priced in %s, but customer "%s" is billed in %s', plan, plan_currency, customer, customer_currency),
+            format('plan "%s" version %s has currency %s; customer "%s" has currency %s', plan, version_number, plan_currency, customer, customer_currency),
+            format('subscribe the customer to a plan priced in %s (create one with billing.create_plan(..., currency => %L))', customer_currency, customer_currency));
     END IF;
     INSERT INTO billing.subscriptions (external_id, customer_id, plan_version_id, status, billing_time, subscription_at, started_at)
     VALUES (external_id, customer_id, version_id,
@@ -393,7 +434,7 @@ SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions_id_seq', '');
 
 REVOKE ALL ON FUNCTION billing._invalid(text, text, text), billing._check_timezone(text), billing._check_currency(text),
-    billing._unknown(text, text, text) FROM PUBLIC;
+    billing._unknown(text, text, text), billing._check_prorated(integer, billing.billable_metrics, text, boolean) FROM PUBLIC;
 
 -- Pending subscriptions whose start has come become active (the billing cycle calls this;
 -- pg_cron can too). Ingestion already accepts their events from subscription_at on.

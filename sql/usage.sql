@@ -60,8 +60,8 @@ DECLARE
     from_day date := (from_ts AT TIME ZONE timezone)::date;
     to_day date := (to_ts AT TIME ZONE timezone)::date;
     end_excl timestamptz := to_ts + interval '1 microsecond';
-    aligned boolean := from_ts = (from_day::timestamp AT TIME ZONE timezone)
-                       AND end_excl = ((to_day + 1)::timestamp AT TIME ZONE timezone);
+    end_aligned boolean := end_excl = ((to_day + 1)::timestamp AT TIME ZONE timezone);
+    aligned boolean := from_ts = (from_day::timestamp AT TIME ZONE timezone) AND end_aligned;
     window_start timestamptz := CASE WHEN metric.recurring THEN '-infinity'::timestamptz ELSE from_ts END;
     first_day date := billing._stored_day(window_start, -2);
     last_day date := billing._stored_day(to_ts, 2);
@@ -102,7 +102,7 @@ BEGIN
         )
         SELECT l.dims, sum(l.level * extract(epoch FROM l.lasted)) / extract(epoch FROM end_excl - from_ts), sum(l.counted)::bigint
         FROM levels l GROUP BY l.dims;
-    ELSIF aligned OR metric.recurring THEN
+    ELSIF aligned OR (metric.recurring AND end_aligned) THEN
         RETURN QUERY
         SELECT r.dims,
                CASE metric.aggregation
@@ -128,13 +128,83 @@ BEGIN
                count(*)
         FROM billing.events ev
         WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
-          AND ev.local_day BETWEEN first_day AND last_day AND ev."timestamp" BETWEEN from_ts AND to_ts
+          AND ev.local_day BETWEEN first_day AND last_day AND ev."timestamp" BETWEEN window_start AND to_ts
         GROUP BY ev.dims;
     END IF;
 END $$;
 
+-- Day-weighted units of a recurring metric for prorated charges, per dimension set: the
+-- sum of value × the customer-local days it is active in [from_ts, to_ts], both ends
+-- included. A value carried in from before the window counts for every day of it; an event
+-- in it from its own day to the window's last day; a unique_count member from the day it was
+-- added (or the window's first day) to the day it was removed (or the window's last day).
+-- The caller divides by the days of the billing period (billing._prorate).
+CREATE FUNCTION billing._metric_day_units(
+    subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text
+) RETURNS TABLE (dims jsonb, day_units numeric, events_count bigint)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    from_day date := (from_ts AT TIME ZONE timezone)::date;
+    to_day date := (to_ts AT TIME ZONE timezone)::date;
+    end_aligned boolean := to_ts + interval '1 microsecond' = ((to_day + 1)::timestamp AT TIME ZONE timezone);
+    last_day date := billing._stored_day(to_ts, 2);
+BEGIN
+    IF metric.aggregation = 'unique_count' THEN
+        RETURN QUERY
+        WITH ev AS (
+            SELECT e.dims, e.properties ->> metric.field_name AS member,
+                   coalesce(e.properties ->> 'operation_type', 'add') AS op, e."timestamp", e.id,
+                   (e."timestamp" AT TIME ZONE timezone)::date AS day
+            FROM billing.events e
+            WHERE e.subscription_id = _metric_day_units.subscription_id AND e.billable_metric_id = metric.id
+              AND e.local_day <= last_day AND e."timestamp" <= to_ts
+        ), changes AS (
+            -- The events that change a member's state (as billing._metric_units counts them).
+            SELECT c.* FROM (
+                SELECT e.*, (e.op = 'add' AND lag(e.op) OVER w IS DISTINCT FROM 'add')
+                            OR (e.op = 'remove' AND lag(e.op) OVER w = 'add') AS changed
+                FROM ev e WINDOW w AS (PARTITION BY e.dims, e.member ORDER BY e."timestamp", e.id)) c
+            WHERE c.changed
+        ), spans AS (
+            SELECT c.dims, c.op, c.day AS added,
+                   lead(c.day) OVER (PARTITION BY c.dims, c.member ORDER BY c."timestamp", c.id) AS removed
+            FROM changes c
+        ), active AS (
+            SELECT s.dims, sum(greatest(0, least(coalesce(s.removed, to_day), to_day) - greatest(s.added, from_day) + 1)) AS days
+            FROM spans s WHERE s.op = 'add' GROUP BY s.dims
+        )
+        SELECT n.dims, coalesce(a.days, 0)::numeric, n.events_count
+        FROM (SELECT e.dims, count(*) AS events_count FROM ev e GROUP BY e.dims) n
+        LEFT JOIN active a ON a.dims = n.dims;
+    ELSIF end_aligned THEN
+        RETURN QUERY
+        SELECT r.dims, sum(r.value_sum * (to_day - greatest(r.day, from_day) + 1)), sum(r.events_count)::bigint
+        FROM billing.usage_rollups r
+        WHERE r.subscription_id = _metric_day_units.subscription_id AND r.billable_metric_id = metric.id AND r.day <= to_day
+        GROUP BY r.dims;
+    ELSE
+        RETURN QUERY
+        SELECT e.dims, coalesce(sum(e.value * (to_day - greatest((e."timestamp" AT TIME ZONE timezone)::date, from_day) + 1)), 0),
+               count(*)
+        FROM billing.events e
+        WHERE e.subscription_id = _metric_day_units.subscription_id AND e.billable_metric_id = metric.id
+          AND e.local_day <= last_day AND e."timestamp" <= to_ts
+        GROUP BY e.dims;
+    END IF;
+END $$;
+
+-- Prorated units: day-weighted units / days of the billing period, rounded up at 5
+-- decimals (10 × 17 / 31 → 5.48388), computed exactly with integer division.
+CREATE FUNCTION billing._prorate(day_units numeric, period_days integer) RETURNS numeric
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT trim_scale((div(day_units * 100000, period_days)
+                       + CASE WHEN mod(day_units * 100000, period_days) > 0 THEN 1 ELSE 0 END) / 100000)
+$$;
+
 -- Event values in timestamp order per dimension set, for charges priced per event
--- (percentage, dynamic).
+-- (percentage, dynamic). For a recurring metric the caller passes from_ts '-infinity', so
+-- the carried-in events are priced like the units count them.
 CREATE FUNCTION billing._metric_event_values(
     subscription_id bigint, metric_id bigint, from_ts timestamptz, to_ts timestamptz, dynamic boolean
 ) RETURNS TABLE (dims jsonb, event_values numeric[])
@@ -181,7 +251,14 @@ DECLARE
     ch billing.charges;
     metric billing.billable_metrics;
     model text;
+    period_days integer;
 BEGIN
+    -- Prorated charges weigh units by the days of the billing period that holds window_from.
+    IF EXISTS (SELECT 1 FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id AND c.prorated) THEN
+        SELECT pb.days INTO period_days FROM billing.period_bounds(
+            (SELECT v.interval FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time,
+            (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, window_from, cust.timezone) pb;
+    END IF;
     FOR ch IN SELECT * FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id ORDER BY c.position LOOP
         SELECT * INTO metric FROM billing.billable_metrics m WHERE m.id = ch.billable_metric_id;
         model := ch.price::jsonb ->> 'charge_model';
@@ -190,6 +267,12 @@ BEGIN
             SELECT u.dims, u.units, u.events_count, billing._charge_filter(ch.id, u.dims) AS filter_id,
                    billing._group_key(ch.pricing_group_keys, u.dims) AS grouped_by
             FROM billing._metric_units(sub.id, metric, window_from, window_to, cust.timezone) u
+            WHERE NOT ch.prorated
+            UNION ALL
+            SELECT u.dims, u.day_units, u.events_count, billing._charge_filter(ch.id, u.dims),
+                   billing._group_key(ch.pricing_group_keys, u.dims)
+            FROM billing._metric_day_units(sub.id, metric, window_from, window_to, cust.timezone) u
+            WHERE ch.prorated
         ), buckets AS (
             SELECT p.filter_id, p.grouped_by, sum(p.units) AS units, sum(p.events_count)::bigint AS events_count
             FROM per_dims p GROUP BY p.filter_id, p.grouped_by
@@ -202,7 +285,8 @@ BEGIN
             SELECT billing._charge_filter(ch.id, v.dims) AS filter_id, billing._group_key(ch.pricing_group_keys, v.dims) AS grouped_by,
                    array_agg(x ORDER BY v.ord, x.ord) AS event_values
             FROM (SELECT ev.*, row_number() OVER () AS ord
-                  FROM billing._metric_event_values(sub.id, metric.id, window_from, window_to, model = 'dynamic') ev
+                  FROM billing._metric_event_values(sub.id, metric.id, CASE WHEN metric.recurring THEN '-infinity' ELSE window_from END,
+                                                    window_to, model = 'dynamic') ev
                   WHERE model IN ('percentage', 'dynamic')) v,
                  unnest(v.event_values) WITH ORDINALITY x(x, ord)
             GROUP BY 1, 2
@@ -214,7 +298,8 @@ BEGIN
                     ELSE billing.amount(coalesce(f.price, ch.price), r.units) END,
                cust.currency, window_from, window_to
         FROM buckets b
-        CROSS JOIN LATERAL (SELECT billing._round_units(b.units, metric.rounding_function, metric.rounding_precision) AS units) r
+        CROSS JOIN LATERAL (SELECT billing._round_units(CASE WHEN ch.prorated THEN billing._prorate(b.units, period_days) ELSE b.units END,
+                                                        metric.rounding_function, metric.rounding_precision) AS units) r
         LEFT JOIN billing.charge_filters f ON f.id = b.filter_id
         LEFT JOIN values_per_bucket vb ON vb.filter_id IS NOT DISTINCT FROM b.filter_id AND vb.grouped_by = b.grouped_by
         ORDER BY b.filter_id NULLS FIRST, b.grouped_by;
@@ -265,5 +350,6 @@ REVOKE ALL ON FUNCTION billing._subscription(text), billing._charge_filter(bigin
     billing._usage(billing.subscriptions, billing.customers, timestamptz, timestamptz),
     billing._round_units(numeric, text, integer), billing._stored_day(timestamptz, integer),
     billing._metric_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text),
+    billing._metric_day_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text), billing._prorate(numeric, integer),
     billing._metric_event_values(bigint, bigint, timestamptz, timestamptz, boolean),
     billing._period_dates(text, text, date, date) FROM PUBLIC;

@@ -63,11 +63,34 @@ impl<'a> Fields<'a> {
             .hint("write plain decimals such as \"0.002\" or 100 (no exponent, NaN or Infinity)")
     }
 
+    /// A money value (an amount or a rate): a decimal string only, as Lago requires, so
+    /// that a float from a client's JSON library never silently becomes a price.
+    pub fn money(&self, key: &str) -> Result<Option<Decimal>> {
+        match self.get(key) {
+            Some(Value::Number(n)) => Err(BillingError::invalid(format!("{} must be a decimal string", self.name(key)))
+                .detail(format!("got the JSON number {n}"))
+                .hint(format!("send money values as strings, e.g. \"{key}\": \"{n}\""))),
+            _ => self.decimal(key),
+        }
+    }
+
+    /// A required money value that may not be negative.
+    pub fn required_money(&self, key: &str) -> Result<Decimal> {
+        let value = self.money(key)?.ok_or_else(|| self.missing(key))?;
+        self.check_non_negative(key, value)
+    }
+
+    /// An optional money value that may not be negative.
+    pub fn optional_money(&self, key: &str) -> Result<Option<Decimal>> {
+        self.money(key)?.map(|v| self.check_non_negative(key, v)).transpose()
+    }
+
+    fn missing(&self, key: &str) -> BillingError {
+        BillingError::invalid(format!("{} is required", self.name(key))).hint(format!("add \"{key}\" to the properties"))
+    }
+
     pub fn required(&self, key: &str) -> Result<Decimal> {
-        self.decimal(key)?.ok_or_else(|| {
-            BillingError::invalid(format!("{} is required", self.name(key)))
-                .hint(format!("add \"{key}\" to the properties"))
-        })
+        self.decimal(key)?.ok_or_else(|| self.missing(key))
     }
 
     /// A required decimal that may not be negative (amounts, rates, sizes).

@@ -45,8 +45,8 @@ impl RangeSpec {
             let range = Range {
                 from,
                 to,
-                price: item.required_non_negative(self.price_key)?,
-                flat: item.required_non_negative("flat_amount")?,
+                price: item.required_money(self.price_key)?,
+                flat: item.required_money("flat_amount")?,
             };
             let allowed_from = match ranges.last().and_then(|prev| prev.to) {
                 None => [Decimal::ZERO, Decimal::ONE],

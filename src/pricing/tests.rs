@@ -365,6 +365,50 @@ fn validation_names_the_field_and_value() {
 }
 
 #[test]
+fn money_values_must_be_decimal_strings() {
+    // Lago's validators take amounts and rates as strings only: a JSON number (a float in
+    // most clients' JSON libraries) is refused, naming the field and showing the value.
+    let cases: &[(&str, &str)] = &[
+        (r#"{"charge_model":"standard","properties":{"amount":1.5}}"#, "amount"),
+        (r#"{"charge_model":"package","properties":{"amount":100,"package_size":10}}"#, "amount"),
+        (r#"{"charge_model":"percentage","properties":{"rate":1.3}}"#, "rate"),
+        (r#"{"charge_model":"percentage","properties":{"rate":"1","fixed_amount":2}}"#, "fixed_amount"),
+        (
+            r#"{"charge_model":"percentage","properties":{"rate":"1","free_units_per_total_aggregation":100}}"#,
+            "free_units_per_total_aggregation",
+        ),
+        (r#"{"charge_model":"percentage","properties":{"rate":"1","per_transaction_min_amount":0.5}}"#, "per_transaction_min_amount"),
+        (r#"{"charge_model":"percentage","properties":{"rate":"1","per_transaction_max_amount":9}}"#, "per_transaction_max_amount"),
+        (
+            r#"{"charge_model":"graduated","properties":{"graduated_ranges":[{"from_value":0,"to_value":null,"per_unit_amount":0.002,"flat_amount":"0"}]}}"#,
+            "graduated_ranges[0].per_unit_amount",
+        ),
+        (
+            r#"{"charge_model":"volume","properties":{"volume_ranges":[{"from_value":0,"to_value":null,"per_unit_amount":"1","flat_amount":0}]}}"#,
+            "volume_ranges[0].flat_amount",
+        ),
+        (
+            r#"{"charge_model":"graduated_percentage","properties":{"graduated_percentage_ranges":[{"from_value":0,"to_value":null,"rate":2,"flat_amount":"0"}]}}"#,
+            "graduated_percentage_ranges[0].rate",
+        ),
+    ];
+    for (json, field) in cases {
+        let e = Price::from_json_text(json).expect_err(json);
+        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::InvalidParameter, format!("{field} must be a decimal string").as_str()));
+        assert!(e.detail.as_deref().is_some_and(|d| d.starts_with("got the JSON number ")), "{json}: {:?}", e.detail);
+        assert!(e.hint.as_deref().is_some_and(|h| h.contains("as strings")), "{json}: {:?}", e.hint);
+    }
+    // The number's own text is shown, so a float is visible as such.
+    let e = Price::from_json_text(r#"{"charge_model":"standard","properties":{"amount":0.30000000000000004}}"#).unwrap_err();
+    assert_eq!(e.detail.as_deref(), Some("got the JSON number 0.30000000000000004"));
+    // Bounds, sizes and counts stay JSON numbers (numeric strings are accepted too).
+    let package = price(r#"{"charge_model":"package","properties":{"amount":"100","package_size":"10","free_units":5}}"#);
+    assert_eq!(amount(&package, "121"), d("1200"));
+    let percentage = price(r#"{"charge_model":"percentage","properties":{"rate":"2","free_units_per_events":1}}"#);
+    assert_eq!(amount_of_events(&percentage, &["100", "200"]), d("4"));
+}
+
+#[test]
 fn optional_properties_may_be_null_or_absent() {
     let with_nulls = price(
         r#"{"charge_model":"percentage","properties":{"rate":"1","fixed_amount":null,"free_units_per_events":null}}"#,

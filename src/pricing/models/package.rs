@@ -26,7 +26,7 @@ impl Package {
                 .hint("a package holds at least one unit"));
         }
         Ok(Package {
-            amount: props.required_non_negative("amount")?,
+            amount: props.required_money("amount")?,
             package_size,
             free_units: props.optional_non_negative("free_units")?.unwrap_or(Decimal::ZERO),
         })

@@ -32,12 +32,12 @@ impl Percentage {
     pub fn parse(props: &Fields) -> Result<Self> {
         props.deny_unknown(&KEYS, "charge model percentage")?;
         let price = Percentage {
-            rate: props.required_non_negative("rate")?,
-            fixed_amount: props.optional_non_negative("fixed_amount")?,
+            rate: props.required_money("rate")?,
+            fixed_amount: props.optional_money("fixed_amount")?,
             free_units_per_events: props.optional_count("free_units_per_events")?,
-            free_units_per_total_aggregation: props.optional_non_negative("free_units_per_total_aggregation")?,
-            per_transaction_min_amount: props.optional_non_negative("per_transaction_min_amount")?,
-            per_transaction_max_amount: props.optional_non_negative("per_transaction_max_amount")?,
+            free_units_per_total_aggregation: props.optional_money("free_units_per_total_aggregation")?,
+            per_transaction_min_amount: props.optional_money("per_transaction_min_amount")?,
+            per_transaction_max_amount: props.optional_money("per_transaction_max_amount")?,
         };
         if let (Some(min), Some(max)) = (price.per_transaction_min_amount, price.per_transaction_max_amount) {
             if min > max {

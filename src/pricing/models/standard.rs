@@ -16,7 +16,7 @@ pub struct Standard {
 impl Standard {
     pub fn parse(props: &Fields) -> Result<Self> {
         props.deny_unknown(&["amount"], "charge model standard")?;
-        Ok(Standard { amount: props.required_non_negative("amount")? })
+        Ok(Standard { amount: props.required_money("amount")? })
     }
 
     pub fn to_json(&self) -> Map<String, Value> {

@@ -10,7 +10,8 @@ SELECT code, name, default_currency, timezone, invoice_prefix, numbering FROM bi
 SELECT code, invoice_prefix, grace_period_days FROM billing.create_billing_entity('eu', 'Acme Europe SAS', 'EUR', 'Europe/Paris', 'ACME-EU', grace_period_days => 3);
 SELECT external_id, currency, timezone, (SELECT code FROM billing.billing_entities e WHERE e.id = billing_entity_id) AS entity
 FROM billing.create_customer('paris-ai', 'Paris AI', billing_entity => 'eu');
-SELECT external_id, currency, timezone FROM billing.create_customer('tokyo-ai', 'Tokyo AI', 'JPY', 'Asia/Tokyo');
+-- Billed in EUR like the plan it subscribes to below (a plan must be in the customer's currency).
+SELECT external_id, currency, timezone FROM billing.create_customer('tokyo-ai', 'Tokyo AI', 'EUR', 'Asia/Tokyo');
 
 -- Validation errors, each with its SQLSTATE.
 SELECT billing.create_customer('x', currency => 'EURO');
