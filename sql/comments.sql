@@ -58,6 +58,7 @@ COMMENT ON FUNCTION billing._catalog_changed() IS 'Private: statement trigger on
 COMMENT ON VIEW billing._ingest_windows IS 'Private: per subscription, the customer time zone and the active window ingestion checks events against.';
 COMMENT ON FUNCTION billing.ingest_event(text, text, text, timestamptz, jsonb, numeric) IS 'Records one event in the caller''s transaction; returns accepted, duplicate or conflict; raises on invalid input and writes nothing.';
 COMMENT ON FUNCTION billing.ingest_events(jsonb) IS 'Records a JSON array of events; one (index, transaction_id, status, reason) row per event. Rejected events go to billing.rejected_events.';
+COMMENT ON FUNCTION billing.direct_write_status() IS 'Whether ingestion stores batches in billing.events directly (as COPY does) in this session, and if not, why (the setting, the isolation level, a privilege, or a change to the table''s shape).';
 COMMENT ON FUNCTION billing.ingest_staged(integer) IS 'Validates, deduplicates and moves the rows of billing.event_staging; returns accepted, duplicate, conflict and rejected counts.';
 
 -- Usage
