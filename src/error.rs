@@ -20,6 +20,9 @@ pub enum ErrorKind {
     UnknownReference,
     /// 55000: the object is in the wrong state (a subscription not active at that time).
     WrongState,
+    /// 54000: input beyond a documented limit of pg_billing (an identifier longer than 255
+    /// bytes, properties too large or too deep to store).
+    ProgramLimit,
 }
 
 impl ErrorKind {
@@ -30,6 +33,7 @@ impl ErrorKind {
             ErrorKind::MalformedInput => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
             ErrorKind::UnknownReference => PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
             ErrorKind::WrongState => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ErrorKind::ProgramLimit => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         }
     }
 
@@ -41,6 +45,7 @@ impl ErrorKind {
             ErrorKind::MalformedInput => "22P02",
             ErrorKind::UnknownReference => "23503",
             ErrorKind::WrongState => "55000",
+            ErrorKind::ProgramLimit => "54000",
         }
     }
 }
