@@ -390,6 +390,10 @@ def main():
                 script.append(f"\\echo @@single {number} {position} :SQLSTATE")
             script.append(f"\\echo @@end {number} 00000")
         else:
+            # An empty load first, so that a COPY that fails cannot leave the counts of an
+            # earlier one in billing.last_intake() (psql's SQLSTATE after COPY FROM STDIN may
+            # miss its failure).
+            script.append("INSERT INTO billing.event_intake SELECT * FROM billing.event_intake WHERE false;")
             script.append("COPY billing.event_intake (external_subscription_id, code, transaction_id, "
                           "\"timestamp\", properties, precise_total_amount_cents) FROM STDIN;")
             script.extend(copy_row(e) for e, _ in inputs)
