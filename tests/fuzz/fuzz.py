@@ -26,6 +26,7 @@ The server log, for the crash check, is FUZZ_SERVER_LOG or $PG_CLUSTER_DIR/serve
 """
 
 import argparse
+import bisect
 import json
 import os
 import random
@@ -250,6 +251,17 @@ class Generator:
         event["properties"] = props
         return event, "conflict"
 
+    def burst(self):
+        """Eight values at the top of the decimal range for one subscription's day: their
+        day rollup sums past 28 digits within one statement."""
+        events = []
+        for _ in range(8):
+            event = {"external_subscription_id": "sub", "code": "tokens", "transaction_id": self.key(),
+                     "timestamp": "2026-02-15T12:00:00Z", "properties": {"tokens": "9999999999999999999999999999"}}
+            self.good.append(event)
+            events.append((event, "accept"))
+        return events
+
     def start_segment(self):
         self.in_segment = {}
 
@@ -373,12 +385,19 @@ def main():
         size = min(args.events - total, {"batch": rng.randint(1, 150), "single": rng.randint(1, 40),
                                          "copy": rng.randint(1, 300)}[path])
         gen.start_segment()
-        segments.append((path, [gen.next(path) for _ in range(size)]))
+        inputs = [gen.next(path) for _ in range(size)]
+        if path != "single" and rng.random() < 0.1:
+            at = rng.randint(0, len(inputs))
+            inputs[at:at] = gen.burst()
+            size += 8
+        segments.append((path, inputs))
         total += size
 
     script = ["\\set ON_ERROR_STOP 0", "\\pset format unaligned", "\\pset tuples_only on",
               "\\set SHOW_CONTEXT never"]
+    starts = []  # the script line each segment starts at (1-based), to place psql's errors
     for number, (path, inputs) in enumerate(segments):
+        starts.append(len(script) + 1)
         script.append(f"\\echo @@begin {number}")
         if path == "batch":
             script.append("SELECT 'S', index, status FROM billing.ingest_events("
@@ -450,6 +469,10 @@ def main():
             kept[current] = int(line.split("|")[1])
 
     errors_text = run.stderr
+    segment_errors = {}  # segment -> first error message psql reported in it
+    for match in re.finditer(r"^psql:[^\n]*?:(\d+): ERROR:  (.*)$", errors_text, re.M):
+        number = bisect.bisect_right(starts, int(match.group(1))) - 1
+        segment_errors.setdefault(number, match.group(2)[:200])
     for match in BACKTRACE.finditer(errors_text):
         start = max(0, match.start() - 200)
         fail("backtrace", "error text holds a backtrace: " + errors_text[start:match.end() + 100].replace("\n", " | "))
@@ -466,7 +489,12 @@ def main():
         if sqlstate is None:
             fail("statuses", f"segment {number} ({path}) did not run to its end")
             continue
-        if sqlstate != "00000":
+        if path != "single" and number in segment_errors:
+            fail("statuses", f"segment {number} ({path}, {len(inputs)} events) failed as a whole: "
+                             f"SQLSTATE {sqlstate}: {segment_errors[number]}")
+            if sqlstate == "00000":
+                continue  # psql's SQLSTATE can miss a failed COPY FROM STDIN
+        elif sqlstate != "00000":
             fail("statuses", f"segment {number} ({path}, {len(inputs)} events) failed as a whole: SQLSTATE {sqlstate}")
             if sqlstate == "XX000":
                 fail("xx000", f"segment {number} ({path}): XX000")
@@ -576,7 +604,7 @@ def main():
                 fail("crash", "server log: " + text[max(0, match.start() - 100):match.end() + 100].replace("\n", " "))
                 break
 
-    print(f"fuzz: {inputs_count} inputs in {len(segments)} statements groups "
+    print(f"fuzz: {inputs_count} inputs in {len(segments)} statement groups "
           f"({sum(len(i) for p, i in segments if p == 'batch')} in batches, "
           f"{sum(len(i) for p, i in segments if p == 'single')} single calls, "
           f"{sum(len(i) for p, i in segments if p == 'copy')} COPY rows): "
@@ -591,7 +619,8 @@ def main():
         if len(problems) > 10:
             print(f"         ... {len(problems) - 10} more")
     if failures:
-        print(f"fuzz: FAILED (seed {seed}); reproduce with FUZZ_SEED={seed} tests/fuzz/fuzz.sh")
+        size = "" if args.events == 3000 else f" FUZZ_EVENTS={args.events}"
+        print(f"fuzz: FAILED (seed {seed}); reproduce with FUZZ_SEED={seed}{size} tests/fuzz/fuzz.sh")
         return 1
     print(f"fuzz: passed (seed {seed})")
     return 0
