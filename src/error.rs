@@ -20,6 +20,9 @@ pub enum ErrorKind {
     UnknownReference,
     /// 55000: the object is in the wrong state (a subscription not active at that time).
     WrongState,
+    /// 54000: input beyond a documented limit of pg_billing (an identifier longer than 255
+    /// bytes, properties too large or too deep to store).
+    ProgramLimit,
 }
 
 impl ErrorKind {
@@ -30,6 +33,7 @@ impl ErrorKind {
             ErrorKind::MalformedInput => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
             ErrorKind::UnknownReference => PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
             ErrorKind::WrongState => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ErrorKind::ProgramLimit => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
         }
     }
 
@@ -41,6 +45,7 @@ impl ErrorKind {
             ErrorKind::MalformedInput => "22P02",
             ErrorKind::UnknownReference => "23503",
             ErrorKind::WrongState => "55000",
+            ErrorKind::ProgramLimit => "54000",
         }
     }
 }
@@ -110,4 +115,47 @@ impl From<BillingError> for ErrorReport {
 pub fn raise(error: BillingError) -> ! {
     ErrorReport::from(error).report(pgrx::PgLogLevel::ERROR);
     unreachable!("an ERROR report does not return")
+}
+
+/// Keeps Rust backtraces out of what callers see.
+///
+/// pgrx's panic hook captures a backtrace at every panic (when `RUST_BACKTRACE` or
+/// `RUST_LIB_BACKTRACE` is set in the server's environment), and pgrx appends it to the
+/// DETAIL of the error it raises, both for a Rust panic and for a PostgreSQL error that
+/// crossed Rust code (PostgreSQL's longjmp is caught at the FFI boundary and carried up as
+/// a panic, whose hook run captures the backtrace). This hook replaces pgrx's: a
+/// PostgreSQL error, or an error report raised from Rust, goes up untouched (its own
+/// SQLSTATE, message, detail and hint, no backtrace); a Rust panic, which is a bug, is logged
+/// to the server log with its location and backtrace, and the caller gets its message with
+/// SQLSTATE XX000 and nothing else.
+pub fn install_panic_hook() {
+    use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
+    use std::sync::OnceLock;
+    static BACKEND_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
+    BACKEND_THREAD.get_or_init(|| std::thread::current().id());
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        if payload.is::<CaughtError>() || payload.is::<ErrorReport>() || payload.is::<ErrorReportWithLevel>() {
+            return;
+        }
+        if BACKEND_THREAD.get() != Some(&std::thread::current().id()) {
+            // Not the backend's thread: PostgreSQL cannot log from here.
+            return previous(info);
+        }
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        let location = info.location().map_or_else(|| "an unknown location".to_string(), |l| l.to_string());
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("pg_billing internal error: {message}"),
+            "pg_billing",
+        )
+        .set_detail(format!("panicked at {location}\n{backtrace}"))
+        .report(pgrx::PgLogLevel::LOG_SERVER_ONLY);
+    }));
 }

@@ -245,26 +245,85 @@ impl JsonView for JsonbRef<'_> {
 
     fn to_value(self) -> Value {
         match self.node {
-            Node::Container { data, len } => {
-                // SAFETY: JsonbToCString renders the container into a palloc'd buffer.
-                let text = unsafe {
-                    let rendered = pg_sys::JsonbToCString(std::ptr::null_mut(), data, len);
-                    let owned = CStr::from_ptr(rendered).to_string_lossy().into_owned();
-                    pg_sys::pfree(rendered.cast());
-                    owned
-                };
-                serde_json::from_str(&text).expect("Postgres renders valid JSON")
+            Node::Container { .. } => {
+                // serde_json stops at 128 levels (and would recurse without bound past that):
+                // deeper values, which validation rejects before reading, are kept as text.
+                let text = self.to_text();
+                if self.depth(SERDE_DEPTH) > SERDE_DEPTH {
+                    return Value::String(text);
+                }
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
             }
             Node::Scalar(_) => match self.scalar() {
                 Scalar::Null => Value::Null,
                 Scalar::Bool(b) => Value::Bool(b),
-                Scalar::Number(n) => serde_json::from_str(&n).expect("a jsonb number is valid JSON"),
+                Scalar::Number(n) => serde_json::from_str(&n).unwrap_or(Value::String(n)),
                 Scalar::Text(s) => Value::String(s),
                 Scalar::Array | Scalar::Object => unreachable!("scalar nodes are not containers"),
             },
         }
     }
+
+    fn to_text(self) -> String {
+        match self.node {
+            // SAFETY: JsonbToCString renders the container (iteratively, at any depth) into a
+            // palloc'd buffer.
+            Node::Container { data, len } => unsafe {
+                let rendered = pg_sys::JsonbToCString(std::ptr::null_mut(), data, len);
+                let owned = CStr::from_ptr(rendered).to_string_lossy().into_owned();
+                pg_sys::pfree(rendered.cast());
+                owned
+            },
+            Node::Scalar(_) => match self.scalar() {
+                Scalar::Null => "null".to_string(),
+                Scalar::Bool(b) => b.to_string(),
+                Scalar::Number(n) => n,
+                Scalar::Text(s) => Value::String(s).to_string(),
+                Scalar::Array | Scalar::Object => unreachable!("scalar nodes are not containers"),
+            },
+        }
+    }
+
+    fn depth(self, limit: usize) -> usize {
+        let Node::Container { data, .. } = self.node else { return 0 };
+        let mut deepest = 0;
+        let mut pending: Vec<(*const pg_sys::JsonbContainer, usize)> = vec![(data, 1)];
+        while let Some((container, depth)) = pending.pop() {
+            deepest = deepest.max(depth);
+            if deepest > limit {
+                break;
+            }
+            // SAFETY: container is a container of this document; its JEntries say which
+            // children are containers, and where their data starts (as fillJsonbValue finds
+            // it: the data area after the JEntries, at the child's offset aligned to 4).
+            unsafe {
+                let header = (*container).header;
+                let count = (header & pg_sys::JB_CMASK) as usize;
+                let (first, entries) = if header & pg_sys::JB_FOBJECT != 0 { (count, 2 * count) } else { (0, count) };
+                let children = (*container).children.as_ptr();
+                let base = children.add(entries).cast::<u8>();
+                for index in first..entries {
+                    if *children.add(index) & pg_sys::JENTRY_TYPEMASK == pg_sys::JENTRY_ISCONTAINER {
+                        let offset = pg_sys::getJsonbOffset(container, index as i32) as usize;
+                        let child = base.add((offset + 3) & !3).cast::<pg_sys::JsonbContainer>();
+                        pending.push((child, depth + 1));
+                    }
+                }
+            }
+        }
+        deepest
+    }
+
+    fn stored_size(self) -> usize {
+        match self.node {
+            Node::Container { len, .. } => len as usize,
+            Node::Scalar(_) => self.to_text().len(),
+        }
+    }
 }
+
+/// The deepest value `to_value` hands to serde_json, which refuses more than 128 levels.
+const SERDE_DEPTH: usize = 100;
 
 impl IntoDatum for JsonbRef<'_> {
     fn into_datum(self) -> Option<pg_sys::Datum> {

@@ -37,6 +37,8 @@ pgrx::extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // After pgrx's hook (registered when PostgreSQL loaded the library), which it replaces.
+    error::install_panic_hook();
     pgrx::GucRegistry::define_int_guc(
         c"pg_billing.event_future_margin_seconds",
         c"How far ahead of now() an event's timestamp may be.",

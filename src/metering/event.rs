@@ -53,7 +53,47 @@ pub trait JsonView: Copy {
     fn keys(self) -> Vec<String>;
     /// Equal as JSON values (the `=` of jsonb).
     fn same(self, other: Self) -> bool;
+    /// The value as serde JSON. Only for values no deeper than [`MAX_PROPERTIES_DEPTH`]
+    /// (serde_json stops at 128 levels): deeper ones are rejected before anything asks.
     fn to_value(self) -> serde_json::Value;
+    /// The value as JSON text, at any depth.
+    fn to_text(self) -> String;
+    /// How many containers deep the value nests (0 for a scalar, 1 for a flat object or
+    /// array), at any depth and without recursion; counting may stop once past `limit`.
+    fn depth(self, limit: usize) -> usize;
+    /// The size of the value as pg_billing stores it, in bytes.
+    fn stored_size(self) -> usize;
+}
+
+/// The longest transaction id, external subscription id or metric code an event may carry,
+/// in bytes (UTF-8): an identifier, not a document. Transaction ids are in the idempotency
+/// key's index, whose entries PostgreSQL caps at about 2.7 KB.
+pub const MAX_IDENTIFIER_BYTES: usize = 255;
+/// How deep an event's properties may nest; the properties object is the first level.
+pub const MAX_PROPERTIES_DEPTH: usize = 32;
+/// The largest properties object, as stored (jsonb), in bytes.
+pub const MAX_PROPERTIES_BYTES: usize = 65_536;
+/// The largest set of values that split usage (the properties charge filters and pricing
+/// group keys read), as JSON text: it is part of the key of the day rollups' index.
+pub const MAX_DIMENSIONS_BYTES: usize = 1_024;
+
+/// The longest value an error's detail shows, in bytes; longer ones are cut with their size.
+const SHOWN_BYTES: usize = 100;
+
+/// An offending value for an error's detail: whole when short, else its start and its size.
+pub fn shown(text: &str) -> String {
+    if text.len() <= SHOWN_BYTES {
+        return text.to_string();
+    }
+    let mut end = SHOWN_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
+fn too_large(message: String, detail: String, hint: &str) -> BillingError {
+    BillingError::new(ErrorKind::ProgramLimit, message).detail(detail).hint(hint)
 }
 
 /// An event as the caller sent it, before any check.
@@ -76,9 +116,8 @@ impl<J: JsonView> RawEvent<J> {
     /// Reads one element of an `ingest_events` array; its shape errors become rejections.
     pub fn from_json(element: J) -> Result<RawEvent<J>, BillingError> {
         if element.scalar() != Scalar::Object {
-            return Err(
-                BillingError::invalid("an event must be a JSON object").detail(format!("got {}", element.to_value()))
-            );
+            return Err(BillingError::invalid("an event must be a JSON object")
+                .detail(format!("got {}", shown(&element.to_text()))));
         }
         let present = EVENT_KEYS.iter().filter(|k| element.get(k).is_some()).count();
         if present < element.len() {
@@ -92,7 +131,7 @@ impl<J: JsonView> RawEvent<J> {
                 Scalar::Null => Ok(None),
                 Scalar::Text(s) | Scalar::Number(s) => Ok(Some(s)),
                 _ => Err(BillingError::invalid(format!("{key} must be a string"))
-                    .detail(format!("got {}", value.to_value()))),
+                    .detail(format!("got {}", shown(&value.to_text())))),
             }
         };
         Ok(RawEvent {
@@ -105,28 +144,33 @@ impl<J: JsonView> RawEvent<J> {
         })
     }
 
-    /// The event as JSON, for a rejection of an input that did not arrive as a JSON
-    /// element (a staged row): its fields, with what was not given left out.
-    pub fn to_json(&self) -> Value {
-        let mut map = Map::new();
+    /// The event as JSON text, for a rejection of an input that did not arrive as a JSON
+    /// element (a staged row): its fields, with what was not given left out. Properties
+    /// nested deeper than pg_billing accepts are kept as their JSON text (a string), so the
+    /// rejection is storable whatever their depth.
+    pub fn to_json_text(&self) -> String {
+        let mut fields: Vec<String> = Vec::new();
         let texts = [
             ("external_subscription_id", &self.external_subscription_id),
             ("code", &self.code),
             ("transaction_id", &self.transaction_id),
             ("precise_total_amount_cents", &self.precise_total_amount_cents),
         ];
+        let quoted = |text: &str| Value::String(text.to_string()).to_string();
         for (key, value) in texts {
             if let Some(value) = value {
-                map.insert(key.to_string(), Value::String(value.clone()));
+                fields.push(format!("{}: {}", quoted(key), quoted(value)));
             }
         }
         if let Some(timestamp) = &self.timestamp {
-            map.insert("timestamp".to_string(), Value::String(timestamp.describe()));
+            fields.push(format!("{}: {}", quoted("timestamp"), quoted(&timestamp.describe())));
         }
         if let Some(properties) = self.properties {
-            map.insert("properties".to_string(), properties.to_value());
+            let text = properties.to_text();
+            let text = if properties.depth(MAX_PROPERTIES_DEPTH) > MAX_PROPERTIES_DEPTH { quoted(&text) } else { text };
+            fields.push(format!("{}: {}", quoted("properties"), text));
         }
-        Value::Object(map)
+        format!("{{{}}}", fields.join(", "))
     }
 }
 
@@ -213,21 +257,53 @@ pub struct Clock {
 
 fn not_numeric(text: &str, what: &str) -> BillingError {
     BillingError::malformed(format!("{what} must be numeric"))
-        .detail(format!("got {text}"))
+        .detail(format!("got {}", shown(text)))
         .hint("send a plain decimal such as 12 or \"0.5\"")
 }
 
 fn numeric(text: &str, what: &str) -> Result<Decimal, BillingError> {
-    parse_exact(text, what, || not_numeric(text, what))
+    parse_exact(text, what, || not_numeric(text, what)).map_err(|error| {
+        if text.len() > SHOWN_BYTES {
+            error.detail(format!("got {}", shown(text)))
+        } else {
+            error
+        }
+    })
 }
 
 fn required<'a>(value: &'a Option<String>, key: &str) -> Result<&'a str, BillingError> {
     match value.as_deref() {
+        Some(v) if v.len() > MAX_IDENTIFIER_BYTES => Err(too_large(
+            format!("{key} is longer than {MAX_IDENTIFIER_BYTES} bytes"),
+            format!("got {}", shown(v)),
+            &format!("send a {key} of at most {MAX_IDENTIFIER_BYTES} bytes"),
+        )),
         Some(v) if !v.is_empty() => Ok(v),
         _ => {
             Err(BillingError::invalid(format!("{key} is required")).hint(format!("give every event a non-empty {key}")))
         }
     }
+}
+
+/// Properties within the size and depth pg_billing stores (checked before anything reads them).
+fn check_properties<J: JsonView>(properties: J) -> Result<(), BillingError> {
+    let size = properties.stored_size();
+    if size > MAX_PROPERTIES_BYTES {
+        return Err(too_large(
+            format!("properties are larger than {MAX_PROPERTIES_BYTES} bytes"),
+            format!("got {size} bytes"),
+            "send at most 64 KB of properties per event",
+        ));
+    }
+    let depth = properties.depth(MAX_PROPERTIES_DEPTH);
+    if depth > MAX_PROPERTIES_DEPTH {
+        return Err(too_large(
+            format!("properties nest deeper than {MAX_PROPERTIES_DEPTH} levels"),
+            format!("got more than {MAX_PROPERTIES_DEPTH} levels of objects and arrays"),
+            "flatten the properties (the properties object itself is the first level)",
+        ));
+    }
+    Ok(())
 }
 
 /// Text of a scalar property (its JSON text for numbers, booleans and containers); `None`
@@ -262,22 +338,24 @@ pub fn validate<J: JsonView>(
         None | Some((_, Scalar::Null)) => None,
         Some((p, Scalar::Object)) => Some(p),
         Some((other, _)) => {
-            return Err(
-                BillingError::invalid("properties must be a JSON object").detail(format!("got {}", other.to_value()))
-            )
+            return Err(BillingError::invalid("properties must be a JSON object")
+                .detail(format!("got {}", shown(&other.to_text()))))
         }
     };
+    if let Some(properties) = properties {
+        check_properties(properties)?;
+    }
     let property = |key: &str| properties.and_then(|p| p.get(key));
     let timestamp = match &raw.timestamp {
         None => clock.now,
         Some(EventTime::Micros(micros)) => *micros,
         Some(EventTime::Text(text)) => parse_timestamp(text).ok_or_else(|| {
             BillingError::malformed("timestamp is not a valid timestamp")
-                .detail(format!("got {text}"))
+                .detail(format!("got {}", shown(text)))
                 .hint("send RFC 3339 text such as 2026-03-01T12:00:00Z or Unix seconds")
         })?,
     };
-    let given = || raw.timestamp.as_ref().map_or("now".to_string(), EventTime::describe);
+    let given = || raw.timestamp.as_ref().map_or("now".to_string(), |t| shown(&t.describe()));
     if timestamp > clock.now + clock.future_margin {
         return Err(BillingError::invalid("timestamp is too far in the future")
             .detail(format!("got {}", given()))
@@ -317,7 +395,7 @@ pub fn validate<J: JsonView>(
         if let Some(operation) = property_text(property("operation_type")) {
             if operation != "add" && operation != "remove" {
                 return Err(BillingError::invalid("properties.operation_type must be add or remove")
-                    .detail(format!("got {operation}"))
+                    .detail(format!("got {}", shown(&operation)))
                     .hint("omit it to add the value"));
             }
         }
@@ -330,6 +408,16 @@ pub fn validate<J: JsonView>(
         .map(|keys| keys.iter().filter_map(|k| Some((k.clone(), property(k)?.to_value()))).collect::<Map<_, _>>())
         .filter(|dims| !dims.is_empty())
         .map(Value::Object);
+    if let Some(dims) = &dims {
+        let size = dims.to_string().len();
+        if size > MAX_DIMENSIONS_BYTES {
+            return Err(too_large(
+                format!("the properties that split usage are larger than {MAX_DIMENSIONS_BYTES} bytes"),
+                format!("got {size} bytes of {}", shown(&dims.to_string())),
+                "send shorter values in the properties charge filters and pricing groups read",
+            ));
+        }
+    }
     Ok(ValidEvent {
         customer_id: subscription.customer_id,
         subscription_id: subscription.id,
@@ -416,6 +504,26 @@ mod tests {
         }
         fn to_value(self) -> Value {
             self.clone()
+        }
+        fn to_text(self) -> String {
+            self.to_string()
+        }
+        fn depth(self, _limit: usize) -> usize {
+            let mut deepest = 0;
+            let mut stack = vec![(self, 0)];
+            while let Some((value, depth)) = stack.pop() {
+                let children: Vec<&Value> = match value {
+                    Value::Array(a) => a.iter().collect(),
+                    Value::Object(o) => o.values().collect(),
+                    _ => continue,
+                };
+                deepest = deepest.max(depth + 1);
+                stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+            }
+            deepest
+        }
+        fn stored_size(self) -> usize {
+            self.to_string().len()
         }
     }
 
@@ -516,6 +624,64 @@ mod tests {
         assert_eq!(base(json!({"timestamp":"1999-12-31T23:59:59Z"})).0, ErrorKind::WrongState);
         assert_eq!(base(json!({"colour":"red"})).1, "unknown event key \"colour\"");
         assert_eq!(rejection(json!(["not", "an", "object"])).1, "an event must be a JSON object");
+    }
+
+    #[test]
+    fn limits_are_rejections_of_their_own() {
+        let event = |tx: &str, properties: Value| json!({"external_subscription_id":"sub","code":"tokens","transaction_id":tx,"properties":properties});
+        assert!(check(&event(&"t".repeat(255), json!({"tokens": 1}))).is_ok());
+        let (kind, message) = rejection(event(&"t".repeat(256), json!({"tokens": 1})));
+        assert_eq!((kind, message.as_str()), (ErrorKind::ProgramLimit, "transaction_id is longer than 255 bytes"));
+        assert_eq!(ErrorKind::ProgramLimit.code(), "54000");
+        let nested = |levels: usize| {
+            let mut value = json!(1);
+            for _ in 0..levels {
+                value = json!([value]);
+            }
+            value
+        };
+        // The properties object is the first level.
+        assert!(check(&event("t", json!({"tokens": 1, "a": nested(31)}))).is_ok());
+        assert_eq!(
+            rejection(event("t", json!({"tokens": 1, "a": nested(32)}))).1,
+            "properties nest deeper than 32 levels"
+        );
+        assert_eq!(
+            rejection(event("t", json!({"tokens": 1, "blob": "b".repeat(70_000)}))).1,
+            "properties are larger than 65536 bytes"
+        );
+        assert!(check(&event("t", json!({"tokens": 1, "region": "r".repeat(1_000)}))).is_ok());
+        assert_eq!(
+            rejection(event("t", json!({"tokens": 1, "region": "r".repeat(1_100)}))).1,
+            "the properties that split usage are larger than 1024 bytes"
+        );
+        let long = "x".repeat(100_000);
+        let error = validate(&RawEvent::from_json(&event(&long, json!({"tokens": 1}))).unwrap(), &catalog(), &CLOCK)
+            .unwrap_err();
+        assert!(error.detail.unwrap().ends_with("... (100000 bytes)"), "details cut long values short");
+    }
+
+    #[test]
+    fn rebuilt_payloads_keep_too_deep_properties_as_text() {
+        let mut deep = json!(1);
+        for _ in 0..40 {
+            deep = json!([deep]);
+        }
+        let raw = RawEvent::<&Value> {
+            external_subscription_id: Some("sub".into()),
+            code: None,
+            transaction_id: Some("t\"1".into()),
+            timestamp: Some(EventTime::Text("soon".into())),
+            properties: Some(&deep),
+            precise_total_amount_cents: None,
+        };
+        let kept: Value = serde_json::from_str(&raw.to_json_text()).unwrap();
+        assert_eq!(kept["transaction_id"], json!("t\"1"));
+        assert_eq!(kept["properties"], json!(deep.to_string()));
+        let shallow = json!({"a": [1]});
+        let raw = RawEvent { properties: Some(&shallow), ..raw };
+        let kept: Value = serde_json::from_str(&raw.to_json_text()).unwrap();
+        assert_eq!(kept["properties"], shallow);
     }
 
     #[test]

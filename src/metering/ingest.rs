@@ -14,7 +14,7 @@ use crate::spi_plans::{execute, Planning};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
-use pgrx::{AnyNumeric, JsonB};
+use pgrx::AnyNumeric;
 
 const SUBSCRIPTIONS_SQL: &str = include_str!("../../sql/ingest_subscriptions.sql");
 const ONE_SUBSCRIPTION_SQL: &str = include_str!("../../sql/ingest_subscription.sql");
@@ -139,14 +139,15 @@ pub struct Input<'a> {
 /// What billing.rejected_events keeps of a rejected input.
 enum KeptPayload<'a> {
     Sent(JsonbRef<'a>),
-    Rebuilt(JsonB),
+    /// The event rebuilt as JSON text (see `RawEvent::to_json_text`).
+    Rebuilt(String),
 }
 
 impl IntoDatum for KeptPayload<'_> {
     fn into_datum(self) -> Option<pg_sys::Datum> {
         match self {
             KeptPayload::Sent(element) => element.into_datum(),
-            KeptPayload::Rebuilt(json) => json.into_datum(),
+            KeptPayload::Rebuilt(text) => Some(crate::jsonb::from_text(&text)),
         }
     }
 
@@ -444,7 +445,7 @@ fn record_rejections(inputs: &[Input<'_>], outcomes: &[Outcome]) {
             .iter()
             .map(|&i| match (&inputs[i].payload, &inputs[i].event) {
                 (Some(element), _) => KeptPayload::Sent(*element),
-                (None, Ok(event)) => KeptPayload::Rebuilt(JsonB(event.to_json())),
+                (None, Ok(event)) => KeptPayload::Rebuilt(event.to_json_text()),
                 (None, Err(_)) => unreachable!("inputs without a payload are parsed events"),
             })
             .collect::<Vec<_>>()
