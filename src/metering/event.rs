@@ -261,14 +261,31 @@ fn not_numeric(text: &str, what: &str) -> BillingError {
         .hint("send a plain decimal such as 12 or \"0.5\"")
 }
 
+/// Digits an event value may have before and after the decimal point. Usage sums values
+/// over a period (and over every period, for recurring metrics) and prices the sum with
+/// 28 significant digits; with these bounds a period's units stay exact up to 10^19, ten
+/// thousand events at the largest value allowed (a billion billion tokens).
+const MAX_VALUE_INTEGER_DIGITS: u32 = 15;
+const MAX_VALUE_DECIMALS: u32 = 9;
+
 fn numeric(text: &str, what: &str) -> Result<Decimal, BillingError> {
-    parse_exact(text, what, || not_numeric(text, what)).map_err(|error| {
+    let value = parse_exact(text, what, || not_numeric(text, what)).map_err(|error| {
         if text.len() > SHOWN_BYTES {
             error.detail(format!("got {}", shown(text)))
         } else {
             error
         }
-    })
+    })?;
+    let limit = Decimal::from(10_i64.pow(MAX_VALUE_INTEGER_DIGITS));
+    if value.normalize().scale() > MAX_VALUE_DECIMALS || value.abs() >= limit {
+        return Err(BillingError::out_of_range(format!("{what} is beyond the range usage sums exactly"))
+            .detail(format!("got {}", shown(text)))
+            .hint(format!(
+                "send at most {MAX_VALUE_INTEGER_DIGITS} digits before the decimal point and {MAX_VALUE_DECIMALS} after it \
+                 (a larger unit, such as thousands of tokens, or a rounded value)"
+            )));
+    }
+    Ok(value)
 }
 
 fn required<'a>(value: &'a Option<String>, key: &str) -> Result<&'a str, BillingError> {
@@ -624,6 +641,24 @@ mod tests {
         assert_eq!(base(json!({"timestamp":"1999-12-31T23:59:59Z"})).0, ErrorKind::WrongState);
         assert_eq!(base(json!({"colour":"red"})).1, "unknown event key \"colour\"");
         assert_eq!(rejection(json!(["not", "an", "object"])).1, "an event must be a JSON object");
+    }
+
+    #[test]
+    fn values_beyond_what_usage_sums_exactly_are_rejected() {
+        let tokens = |v: Value| {
+            json!({"external_subscription_id":"sub","code":"tokens","transaction_id":"t1","properties":{"tokens":v}})
+        };
+        for accepted in ["999999999999999.999999999", "-999999999999999.999999999", "0.000000001", "1.500000000000"] {
+            assert!(check(&tokens(json!(accepted))).is_ok(), "{accepted}");
+        }
+        for refused in ["1000000000000000", "-1000000000000000", "0.0000000001", "0.1234567890123456789012345678"] {
+            let (kind, message) = rejection(tokens(json!(refused)));
+            assert_eq!(kind, ErrorKind::NumericOutOfRange, "{refused}");
+            assert_eq!(message, "properties.tokens is beyond the range usage sums exactly");
+        }
+        let cents = json!({"external_subscription_id":"sub","code":"tokens","transaction_id":"t1",
+            "properties":{"tokens":1},"precise_total_amount_cents":"0.1234567891"});
+        assert_eq!(rejection(cents).0, ErrorKind::NumericOutOfRange);
     }
 
     #[test]

@@ -8,10 +8,11 @@ SELECT billing.create_customer('paris', 'Paris', 'EUR', 'Europe/Paris');
 SELECT billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens');
 SELECT billing.create_billable_metric('calls', 'Calls', 'count');
 SELECT billing.create_billable_metric('peak', 'Peak', 'max', 'level');
-SELECT billing.create_plan('api', 'API', 'monthly', 0, 'USD', '[
+SELECT billing.create_plan(code, 'API', 'monthly', 0, currency, '[
   {"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "1"},
    "pricing_group_keys": ["project"]},
   {"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "0.01"}},
-  {"billable_metric_code": "peak", "charge_model": "standard", "properties": {"amount": "2"}}]');
+  {"billable_metric_code": "peak", "charge_model": "standard", "properties": {"amount": "2"}}]')
+FROM (VALUES ('api', 'USD'), ('api-eur', 'EUR')) plans(code, currency);
 SELECT billing.create_subscription('sub', 'acme', 'api', '2026-01-01 00:00+00');
-SELECT billing.create_subscription('sub-paris', 'paris', 'api', '2026-01-01 00:00+00');
+SELECT billing.create_subscription('sub-paris', 'paris', 'api-eur', '2026-01-01 00:00+00');
