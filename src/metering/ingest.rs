@@ -98,6 +98,24 @@ const ROLLUP_ONE_SQL: &str = upsert_rollups!(
     "(VALUES ($1::bigint, $2::bigint, $3::bigint, $4::date, $5::text, $6::bigint, $7::numeric, $8::numeric,
              $9::timestamptz, $10::bigint, $11::numeric))"
 );
+/// One event and its day rollup in one statement (a lone event, whose rollup nothing else
+/// adds to): the event as `INSERT_ONE_SQL` stores it, then, if it was stored, its rollup as
+/// `ROLLUP_ONE_SQL` folds it (count 1, its value as sum, maximum and latest), under the
+/// writer slot `$12`; returns the id and local day of a stored event, no row for a key
+/// already stored. One statement instead of two saves an executor's start and end.
+const INSERT_ONE_AND_FOLD_SQL: &str = concat!(
+    "WITH stored AS (",
+    insert_events!(
+        "(VALUES ($1::bigint, $2::bigint, $3::text, $4::bigint, $5::timestamptz, $6::jsonb, $7::numeric,
+                 $8::numeric, $9::text, $10::text, $11::bigint))"
+    ),
+    ") ",
+    upsert_rollups!(
+        "(SELECT $1::bigint, $2::bigint, $4::bigint, s.local_day, $9::text, 1::bigint, coalesce($7::numeric, 0),
+                 $7::numeric, $5::timestamptz, s.id, $7::numeric FROM stored s)"
+    ),
+    " RETURNING $11::bigint, r.day"
+);
 const EXISTING_SQL: &str = include_str!("../../sql/ingest_existing.sql");
 const REJECT_SQL: &str = include_str!("../../sql/ingest_reject.sql");
 
@@ -268,6 +286,17 @@ fn cached_versions_cover(cached: &CachedCatalog, external_ids: &[&str]) -> bool 
         .all(|s| cached.plan_versions.contains(&s.plan_version_id))
 }
 
+/// Which statement stores events that the direct path does not.
+#[derive(Clone, Copy)]
+enum Statement {
+    /// One event.
+    One,
+    /// Several events, one array per column.
+    Many,
+    /// One event and its day rollup.
+    OneAndItsRollup,
+}
+
 /// Validated events to store, each with its position in the input.
 struct NewEvents<'a>(Vec<(usize, ValidEvent<JsonbRef<'a>>)>);
 
@@ -280,15 +309,20 @@ impl<'a> NewEvents<'a> {
         positions.iter().map(|&p| field(&self.0[p].1)).collect::<Vec<T>>().into()
     }
 
-    /// Stores the events, their ids from `id_sequence`, and adds the new ones to `rollups`;
-    /// returns what storing each position found.
-    fn insert(&self, id_sequence: pg_sys::Oid, rollups: &mut DayRollups) -> Vec<Storage> {
+    /// Stores the events, their ids from `id_sequence`, and adds the new ones to `rollups`,
+    /// or, for a lone event when `fold_lone_event`, folds its rollup in the statement that
+    /// stores it; returns what storing each position found.
+    fn insert(&self, id_sequence: pg_sys::Oid, rollups: &mut DayRollups, fold_lone_event: bool) -> Vec<Storage> {
         // Each event's dimension set as text, made once for the insert and the rollup key.
         let dims: Vec<Option<String>> = self.0.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect();
         let ids = bulk_store::allocate_ids(&self.0, id_sequence);
+        if fold_lone_event && self.0.len() == 1 {
+            return self.insert_with_statement(&dims, &ids, Statement::OneAndItsRollup);
+        }
         let storage = match bulk_store::store(&self.0, &dims, &ids) {
             BulkOutcome::Stored(storage) => storage,
-            BulkOutcome::NotApplicable => self.insert_with_statement(&dims, &ids),
+            BulkOutcome::NotApplicable if self.0.len() == 1 => self.insert_with_statement(&dims, &ids, Statement::One),
+            BulkOutcome::NotApplicable => self.insert_with_statement(&dims, &ids, Statement::Many),
         };
         for (p, found) in storage.iter().enumerate() {
             let Storage::Stored { day } = *found else { continue };
@@ -307,8 +341,8 @@ impl<'a> NewEvents<'a> {
 
     /// Stores the events through INSERT ... ON CONFLICT DO NOTHING, then compares the
     /// replays of keys that already existed with what is stored.
-    fn insert_with_statement(&self, dims: &[Option<String>], ids: &[i64]) -> Vec<Storage> {
-        let args = [
+    fn insert_with_statement(&self, dims: &[Option<String>], ids: &[i64], statement: Statement) -> Vec<Storage> {
+        let mut args = vec![
             self.field(|e| e.customer_id),
             self.field(|e| e.subscription_id),
             self.field(|e| e.transaction_id.clone()),
@@ -321,7 +355,14 @@ impl<'a> NewEvents<'a> {
             self.field(|e| e.timezone.clone()),
             argument(ids.to_vec()),
         ];
-        let statement = if self.0.len() == 1 { INSERT_ONE_SQL } else { INSERT_SQL };
+        let statement = match statement {
+            Statement::One => INSERT_ONE_SQL,
+            Statement::Many => INSERT_SQL,
+            Statement::OneAndItsRollup => {
+                args.push(writer_slot().into());
+                INSERT_ONE_AND_FOLD_SQL
+            }
+        };
         // The ids were chosen here, so a stored row's id says which event it is.
         let position: HashMap<i64, usize> = ids.iter().enumerate().map(|(p, &id)| (id, p)).collect();
         let mut days = vec![None; self.0.len()];
@@ -474,7 +515,7 @@ fn key_of<'a>(input: &'a Input<'_>) -> &'a str {
 /// input, in input order.
 pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
     let mut rollups = DayRollups::default();
-    let outcomes = ingest_keeping_rollups(inputs, rejections, &mut rollups);
+    let outcomes = ingest_into(inputs, rejections, &mut rollups, true);
     write_rollups(&mut rollups);
     outcomes
 }
@@ -482,6 +523,17 @@ pub fn ingest(inputs: &[Input<'_>], rejections: Rejections) -> Vec<Outcome> {
 /// Validates, deduplicates and stores a batch, adding its day rollups to `rollups` for the
 /// caller to write (with those of the load's other batches) before its statement ends.
 pub fn ingest_keeping_rollups(inputs: &[Input<'_>], rejections: Rejections, rollups: &mut DayRollups) -> Vec<Outcome> {
+    ingest_into(inputs, rejections, rollups, false)
+}
+
+/// Validates, deduplicates and stores a batch, adding its day rollups to `rollups`, except
+/// a lone new event's when `fold_lone_event` (its statement folds it).
+fn ingest_into(
+    inputs: &[Input<'_>],
+    rejections: Rejections,
+    rollups: &mut DayRollups,
+    fold_lone_event: bool,
+) -> Vec<Outcome> {
     let mut cached = load_catalog(inputs);
     let id_sequence = cached.id_sequence();
     let catalog = &cached.catalog;
@@ -524,7 +576,7 @@ pub fn ingest_keeping_rollups(inputs: &[Input<'_>], rejections: Rejections, roll
         new_events.0.sort_unstable_by(|(_, a), (_, b)| {
             (&b.transaction_id, a.subscription_id).cmp(&(&a.transaction_id, b.subscription_id))
         });
-        for (position, found) in new_events.insert(id_sequence, rollups).into_iter().enumerate() {
+        for (position, found) in new_events.insert(id_sequence, rollups, fold_lone_event).into_iter().enumerate() {
             if let Storage::AlreadyStored { same_payload } = found {
                 let index = new_events.0[position].0;
                 outcomes[index].status = if same_payload { Status::Duplicate } else { Status::Conflict };

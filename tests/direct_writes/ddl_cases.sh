@@ -110,13 +110,18 @@ BEGIN
 END $$;
 SQL
 
+# Roles are cluster-wide: case no_select makes one per setting, dropped with its database
+# before a run.
+for mode in on off; do
+  psql -X -q -d postgres -c "DROP DATABASE IF EXISTS pg_billing_dw_no_select_$mode" -c "DROP ROLE IF EXISTS direct_ingester_$mode"
+done
+
 for entry in "${cases[@]}"; do
   IFS='|' read -r name ddl expected <<<"$entry"
   outputs=()
   for mode in on off; do
     db="pg_billing_dw_${name}_${mode}"
-    # Roles are cluster-wide: each database gets its own (case no_select).
-    psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "DROP ROLE IF EXISTS direct_ingester_$mode" -c "CREATE DATABASE $db"
+    psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
     psql -X -q -v ON_ERROR_STOP=1 -o /dev/null -d "$db" -f "$here/../fixtures/one_subscription.sql"
     out="$work/$name.$mode.out"
     # The DDL and the workload in one session, so that SET ROLE holds for the workload.
