@@ -315,6 +315,11 @@ BEGIN
             PERFORM billing._check_prorated(charge_index, metric, charge ->> 'charge_model',
                                             coalesce((charge ->> 'pay_in_advance')::boolean, false));
         END IF;
+        IF jsonb_typeof(charge -> 'min_amount') = 'number' THEN
+            PERFORM billing._invalid(format('charges[%s].min_amount must be a decimal string', charge_index),
+                format('got the JSON number %s', charge -> 'min_amount'),
+                format('write "min_amount": "%s": a float from a JSON library must not become a price', charge -> 'min_amount'));
+        END IF;
         IF charge ? 'pricing_group_keys' AND jsonb_typeof(charge -> 'pricing_group_keys') <> 'array' THEN
             PERFORM billing._invalid(format('charges[%s].pricing_group_keys must be an array of property names', charge_index),
                 format('got %s', charge -> 'pricing_group_keys'), 'write ["region"]');

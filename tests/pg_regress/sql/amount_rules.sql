@@ -155,6 +155,10 @@ SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metr
 SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "1"},
   "filters": [{"values": {}, "properties": {"amount": 2}}]}]');
 \echo :LAST_ERROR_SQLSTATE
+-- A charge's minimum spend is money too.
+SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "1"},
+  "min_amount": 10.5}]');
+\echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS bad_plans FROM billing.plans WHERE code = 'bad';
 -- Strings for money, numbers (or numeric strings) for sizes, counts and bounds:
 -- package 121 units, 5 free, size 10 → ceil(116 / 10) = 12 packages × 100 = 1200.
