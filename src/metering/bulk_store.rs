@@ -217,31 +217,11 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
         // them row by row.
         let unprobed_first = LAST_BATCH_ALL_NEW.load(Ordering::Relaxed);
         for probed in std::iter::repeat_n(false, usize::from(unprobed_first)).chain([true; ATTEMPTS]) {
+            // Each attempt's rows are built in a context of their own, freed after it.
             let mut attempt_memory = PgMemoryContexts::new("pg_billing batch attempt");
-            let stored = attempt_memory.switch_to(|_| in_subtransaction(AssertUnwindSafe(|| {
-                let mut rows = EventRows::new();
-                let mut storage: Vec<Storage> = Vec::with_capacity(events.len());
-                for start in (0..events.len()).step_by(CHUNK) {
-                    let chunk = start..events.len().min(start + CHUNK);
-                    let stored_before = match probed {
-                        true => stored_keys(&target, &events[chunk.clone()], &transaction_ids[chunk.clone()]),
-                        false => vec![None; chunk.len()],
-                    };
-                    let mut slots = Vec::with_capacity(chunk.len());
-                    for p in chunk {
-                        storage.push(match stored_before[p - start] {
-                            Some(same_payload) => Storage::AlreadyStored { same_payload },
-                            None => {
-                                let (values, day) = rows.row(&events[p].1, &dims[p], ids[p], transaction_ids[p]);
-                                slots.push(target.row(&values));
-                                Storage::Stored { day }
-                            }
-                        });
-                    }
-                    target.insert_rows(&slots);
-                }
-                storage
-            })));
+            let stored = attempt_memory.switch_to(|_| {
+                in_subtransaction(AssertUnwindSafe(|| attempt(&target, events, dims, ids, &transaction_ids, probed)))
+            });
             drop(attempt_memory);
             let all_new = stored.as_ref().map(|s| s.iter().all(|found| matches!(found, Storage::Stored { .. })));
             LAST_BATCH_ALL_NEW.store(all_new == Some(true), Ordering::Relaxed);
@@ -251,6 +231,41 @@ pub fn store(events: &[(usize, ValidEvent<JsonbRef<'_>>)], dims: &[Option<String
         }
         BulkOutcome::NotApplicable
     }
+}
+
+/// One attempt at storing the batch, `CHUNK` events at a time: with `probed`, each chunk's
+/// stored keys are found first and the rest inserted; without, every event is inserted
+/// and the unique index alone guards the keys (a stored one raises unique_violation).
+unsafe fn attempt(
+    target: &Target,
+    events: &[(usize, ValidEvent<JsonbRef<'_>>)],
+    dims: &[Option<String>],
+    ids: &[i64],
+    transaction_ids: &[pg_sys::Datum],
+    probed: bool,
+) -> Vec<Storage> {
+    let mut rows = EventRows::new();
+    let mut storage: Vec<Storage> = Vec::with_capacity(events.len());
+    for start in (0..events.len()).step_by(CHUNK) {
+        let chunk = start..events.len().min(start + CHUNK);
+        let stored_before = match probed {
+            true => stored_keys(target, &events[chunk.clone()], &transaction_ids[chunk.clone()]),
+            false => vec![None; chunk.len()],
+        };
+        let mut slots = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            storage.push(match stored_before[p - start] {
+                Some(same_payload) => Storage::AlreadyStored { same_payload },
+                None => {
+                    let (values, day) = rows.row(&events[p].1, &dims[p], ids[p], transaction_ids[p]);
+                    slots.push(target.row(&values));
+                    Storage::Stored { day }
+                }
+            });
+        }
+        target.insert_rows(&slots);
+    }
+    storage
 }
 
 fn text_datum(text: &str) -> pg_sys::Datum {

@@ -645,9 +645,7 @@ mod tests {
 
     #[test]
     fn values_beyond_what_usage_sums_exactly_are_rejected() {
-        let tokens = |v: Value| {
-            json!({"external_subscription_id":"sub","code":"tokens","transaction_id":"t1","properties":{"tokens":v}})
-        };
+        let tokens = |v: Value| json!({"external_subscription_id":"sub","code":"tokens","transaction_id":"t1","properties":{"tokens":v}});
         for accepted in ["999999999999999.999999999", "-999999999999999.999999999", "0.000000001", "1.500000000000"] {
             assert!(check(&tokens(json!(accepted))).is_ok(), "{accepted}");
         }

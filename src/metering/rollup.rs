@@ -115,7 +115,10 @@ mod tests {
         rollups.add(event(day.clone(), 2, 40, Some("-7")));
         rollups.add(event(other_day.clone(), 3, 60, Some("1")));
         let first = &rollups.0[&day];
-        assert_eq!((first.events_count, first.value_sum.parts(), first.value_max), (2, &[d("-4.5")][..], Some(d("2.5"))));
+        assert_eq!(
+            (first.events_count, first.value_sum.parts(), first.value_max),
+            (2, &[d("-4.5")][..], Some(d("2.5")))
+        );
         assert_eq!((first.latest_at, first.latest_event_id, first.latest_value), (50, 1, Some(d("2.5"))));
         assert_eq!(rollups.0[&other_day].events_count, 1);
     }

@@ -277,7 +277,11 @@ unsafe fn table_refusal(relation: pg_sys::Relation, shape: &Shape) -> Option<Str
     }
     let attributes = (*desc).attrs.as_slice((*desc).natts as usize);
     if attributes.len() != shape.columns.len() {
-        return Some(format!("the table has {} columns (dropped ones included), not {}", attributes.len(), shape.columns.len()));
+        return Some(format!(
+            "the table has {} columns (dropped ones included), not {}",
+            attributes.len(),
+            shape.columns.len()
+        ));
     }
     for (attribute, column) in attributes.iter().zip(shape.columns) {
         let name = CStr::from_ptr(attribute.attname.data.as_ptr()).to_string_lossy();
@@ -415,7 +419,12 @@ impl KeyScan {
             if token != 0 {
                 pg_sys::SpeculativeInsertionWait(xmin, token);
             } else {
-                pg_sys::XactLockTableWait(in_progress, self.relation, &mut tid, pg_sys::XLTW_Oper::XLTW_InsertIndexUnique);
+                pg_sys::XactLockTableWait(
+                    in_progress,
+                    self.relation,
+                    &mut tid,
+                    pg_sys::XLTW_Oper::XLTW_InsertIndexUnique,
+                );
             }
             pgrx::check_for_interrupts!();
         }

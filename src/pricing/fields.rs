@@ -67,9 +67,11 @@ impl<'a> Fields<'a> {
     /// that a float from a client's JSON library never silently becomes a price.
     pub fn money(&self, key: &str) -> Result<Option<Decimal>> {
         match self.get(key) {
-            Some(Value::Number(n)) => Err(BillingError::invalid(format!("{} must be a decimal string", self.name(key)))
-                .detail(format!("got the JSON number {n}"))
-                .hint(format!("send money values as strings, e.g. \"{key}\": \"{n}\""))),
+            Some(Value::Number(n)) => {
+                Err(BillingError::invalid(format!("{} must be a decimal string", self.name(key)))
+                    .detail(format!("got the JSON number {n}"))
+                    .hint(format!("send money values as strings, e.g. \"{key}\": \"{n}\"")))
+            }
             _ => self.decimal(key),
         }
     }
@@ -86,7 +88,8 @@ impl<'a> Fields<'a> {
     }
 
     fn missing(&self, key: &str) -> BillingError {
-        BillingError::invalid(format!("{} is required", self.name(key))).hint(format!("add \"{key}\" to the properties"))
+        BillingError::invalid(format!("{} is required", self.name(key)))
+            .hint(format!("add \"{key}\" to the properties"))
     }
 
     pub fn required(&self, key: &str) -> Result<Decimal> {

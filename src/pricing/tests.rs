@@ -377,8 +377,14 @@ fn money_values_must_be_decimal_strings() {
             r#"{"charge_model":"percentage","properties":{"rate":"1","free_units_per_total_aggregation":100}}"#,
             "free_units_per_total_aggregation",
         ),
-        (r#"{"charge_model":"percentage","properties":{"rate":"1","per_transaction_min_amount":0.5}}"#, "per_transaction_min_amount"),
-        (r#"{"charge_model":"percentage","properties":{"rate":"1","per_transaction_max_amount":9}}"#, "per_transaction_max_amount"),
+        (
+            r#"{"charge_model":"percentage","properties":{"rate":"1","per_transaction_min_amount":0.5}}"#,
+            "per_transaction_min_amount",
+        ),
+        (
+            r#"{"charge_model":"percentage","properties":{"rate":"1","per_transaction_max_amount":9}}"#,
+            "per_transaction_max_amount",
+        ),
         (
             r#"{"charge_model":"graduated","properties":{"graduated_ranges":[{"from_value":0,"to_value":null,"per_unit_amount":0.002,"flat_amount":"0"}]}}"#,
             "graduated_ranges[0].per_unit_amount",
@@ -394,15 +400,20 @@ fn money_values_must_be_decimal_strings() {
     ];
     for (json, field) in cases {
         let e = Price::from_json_text(json).expect_err(json);
-        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::InvalidParameter, format!("{field} must be a decimal string").as_str()));
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::InvalidParameter, format!("{field} must be a decimal string").as_str())
+        );
         assert!(e.detail.as_deref().is_some_and(|d| d.starts_with("got the JSON number ")), "{json}: {:?}", e.detail);
         assert!(e.hint.as_deref().is_some_and(|h| h.contains("as strings")), "{json}: {:?}", e.hint);
     }
     // The number's own text is shown, so a float is visible as such.
-    let e = Price::from_json_text(r#"{"charge_model":"standard","properties":{"amount":0.30000000000000004}}"#).unwrap_err();
+    let e = Price::from_json_text(r#"{"charge_model":"standard","properties":{"amount":0.30000000000000004}}"#)
+        .unwrap_err();
     assert_eq!(e.detail.as_deref(), Some("got the JSON number 0.30000000000000004"));
     // Bounds, sizes and counts stay JSON numbers (numeric strings are accepted too).
-    let package = price(r#"{"charge_model":"package","properties":{"amount":"100","package_size":"10","free_units":5}}"#);
+    let package =
+        price(r#"{"charge_model":"package","properties":{"amount":"100","package_size":"10","free_units":5}}"#);
     assert_eq!(amount(&package, "121"), d("1200"));
     let percentage = price(r#"{"charge_model":"percentage","properties":{"rate":"2","free_units_per_events":1}}"#);
     assert_eq!(amount_of_events(&percentage, &["100", "200"]), d("4"));
