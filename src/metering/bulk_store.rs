@@ -130,24 +130,30 @@ unsafe fn same_as_stored(slot: *mut pg_sys::TupleTableSlot, replay: &ValidEvent<
     // Read in place, or detoasted into this call's memory.
     let properties = PgJsonb::from_datum(properties, false).expect("stored properties are never null");
     let precise = AnyNumeric::from_datum(precise, precise_null);
-    same_payload(&stored_payload(metric.value() as i64, timestamp.value() as i64, &properties, precise), replay)
+    same_as_stored_columns(metric.value() as i64, timestamp.value() as i64, &properties, precise, replay)
 }
 
-/// The payload of a stored event from its columns, for comparing a replay with it (both
-/// storage paths read the stored row their own way and meet here).
-pub fn stored_payload(
+/// Whether a replay has the payload of a stored event, read from its columns (both storage
+/// paths read the stored row their own way and meet here). A stored amount that no
+/// validated event can carry (changed by hand to NaN or beyond the exact range) is a
+/// different payload: the replay is a conflict.
+pub fn same_as_stored_columns(
     billable_metric_id: i64,
     timestamp: i64,
     properties: &PgJsonb,
     precise_total_amount_cents: Option<AnyNumeric>,
-) -> Payload<JsonbRef<'_>> {
-    Payload {
-        billable_metric_id,
-        timestamp,
-        properties: Some(properties.root()),
-        precise_total_amount_cents: precise_total_amount_cents
-            .map(|n| to_decimal(&n, "precise_total_amount_cents").expect("stored amounts were validated")),
-    }
+    replay: &ValidEvent<JsonbRef<'_>>,
+) -> bool {
+    let precise_total_amount_cents = match precise_total_amount_cents {
+        None => None,
+        Some(amount) => match to_decimal(&amount, "precise_total_amount_cents") {
+            Ok(amount) => Some(amount),
+            Err(_) => return false,
+        },
+    };
+    let stored =
+        Payload { billable_metric_id, timestamp, properties: Some(properties.root()), precise_total_amount_cents };
+    same_payload(&stored, replay)
 }
 
 /// The customer-local day of an instant, as PostgreSQL's time zone database says (UTC,

@@ -6,6 +6,7 @@ use super::bulk_store::{self, BulkOutcome, Storage};
 use super::catalog_cache::{self, CachedCatalog};
 use super::event::{same_payload, validate, Aggregation, Clock, MetricRow, RawEvent, SubscriptionRow, ValidEvent};
 use super::rollup::{DayRollups, ExactSum, StoredEvent};
+use super::table_access;
 use crate::error::BillingError;
 use crate::jsonb::{JsonbRef, PgJsonb};
 use crate::numeric::from_decimal;
@@ -41,7 +42,7 @@ macro_rules! insert_events {
             $rows,
             " AS i(customer_id, subscription_id, transaction_id, billable_metric_id, ts, properties, value,
                    precise_total_amount_cents, dims, timezone, id)
-             ON CONFLICT ON CONSTRAINT events_idempotency_key DO NOTHING
+             ON CONFLICT (transaction_id, subscription_id, customer_id) DO NOTHING
              RETURNING e.id, e.local_day"
         )
     };
@@ -99,7 +100,7 @@ const ROLLUP_ONE_SQL: &str = upsert_rollups!(
              $9::timestamptz, $10::bigint, $11::numeric))"
 );
 /// One event and its day rollup in one statement (a lone event, whose rollup nothing else
-/// adds to): the event as `INSERT_ONE_SQL` stores it, then, if it was stored, its rollup as
+/// adds to, stored in a table without triggers or rules): the event as `INSERT_ONE_SQL` stores it, then, if it was stored, its rollup as
 /// `ROLLUP_ONE_SQL` folds it (count 1, its value as sum, maximum and latest), under the
 /// writer slot `$12`; returns the id and local day of a stored event, no row for a key
 /// already stored. One statement instead of two saves an executor's start and end.
@@ -311,12 +312,14 @@ impl<'a> NewEvents<'a> {
 
     /// Stores the events, their ids from `id_sequence`, and adds the new ones to `rollups`,
     /// or, for a lone event when `fold_lone_event`, folds its rollup in the statement that
-    /// stores it; returns what storing each position found.
+    /// stores it (unless billing.events has triggers or rules, whose writes to the rollups
+    /// within that statement would make its upsert fail); returns what storing each
+    /// position found.
     fn insert(&self, id_sequence: pg_sys::Oid, rollups: &mut DayRollups, fold_lone_event: bool) -> Vec<Storage> {
         // Each event's dimension set as text, made once for the insert and the rollup key.
         let dims: Vec<Option<String>> = self.0.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect();
         let ids = bulk_store::allocate_ids(&self.0, id_sequence);
-        if fold_lone_event && self.0.len() == 1 {
+        if fold_lone_event && self.0.len() == 1 && !table_access::has_triggers_or_rules(bulk_store::EVENTS.table) {
             return self.insert_with_statement(&dims, &ids, Statement::OneAndItsRollup);
         }
         let storage = match bulk_store::store(&self.0, &dims, &ids) {
@@ -402,8 +405,11 @@ impl<'a> NewEvents<'a> {
                 let position = row.get::<i32>(1).unwrap() as usize;
                 let properties: PgJsonb = row.get(4).expect("stored properties are never null");
                 let timestamp = row.get::<TimestampWithTimeZone>(3).unwrap().into();
-                let stored = bulk_store::stored_payload(row.get(2).unwrap(), timestamp, &properties, row.get(5));
-                (position, same_payload(&stored, &self.0[position].1))
+                let replay = &self.0[position].1;
+                (
+                    position,
+                    bulk_store::same_as_stored_columns(row.get(2).unwrap(), timestamp, &properties, row.get(5), replay),
+                )
             })
         })
     }

@@ -385,6 +385,24 @@ pub fn refusal(shape: &Shape) -> Option<String> {
     unsafe { Target::open(shape).err() }
 }
 
+/// Whether a billing table has triggers or rules: they may write other tables in the
+/// middle of a statement that inserts into it, which a statement writing those tables too
+/// must not meet (ON CONFLICT DO UPDATE cannot update a row the same statement changed).
+/// Looked at under the lock an insert takes, so none can be added before the caller's.
+pub fn has_triggers_or_rules(table: &'static CStr) -> bool {
+    // SAFETY: inside a transaction; the table is opened and closed again, its lock kept.
+    unsafe {
+        let relid = billing_table(table);
+        if relid == pg_sys::InvalidOid {
+            return true;
+        }
+        let relation = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        let found = !(*relation).trigdesc.is_null() || !(*relation).rd_rules.is_null();
+        pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
+        found
+    }
+}
+
 /// An open scan of a table's unique key (see `Target::key_scan`), ended when dropped.
 pub struct KeyScan {
     scan: pg_sys::IndexScanDesc,

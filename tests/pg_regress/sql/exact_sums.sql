@@ -57,3 +57,20 @@ SELECT billing.ingest_event('exact-sub', 'exact_tokens', 'huge-single', '2026-03
 -- 1000000.123456789 + 2 x 7999999999999999.999999992 + 2 = 16000000002000002.24691358,
 -- 39 events, priced at 1 per unit.
 SELECT units, events_count, amount FROM billing.usage('exact-sub', '2026-03-01', '2026-03-31 23:59:59.999999');
+
+-- 5. A stored amount that no validated event can carry (changed by hand beyond the exact
+-- range, or to NaN) makes a replay a conflict, on every path: the single event, a batch
+-- of 20 (the direct path when it is on), and the statement for small batches.
+SELECT status, count(*) FROM billing.ingest_events((
+  SELECT jsonb_agg(exact_event('cents-' || n, '2026-03-06T10:00:00Z', '1') || '{"precise_total_amount_cents": "5"}')
+  FROM generate_series(1, 20) n)) GROUP BY status;
+UPDATE billing.events SET precise_total_amount_cents = 1e40 WHERE transaction_id IN ('cents-1', 'cents-3');
+UPDATE billing.events SET precise_total_amount_cents = 'NaN' WHERE transaction_id IN ('cents-2', 'cents-4');
+SELECT billing.ingest_event('exact-sub', 'exact_tokens', 'cents-1', '2026-03-06 10:00+00', '{"tokens": "1"}', 5);
+SELECT billing.ingest_event('exact-sub', 'exact_tokens', 'cents-2', '2026-03-06 10:00+00', '{"tokens": "1"}', 5);
+SELECT status, count(*) FROM billing.ingest_events((
+  SELECT jsonb_agg(exact_event('cents-' || n, '2026-03-06T10:00:00Z', '1') || '{"precise_total_amount_cents": "5"}')
+  FROM generate_series(1, 20) n)) GROUP BY status ORDER BY status;
+SELECT index, status FROM billing.ingest_events((
+  SELECT jsonb_agg(exact_event('cents-' || n, '2026-03-06T10:00:00Z', '1') || '{"precise_total_amount_cents": "5"}')
+  FROM generate_series(3, 5) n)) ORDER BY index;
