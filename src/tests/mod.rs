@@ -1,5 +1,6 @@
 //! Tests that run inside PostgreSQL (`cargo pgrx test`).
 
+mod direct_writes_sql;
 mod intake_sql;
 mod jsonb_reader;
 mod numeric_boundary;
