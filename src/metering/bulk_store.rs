@@ -156,17 +156,41 @@ pub fn same_as_stored_columns(
     same_payload(&stored, replay)
 }
 
-/// The customer-local day of an instant, as PostgreSQL's time zone database says (UTC,
-/// the most common zone, without asking it: `timestamptz_zone` looks the zone up by name).
-unsafe fn local_day(timestamp: i64, timezone: &str, timezone_datum: pg_sys::Datum) -> i32 {
-    if timezone == "UTC" {
-        return calendar::utc_day(timestamp);
+/// Customer-local days of instants, as PostgreSQL's time zone database says (UTC, the most
+/// common zone, without asking it: `timestamptz_zone` looks the zone up by name). Both
+/// storage paths take an event's `local_day` from here.
+#[derive(Default)]
+pub struct LocalDays {
+    /// Time zone names as text datums, made once per zone.
+    timezones: Vec<(String, pg_sys::Datum)>,
+}
+
+impl LocalDays {
+    /// The day (since 2000-01-01) of an event in its customer's time zone.
+    pub fn of(&mut self, event: &ValidEvent<JsonbRef<'_>>) -> i32 {
+        if event.timezone == "UTC" {
+            return calendar::utc_day(event.timestamp);
+        }
+        let timezone = match self.timezones.iter().find(|(name, _)| *name == event.timezone) {
+            Some(&(_, datum)) => datum,
+            None => {
+                let datum = text_datum(&event.timezone);
+                self.timezones.push((event.timezone.clone(), datum));
+                datum
+            }
+        };
+        // SAFETY: a time zone that PostgreSQL accepted when the customer was created, and
+        // an instant within its timestamp range (validated).
+        unsafe {
+            let local = direct_function_call_as_datum(
+                pg_sys::timestamptz_zone,
+                &[Some(timezone), Some(event.timestamp.into())],
+            )
+            .expect("a valid time zone gives a timestamp");
+            let day = direct_function_call_as_datum(pg_sys::timestamp_date, &[Some(local)]).expect("a date");
+            day.value() as i32
+        }
     }
-    let timezone = timezone_datum;
-    let local = direct_function_call_as_datum(pg_sys::timestamptz_zone, &[Some(timezone), Some(timestamp.into())])
-        .expect("a valid time zone gives a timestamp");
-    let day = direct_function_call_as_datum(pg_sys::timestamp_date, &[Some(local)]).expect("a date");
-    day.value() as i32
 }
 
 /// The sequence billing.events' ids come from.
@@ -314,8 +338,7 @@ unsafe fn stored_keys(
 /// Builds rows of billing.events for new events.
 struct EventRows {
     ingested_at: pg_sys::Datum,
-    /// Time zone names as text datums, made once per zone.
-    timezones: Vec<(String, pg_sys::Datum)>,
+    local_days: LocalDays,
 }
 
 impl EventRows {
@@ -323,7 +346,7 @@ impl EventRows {
         EventRows {
             // SAFETY: inside a transaction.
             ingested_at: pg_sys::Datum::from(unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }),
-            timezones: Vec::new(),
+            local_days: LocalDays::default(),
         }
     }
 
@@ -335,18 +358,7 @@ impl EventRows {
         id: i64,
         transaction_id: pg_sys::Datum,
     ) -> ([Option<pg_sys::Datum>; COLUMNS.len()], i32) {
-        let timezone = {
-            let timezones = &mut self.timezones;
-            match timezones.iter().find(|(name, _)| *name == event.timezone) {
-                Some(&(_, datum)) => datum,
-                None => {
-                    let datum = text_datum(&event.timezone);
-                    timezones.push((event.timezone.clone(), datum));
-                    datum
-                }
-            }
-        };
-        let day = local_day(event.timestamp, &event.timezone, timezone);
+        let day = self.local_days.of(event);
         let mut values: [Option<pg_sys::Datum>; COLUMNS.len()] = [None; COLUMNS.len()];
         values[ID] = Some(id.into());
         values[CUSTOMER_ID] = Some(event.customer_id.into());

@@ -24,7 +24,7 @@ const DIMENSIONS_SQL: &str = include_str!("../../sql/ingest_dimensions.sql");
 
 /// Stores new events from `$rows`, a row source of (customer_id, subscription_id,
 /// transaction_id, billable_metric_id, timestamp, properties, value,
-/// precise_total_amount_cents, dims, timezone, id); returns the id and local day of those it stored
+/// precise_total_amount_cents, dims, local_day, id); returns the id and local day of those it stored
 /// (keys that already existed are skipped). The caller sends the rows in one global key
 /// order, so overlapping concurrent batches wait on each other instead of deadlocking,
 /// with ids it took from the id sequence in the order the events were sent. Events without
@@ -36,12 +36,12 @@ macro_rules! insert_events {
                                            \"timestamp\", local_day, properties, value, precise_total_amount_cents, dims)
              OVERRIDING SYSTEM VALUE
              SELECT i.id, i.customer_id, i.subscription_id, i.transaction_id, i.billable_metric_id, i.ts,
-                    (i.ts AT TIME ZONE i.timezone)::date, coalesce(i.properties, '{}'), i.value,
+                    i.local_day, coalesce(i.properties, '{}'), i.value,
                     i.precise_total_amount_cents, coalesce(i.dims::jsonb, '{}')
              FROM ",
             $rows,
             " AS i(customer_id, subscription_id, transaction_id, billable_metric_id, ts, properties, value,
-                   precise_total_amount_cents, dims, timezone, id)
+                   precise_total_amount_cents, dims, local_day, id)
              ON CONFLICT (transaction_id, subscription_id, customer_id) DO NOTHING
              RETURNING e.id, e.local_day"
         )
@@ -50,13 +50,13 @@ macro_rules! insert_events {
 /// A batch's events, one array per column.
 const INSERT_SQL: &str = insert_events!(
     "unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[], $6::jsonb[],
-            $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::bigint[])"
+            $7::numeric[], $8::numeric[], $9::text[], $10::date[], $11::bigint[])"
 );
 /// One event, one value per column: unnesting one-element arrays cost about a third of
 /// a single event's statement.
 const INSERT_ONE_SQL: &str = insert_events!(
     "(VALUES ($1::bigint, $2::bigint, $3::text, $4::bigint, $5::timestamptz, $6::jsonb, $7::numeric,
-             $8::numeric, $9::text, $10::text, $11::bigint))"
+             $8::numeric, $9::text, $10::date, $11::bigint))"
 );
 
 /// Folds rollups from `$rows`, a row source of (customer_id, subscription_id,
@@ -108,7 +108,7 @@ const INSERT_ONE_AND_FOLD_SQL: &str = concat!(
     "WITH stored AS (",
     insert_events!(
         "(VALUES ($1::bigint, $2::bigint, $3::text, $4::bigint, $5::timestamptz, $6::jsonb, $7::numeric,
-                 $8::numeric, $9::text, $10::text, $11::bigint))"
+                 $8::numeric, $9::text, $10::date, $11::bigint))"
     ),
     ") ",
     upsert_rollups!(
@@ -337,6 +337,12 @@ impl<'a> NewEvents<'a> {
         storage
     }
 
+    /// The events' customer-local days, as the direct path computes them.
+    fn local_days(&self) -> Vec<Date> {
+        let mut local_days = bulk_store::LocalDays::default();
+        self.0.iter().map(|(_, e)| to_date(local_days.of(e))).collect()
+    }
+
     /// One argument of a statement over all the events: one value each (see `argument`).
     fn field<'d, T: IntoDatum + 'd>(&self, field: impl Fn(&ValidEvent<JsonbRef<'a>>) -> T) -> DatumWithOid<'d> {
         argument(self.0.iter().map(|(_, e)| field(e)).collect())
@@ -355,7 +361,7 @@ impl<'a> NewEvents<'a> {
             self.field(|e| e.value.map(from_decimal)),
             self.field(|e| e.precise_total_amount_cents.map(from_decimal)),
             argument(dims.to_vec()),
-            self.field(|e| e.timezone.clone()),
+            argument(self.local_days()),
             argument(ids.to_vec()),
         ];
         let statement = match statement {
