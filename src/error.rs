@@ -5,7 +5,6 @@
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
-use std::fmt;
 
 /// What went wrong, which decides the SQLSTATE a caller sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +50,8 @@ impl ErrorKind {
 }
 
 /// An error with the lowercase message, the offending value (detail) and the fix (hint).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct BillingError {
     pub kind: ErrorKind,
     pub message: String,
@@ -88,14 +88,6 @@ impl BillingError {
         self
     }
 }
-
-impl fmt::Display for BillingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for BillingError {}
 
 impl From<BillingError> for ErrorReport {
     fn from(error: BillingError) -> Self {

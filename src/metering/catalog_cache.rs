@@ -11,10 +11,10 @@
 //! before it started. Unknown keys are not cached: they are looked up again next time.
 
 use super::event::CatalogSnapshot;
-use foldhash::HashSet;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 
 /// Beyond this many cached subscriptions the cache starts over, so a backend that serves
 /// every tenant does not grow without bound.

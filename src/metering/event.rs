@@ -4,9 +4,9 @@
 use crate::calendar::{format_timestamp, parse_timestamp};
 use crate::error::{BillingError, ErrorKind};
 use crate::pricing::decimal::parse_exact;
-use foldhash::HashMap;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 /// When an event happened, as the caller gave it.
 #[derive(Debug, Clone, PartialEq)]

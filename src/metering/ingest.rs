@@ -12,10 +12,10 @@ use crate::jsonb::{JsonbRef, PgJsonb};
 use crate::numeric::from_decimal;
 use crate::periods::to_date;
 use crate::spi_plans::{execute, Planning};
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::AnyNumeric;
+use std::collections::{HashMap, HashSet};
 
 const SUBSCRIPTIONS_SQL: &str = include_str!("../../sql/ingest_subscriptions.sql");
 const ONE_SUBSCRIPTION_SQL: &str = include_str!("../../sql/ingest_subscription.sql");
