@@ -150,13 +150,20 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
     unix_micros.checked_sub(UNIX_TO_PG_EPOCH_DAYS * MICROS_PER_DAY)
 }
 
-/// RFC 3339 text in UTC of microseconds since 2000-01-01 UTC (fraction only when present).
+/// RFC 3339 text in UTC of microseconds since 2000-01-01 UTC (fraction only when present),
+/// for any timestamptz: PostgreSQL's infinities by name, and the instants past chrono's
+/// years (PostgreSQL's reach 294276) by their count of microseconds.
 pub fn format_timestamp(micros: i64) -> String {
-    let unix_micros = micros + UNIX_TO_PG_EPOCH_DAYS * MICROS_PER_DAY;
-    let instant = DateTime::from_timestamp_micros(unix_micros).expect("validated instants are in chrono's range");
-    match micros.rem_euclid(1_000_000) {
-        0 => instant.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        _ => instant.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+    match micros {
+        i64::MAX => return "infinity".into(),
+        i64::MIN => return "-infinity".into(),
+        _ => {}
+    }
+    let unix_micros = micros.checked_add(UNIX_TO_PG_EPOCH_DAYS * MICROS_PER_DAY);
+    match unix_micros.and_then(DateTime::from_timestamp_micros) {
+        Some(instant) if micros.rem_euclid(1_000_000) == 0 => instant.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(instant) => instant.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        None => format!("{micros} microseconds after 2000-01-01T00:00:00Z"),
     }
 }
 
@@ -265,6 +272,14 @@ mod tests {
         for text in ["2026-03-01T10:00:00Z", "1999-12-31T23:59:59.500000Z", "2024-02-29T00:00:00.000001Z"] {
             assert_eq!(format_timestamp(parse_timestamp(text).unwrap()), text);
         }
+        assert_eq!(format_timestamp(i64::MAX), "infinity");
+        assert_eq!(format_timestamp(i64::MIN), "-infinity");
+        // The last microsecond of 294276, PostgreSQL's last, is past chrono's years.
+        let last_postgres_micros = 9_223_371_331_199_999_999;
+        assert_eq!(
+            format_timestamp(last_postgres_micros),
+            "9223371331199999999 microseconds after 2000-01-01T00:00:00Z"
+        );
         for bad in [
             "",
             "yesterday",

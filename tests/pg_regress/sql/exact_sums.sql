@@ -74,3 +74,11 @@ SELECT status, count(*) FROM billing.ingest_events((
 SELECT index, status FROM billing.ingest_events((
   SELECT jsonb_agg(exact_event('cents-' || n, '2026-03-06T10:00:00Z', '1') || '{"precise_total_amount_cents": "5"}')
   FROM generate_series(3, 5) n)) ORDER BY index;
+
+-- 6. Any timestamptz a caller passes is described in a clean error, never a crash: the
+-- infinities by name, a year past 9999 in full.
+\set VERBOSITY default
+SELECT billing.ingest_event('exact-sub', 'exact_tokens', 'inf', 'infinity', '{"tokens": "1"}');
+SELECT billing.ingest_event('exact-sub', 'exact_tokens', 'far', '200000-01-01 00:00+00', '{"tokens": "1"}');
+SELECT billing.ingest_event('exact-sub', 'exact_tokens', 'past', '-infinity', '{"tokens": "1"}');
+\set VERBOSITY terse
