@@ -34,10 +34,19 @@ ensure_prerequisites() {
   cp "$ROOT/pgrx.toml" "$PGRX_HOME/config.toml"
 }
 
-# Builds and installs the extension into the system PostgreSQL ($1: --release or nothing).
+# Builds and installs the extension into the system PostgreSQL ($1: --release or nothing):
+# the current version's script (generated), the upgrade scripts and the frozen install
+# scripts of earlier releases (sql/pg_billing--<version>.sql), so that any release can be
+# installed and upgraded.
 install_extension() {
   log "building and installing pg_billing ${1:-(debug)}"
   (cd "$ROOT" && cargo pgrx install --pg-config "$PG_CONFIG" ${1:-} >/dev/null)
+  local script
+  for script in "$ROOT"/sql/pg_billing--*.sql; do
+    if [[ "$(basename "$script")" =~ ^pg_billing--[0-9]+\.[0-9]+\.[0-9]+\.sql$ ]]; then
+      as_root install -m 644 "$script" "$("$PG_CONFIG" --sharedir)/extension/"
+    fi
+  done
 }
 
 # start_cluster DIR PORT [SETTINGS]: a fresh cluster in DIR (owned by postgres) listening
