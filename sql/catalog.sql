@@ -113,11 +113,19 @@ CREATE INDEX ON billing.subscriptions (customer_id);
 INSERT INTO billing.billing_entities (code, name, invoice_prefix) VALUES ('default', 'Default billing entity', 'INV');
 
 -- Raises 22023 with a message, the offending value and the fix.
-CREATE FUNCTION billing._invalid(message text, detail text, hint text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
+-- Raises an error with pg_billing's shape from PL/pgSQL (lowercase message, DETAIL with the
+-- offending value, HINT with the fix), as the Rust side raises its own.
+CREATE FUNCTION billing._raise(sqlstate text, message text, detail text, hint text) RETURNS void
+LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 BEGIN
-    RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = message, DETAIL = detail, HINT = hint;
+    RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message, DETAIL = detail, HINT = hint;
+END $$;
+
+CREATE FUNCTION billing._invalid(message text, detail text, hint text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    PERFORM billing._raise('22023', message, detail, hint);
 END $$;
 
 CREATE FUNCTION billing._check_timezone(tz text) RETURNS text
@@ -136,10 +144,9 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT currency WHERE billing.currency_minor_units(
 
 CREATE FUNCTION billing._unknown(kind text, key text, hint text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
-#variable_conflict use_variable
 BEGIN
-    RAISE EXCEPTION USING ERRCODE = '23503', MESSAGE = format('unknown %s "%s"', kind, key),
-        DETAIL = format('no %s has the code or external id %s', kind, key), HINT = hint;
+    PERFORM billing._raise('23503', format('unknown %s "%s"', kind, key),
+                           format('no %s has the code or external id %s', kind, key), hint);
 END $$;
 
 CREATE FUNCTION billing.create_billing_entity(
@@ -407,8 +414,8 @@ BEGIN
         PERFORM billing._unknown('subscription', external_id, 'check the external_id');
     END IF;
     IF subscription.status = 'terminated' THEN
-        RAISE EXCEPTION USING ERRCODE = '55000', MESSAGE = format('subscription "%s" is already terminated', external_id),
-            DETAIL = format('terminated at %s', subscription.terminated_at), HINT = 'create a new subscription';
+        PERFORM billing._raise('55000', format('subscription "%s" is already terminated', external_id),
+                               format('terminated at %s', subscription.terminated_at), 'create a new subscription');
     END IF;
     IF terminated_at < subscription.subscription_at THEN
         PERFORM billing._invalid('terminated_at is before the subscription started',
@@ -438,7 +445,8 @@ SELECT pg_catalog.pg_extension_config_dump('billing.charge_filters_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions_id_seq', '');
 
-REVOKE ALL ON FUNCTION billing._invalid(text, text, text), billing._check_timezone(text), billing._check_currency(text),
+REVOKE ALL ON FUNCTION billing._raise(text, text, text, text), billing._invalid(text, text, text),
+    billing._check_timezone(text), billing._check_currency(text),
     billing._unknown(text, text, text), billing._check_prorated(integer, billing.billable_metrics, text, boolean) FROM PUBLIC;
 
 -- Pending subscriptions whose start has come become active (the billing cycle calls this;

@@ -17,35 +17,44 @@ pub enum ErrorKind {
     MalformedInput,
     /// 23503: an unknown customer, subscription, metric or plan.
     UnknownReference,
+    /// 23505: a duplicate where the caller asked for strictness.
+    Duplicate,
+    /// 23514: the operation would overdraw a wallet or exceed a cap.
+    LimitExceeded,
     /// 55000: the object is in the wrong state (a subscription not active at that time).
     WrongState,
+    /// 55P03: another session holds the lock (a billing run in progress).
+    LockHeld,
     /// 54000: input beyond a documented limit of pg_billing (an identifier longer than 255
     /// bytes, properties too large or too deep to store).
     ProgramLimit,
 }
 
 impl ErrorKind {
-    fn sqlstate(self) -> PgSqlErrorCode {
+    /// The one table of kinds: each kind's SQLSTATE, as pgrx's code and as the five
+    /// characters stored with rejected events (a unit test checks the two agree).
+    fn sqlstates(self) -> (PgSqlErrorCode, &'static str) {
+        use PgSqlErrorCode::*;
         match self {
-            ErrorKind::InvalidParameter => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            ErrorKind::NumericOutOfRange => PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-            ErrorKind::MalformedInput => PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-            ErrorKind::UnknownReference => PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
-            ErrorKind::WrongState => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            ErrorKind::ProgramLimit => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            ErrorKind::InvalidParameter => (ERRCODE_INVALID_PARAMETER_VALUE, "22023"),
+            ErrorKind::NumericOutOfRange => (ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "22003"),
+            ErrorKind::MalformedInput => (ERRCODE_INVALID_TEXT_REPRESENTATION, "22P02"),
+            ErrorKind::UnknownReference => (ERRCODE_FOREIGN_KEY_VIOLATION, "23503"),
+            ErrorKind::Duplicate => (ERRCODE_UNIQUE_VIOLATION, "23505"),
+            ErrorKind::LimitExceeded => (ERRCODE_CHECK_VIOLATION, "23514"),
+            ErrorKind::WrongState => (ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE, "55000"),
+            ErrorKind::LockHeld => (ERRCODE_LOCK_NOT_AVAILABLE, "55P03"),
+            ErrorKind::ProgramLimit => (ERRCODE_PROGRAM_LIMIT_EXCEEDED, "54000"),
         }
+    }
+
+    fn sqlstate(self) -> PgSqlErrorCode {
+        self.sqlstates().0
     }
 
     /// The five-character SQLSTATE, as stored with rejected events.
     pub fn code(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidParameter => "22023",
-            ErrorKind::NumericOutOfRange => "22003",
-            ErrorKind::MalformedInput => "22P02",
-            ErrorKind::UnknownReference => "23503",
-            ErrorKind::WrongState => "55000",
-            ErrorKind::ProgramLimit => "54000",
-        }
+        self.sqlstates().1
     }
 }
 
@@ -150,4 +159,33 @@ pub fn install_panic_hook() {
         .set_detail(format!("panicked at {location}\n{backtrace}"))
         .report(pgrx::PgLogLevel::LOG_SERVER_ONLY);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    /// PostgreSQL packs a SQLSTATE's five characters six bits each (MAKE_SQLSTATE).
+    fn unpacked(code: i32) -> String {
+        (0..5).map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
+    }
+
+    #[test]
+    fn each_kind_has_one_sqlstate_in_both_spellings() {
+        let kinds = [
+            ErrorKind::InvalidParameter,
+            ErrorKind::NumericOutOfRange,
+            ErrorKind::MalformedInput,
+            ErrorKind::UnknownReference,
+            ErrorKind::Duplicate,
+            ErrorKind::LimitExceeded,
+            ErrorKind::WrongState,
+            ErrorKind::LockHeld,
+            ErrorKind::ProgramLimit,
+        ];
+        for kind in kinds {
+            let (code, text) = kind.sqlstates();
+            assert_eq!(unpacked(code as i32), text, "{kind:?}");
+        }
+    }
 }
