@@ -68,7 +68,7 @@ pub extern "C-unwind" fn _PG_init() {
         pgrx::GucContext::Suset,
         pgrx::GucFlags::default(),
     );
-    metering::catalog_cache::register_invalidation();
+    metering::invalidation::register();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -13,7 +13,7 @@
 //! than the default. Anything else (an ALTER TABLE by a DBA included) gets the statement,
 //! and `billing.direct_write_status()` says why.
 
-use super::catalog_cache;
+use super::invalidation;
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::ffi::CStr;
@@ -90,7 +90,7 @@ pub(super) unsafe fn billing_table(name: &'static CStr) -> pg_sys::Oid {
     thread_local! {
         static RELIDS: RefCell<(u64, Vec<(&'static CStr, pg_sys::Oid)>)> = const { RefCell::new((0, Vec::new())) };
     }
-    let generation = catalog_cache::generation();
+    let generation = invalidation::generation();
     RELIDS.with_borrow_mut(|(seen, relids)| {
         if *seen != generation {
             *seen = generation;
@@ -115,7 +115,7 @@ unsafe fn session_refusal(shape: &Shape) -> Option<String> {
     if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
         return Some("the transaction is repeatable read or serializable".into());
     }
-    if catalog_cache::citus_installed() {
+    if invalidation::citus_installed() {
         return Some("Citus is installed".into());
     }
     let relid = billing_table(shape.table);
