@@ -261,11 +261,8 @@ unsafe fn table_refusal(relation: pg_sys::Relation, shape: &Shape) -> Option<Str
     if form.relrowsecurity {
         return Some("the table has row level security".into());
     }
-    if !(*relation).trigdesc.is_null() {
-        return Some("the table has triggers".into());
-    }
-    if !(*relation).rd_rules.is_null() {
-        return Some("the table has rules".into());
+    if let Some(reason) = triggers_or_rules(relation) {
+        return Some(reason.into());
     }
     if form.relreplident != pg_sys::REPLICA_IDENTITY_DEFAULT as std::ffi::c_char {
         return Some("the table's replica identity is not the default".into());
@@ -397,9 +394,21 @@ pub fn has_triggers_or_rules(table: &'static CStr) -> bool {
             return true;
         }
         let relation = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        let found = !(*relation).trigdesc.is_null() || !(*relation).rd_rules.is_null();
+        let found = triggers_or_rules(relation).is_some();
         pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
         found
+    }
+}
+
+/// Whether an open table has triggers or rules, which act in the middle of a statement
+/// that writes it: the reason a caller gives for stepping aside.
+unsafe fn triggers_or_rules(relation: pg_sys::Relation) -> Option<&'static str> {
+    if !(*relation).trigdesc.is_null() {
+        Some("the table has triggers")
+    } else if !(*relation).rd_rules.is_null() {
+        Some("the table has rules")
+    } else {
+        None
     }
 }
 
