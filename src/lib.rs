@@ -1,49 +1,49 @@
 //! pg_billing: usage-based billing inside PostgreSQL.
+//!
+//! Four layers, each importing only those before it in this list (`tests/layers.sh`
+//! checks it): `base` (shared vocabulary), then `domain` (billing rules in plain Rust) and
+//! `pg` (PostgreSQL glue), which never import each other, then `api` (the SQL surface).
 
 ::pgrx::pg_module_magic!();
 
-pub mod calendar;
-pub mod error;
-pub mod jsonb;
-pub mod metering;
-pub mod numeric;
-pub mod periods;
-pub mod price;
-pub mod pricing;
-pub mod spi_plans;
+pub mod api;
+pub mod base;
+pub mod domain;
+pub mod pg;
 
 pgrx::extension_sql_file!(
     "../sql/catalog.sql",
     name = "catalog",
-    requires = ["price_casts", price::functions::currency_minor_units]
+    requires = ["price_casts", api::price::functions::currency_minor_units]
 );
 pgrx::extension_sql_file!(
     "../sql/metering.sql",
     name = "metering",
     requires = [
         "catalog",
-        metering::catalog_cache::_catalog_changed,
-        metering::copy_paths::_intake_start,
-        metering::copy_paths::_intake_row,
-        metering::copy_paths::_intake_end
+        api::metering::catalog_cache::_catalog_changed,
+        api::metering::copy_paths::_intake_start,
+        api::metering::copy_paths::_intake_row,
+        api::metering::copy_paths::_intake_end
     ]
 );
 pgrx::extension_sql_file!(
     "../sql/usage.sql",
     name = "usage",
-    requires = ["metering", periods::_period_dates, price::functions::amount, price::functions::amount_of_events]
+    requires =
+        ["metering", api::usage::_period_dates, api::price::functions::amount, api::price::functions::amount_of_events]
 );
 pgrx::extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     // After pgrx's hook (registered when PostgreSQL loaded the library), which it replaces.
-    error::install_panic_hook();
+    pg::error_report::install_panic_hook();
     pgrx::GucRegistry::define_int_guc(
         c"pg_billing.event_future_margin_seconds",
         c"How far ahead of now() an event's timestamp may be.",
         c"Events further in the future are rejected at ingestion.",
-        &metering::ingest::FUTURE_MARGIN_SECONDS,
+        &api::metering::ingest::FUTURE_MARGIN_SECONDS,
         0,
         i32::MAX,
         pgrx::GucContext::Userset,
@@ -54,7 +54,7 @@ pub extern "C-unwind" fn _PG_init() {
         c"Whether ingestion may store batches below the statement level.",
         c"Batches of 16 events or more are stored the way COPY stores rows where the table has \
           exactly the shape pg_billing created; off: always through INSERT ... ON CONFLICT.",
-        &metering::table_access::DIRECT_WRITES,
+        &pg::table_access::DIRECT_WRITES,
         pgrx::GucContext::Userset,
         pgrx::GucFlags::default(),
     );
@@ -62,13 +62,13 @@ pub extern "C-unwind" fn _PG_init() {
         c"pg_billing.writer_slot",
         c"The writer slot of this session's usage rollup rows (-1: chosen by backend pid).",
         c"For tests that make sessions fold into the same rollup row.",
-        &metering::ingest::WRITER_SLOT,
+        &api::metering::ingest::WRITER_SLOT,
         -1,
         7,
         pgrx::GucContext::Suset,
         pgrx::GucFlags::default(),
     );
-    metering::invalidation::register();
+    pg::invalidation::register();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

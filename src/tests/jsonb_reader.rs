@@ -2,8 +2,8 @@
 
 #[pgrx::pg_schema]
 mod tests {
-    use crate::jsonb::PgJsonb;
-    use crate::metering::event::{JsonView, Scalar};
+    use crate::base::json_view::{JsonView, Scalar};
+    use crate::pg::jsonb::PgJsonb;
     use pgrx::prelude::*;
     use serde_json::json;
     use std::ffi::CString;

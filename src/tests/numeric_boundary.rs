@@ -2,7 +2,7 @@
 
 #[pgrx::pg_schema]
 mod tests {
-    use crate::numeric::{from_decimal, to_decimal};
+    use crate::pg::numeric::{from_decimal, to_decimal};
     use pgrx::prelude::*;
     use rust_decimal::Decimal;
     use std::str::FromStr;
