@@ -2,6 +2,15 @@
 -- versioned plans with their charges, and subscriptions. Rows are created through the
 -- functions below, which validate input and raise specific SQLSTATEs.
 
+-- The words a column may hold, each in one home: the tables store them, and the functions
+-- that take them as text check them against the type's labels (billing._check_label).
+CREATE TYPE billing.invoice_numbering AS ENUM ('per_customer', 'per_entity');
+CREATE TYPE billing.aggregation AS ENUM ('count', 'sum', 'max', 'unique_count', 'latest', 'weighted_sum');
+CREATE TYPE billing.rounding_function AS ENUM ('round', 'ceil', 'floor');
+CREATE TYPE billing.billing_interval AS ENUM ('weekly', 'monthly', 'quarterly', 'semiannual', 'yearly');
+CREATE TYPE billing.billing_time AS ENUM ('calendar', 'anniversary');
+CREATE TYPE billing.subscription_status AS ENUM ('pending', 'active', 'terminated');
+
 CREATE TABLE billing.billing_entities (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     code text NOT NULL UNIQUE,
@@ -11,7 +20,7 @@ CREATE TABLE billing.billing_entities (
     default_currency text NOT NULL DEFAULT 'USD',
     timezone text NOT NULL DEFAULT 'UTC',
     invoice_prefix text NOT NULL,
-    numbering text NOT NULL DEFAULT 'per_customer' CHECK (numbering IN ('per_customer', 'per_entity')),
+    numbering billing.invoice_numbering NOT NULL DEFAULT 'per_customer',
     grace_period_days integer NOT NULL DEFAULT 0 CHECK (grace_period_days >= 0),
     net_payment_term_days integer NOT NULL DEFAULT 0 CHECK (net_payment_term_days >= 0),
     created_at timestamptz NOT NULL DEFAULT now()
@@ -35,10 +44,10 @@ CREATE TABLE billing.billable_metrics (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     code text NOT NULL UNIQUE,
     name text NOT NULL,
-    aggregation text NOT NULL CHECK (aggregation IN ('count', 'sum', 'max', 'unique_count', 'latest', 'weighted_sum')),
+    aggregation billing.aggregation NOT NULL,
     field_name text,
     recurring boolean NOT NULL DEFAULT false,
-    rounding_function text CHECK (rounding_function IN ('round', 'ceil', 'floor')),
+    rounding_function billing.rounding_function,
     rounding_precision integer,
     filters jsonb NOT NULL DEFAULT '{}',
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -59,7 +68,7 @@ CREATE TABLE billing.plan_versions (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     plan_id bigint NOT NULL REFERENCES billing.plans,
     version integer NOT NULL,
-    interval text NOT NULL CHECK (interval IN ('weekly', 'monthly', 'quarterly', 'semiannual', 'yearly')),
+    interval billing.billing_interval NOT NULL,
     amount numeric NOT NULL DEFAULT 0 CHECK (amount >= 0),
     currency text NOT NULL,
     pay_in_advance boolean NOT NULL DEFAULT false,
@@ -74,7 +83,9 @@ CREATE TABLE billing.charges (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     plan_version_id bigint NOT NULL REFERENCES billing.plan_versions,
     billable_metric_id bigint NOT NULL REFERENCES billing.billable_metrics,
-    price billing.price NOT NULL,
+    -- The price as its canonical JSON (billing.price's output): plain data any client
+    -- reads, checked valid and canonical on every write.
+    price jsonb NOT NULL CHECK (billing.price(price)::jsonb = price),
     pay_in_advance boolean NOT NULL DEFAULT false,
     prorated boolean NOT NULL DEFAULT false,
     invoiceable boolean NOT NULL DEFAULT true,
@@ -90,7 +101,7 @@ CREATE TABLE billing.charge_filters (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     charge_id bigint NOT NULL REFERENCES billing.charges,
     "values" jsonb NOT NULL,
-    price billing.price NOT NULL,
+    price jsonb NOT NULL CHECK (billing.price(price)::jsonb = price),
     invoice_display_name text
 );
 CREATE INDEX ON billing.charge_filters (charge_id);
@@ -100,8 +111,8 @@ CREATE TABLE billing.subscriptions (
     external_id text NOT NULL UNIQUE,
     customer_id bigint NOT NULL REFERENCES billing.customers,
     plan_version_id bigint NOT NULL REFERENCES billing.plan_versions,
-    status text NOT NULL CHECK (status IN ('pending', 'active', 'terminated')),
-    billing_time text NOT NULL DEFAULT 'calendar' CHECK (billing_time IN ('calendar', 'anniversary')),
+    status billing.subscription_status NOT NULL,
+    billing_time billing.billing_time NOT NULL DEFAULT 'calendar',
     subscription_at timestamptz NOT NULL,
     started_at timestamptz,
     terminated_at timestamptz,
@@ -112,7 +123,6 @@ CREATE INDEX ON billing.subscriptions (customer_id);
 
 INSERT INTO billing.billing_entities (code, name, invoice_prefix) VALUES ('default', 'Default billing entity', 'INV');
 
--- Raises 22023 with a message, the offending value and the fix.
 -- Raises an error with pg_billing's shape from PL/pgSQL (lowercase message, DETAIL with the
 -- offending value, HINT with the fix), as the Rust side raises its own.
 CREATE FUNCTION billing._raise(sqlstate text, message text, detail text, hint text) RETURNS void
@@ -126,6 +136,19 @@ CREATE FUNCTION billing._invalid(message text, detail text, hint text) RETURNS v
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     PERFORM billing._raise('22023', message, detail, hint);
+END $$;
+
+-- Raises 22023 unless value is one of labels (an enum type's, as text), naming what the
+-- value is for: 'unknown aggregation "avg"', DETAIL 'got avg', HINT 'use count, sum ... or
+-- weighted_sum'.
+CREATE FUNCTION billing._check_label(what text, value text, labels text[]) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    IF value IS NULL OR NOT value = ANY (labels) THEN
+        PERFORM billing._invalid(format('unknown %s "%s"', what, value), format('got %s', value),
+            format('use %s or %s', array_to_string(labels[1:cardinality(labels) - 1], ', '), labels[cardinality(labels)]));
+    END IF;
 END $$;
 
 CREATE FUNCTION billing._check_timezone(tz text) RETURNS text
@@ -160,9 +183,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     created billing.billing_entities;
 BEGIN
-    IF numbering NOT IN ('per_customer', 'per_entity') THEN
-        PERFORM billing._invalid(format('unknown numbering "%s"', numbering), format('got %s', numbering), 'use per_customer or per_entity');
-    END IF;
+    PERFORM billing._check_label('numbering', numbering, enum_range(NULL::billing.invoice_numbering)::text[]);
     IF grace_period_days < 0 OR net_payment_term_days < 0 THEN
         PERFORM billing._invalid('grace_period_days and net_payment_term_days must not be negative',
             format('got %s and %s', grace_period_days, net_payment_term_days), 'use 0 or more days');
@@ -170,7 +191,7 @@ BEGIN
     INSERT INTO billing.billing_entities (code, name, default_currency, timezone, invoice_prefix, numbering,
                                           grace_period_days, net_payment_term_days, address, tax_id)
     VALUES (code, name, billing._check_currency(default_currency), billing._check_timezone(timezone),
-            coalesce(invoice_prefix, upper(left(code, 8))), numbering, grace_period_days, net_payment_term_days, address, tax_id)
+            coalesce(invoice_prefix, upper(left(code, 8))), numbering::billing.invoice_numbering, grace_period_days, net_payment_term_days, address, tax_id)
     RETURNING * INTO created;
     RETURN created;
 END $$;
@@ -208,10 +229,7 @@ DECLARE
     created billing.billable_metrics;
     bad_key text;
 BEGIN
-    IF aggregation IS NULL OR aggregation NOT IN ('count', 'sum', 'max', 'unique_count', 'latest', 'weighted_sum') THEN
-        PERFORM billing._invalid(format('unknown aggregation "%s"', aggregation), format('got %s', aggregation),
-            'use count, sum, max, unique_count, latest or weighted_sum');
-    END IF;
+    PERFORM billing._check_label('aggregation', aggregation, enum_range(NULL::billing.aggregation)::text[]);
     IF aggregation <> 'count' AND field_name IS NULL THEN
         PERFORM billing._invalid(format('aggregation %s needs a field_name', aggregation), 'field_name is null',
             'name the event property that carries the value');
@@ -220,9 +238,8 @@ BEGIN
         PERFORM billing._invalid(format('aggregation %s cannot be recurring', aggregation), 'recurring is true',
             'only sum, unique_count and weighted_sum metrics carry over periods');
     END IF;
-    IF rounding_function IS NOT NULL AND rounding_function NOT IN ('round', 'ceil', 'floor') THEN
-        PERFORM billing._invalid(format('unknown rounding_function "%s"', rounding_function), format('got %s', rounding_function),
-            'use round, ceil or floor');
+    IF rounding_function IS NOT NULL THEN
+        PERFORM billing._check_label('rounding_function', rounding_function, enum_range(NULL::billing.rounding_function)::text[]);
     END IF;
     -- rounding_precision without rounding_function is Lago's spelling of "no rounding": it is
     -- stored as given and ignored by usage (billing._round_units rounds only with a function).
@@ -239,7 +256,8 @@ BEGIN
             format('got %s', filters -> bad_key), 'write filters like {"region": ["us", "eu"]}');
     END IF;
     INSERT INTO billing.billable_metrics (code, name, aggregation, field_name, recurring, rounding_function, rounding_precision, filters)
-    VALUES (code, name, aggregation, field_name, recurring, rounding_function, rounding_precision, filters)
+    VALUES (code, name, aggregation::billing.aggregation, field_name, recurring, rounding_function::billing.rounding_function,
+            rounding_precision, filters)
     RETURNING * INTO created;
     RETURN created;
 END $$;
@@ -290,10 +308,7 @@ DECLARE
     charge_id bigint;
     filter jsonb;
 BEGIN
-    IF "interval" IS NULL OR "interval" NOT IN ('weekly', 'monthly', 'quarterly', 'semiannual', 'yearly') THEN
-        PERFORM billing._invalid(format('unknown interval "%s"', "interval"), format('got %s', "interval"),
-            'use weekly, monthly, quarterly, semiannual or yearly');
-    END IF;
+    PERFORM billing._check_label('interval', "interval", enum_range(NULL::billing.billing_interval)::text[]);
     IF amount < 0 OR trial_days < 0 OR minimum_commitment < 0 THEN
         PERFORM billing._invalid('amount, trial_days and minimum_commitment must not be negative',
             format('got amount %s, trial_days %s, minimum_commitment %s', amount, trial_days, coalesce(minimum_commitment::text, 'null')),
@@ -308,7 +323,7 @@ BEGIN
     PERFORM 1 FROM billing.plans WHERE id = plan_id FOR UPDATE;
     INSERT INTO billing.plan_versions (plan_id, version, interval, amount, currency, pay_in_advance, trial_days,
                                        minimum_commitment, usage_thresholds)
-    SELECT plan_id, coalesce(max(v.version), 0) + 1, "interval", amount, billing._check_currency(currency),
+    SELECT plan_id, coalesce(max(v.version), 0) + 1, "interval"::billing.billing_interval, amount, billing._check_currency(currency),
            pay_in_advance, trial_days, minimum_commitment, usage_thresholds
     FROM billing.plan_versions v WHERE v.plan_id = plan_id
     RETURNING * INTO created;
@@ -334,7 +349,7 @@ BEGIN
         INSERT INTO billing.charges (plan_version_id, billable_metric_id, price, pay_in_advance, prorated, invoiceable,
                                      min_amount, pricing_group_keys, position)
         VALUES (created.id, metric.id,
-                billing.price(jsonb_build_object('charge_model', charge -> 'charge_model', 'properties', coalesce(charge -> 'properties', '{}'))),
+                billing.price(jsonb_build_object('charge_model', charge -> 'charge_model', 'properties', coalesce(charge -> 'properties', '{}')))::jsonb,
                 coalesce((charge ->> 'pay_in_advance')::boolean, false), coalesce((charge ->> 'prorated')::boolean, false),
                 coalesce((charge ->> 'invoiceable')::boolean, true), (charge ->> 'min_amount')::numeric,
                 coalesce(ARRAY(SELECT jsonb_array_elements_text(charge -> 'pricing_group_keys')), '{}'), charge_index)
@@ -351,7 +366,7 @@ BEGIN
             INSERT INTO billing.charge_filters (charge_id, "values", price, invoice_display_name)
             VALUES (charge_id, filter -> 'values',
                     billing.price(jsonb_build_object('charge_model', charge -> 'charge_model',
-                                                     'properties', coalesce(filter -> 'properties', '{}'))),
+                                                     'properties', coalesce(filter -> 'properties', '{}')))::jsonb,
                     filter ->> 'invoice_display_name');
         END LOOP;
         charge_index := charge_index + 1;
@@ -373,10 +388,7 @@ DECLARE
     plan_currency text;
     created billing.subscriptions;
 BEGIN
-    IF billing_time NOT IN ('calendar', 'anniversary') THEN
-        PERFORM billing._invalid(format('unknown billing_time "%s"', billing_time), format('got %s', billing_time),
-            'use calendar or anniversary');
-    END IF;
+    PERFORM billing._check_label('billing_time', billing_time, enum_range(NULL::billing.billing_time)::text[]);
     SELECT c.id, c.currency INTO customer_id, customer_currency FROM billing.customers c WHERE c.external_id = create_subscription.customer;
     IF NOT FOUND THEN
         PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
@@ -396,7 +408,8 @@ BEGIN
     END IF;
     INSERT INTO billing.subscriptions (external_id, customer_id, plan_version_id, status, billing_time, subscription_at, started_at)
     VALUES (external_id, customer_id, version_id,
-            CASE WHEN subscription_at > now() THEN 'pending' ELSE 'active' END, billing_time, subscription_at,
+            CASE WHEN subscription_at > now() THEN 'pending' ELSE 'active' END::billing.subscription_status,
+            billing_time::billing.billing_time, subscription_at,
             CASE WHEN subscription_at > now() THEN NULL ELSE subscription_at END)
     RETURNING * INTO created;
     RETURN created;
@@ -445,7 +458,7 @@ SELECT pg_catalog.pg_extension_config_dump('billing.charge_filters_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions_id_seq', '');
 
-REVOKE ALL ON FUNCTION billing._raise(text, text, text, text), billing._invalid(text, text, text),
+REVOKE ALL ON FUNCTION billing._raise(text, text, text, text), billing._invalid(text, text, text), billing._check_label(text, text, text[]),
     billing._check_timezone(text), billing._check_currency(text),
     billing._unknown(text, text, text), billing._check_prorated(integer, billing.billable_metrics, text, boolean) FROM PUBLIC;
 

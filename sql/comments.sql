@@ -2,7 +2,7 @@
 COMMENT ON SCHEMA billing IS 'pg_billing: usage-based billing (metering, pricing, invoicing) in SQL';
 
 COMMENT ON TYPE billing.price IS
-  'A validated price {"charge_model": ..., "properties": {...}} in Lago''s spelling: standard, graduated, volume, package, percentage, graduated_percentage or dynamic. Text output is canonical JSON.';
+  'A validated price {"charge_model": ..., "properties": {...}} in Lago''s spelling: standard, graduated, volume, package, percentage, graduated_percentage or dynamic; the argument type of the pricing functions. Text output is canonical JSON; pg_billing''s tables store that JSON as jsonb, never this type.';
 COMMENT ON FUNCTION billing.price_in(cstring) IS 'Text input of billing.price: parses and validates the JSON (22P02 malformed, 22023 invalid properties).';
 COMMENT ON FUNCTION billing.price_out(billing.price) IS 'Text output of billing.price: canonical JSON with normalised decimals.';
 COMMENT ON FUNCTION billing.price(jsonb) IS 'Validates a jsonb price into billing.price; also the jsonb → billing.price assignment cast.';
@@ -27,6 +27,14 @@ COMMENT ON FUNCTION billing._priced_sum_step(internal, numeric, billing.price) I
 COMMENT ON FUNCTION billing._priced_sum_final(internal) IS 'Private: final function of billing.priced_sum.';
 
 -- Catalog
+COMMENT ON TYPE billing.invoice_numbering IS 'How a billing entity numbers invoices: per_customer or per_entity.';
+COMMENT ON TYPE billing.aggregation IS 'How a billable metric aggregates event values: count, sum, max, unique_count, latest or weighted_sum.';
+COMMENT ON TYPE billing.rounding_function IS 'How a billable metric rounds its aggregated units before pricing: round, ceil or floor.';
+COMMENT ON TYPE billing.billing_interval IS 'The length of a plan''s billing period: weekly, monthly, quarterly, semiannual or yearly.';
+COMMENT ON TYPE billing.billing_time IS 'Where a subscription''s periods start: calendar (the first day of each period) or anniversary (the subscription''s start day).';
+COMMENT ON TYPE billing.subscription_status IS 'A subscription''s state: pending (starts later), active or terminated.';
+COMMENT ON COLUMN billing.charges.price IS 'The charge''s price as canonical JSON (what billing.price prints): {"charge_model": ..., "properties": {...}}, checked valid and canonical on every write.';
+COMMENT ON COLUMN billing.charge_filters.price IS 'The filter''s price as canonical JSON, with the charge''s model and the filter''s properties, checked like billing.charges.price.';
 COMMENT ON TABLE billing.billing_entities IS 'Issuers of invoices: name, address, tax id, default currency and time zone, invoice prefix and numbering, grace period and payment term. One ''default'' entity exists after CREATE EXTENSION.';
 COMMENT ON TABLE billing.customers IS 'Customers: external id, currency (ISO 4217), time zone (IANA), billing entity, address, tax id, metadata.';
 COMMENT ON TABLE billing.billable_metrics IS 'What is measured: aggregation (count, sum, max, unique_count, latest, weighted_sum) of an event property, recurring or metered, rounding, filters.';

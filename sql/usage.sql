@@ -256,12 +256,12 @@ BEGIN
     -- Prorated charges weigh units by the days of the billing period that holds window_from.
     IF EXISTS (SELECT 1 FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id AND c.prorated) THEN
         SELECT pb.days INTO period_days FROM billing.period_bounds(
-            (SELECT v.interval FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time,
+            (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time::text,
             (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, window_from, cust.timezone) pb;
     END IF;
     FOR ch IN SELECT * FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id ORDER BY c.position LOOP
         SELECT * INTO metric FROM billing.billable_metrics m WHERE m.id = ch.billable_metric_id;
-        model := ch.price::jsonb ->> 'charge_model';
+        model := ch.price ->> 'charge_model';
         RETURN QUERY
         WITH per_dims AS (
             SELECT u.dims, u.units, u.events_count, billing._charge_filter(ch.id, u.dims) AS filter_id,
@@ -291,15 +291,15 @@ BEGIN
                  unnest(v.event_values) WITH ORDINALITY x(x, ord)
             GROUP BY 1, 2
         )
-        SELECT ch.id, metric.code, metric.aggregation, model, b.filter_id, f."values", b.grouped_by,
+        SELECT ch.id, metric.code, metric.aggregation::text, model, b.filter_id, f."values", b.grouped_by,
                trim_scale(r.units), b.events_count,
                CASE WHEN model IN ('percentage', 'dynamic')
-                    THEN billing.amount(coalesce(f.price, ch.price), coalesce(vb.event_values, '{}'), cust.currency)
-                    ELSE billing.amount(coalesce(f.price, ch.price), r.units) END,
+                    THEN billing.amount(coalesce(f.price, ch.price)::billing.price, coalesce(vb.event_values, '{}'), cust.currency)
+                    ELSE billing.amount(coalesce(f.price, ch.price)::billing.price, r.units) END,
                cust.currency, window_from, window_to
         FROM buckets b
         CROSS JOIN LATERAL (SELECT billing._round_units(CASE WHEN ch.prorated THEN billing._prorate(b.units, period_days) ELSE b.units END,
-                                                        metric.rounding_function, metric.rounding_precision) AS units) r
+                                                        metric.rounding_function::text, metric.rounding_precision) AS units) r
         LEFT JOIN billing.charge_filters f ON f.id = b.filter_id
         LEFT JOIN values_per_bucket vb ON vb.filter_id IS NOT DISTINCT FROM b.filter_id AND vb.grouped_by = b.grouped_by
         ORDER BY b.filter_id NULLS FIRST, b.grouped_by;
@@ -341,7 +341,7 @@ BEGIN
     starts := coalesce(sub.started_at, sub.subscription_at);
     ends := coalesce(sub.terminated_at, 'infinity');
     SELECT * INTO bounds FROM billing.period_bounds(
-        (SELECT v.interval FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time,
+        (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time::text,
         (starts AT TIME ZONE cust.timezone)::date, least(now(), ends), cust.timezone) pb;
     RETURN QUERY SELECT * FROM billing._usage(sub, cust, greatest(bounds.from_datetime, starts), least(bounds.to_datetime, ends));
 END $$;

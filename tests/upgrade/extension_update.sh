@@ -62,6 +62,11 @@ q pg_billing_fresh -f "$here/schema_snapshot.sql" >"$work/fresh.txt"
 if ! diff -u "$work/fresh.txt" "$work/upgraded.txt" >"$work/schema.diff"; then
   fail "the upgraded schema differs from a fresh install's:"; head -40 "$work/schema.diff"
 fi
+# The stored prices are plain canonical JSON now, with the amounts the plan was created with.
+prices=$(q pg_billing_update -c "SELECT c.price #>> '{properties,amount}', f.price #>> '{properties,amount}',
+  c.price ->> 'charge_model', jsonb_typeof(c.price), c.price = billing.price(c.price)::jsonb
+  FROM billing.charges c JOIN billing.charge_filters f ON f.charge_id = c.id")
+[ "$prices" = "0.5|2|standard|object|t" ] || fail "prices after the update: $prices"
 [ "$(q pg_billing_update -c "$count_rows")" = "$rows_before" ] || fail "rows changed: $rows_before -> $(q pg_billing_update -c "$count_rows")"
 [ "$(q pg_billing_update -c "$usage")" = "$usage_before" ] || fail "usage changed: $usage_before -> $(q pg_billing_update -c "$usage")"
 

@@ -53,6 +53,20 @@ SELECT c.position, m.code, c.price, c.prorated, c.pricing_group_keys, f."values"
 FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
 LEFT JOIN billing.charge_filters f ON f.charge_id = c.id ORDER BY c.position;
 
+-- Prices are stored as plain JSON, readable without pg_billing's functions; a write of an
+-- invalid price, or of a valid one not in canonical form, is refused by the table itself.
+SELECT c.price ->> 'charge_model' AS model, c.price #>> '{properties,amount}' AS amount, jsonb_typeof(c.price) AS stored_as
+FROM billing.charges c ORDER BY c.position;
+UPDATE billing.charges SET price = '{"charge_model": "standard", "properties": {"amount": "-1"}}' WHERE position = 0;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE billing.charges SET price = '{"charge_model": "standard", "properties": {"amount": "0.0020"}}' WHERE position = 0;
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.price('{"charge_model": "standard", "properties": {"amount": "0.0020"}}')::jsonb AS canonical;
+-- The enumerations are types: a word outside them is refused by the table too.
+UPDATE billing.subscriptions SET status = 'paused';
+\echo :LAST_ERROR_SQLSTATE
+SELECT enum_range(NULL::billing.billing_interval) AS intervals, enum_range(NULL::billing.aggregation) AS aggregations;
+
 SELECT billing.create_plan('bad', 'Bad', 'daily');
 \echo :LAST_ERROR_SQLSTATE
 SELECT billing.create_plan('bad', 'Bad', 'monthly', -1);
