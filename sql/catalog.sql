@@ -26,9 +26,13 @@ CREATE TABLE billing.billing_entities (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Per-customer data (customers, subscriptions, events, rollups) carries the customer's id
+-- in every primary and unique key, so that billing.distribute() can spread it over a Citus
+-- cluster by customer; external ids stay unique across all customers through the two
+-- directories below, which are small and replicated to every node there.
 CREATE TABLE billing.customers (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    external_id text NOT NULL UNIQUE,
+    external_id text NOT NULL,
     name text,
     email text,
     address jsonb NOT NULL DEFAULT '{}',
@@ -107,8 +111,8 @@ CREATE TABLE billing.charge_filters (
 CREATE INDEX ON billing.charge_filters (charge_id);
 
 CREATE TABLE billing.subscriptions (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    external_id text NOT NULL UNIQUE,
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    external_id text NOT NULL,
     customer_id bigint NOT NULL REFERENCES billing.customers,
     plan_version_id bigint NOT NULL REFERENCES billing.plan_versions,
     status billing.subscription_status NOT NULL,
@@ -117,9 +121,34 @@ CREATE TABLE billing.subscriptions (
     started_at timestamptz,
     terminated_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
-    CHECK (terminated_at IS NULL OR terminated_at >= subscription_at)
+    CHECK (terminated_at IS NULL OR terminated_at >= subscription_at),
+    PRIMARY KEY (customer_id, id),
+    UNIQUE (customer_id, external_id)
 );
-CREATE INDEX ON billing.subscriptions (customer_id);
+
+-- Which customer an external customer id names: the one place that id is unique.
+CREATE TABLE billing.customer_directory (
+    external_id text PRIMARY KEY,
+    customer_id bigint NOT NULL UNIQUE
+);
+
+-- Which customer and subscription an external subscription id names (the one place that
+-- id is unique), with what ingestion checks an event against: the customer's time zone
+-- and the active window, from the start (a pending subscription accepts events from its
+-- subscription_at on, whether or not billing.activate_subscriptions() has flipped its
+-- status yet) to the termination. Ingestion reads only this table and the catalog, so on
+-- Citus it routes each event to its customer's shard without asking every shard. The
+-- functions that create and terminate subscriptions keep it in step with them.
+CREATE TABLE billing.subscription_directory (
+    external_id text PRIMARY KEY,
+    customer_id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    plan_version_id bigint NOT NULL,
+    timezone text NOT NULL,
+    active_from timestamptz NOT NULL,
+    active_until timestamptz,
+    UNIQUE (customer_id, subscription_id)
+);
 
 INSERT INTO billing.billing_entities (code, name, invoice_prefix) VALUES ('default', 'Default billing entity', 'INV');
 
@@ -216,6 +245,7 @@ BEGIN
             billing._check_currency(coalesce(currency, entity.default_currency)),
             billing._check_timezone(coalesce(timezone, entity.timezone)), entity.id, metadata)
     RETURNING * INTO created;
+    INSERT INTO billing.customer_directory (external_id, customer_id) VALUES (created.external_id, created.id);
     RETURN created;
 END $$;
 
@@ -306,6 +336,7 @@ DECLARE
     charge_index integer := 0;
     metric billing.billable_metrics;
     charge_id bigint;
+    group_keys text[];
     filter jsonb;
 BEGIN
     PERFORM billing._check_label('interval', "interval", enum_range(NULL::billing.billing_interval)::text[]);
@@ -346,13 +377,14 @@ BEGIN
             PERFORM billing._invalid(format('charges[%s].pricing_group_keys must be an array of property names', charge_index),
                 format('got %s', charge -> 'pricing_group_keys'), 'write ["region"]');
         END IF;
+        group_keys := coalesce(ARRAY(SELECT jsonb_array_elements_text(charge -> 'pricing_group_keys')), '{}');
         INSERT INTO billing.charges (plan_version_id, billable_metric_id, price, pay_in_advance, prorated, invoiceable,
                                      min_amount, pricing_group_keys, position)
         VALUES (created.id, metric.id,
                 billing.price(jsonb_build_object('charge_model', charge -> 'charge_model', 'properties', coalesce(charge -> 'properties', '{}')))::jsonb,
                 coalesce((charge ->> 'pay_in_advance')::boolean, false), coalesce((charge ->> 'prorated')::boolean, false),
                 coalesce((charge ->> 'invoiceable')::boolean, true), (charge ->> 'min_amount')::numeric,
-                coalesce(ARRAY(SELECT jsonb_array_elements_text(charge -> 'pricing_group_keys')), '{}'), charge_index)
+                group_keys, charge_index)
         RETURNING id INTO charge_id;
         FOR filter IN SELECT value FROM jsonb_array_elements(coalesce(charge -> 'filters', '[]')) LOOP
             IF jsonb_typeof(filter -> 'values') <> 'object' OR EXISTS (
@@ -383,16 +415,18 @@ LANGUAGE plpgsql AS $$
 DECLARE
     customer_id bigint;
     customer_currency text;
+    customer_timezone text;
     version_id bigint;
     version_number integer;
     plan_currency text;
     created billing.subscriptions;
 BEGIN
     PERFORM billing._check_label('billing_time', billing_time, enum_range(NULL::billing.billing_time)::text[]);
-    SELECT c.id, c.currency INTO customer_id, customer_currency FROM billing.customers c WHERE c.external_id = create_subscription.customer;
+    SELECT d.customer_id INTO customer_id FROM billing.customer_directory d WHERE d.external_id = create_subscription.customer;
     IF NOT FOUND THEN
         PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
     END IF;
+    SELECT c.currency, c.timezone INTO customer_currency, customer_timezone FROM billing.customers c WHERE c.id = customer_id;
     SELECT v.id, v.version, v.currency INTO version_id, version_number, plan_currency FROM billing.plan_versions v JOIN billing.plans p ON p.id = v.plan_id
     WHERE p.code = create_subscription.plan AND (create_subscription.plan_version IS NULL OR v.version = create_subscription.plan_version)
     ORDER BY v.version DESC LIMIT 1;
@@ -412,6 +446,9 @@ BEGIN
             billing_time::billing.billing_time, subscription_at,
             CASE WHEN subscription_at > now() THEN NULL ELSE subscription_at END)
     RETURNING * INTO created;
+    INSERT INTO billing.subscription_directory (external_id, customer_id, subscription_id, plan_version_id, timezone, active_from)
+    VALUES (created.external_id, created.customer_id, created.id, created.plan_version_id, customer_timezone,
+            coalesce(created.started_at, created.subscription_at));
     RETURN created;
 END $$;
 
@@ -420,12 +457,15 @@ RETURNS billing.subscriptions
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
+    entry billing.subscription_directory;
     subscription billing.subscriptions;
 BEGIN
-    SELECT * INTO subscription FROM billing.subscriptions s WHERE s.external_id = terminate_subscription.external_id FOR UPDATE;
+    SELECT * INTO entry FROM billing.subscription_directory d WHERE d.external_id = terminate_subscription.external_id FOR UPDATE;
     IF NOT FOUND THEN
         PERFORM billing._unknown('subscription', external_id, 'check the external_id');
     END IF;
+    SELECT * INTO subscription FROM billing.subscriptions s
+    WHERE s.customer_id = entry.customer_id AND s.id = entry.subscription_id FOR UPDATE;
     IF subscription.status = 'terminated' THEN
         PERFORM billing._raise('55000', format('subscription "%s" is already terminated', external_id),
                                format('terminated at %s', subscription.terminated_at), 'create a new subscription');
@@ -436,7 +476,9 @@ BEGIN
     END IF;
     UPDATE billing.subscriptions s SET status = 'terminated', terminated_at = terminate_subscription.terminated_at,
         started_at = coalesce(s.started_at, s.subscription_at)
-    WHERE s.id = subscription.id RETURNING * INTO subscription;
+    WHERE s.customer_id = entry.customer_id AND s.id = entry.subscription_id RETURNING * INTO subscription;
+    UPDATE billing.subscription_directory d SET active_until = subscription.terminated_at
+    WHERE d.external_id = entry.external_id;
     RETURN subscription;
 END $$;
 
@@ -457,6 +499,8 @@ SELECT pg_catalog.pg_extension_config_dump('billing.charge_filters', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.charge_filters_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.subscriptions_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.customer_directory', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.subscription_directory', '');
 
 REVOKE ALL ON FUNCTION billing._raise(text, text, text, text), billing._invalid(text, text, text), billing._check_label(text, text, text[]),
     billing._check_timezone(text), billing._check_currency(text),
@@ -464,11 +508,16 @@ REVOKE ALL ON FUNCTION billing._raise(text, text, text, text), billing._invalid(
 
 -- Pending subscriptions whose start has come become active (the billing cycle calls this;
 -- pg_cron can too). Ingestion already accepts their events from subscription_at on.
+-- (PL/pgSQL: Citus plans no SQL-language function that reads a distributed table with
+-- parameters.)
 CREATE FUNCTION billing.activate_subscriptions(as_of timestamptz DEFAULT now()) RETURNS integer
-LANGUAGE sql AS $$
-    WITH activated AS (
-        UPDATE billing.subscriptions s SET status = 'active', started_at = s.subscription_at
-        WHERE s.status = 'pending' AND s.subscription_at <= as_of
-        RETURNING 1)
-    SELECT count(*)::integer FROM activated
-$$;
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    activated integer;
+BEGIN
+    UPDATE billing.subscriptions s SET status = 'active', started_at = s.subscription_at
+    WHERE s.status = 'pending' AND s.subscription_at <= as_of;
+    GET DIAGNOSTICS activated = ROW_COUNT;
+    RETURN activated;
+END $$;

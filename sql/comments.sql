@@ -43,6 +43,8 @@ COMMENT ON TABLE billing.plan_versions IS 'One version of a plan''s terms: inter
 COMMENT ON TABLE billing.charges IS 'A billable metric priced on a plan version: price, pay in advance, prorated, invoiceable, minimum amount, pricing group keys.';
 COMMENT ON TABLE billing.charge_filters IS 'Per-filter prices of a charge: events whose properties match the filter''s values use its price.';
 COMMENT ON TABLE billing.subscriptions IS 'A customer on a plan version: external id (the key events carry), status, dates, calendar or anniversary billing.';
+COMMENT ON TABLE billing.customer_directory IS 'Which customer each external customer id names: where that id is unique across all customers (a reference table on Citus). Written by billing.create_customer.';
+COMMENT ON TABLE billing.subscription_directory IS 'Which customer and subscription each external subscription id names, with the time zone and active window ingestion checks events against: where that id is unique, and how an event is routed to its customer (a reference table on Citus). Kept in step by billing.create_subscription and billing.terminate_subscription.';
 COMMENT ON FUNCTION billing.create_billing_entity(text, text, text, text, text, text, integer, integer, jsonb, text) IS 'Creates a billing entity (issuer of invoices).';
 COMMENT ON FUNCTION billing.create_customer(text, text, text, text, text, text, jsonb, text, jsonb) IS 'Creates a customer; currency and time zone default to the billing entity''s.';
 COMMENT ON FUNCTION billing.create_billable_metric(text, text, text, text, boolean, text, integer, jsonb) IS 'Creates a billable metric, validating aggregation, field, recurrence, rounding and filters.';
@@ -63,7 +65,6 @@ COMMENT ON FUNCTION billing._intake_end() IS 'Private: statement trigger ingesti
 COMMENT ON FUNCTION billing.last_intake() IS 'Counts (accepted, duplicates, conflicts, rejected) of the session''s last COPY or INSERT into billing.event_intake.';
 COMMENT ON FUNCTION billing._stored_day(timestamptz, integer) IS 'Private: ts''s UTC day plus margin; raw reads bound events'' stored local day with it (any time zone is within two days).';
 COMMENT ON FUNCTION billing._catalog_changed() IS 'Private: statement trigger on the catalog tables; queues the invalidation that empties every backend''s cached ingestion catalog once the change commits.';
-COMMENT ON VIEW billing._ingest_windows IS 'Private: per subscription, the customer time zone and the active window ingestion checks events against.';
 COMMENT ON FUNCTION billing.ingest_event(text, text, text, timestamptz, jsonb, numeric) IS 'Records one event in the caller''s transaction; returns accepted, duplicate or conflict; raises on invalid input and writes nothing.';
 COMMENT ON FUNCTION billing.ingest_events(jsonb) IS 'Records a JSON array of events; one (index, transaction_id, status, reason) row per event. Rejected events go to billing.rejected_events.';
 COMMENT ON FUNCTION billing.direct_write_status() IS 'Whether ingestion stores batches in billing.events directly (as COPY does) in this session, and if not, why (the setting, the isolation level, a privilege, or a change to the table''s shape).';

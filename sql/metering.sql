@@ -96,23 +96,6 @@ SELECT pg_catalog.pg_extension_config_dump('billing.rejected_events', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.rejected_events_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.event_staging', '');
 
--- Private: what ingestion checks an event's subscription against: its customer's time zone
--- and the instants (microseconds since 2000-01-01 UTC) between which it accepts events,
--- from the start (a pending subscription is active from its subscription_at on, whether or
--- not billing.activate_subscriptions() has flipped its status yet) to the termination.
--- The customer's time zone is read by a probe of its primary key per subscription rather
--- than a join: a subscription lookup then costs two index probes whatever the statistics
--- say (on a customers table never analysed, the join was planned as a hash join over every
--- customer, for each single event a backend had not cached yet).
-CREATE VIEW billing._ingest_windows AS
-SELECT s.external_id, s.id, s.customer_id, s.plan_version_id,
-       (SELECT c.timezone FROM billing.customers c WHERE c.id = s.customer_id) AS timezone,
-       (extract(epoch FROM coalesce(s.started_at, s.subscription_at) - '2000-01-01 UTC'::timestamptz) * 1000000)::bigint
-           AS active_from,
-       (extract(epoch FROM s.terminated_at - '2000-01-01 UTC'::timestamptz) * 1000000)::bigint AS active_until
-FROM billing.subscriptions s;
-REVOKE ALL ON billing._ingest_windows FROM PUBLIC;
-
 -- Ingestion caches the catalog rows it checks events against in each backend; a change to
 -- them queues the invalidation that empties every backend's cache once it commits. ALWAYS:
 -- changes applied by logical replication invalidate too.
@@ -120,7 +103,7 @@ DO $$
 DECLARE
     catalog_table text;
 BEGIN
-    FOREACH catalog_table IN ARRAY ARRAY['customers', 'subscriptions', 'billable_metrics', 'charges', 'charge_filters'] LOOP
+    FOREACH catalog_table IN ARRAY ARRAY['subscription_directory', 'billable_metrics', 'charges', 'charge_filters'] LOOP
         EXECUTE format('CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON billing.%I
                         FOR EACH STATEMENT EXECUTE FUNCTION billing._catalog_changed()', catalog_table);
         EXECUTE format('ALTER TABLE billing.%I ENABLE ALWAYS TRIGGER catalog_changed', catalog_table);

@@ -52,7 +52,7 @@ $$;
 -- the day rollups; unique_count, weighted_sum and unaligned windows read raw events.
 -- `carry_from` is the start of recurring metrics' accumulation (the subscription's start).
 CREATE FUNCTION billing._metric_units(
-    subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text
+    customer_id bigint, subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text
 ) RETURNS TABLE (dims jsonb, units numeric, events_count bigint)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
@@ -77,7 +77,7 @@ BEGIN
               FROM (SELECT ev.dims, ev.properties ->> metric.field_name AS member,
                            coalesce(ev.properties ->> 'operation_type', 'add') AS op, ev."timestamp", ev.id
                     FROM billing.events ev
-                    WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
+                    WHERE ev.customer_id = _metric_units.customer_id AND ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
                       AND ev.local_day BETWEEN first_day AND last_day
                       AND ev."timestamp" BETWEEN window_start AND to_ts) e
               WINDOW w AS (PARTITION BY e.dims, e.member ORDER BY e."timestamp", e.id)) c
@@ -87,12 +87,12 @@ BEGIN
         WITH points AS (
             SELECT ev.dims, from_ts AS at, ev.value AS delta, 0 AS counted
             FROM billing.events ev
-            WHERE metric.recurring AND ev.subscription_id = _metric_units.subscription_id
+            WHERE metric.recurring AND ev.customer_id = _metric_units.customer_id AND ev.subscription_id = _metric_units.subscription_id
               AND ev.billable_metric_id = metric.id AND ev.local_day <= last_day AND ev."timestamp" < from_ts
             UNION ALL
             SELECT ev.dims, ev."timestamp", ev.value, 1
             FROM billing.events ev
-            WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
+            WHERE ev.customer_id = _metric_units.customer_id AND ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
               AND ev.local_day BETWEEN first_day AND last_day AND ev."timestamp" BETWEEN from_ts AND to_ts
         ), steps AS (
             SELECT p.dims, p.at, sum(p.delta) AS delta, sum(p.counted) AS counted FROM points p GROUP BY p.dims, p.at
@@ -113,7 +113,7 @@ BEGIN
                END,
                sum(r.events_count)::bigint
         FROM billing.usage_rollups r
-        WHERE r.subscription_id = _metric_units.subscription_id AND r.billable_metric_id = metric.id
+        WHERE r.customer_id = _metric_units.customer_id AND r.subscription_id = _metric_units.subscription_id AND r.billable_metric_id = metric.id
           AND r.day <= to_day AND (metric.recurring OR r.day >= from_day)
         GROUP BY r.dims;
     ELSE
@@ -127,7 +127,7 @@ BEGIN
                END,
                count(*)
         FROM billing.events ev
-        WHERE ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
+        WHERE ev.customer_id = _metric_units.customer_id AND ev.subscription_id = _metric_units.subscription_id AND ev.billable_metric_id = metric.id
           AND ev.local_day BETWEEN first_day AND last_day AND ev."timestamp" BETWEEN window_start AND to_ts
         GROUP BY ev.dims;
     END IF;
@@ -140,7 +140,7 @@ END $$;
 -- added (or the window's first day) to the day it was removed (or the window's last day).
 -- The caller divides by the days of the billing period (billing._prorate).
 CREATE FUNCTION billing._metric_day_units(
-    subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text
+    customer_id bigint, subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text
 ) RETURNS TABLE (dims jsonb, day_units numeric, events_count bigint)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
@@ -157,7 +157,7 @@ BEGIN
                    coalesce(e.properties ->> 'operation_type', 'add') AS op, e."timestamp", e.id,
                    (e."timestamp" AT TIME ZONE timezone)::date AS day
             FROM billing.events e
-            WHERE e.subscription_id = _metric_day_units.subscription_id AND e.billable_metric_id = metric.id
+            WHERE e.customer_id = _metric_day_units.customer_id AND e.subscription_id = _metric_day_units.subscription_id AND e.billable_metric_id = metric.id
               AND e.local_day <= last_day AND e."timestamp" <= to_ts
         ), changes AS (
             -- The events that change a member's state (as billing._metric_units counts them).
@@ -181,14 +181,14 @@ BEGIN
         RETURN QUERY
         SELECT r.dims, sum(r.value_sum * (to_day - greatest(r.day, from_day) + 1)), sum(r.events_count)::bigint
         FROM billing.usage_rollups r
-        WHERE r.subscription_id = _metric_day_units.subscription_id AND r.billable_metric_id = metric.id AND r.day <= to_day
+        WHERE r.customer_id = _metric_day_units.customer_id AND r.subscription_id = _metric_day_units.subscription_id AND r.billable_metric_id = metric.id AND r.day <= to_day
         GROUP BY r.dims;
     ELSE
         RETURN QUERY
         SELECT e.dims, coalesce(sum(e.value * (to_day - greatest((e."timestamp" AT TIME ZONE timezone)::date, from_day) + 1)), 0),
                count(*)
         FROM billing.events e
-        WHERE e.subscription_id = _metric_day_units.subscription_id AND e.billable_metric_id = metric.id
+        WHERE e.customer_id = _metric_day_units.customer_id AND e.subscription_id = _metric_day_units.subscription_id AND e.billable_metric_id = metric.id
           AND e.local_day <= last_day AND e."timestamp" <= to_ts
         GROUP BY e.dims;
     END IF;
@@ -205,27 +205,36 @@ $$;
 -- Event values in timestamp order per dimension set, for charges priced per event
 -- (percentage, dynamic). For a recurring metric the caller passes from_ts '-infinity', so
 -- the carried-in events are priced like the units count them.
+-- (PL/pgSQL: Citus plans no SQL-language function that reads a distributed table with
+-- parameters.)
 CREATE FUNCTION billing._metric_event_values(
-    subscription_id bigint, metric_id bigint, from_ts timestamptz, to_ts timestamptz, dynamic boolean
+    customer_id bigint, subscription_id bigint, metric_id bigint, from_ts timestamptz, to_ts timestamptz, dynamic boolean
 ) RETURNS TABLE (dims jsonb, event_values numeric[])
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    RETURN QUERY
     SELECT ev.dims, array_agg(CASE WHEN dynamic THEN coalesce(ev.precise_total_amount_cents, 0) ELSE coalesce(ev.value, 1) END
                               ORDER BY ev."timestamp", ev.id)
     FROM billing.events ev
-    WHERE ev.subscription_id = _metric_event_values.subscription_id AND ev.billable_metric_id = metric_id
+    WHERE ev.customer_id = _metric_event_values.customer_id AND ev.subscription_id = _metric_event_values.subscription_id
+      AND ev.billable_metric_id = metric_id
       AND ev.local_day BETWEEN billing._stored_day(from_ts, -2) AND billing._stored_day(to_ts, 2)
       AND ev."timestamp" BETWEEN from_ts AND to_ts
-    GROUP BY ev.dims
-$$;
+    GROUP BY ev.dims;
+END $$;
 
 -- The subscription with this external id, or 23503.
 CREATE FUNCTION billing._subscription(external_id text) RETURNS billing.subscriptions
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
+    entry billing.subscription_directory;
     found_subscription billing.subscriptions;
 BEGIN
-    SELECT * INTO found_subscription FROM billing.subscriptions s WHERE s.external_id = external_id;
+    SELECT * INTO entry FROM billing.subscription_directory d WHERE d.external_id = external_id;
+    SELECT * INTO found_subscription FROM billing.subscriptions s
+    WHERE s.customer_id = entry.customer_id AND s.id = entry.subscription_id;
     IF NOT FOUND THEN
         PERFORM billing._unknown('subscription', external_id, 'check the external_subscription_id');
     END IF;
@@ -266,12 +275,12 @@ BEGIN
         WITH per_dims AS (
             SELECT u.dims, u.units, u.events_count, billing._charge_filter(ch.id, u.dims) AS filter_id,
                    billing._group_key(ch.pricing_group_keys, u.dims) AS grouped_by
-            FROM billing._metric_units(sub.id, metric, window_from, window_to, cust.timezone) u
+            FROM billing._metric_units(sub.customer_id, sub.id, metric, window_from, window_to, cust.timezone) u
             WHERE NOT ch.prorated
             UNION ALL
             SELECT u.dims, u.day_units, u.events_count, billing._charge_filter(ch.id, u.dims),
                    billing._group_key(ch.pricing_group_keys, u.dims)
-            FROM billing._metric_day_units(sub.id, metric, window_from, window_to, cust.timezone) u
+            FROM billing._metric_day_units(sub.customer_id, sub.id, metric, window_from, window_to, cust.timezone) u
             WHERE ch.prorated
         ), buckets AS (
             SELECT p.filter_id, p.grouped_by, sum(p.units) AS units, sum(p.events_count)::bigint AS events_count
@@ -285,7 +294,7 @@ BEGIN
             SELECT billing._charge_filter(ch.id, v.dims) AS filter_id, billing._group_key(ch.pricing_group_keys, v.dims) AS grouped_by,
                    array_agg(x ORDER BY v.ord, x.ord) AS event_values
             FROM (SELECT ev.*, row_number() OVER () AS ord
-                  FROM billing._metric_event_values(sub.id, metric.id, CASE WHEN metric.recurring THEN '-infinity' ELSE window_from END,
+                  FROM billing._metric_event_values(sub.customer_id, sub.id, metric.id, CASE WHEN metric.recurring THEN '-infinity' ELSE window_from END,
                                                     window_to, model = 'dynamic') ev
                   WHERE model IN ('percentage', 'dynamic')) v,
                  unnest(v.event_values) WITH ORDINALITY x(x, ord)
@@ -312,14 +321,15 @@ LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
     sub billing.subscriptions;
+    cust billing.customers;
 BEGIN
     sub := billing._subscription(external_subscription_id);
     IF window_from > window_to THEN
         PERFORM billing._invalid('window_from is after window_to', format('got %s and %s', window_from, window_to),
             'give the window''s first and last instant');
     END IF;
-    RETURN QUERY SELECT * FROM billing._usage(sub, (SELECT c FROM billing.customers c WHERE c.id = sub.customer_id),
-                                              window_from, window_to);
+    SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
+    RETURN QUERY SELECT * FROM billing._usage(sub, cust, window_from, window_to);
 END $$;
 
 -- Usage of the open billing period (from the later of the period start and the
@@ -349,7 +359,7 @@ END $$;
 REVOKE ALL ON FUNCTION billing._subscription(text), billing._charge_filter(bigint, jsonb), billing._group_key(text[], jsonb),
     billing._usage(billing.subscriptions, billing.customers, timestamptz, timestamptz),
     billing._round_units(numeric, text, integer), billing._stored_day(timestamptz, integer),
-    billing._metric_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text),
-    billing._metric_day_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text), billing._prorate(numeric, integer),
-    billing._metric_event_values(bigint, bigint, timestamptz, timestamptz, boolean),
+    billing._metric_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text),
+    billing._metric_day_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text), billing._prorate(numeric, integer),
+    billing._metric_event_values(bigint, bigint, bigint, timestamptz, timestamptz, boolean),
     billing._period_dates(text, text, date, date) FROM PUBLIC;

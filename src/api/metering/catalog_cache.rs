@@ -10,7 +10,9 @@
 //! first takes the messages already queued, so it sees every catalog change committed
 //! before it started. Unknown keys are not cached: they are looked up again next time.
 
+use crate::base::error::{BillingError, ErrorKind};
 use crate::domain::metering::event::CatalogSnapshot;
+use crate::pg::error_report::raise;
 use crate::pg::invalidation;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -32,6 +34,8 @@ pub struct CachedCatalog {
     id_sequence: Option<pg_sys::Oid>,
     /// The invalidation generation the rows were read under.
     generation: u64,
+    /// Whether the schema's version was checked under that generation (false in a new backend).
+    schema_checked: bool,
 }
 
 impl CachedCatalog {
@@ -52,10 +56,30 @@ pub fn take() -> CachedCatalog {
     unsafe { pg_sys::AcceptInvalidationMessages() };
     let generation = invalidation::generation();
     let cached = CACHED.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    if cached.generation == generation && cached.catalog.subscriptions.len() <= MAX_CACHED_SUBSCRIPTIONS {
+    if cached.schema_checked && cached.generation == generation && cached.catalog.subscriptions.len() <= MAX_CACHED_SUBSCRIPTIONS {
         cached
     } else {
-        CachedCatalog { generation, ..CachedCatalog::default() }
+        check_schema_version();
+        CachedCatalog { generation, schema_checked: true, ..CachedCatalog::default() }
+    }
+}
+
+/// The library serves the schema of its own version: ingestion into a database still on an
+/// earlier one (the new build installed, `ALTER EXTENSION pg_billing UPDATE` not run yet)
+/// would read tables that are not there yet, so it stops with the fix instead. Checked when
+/// the cached catalog is reloaded (an update invalidates it).
+fn check_schema_version() {
+    let library = env!("CARGO_PKG_VERSION");
+    let schema = Spi::get_one::<String>("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_billing'")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if schema != library {
+        raise(
+            BillingError::new(ErrorKind::WrongState, format!("this database has the pg_billing {schema} schema, the server's library is {library}"))
+                .detail("ingestion needs the schema of the installed library")
+                .hint(format!("run ALTER EXTENSION pg_billing UPDATE (to {library}) in this database")),
+        );
     }
 }
 

@@ -258,7 +258,7 @@ SELECT string_agg(transaction_id, ' ' ORDER BY id) FROM billing.events WHERE tra
 DROP ROLE IF EXISTS regress_pg_billing_ingester;
 CREATE ROLE regress_pg_billing_ingester;
 GRANT USAGE ON SCHEMA billing TO regress_pg_billing_ingester;
-GRANT SELECT ON billing._ingest_windows, billing.billable_metrics, billing.charges, billing.charge_filters TO regress_pg_billing_ingester;
+GRANT SELECT ON billing.subscription_directory, billing.billable_metrics, billing.charges, billing.charge_filters TO regress_pg_billing_ingester;
 GRANT SELECT, INSERT ON billing.events TO regress_pg_billing_ingester;
 GRANT USAGE ON SEQUENCE billing.events_id_seq TO regress_pg_billing_ingester;
 GRANT SELECT, INSERT, UPDATE ON billing.usage_rollups TO regress_pg_billing_ingester;
