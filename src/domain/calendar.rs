@@ -53,6 +53,7 @@ impl Interval {
             "yearly" => Interval::Yearly,
             other => {
                 return Err(BillingError::invalid(format!("unknown interval \"{other}\""))
+                    .detail(format!("got {other}"))
                     .hint("use weekly, monthly, quarterly, semiannual or yearly"))
             }
         })
@@ -85,6 +86,7 @@ impl BillingTime {
             "anniversary" => Ok(BillingTime::Anniversary),
             other => {
                 Err(BillingError::invalid(format!("unknown billing_time \"{other}\""))
+                    .detail(format!("got {other}"))
                     .hint("use calendar or anniversary"))
             }
         }
