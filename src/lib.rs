@@ -33,6 +33,7 @@ pgrx::extension_sql_file!(
     requires =
         ["metering", api::usage::_period_dates, api::price::functions::amount, api::price::functions::amount_of_events]
 );
+pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["usage"]);
 pgrx::extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[pgrx::pg_guard]

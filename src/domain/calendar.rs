@@ -84,11 +84,9 @@ impl BillingTime {
         match text {
             "calendar" => Ok(BillingTime::Calendar),
             "anniversary" => Ok(BillingTime::Anniversary),
-            other => {
-                Err(BillingError::invalid(format!("unknown billing_time \"{other}\""))
-                    .detail(format!("got {other}"))
-                    .hint("use calendar or anniversary"))
-            }
+            other => Err(BillingError::invalid(format!("unknown billing_time \"{other}\""))
+                .detail(format!("got {other}"))
+                .hint("use calendar or anniversary")),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Which catalog state a backend's cached lookups were made under: a generation counter
 //! that every relcache invalidation bumps (PostgreSQL delivers them at transaction start,
 //! on taking a lock, and when asked), and what is cached per generation here (whether
-//! Citus is installed). Callers compare generations to tell a stale value.
+//! Citus is installed, and whether it distributes a table). Callers compare generations to tell a stale value.
 
 use pgrx::pg_sys;
 use std::cell::Cell;
@@ -11,6 +11,8 @@ thread_local! {
     static GENERATION: Cell<u64> = const { Cell::new(0) };
     /// Whether Citus was installed, and the generation that was looked up under.
     static CITUS: Cell<Option<(u64, bool)>> = const { Cell::new(None) };
+    /// Whether a relation was distributed by Citus (relation, generation, answer).
+    static DISTRIBUTED: Cell<Option<(pg_sys::Oid, u64, bool)>> = const { Cell::new(None) };
 }
 
 /// The invalidation generation: a value looked up in the system catalogs under an older
@@ -30,6 +32,30 @@ pub fn citus_installed() -> bool {
             let installed = unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) } != pg_sys::InvalidOid;
             CITUS.with(|c| c.set(Some((generation(), installed))));
             installed
+        }
+    }
+}
+
+/// Whether Citus distributes `relid` (a distributed or reference table of a Citus
+/// coordinator): its rows are in shards on the workers, not in the local heap, and statements
+/// over it must be ones Citus can plan. Looked up in Citus's metadata once per invalidation
+/// generation (distributing a table invalidates it). Must run inside a transaction.
+pub fn distributed_by_citus(relid: pg_sys::Oid) -> bool {
+    if !citus_installed() {
+        return false;
+    }
+    match DISTRIBUTED.with(Cell::get) {
+        Some((seen_relid, seen, distributed)) if seen_relid == relid && seen == generation() => distributed,
+        _ => {
+            let distributed = pgrx::Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = $1)",
+                &[relid.into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+            DISTRIBUTED.with(|c| c.set(Some((relid, generation(), distributed))));
+            distributed
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum Planning {
     Generic,
     /// A plan fitted to an input of this many rows (generic for a few rows).
     ForRows(usize),
+    /// A plan made for each call's values: for planners that cannot plan the statement
+    /// without them (Citus, for a statement that is not routed to one shard).
+    Custom,
 }
 
 impl Planning {
@@ -34,6 +37,7 @@ impl Planning {
         match self {
             Planning::Generic => true,
             Planning::ForRows(rows) => rows <= GENERIC_PLAN_MAX_ROWS,
+            Planning::Custom => false,
         }
     }
 }

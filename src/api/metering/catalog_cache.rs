@@ -56,7 +56,10 @@ pub fn take() -> CachedCatalog {
     unsafe { pg_sys::AcceptInvalidationMessages() };
     let generation = invalidation::generation();
     let cached = CACHED.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    if cached.schema_checked && cached.generation == generation && cached.catalog.subscriptions.len() <= MAX_CACHED_SUBSCRIPTIONS {
+    if cached.schema_checked
+        && cached.generation == generation
+        && cached.catalog.subscriptions.len() <= MAX_CACHED_SUBSCRIPTIONS
+    {
         cached
     } else {
         check_schema_version();
@@ -76,9 +79,12 @@ fn check_schema_version() {
         .unwrap_or_default();
     if schema != library {
         raise(
-            BillingError::new(ErrorKind::WrongState, format!("this database has the pg_billing {schema} schema, the server's library is {library}"))
-                .detail("ingestion needs the schema of the installed library")
-                .hint(format!("run ALTER EXTENSION pg_billing UPDATE (to {library}) in this database")),
+            BillingError::new(
+                ErrorKind::WrongState,
+                format!("this database has the pg_billing {schema} schema, the server's library is {library}"),
+            )
+            .detail("ingestion needs the schema of the installed library")
+            .hint(format!("run ALTER EXTENSION pg_billing UPDATE (to {library}) in this database")),
         );
     }
 }

@@ -10,6 +10,7 @@ use crate::domain::metering::event::{
 };
 use crate::domain::metering::rollup::{DayRollups, ExactSum, StoredEvent};
 use crate::pg::date::to_date;
+use crate::pg::invalidation;
 use crate::pg::jsonb::{JsonbRef, PgJsonb};
 use crate::pg::numeric::from_decimal;
 use crate::pg::spi_plans::{execute, Planning};
@@ -54,11 +55,27 @@ const INSERT_SQL: &str = insert_events!(
     "unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[], $6::jsonb[],
             $7::numeric[], $8::numeric[], $9::text[], $10::date[], $11::bigint[])"
 );
-/// One event, one value per column: unnesting one-element arrays cost about a third of
-/// a single event's statement.
-const INSERT_ONE_SQL: &str = insert_events!(
-    "(VALUES ($1::bigint, $2::bigint, $3::text, $4::bigint, $5::timestamptz, $6::jsonb, $7::numeric,
-             $8::numeric, $9::text, $10::date, $11::bigint))"
+/// One event, one value per column (unnesting one-element arrays cost about a third of a
+/// single event's statement), as plain VALUES: on Citus a statement the router sends to the
+/// event's shard with a generic plan, which no INSERT ... SELECT with parameters is.
+const INSERT_ONE_SQL: &str = "INSERT INTO billing.events AS e (id, customer_id, subscription_id, transaction_id,
+                                  billable_metric_id, \"timestamp\", local_day, properties, value,
+                                  precise_total_amount_cents, dims)
+     OVERRIDING SYSTEM VALUE
+     VALUES ($11::bigint, $1::bigint, $2::bigint, $3::text, $4::bigint, $5::timestamptz, $10::date,
+             coalesce($6::jsonb, '{}'), $7::numeric, $8::numeric, coalesce($9::text::jsonb, '{}'))
+     ON CONFLICT (transaction_id, subscription_id, customer_id) DO NOTHING
+     RETURNING e.id, e.local_day";
+/// A batch's events on Citus, planned for its arrays on every call (Citus plans no INSERT ...
+/// SELECT with parameters generically), in a CTE: Citus's INSERT ... SELECT ... RETURNING
+/// through SPI fails its tuple count check when a key already exists, and a CTE's does not.
+const INSERT_DISTRIBUTED_SQL: &str = concat!(
+    "WITH stored AS (",
+    insert_events!(
+        "unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[], $6::jsonb[],
+                $7::numeric[], $8::numeric[], $9::text[], $10::date[], $11::bigint[])"
+    ),
+    ") SELECT s.id, s.local_day FROM stored s"
 );
 
 /// Folds rollups from `$rows`, a row source of (customer_id, subscription_id,
@@ -78,8 +95,15 @@ macro_rules! upsert_rollups {
              FROM ",
             $rows,
             " AS n(customer_id, subscription_id, billable_metric_id, day, dims, events_count, value_sum, value_max,
-                   latest_at, latest_event_id, latest_value)
-             ON CONFLICT (customer_id, subscription_id, billable_metric_id, day, dims, slot) DO UPDATE SET
+                   latest_at, latest_event_id, latest_value) ",
+            fold_rollup!()
+        )
+    };
+}
+/// What a rollup row already stored becomes with the one being added.
+macro_rules! fold_rollup {
+    () => {
+        "ON CONFLICT (customer_id, subscription_id, billable_metric_id, day, dims, slot) DO UPDATE SET
                  events_count = r.events_count + excluded.events_count,
                  value_sum = r.value_sum + excluded.value_sum,
                  value_max = greatest(r.value_max, excluded.value_max),
@@ -88,7 +112,6 @@ macro_rules! upsert_rollups {
                                         THEN excluded.latest_event_id ELSE r.latest_event_id END,
                  latest_value = CASE WHEN (excluded.latest_at, excluded.latest_event_id) > (r.latest_at, r.latest_event_id)
                                      THEN excluded.latest_value ELSE r.latest_value END"
-        )
     };
 }
 /// Many rollup rows, one array per column.
@@ -96,10 +119,13 @@ const ROLLUP_SQL: &str = upsert_rollups!(
     "unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::date[], $5::text[], $6::bigint[], $7::numeric[],
             $8::numeric[], $9::timestamptz[], $10::bigint[], $11::numeric[])"
 );
-/// One rollup row, one value per column.
-const ROLLUP_ONE_SQL: &str = upsert_rollups!(
-    "(VALUES ($1::bigint, $2::bigint, $3::bigint, $4::date, $5::text, $6::bigint, $7::numeric, $8::numeric,
-             $9::timestamptz, $10::bigint, $11::numeric))"
+/// One rollup row, one value per column, as plain VALUES (routed to one shard on Citus).
+const ROLLUP_ONE_SQL: &str = concat!(
+    "INSERT INTO billing.usage_rollups AS r (customer_id, subscription_id, billable_metric_id, day, dims, slot,
+                                           events_count, value_sum, value_max, latest_at, latest_event_id, latest_value)
+     VALUES ($1::bigint, $2::bigint, $3::bigint, $4::date, coalesce($5::text::jsonb, '{}'), $12::smallint, $6::bigint,
+             $7::numeric, $8::numeric, $9::timestamptz, $10::bigint, $11::numeric) ",
+    fold_rollup!()
 );
 /// One event and its day rollup in one statement (a lone event, whose rollup nothing else
 /// adds to, stored in a table without triggers or rules): the event as `INSERT_ONE_SQL` stores it, then, if it was stored, its rollup as
@@ -120,6 +146,10 @@ const INSERT_ONE_AND_FOLD_SQL: &str = concat!(
     " RETURNING $11::bigint, r.day"
 );
 const EXISTING_SQL: &str = include_str!("../../../sql/ingest_existing.sql");
+/// The stored payload of one key ($1-$3) that already existed, at position $4: a probe of
+/// the key's index, routed to the customer's shard on Citus.
+const EXISTING_ONE_SQL: &str = "SELECT $4::integer, e.billable_metric_id, e.\"timestamp\", e.properties, e.precise_total_amount_cents
+     FROM billing.events e WHERE e.transaction_id = $1::text AND e.subscription_id = $2::bigint AND e.customer_id = $3::bigint";
 const REJECT_SQL: &str = include_str!("../../../sql/ingest_reject.sql");
 
 pub static FUTURE_MARGIN_SECONDS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(86_400);
@@ -298,20 +328,21 @@ enum Statement {
     Many,
     /// One event and its day rollup.
     OneAndItsRollup,
+    /// Several events into a table Citus distributes.
+    Distributed,
+}
+
+/// Whether Citus distributes billing.events (billing.distribute() ran): its statements are
+/// then ones Citus can plan and route, and no batch is stored below the statement level.
+fn distributed() -> bool {
+    // SAFETY: looks up pg_billing's own table inside a transaction.
+    invalidation::distributed_by_citus(unsafe { table_access::billing_table(bulk_store::EVENTS.table) })
 }
 
 /// Validated events to store, each with its position in the input.
 struct NewEvents<'a>(Vec<(usize, ValidEvent<JsonbRef<'a>>)>);
 
 impl<'a> NewEvents<'a> {
-    fn column<'d, T: IntoDatum + 'd>(
-        &self,
-        positions: &[usize],
-        field: impl Fn(&ValidEvent<JsonbRef<'a>>) -> T,
-    ) -> DatumWithOid<'d> {
-        positions.iter().map(|&p| field(&self.0[p].1)).collect::<Vec<T>>().into()
-    }
-
     /// Stores the events, their ids from `id_sequence`, and adds the new ones to `rollups`,
     /// or, for a lone event when `fold_lone_event`, folds its rollup in the statement that
     /// stores it (unless billing.events has triggers or rules, whose writes to the rollups
@@ -321,7 +352,14 @@ impl<'a> NewEvents<'a> {
         // Each event's dimension set as text, made once for the insert and the rollup key.
         let dims: Vec<Option<String>> = self.0.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect();
         let ids = bulk_store::allocate_ids(&self.0, id_sequence);
-        if fold_lone_event && self.0.len() == 1 && !table_access::has_triggers_or_rules(bulk_store::EVENTS.table) {
+        let lone = self.0.len() == 1;
+        if distributed() {
+            let storage =
+                self.insert_with_statement(&dims, &ids, if lone { Statement::One } else { Statement::Distributed });
+            self.add_stored(&storage, &dims, &ids, rollups);
+            return storage;
+        }
+        if fold_lone_event && lone && !table_access::has_triggers_or_rules(bulk_store::EVENTS.table) {
             return self.insert_with_statement(&dims, &ids, Statement::OneAndItsRollup);
         }
         let storage = match bulk_store::store(&self.0, &dims, &ids) {
@@ -329,14 +367,18 @@ impl<'a> NewEvents<'a> {
             BulkOutcome::NotApplicable if self.0.len() == 1 => self.insert_with_statement(&dims, &ids, Statement::One),
             BulkOutcome::NotApplicable => self.insert_with_statement(&dims, &ids, Statement::Many),
         };
+        self.add_stored(&storage, &dims, &ids, rollups);
+        storage
+    }
+
+    /// Adds the events stored to the rollups still to write.
+    fn add_stored(&self, storage: &[Storage], dims: &[Option<String>], ids: &[i64], rollups: &mut DayRollups) {
         for (p, found) in storage.iter().enumerate() {
             let Storage::Stored { day } = *found else { continue };
             let event = &self.0[p].1;
             let key = (event.customer_id, event.subscription_id, event.billable_metric_id, day, dims[p].clone());
-            let stored_event = StoredEvent { key, id: ids[p], timestamp: event.timestamp, value: event.value };
-            rollups.add(stored_event);
+            rollups.add(StoredEvent { key, id: ids[p], timestamp: event.timestamp, value: event.value });
         }
-        storage
     }
 
     /// The events' customer-local days, as the direct path computes them.
@@ -366,19 +408,20 @@ impl<'a> NewEvents<'a> {
             argument(self.local_days()),
             argument(ids.to_vec()),
         ];
-        let statement = match statement {
-            Statement::One => INSERT_ONE_SQL,
-            Statement::Many => INSERT_SQL,
+        let (statement, planning) = match statement {
+            Statement::One => (INSERT_ONE_SQL, Planning::Generic),
+            Statement::Many => (INSERT_SQL, Planning::Generic),
+            Statement::Distributed => (INSERT_DISTRIBUTED_SQL, Planning::Custom),
             Statement::OneAndItsRollup => {
                 args.push(writer_slot().into());
-                INSERT_ONE_AND_FOLD_SQL
+                (INSERT_ONE_AND_FOLD_SQL, Planning::Generic)
             }
         };
         // The ids were chosen here, so a stored row's id says which event it is.
         let position: HashMap<i64, usize> = ids.iter().enumerate().map(|(p, &id)| (id, p)).collect();
         let mut days = vec![None; self.0.len()];
         let rows = Spi::connect(|_| {
-            execute(statement, &args, Planning::Generic, |row| {
+            execute(statement, &args, planning, |row| {
                 (position[&row.get::<i64>(1).unwrap()], row.get::<Date>(2).unwrap())
             })
         });
@@ -404,12 +447,18 @@ impl<'a> NewEvents<'a> {
     /// For positions whose key already existed: (position, same payload as stored?).
     fn compare_with_stored(&self, positions: &[usize]) -> Vec<(usize, bool)> {
         let args = [
-            self.column(positions, |e| e.transaction_id.clone()),
-            self.column(positions, |e| e.subscription_id),
-            positions.iter().map(|&p| p as i32).collect::<Vec<i32>>().into(),
+            argument(positions.iter().map(|&p| self.0[p].1.transaction_id.clone()).collect()),
+            argument(positions.iter().map(|&p| self.0[p].1.subscription_id).collect()),
+            argument(positions.iter().map(|&p| self.0[p].1.customer_id).collect()),
+            argument(positions.iter().map(|&p| p as i32).collect()),
         ];
+        let (statement, planning) = match positions.len() {
+            1 => (EXISTING_ONE_SQL, Planning::Generic),
+            _ if distributed() => (EXISTING_SQL, Planning::Custom),
+            n => (EXISTING_SQL, Planning::ForRows(n)),
+        };
         Spi::connect(|_| {
-            execute(EXISTING_SQL, &args, Planning::ForRows(positions.len()), |row| {
+            execute(statement, &args, planning, |row| {
                 let position = row.get::<i32>(1).unwrap() as usize;
                 let properties: PgJsonb = row.get(4).expect("stored properties are never null");
                 let timestamp = row.get::<TimestampWithTimeZone>(3).unwrap().into();
@@ -471,8 +520,12 @@ fn upsert_rollups(rollups: &DayRollups) {
         argument(sums.iter().map(|r| r.latest_value.map(from_decimal)).collect()),
         writer_slot().into(),
     ];
-    let statement = if keys.len() == 1 { ROLLUP_ONE_SQL } else { ROLLUP_SQL };
-    execute(statement, &args, Planning::Generic, |_| ());
+    let (statement, planning) = match keys.len() {
+        1 => (ROLLUP_ONE_SQL, Planning::Generic),
+        _ if distributed() => (ROLLUP_SQL, Planning::Custom),
+        _ => (ROLLUP_SQL, Planning::Generic),
+    };
+    execute(statement, &args, planning, |_| ());
 }
 
 /// An argument of a statement that has a one-row form (one value per column) and a

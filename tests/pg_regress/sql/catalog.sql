@@ -124,3 +124,7 @@ SELECT * FROM billing.period_bounds('daily', 'calendar', '2026-01-01', now());
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM billing.period_bounds('monthly', 'calendar', '2026-01-01', now(), 'Nowhere/City');
 \echo :LAST_ERROR_SQLSTATE
+
+-- Scale-out needs Citus in the database: without it billing.distribute() refuses.
+SELECT * FROM billing.distribute();
+\echo :LAST_ERROR_SQLSTATE

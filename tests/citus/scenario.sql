@@ -1,0 +1,125 @@
+-- The Citus tier's scenario, run on one server and on a distributed Citus cluster: every
+-- line it prints must be the same on both. Three customers in three time zones (so in
+-- different shards), events through every ingestion path with accepted, duplicate,
+-- conflicting and rejected ones, a rolled-back caller, and usage priced from the rollups
+-- and from raw events, checked against a recomputation from the stored events.
+\set VERBOSITY terse
+SET client_min_messages = warning;
+SET TimeZone = 'UTC';
+
+SELECT external_id, currency, timezone FROM billing.create_customer('acme', 'Acme', 'EUR', 'Europe/Paris');
+SELECT external_id FROM billing.create_customer('tokyo-ai', 'Tokyo AI', 'EUR', 'Asia/Tokyo');
+SELECT external_id FROM billing.create_customer('nyc-labs', 'NYC Labs', 'EUR', 'America/New_York');
+SELECT code FROM billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens', filters => '{"model": ["small", "large"]}');
+SELECT code FROM billing.create_billable_metric('calls', 'Calls', 'count');
+SELECT code FROM billing.create_billable_metric('users', 'Users', 'unique_count', 'user');
+SELECT code FROM billing.create_billable_metric('payments', 'Payments', 'sum', 'amount');
+SELECT version FROM billing.create_plan('api', 'API', 'monthly', 49, 'EUR', '[
+  {"billable_metric_code": "tokens", "charge_model": "graduated", "pricing_group_keys": ["project"],
+   "properties": {"graduated_ranges": [{"from_value": 0, "to_value": 100, "per_unit_amount": "0.02", "flat_amount": "1"},
+                                       {"from_value": 101, "to_value": null, "per_unit_amount": "0.01", "flat_amount": "0"}]},
+   "filters": [{"values": {"model": ["large"]}, "properties": {"graduated_ranges": [
+                 {"from_value": 0, "to_value": null, "per_unit_amount": "0.05", "flat_amount": "0"}]}}]},
+  {"billable_metric_code": "calls", "charge_model": "package", "properties": {"amount": "3", "package_size": 10, "free_units": 5}},
+  {"billable_metric_code": "users", "charge_model": "standard", "properties": {"amount": "4"}},
+  {"billable_metric_code": "payments", "charge_model": "percentage", "properties": {"rate": "2.5", "fixed_amount": "0.3"}}]');
+SELECT external_id, status FROM billing.create_subscription('sub-acme', 'acme', 'api', '2026-01-01 00:00+01');
+SELECT external_id, status FROM billing.create_subscription('sub-tokyo', 'tokyo-ai', 'api', '2026-02-15 00:00+09', 'anniversary');
+SELECT external_id, status FROM billing.create_subscription('sub-nyc', 'nyc-labs', 'api', '2026-03-10 12:00-05');
+-- (An external id is unique across customers; Citus names the shard's index: SQLSTATE only.)
+\set VERBOSITY sqlstate
+SELECT billing.create_subscription('sub-acme', 'tokyo-ai', 'api');
+\set VERBOSITY terse
+
+-- Single events: accepted, the exact replay a duplicate, a changed payload a conflict, an
+-- unknown subscription an error; one in a rolled-back transaction leaves nothing.
+SELECT billing.ingest_event('sub-acme', 'tokens', 's-1', '2026-03-02 10:00+00', '{"tokens": 70, "model": "small", "project": "chat"}');
+SELECT billing.ingest_event('sub-acme', 'tokens', 's-1', '2026-03-02 10:00+00', '{"tokens": 70, "model": "small", "project": "chat"}');
+SELECT billing.ingest_event('sub-acme', 'tokens', 's-1', '2026-03-02 10:00+00', '{"tokens": 71, "model": "small", "project": "chat"}');
+SELECT billing.ingest_event('sub-nope', 'tokens', 's-2', '2026-03-02 10:00+00', '{"tokens": 1}');
+BEGIN;
+SELECT billing.ingest_event('sub-tokyo', 'tokens', 'rolled-back', '2026-03-02 10:00+00', '{"tokens": 1000, "model": "small", "project": "chat"}');
+ROLLBACK;
+SELECT billing.ingest_event('sub-tokyo', 'calls', 's-3', '2026-02-28 23:30:00+00');
+SELECT billing.ingest_event('sub-nyc', 'payments', 's-4', '2026-03-10 17:00+00', '{"amount": "120.50"}');
+
+-- A batch over the three customers: new events, replays, a conflict, rejects.
+SELECT index, transaction_id, status, reason FROM billing.ingest_events((
+  SELECT jsonb_agg(e ORDER BY n) FROM (
+    SELECT n, jsonb_build_object(
+             'external_subscription_id', (ARRAY['sub-acme', 'sub-tokyo', 'sub-nyc'])[n % 3 + 1],
+             'code', (ARRAY['tokens', 'calls', 'users', 'payments'])[n % 4 + 1],
+             'transaction_id', 'b-' || n,
+             'timestamp', '2026-03-' || lpad((10 + n % 19)::text, 2, '0') || 'T' || lpad((n % 24)::text, 2, '0') || ':15:00Z',
+             'properties', jsonb_build_object('tokens', n * 7 % 50, 'model', CASE WHEN n % 5 = 0 THEN 'large' ELSE 'small' END,
+                                              'project', 'p' || n % 2, 'user', 'u' || n % 6, 'amount', (n * 13 % 200) || '.25')) AS e
+    FROM generate_series(1, 60) n
+    UNION ALL SELECT 61, '{"external_subscription_id": "sub-acme", "code": "tokens", "transaction_id": "s-1", "timestamp": "2026-03-02T10:00:00Z", "properties": {"tokens": 70, "model": "small", "project": "chat"}}'
+    UNION ALL SELECT 62, '{"external_subscription_id": "sub-acme", "code": "tokens", "transaction_id": "s-1", "timestamp": "2026-03-02T10:00:00Z", "properties": {"tokens": 9, "model": "small", "project": "chat"}}'
+    UNION ALL SELECT 63, '{"external_subscription_id": "sub-gone", "code": "tokens", "transaction_id": "r-1"}'
+    UNION ALL SELECT 64, '{"external_subscription_id": "sub-nyc", "code": "tokens", "transaction_id": "r-2", "properties": {"tokens": "many"}}'
+  ) s))
+WHERE status <> 'accepted' OR index % 10 = 0 ORDER BY index;
+-- The same batch again: every event a duplicate now, bar the conflict and the rejects.
+SELECT status, count(*) FROM billing.ingest_events((
+  SELECT jsonb_agg(jsonb_build_object(
+             'external_subscription_id', (ARRAY['sub-acme', 'sub-tokyo', 'sub-nyc'])[n % 3 + 1],
+             'code', (ARRAY['tokens', 'calls', 'users', 'payments'])[n % 4 + 1],
+             'transaction_id', 'b-' || n,
+             'timestamp', '2026-03-' || lpad((10 + n % 19)::text, 2, '0') || 'T' || lpad((n % 24)::text, 2, '0') || ':15:00Z',
+             'properties', jsonb_build_object('tokens', CASE WHEN n = 7 THEN 1 ELSE n * 7 % 50 END,
+                                              'model', CASE WHEN n % 5 = 0 THEN 'large' ELSE 'small' END,
+                                              'project', 'p' || n % 2, 'user', 'u' || n % 6, 'amount', (n * 13 % 200) || '.25')) ORDER BY n)
+  FROM generate_series(1, 60) n)) GROUP BY status ORDER BY status;
+
+-- COPY through the intake, and a staged load.
+COPY billing.event_intake (external_subscription_id, code, transaction_id, "timestamp", properties) FROM stdin;
+sub-acme	tokens	c-1	2026-03-20T08:00:00Z	{"tokens": 40, "model": "large", "project": "p0"}
+sub-tokyo	users	c-2	2026-03-20T08:00:00Z	{"user": "u-new"}
+sub-nyc	users	c-3	2026-03-20T08:00:00Z	{"user": "u1", "operation_type": "remove"}
+sub-acme	tokens	b-3	2026-03-13T03:15:00Z	{"tokens": 21, "model": "small", "project": "p1"}
+sub-gone	tokens	c-4	2026-03-20T08:00:00Z	{"tokens": 6}
+\.
+SELECT * FROM billing.last_intake();
+INSERT INTO billing.event_staging (external_subscription_id, code, transaction_id, "timestamp", properties)
+VALUES ('sub-tokyo', 'calls', 'st-1', '2026-03-21T00:00:00Z', '{}'),
+       ('sub-acme', 'tokens', 'c-1', '2026-03-20T08:00:00Z', '{"tokens": 40, "model": "large", "project": "p0"}'),
+       ('sub-nyc', 'payments', 'st-2', '2026-03-21T00:00:00Z', '{"amount": "not money"}');
+SELECT * FROM billing.ingest_staged();
+
+-- A termination: events after it are rejected.
+SELECT external_id, status, terminated_at FROM billing.terminate_subscription('sub-nyc', '2026-03-25 00:00+00');
+SELECT status FROM billing.ingest_events('[{"external_subscription_id": "sub-nyc", "code": "calls", "transaction_id": "late", "timestamp": "2026-03-26T00:00:00Z"}]');
+
+-- What was stored, and the usage: each subscription's March, from the rollups (day-aligned
+-- windows) and from raw events (a window that is not), with amounts rounded to cents.
+SELECT count(*) AS events, sum(value) AS value_sum, count(DISTINCT (customer_id, transaction_id)) AS keys FROM billing.events;
+SELECT sum(events_count) AS rollup_events, sum(value_sum) AS rollup_sum FROM billing.usage_rollups;
+SELECT external_subscription_id, transaction_id, sqlstate, reason FROM billing.rejected_events ORDER BY transaction_id, reason;
+SELECT s.external_id, u.billable_metric_code, u.filter_values, u.grouped_by, u.units, u.events_count,
+       billing.round_money(u.amount, u.currency) AS amount
+FROM (VALUES ('sub-acme', 'Europe/Paris'), ('sub-tokyo', 'Asia/Tokyo'), ('sub-nyc', 'America/New_York')) s(external_id, tz),
+     billing.usage(s.external_id, ('2026-03-01'::timestamp AT TIME ZONE s.tz), ('2026-04-01'::timestamp AT TIME ZONE s.tz) - interval '1 microsecond') u
+WHERE u.events_count > 0
+ORDER BY 1, 2, 3::text NULLS FIRST, 4::text;
+SELECT u.billable_metric_code, u.grouped_by, u.units, u.events_count, billing.round_money(u.amount, u.currency) AS amount
+FROM billing.usage('sub-acme', '2026-03-10 12:00+00', '2026-03-20 12:00+00') u
+WHERE u.events_count > 0 ORDER BY 1, 2::text, 3;
+
+-- The units of the sum and count metrics, recomputed from the stored events, equal usage's.
+WITH stored AS (
+    SELECT d.external_id, m.code, sum(CASE WHEN m.aggregation = 'count' THEN 1 ELSE e.value END) AS units
+    FROM billing.events e
+    JOIN billing.subscription_directory d ON d.customer_id = e.customer_id AND d.subscription_id = e.subscription_id
+    JOIN billing.billable_metrics m ON m.id = e.billable_metric_id
+    WHERE m.code IN ('tokens', 'calls', 'payments')
+    GROUP BY 1, 2
+), reported AS (
+    SELECT s.external_id, u.billable_metric_code AS code, sum(u.units) AS units
+    FROM (VALUES ('sub-acme'), ('sub-tokyo'), ('sub-nyc')) s(external_id), billing.usage(s.external_id, '2026-01-01', '2026-12-31') u
+    WHERE u.billable_metric_code IN ('tokens', 'calls', 'payments')
+    GROUP BY 1, 2
+)
+SELECT r.external_id, r.code, r.units = coalesce(st.units, 0) AS usage_equals_events
+FROM reported r LEFT JOIN stored st USING (external_id, code)
+ORDER BY 1, 2;
