@@ -6,7 +6,8 @@
 #      events checked against the stored events) prints the same on one server and on Citus;
 #   2. 8 clients replay overlapping batches and 8 send single events on Citus: every key
 #      stored and accepted once, no conflict, rollups equal to the events;
-#   3. a customer's usage reads touch one shard of each per-customer table (the commands
+#   3. another session's termination reaches a session's cached catalog;
+#   4. a customer's usage reads touch one shard of each per-customer table (the commands
 #      Citus sends to the workers, logged).
 # Runs when Citus 13.2 is installed in the system PostgreSQL 15, or when CITUS_BUILD names a
 # script that installs it (.ci/run sets it to ../shared/tools/build-citus); otherwise prints
@@ -83,6 +84,21 @@ stress=$(q -c "SELECT (SELECT count(*) FROM billing.events) - $before = (SELECT 
 [ "$stress" = t ] || fail "replays across clients broke exactly-once: $(q -c "SELECT status, count(*) FROM stress_outcomes GROUP BY 1")"
 accepted=$(q -c "SELECT count(*) FROM stress_outcomes WHERE status = 'accepted'")
 replays=$(q -c "SELECT count(*) FROM stress_outcomes WHERE status = 'duplicate'")
+
+# Another session's change reaches this session's cached catalog: a session ingests for a
+# subscription (and caches it), a second one terminates it, and the first one's next event
+# after the termination is rejected.
+cache=$(psql -X -q -At -d postgres -v ON_ERROR_STOP=1 2>&1 <<'SQL' || true
+SELECT billing.create_subscription('sub-cached', 'acme', 'api', '2026-03-01 00:00+00') IS NOT NULL;
+SELECT billing.ingest_event('sub-cached', 'calls', 'cached-1', '2026-03-05 00:00+00');
+\! psql -X -q -At -d postgres -c "SELECT status FROM billing.terminate_subscription('sub-cached', '2026-03-06 00:00+00')"
+SELECT billing.ingest_event('sub-cached', 'calls', 'cached-2', '2026-03-07 00:00+00');
+SQL
+)
+case "$cache" in
+  *"is not active at the event's timestamp"*) ;;
+  *) fail "another session's termination did not reach the cached catalog: $(echo $cache)" ;;
+esac
 
 # A customer's usage touches one shard group: the commands Citus sends to the workers for
 # billing.usage and billing.current_usage name one shard of each per-customer table.

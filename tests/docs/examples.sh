@@ -4,7 +4,7 @@
 # PGPORT and PGUSER (a superuser; pg_billing installed in it), with psql.
 #
 #   tests/docs/examples.sh            every group below
-#   tests/docs/examples.sh GROUP...   only those groups: tour, reference, pricing, errors, scale-out
+#   tests/docs/examples.sh GROUP...   only those groups: tour, reference, pricing, errors, scaleout
 #
 # Each group runs in a fresh database (pg_billing_docs_<group>), in one psql session, so
 # that SET, temporary objects and the rows an example writes carry on to the next one:
@@ -12,7 +12,7 @@
 #   reference  docs/reference/catalog.md, metering.md and usage.md, in that order
 #   pricing    docs/reference/pricing.md
 #   errors     docs/reference/errors.md
-#   scale-out  docs/reference/scale-out.md (on a server without Citus)
+#   scaleout   docs/reference/scale-out.md (on a server without Citus)
 #
 # How the pages are read: every ```sql block is split into statements (SQL up to a `;`
 # outside quotes and comments, or a psql backslash command on its own line; the data lines
@@ -59,11 +59,11 @@ GROUPS = [
                    ("docs/reference/usage.md", None)], True),
     ("pricing", [("docs/reference/pricing.md", None)], True),
     ("errors", [("docs/reference/errors.md", None)], True),
-    ("scale-out", [("docs/reference/scale-out.md", None)], True),
+    ("scaleout", [("docs/reference/scale-out.md", None)], True),
 ]
 unknown = [g for g in wanted if g not in [name for name, _, _ in GROUPS]]
 if unknown:
-    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scale-out)")
+    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout)")
 
 PSQL = ["psql", "-X", "-P", "pager=off"]
 

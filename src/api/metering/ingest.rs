@@ -33,7 +33,7 @@ const DIMENSIONS_SQL: &str = include_str!("../../../sql/ingest_dimensions.sql");
 /// with ids it took from the id sequence in the order the events were sent. Events without
 /// properties (or without usage-splitting keys) arrive as NULL and are stored as {}.
 macro_rules! insert_events {
-    ($rows:literal) => {
+    ($rows:expr) => {
         concat!(
             "INSERT INTO billing.events AS e (id, customer_id, subscription_id, transaction_id, billable_metric_id,
                                            \"timestamp\", local_day, properties, value, precise_total_amount_cents, dims)
@@ -50,11 +50,15 @@ macro_rules! insert_events {
         )
     };
 }
-/// A batch's events, one array per column.
-const INSERT_SQL: &str = insert_events!(
-    "unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[], $6::jsonb[],
-            $7::numeric[], $8::numeric[], $9::text[], $10::date[], $11::bigint[])"
-);
+/// A batch's events as rows, one array per column.
+macro_rules! event_arrays {
+    () => {
+        "unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[], $6::jsonb[],
+                $7::numeric[], $8::numeric[], $9::text[], $10::date[], $11::bigint[])"
+    };
+}
+/// A batch's events.
+const INSERT_SQL: &str = insert_events!(event_arrays!());
 /// One event, one value per column (unnesting one-element arrays cost about a third of a
 /// single event's statement), as plain VALUES: on Citus a statement the router sends to the
 /// event's shard with a generic plan, which no INSERT ... SELECT with parameters is.
@@ -69,14 +73,8 @@ const INSERT_ONE_SQL: &str = "INSERT INTO billing.events AS e (id, customer_id, 
 /// A batch's events on Citus, planned for its arrays on every call (Citus plans no INSERT ...
 /// SELECT with parameters generically), in a CTE: Citus's INSERT ... SELECT ... RETURNING
 /// through SPI fails its tuple count check when a key already exists, and a CTE's does not.
-const INSERT_DISTRIBUTED_SQL: &str = concat!(
-    "WITH stored AS (",
-    insert_events!(
-        "unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::timestamptz[], $6::jsonb[],
-                $7::numeric[], $8::numeric[], $9::text[], $10::date[], $11::bigint[])"
-    ),
-    ") SELECT s.id, s.local_day FROM stored s"
-);
+const INSERT_DISTRIBUTED_SQL: &str =
+    concat!("WITH stored AS (", insert_events!(event_arrays!()), ") SELECT s.id, s.local_day FROM stored s");
 
 /// Folds rollups from `$rows`, a row source of (customer_id, subscription_id,
 /// billable_metric_id, day, dims, events_count, value_sum, value_max, latest_at,
