@@ -22,6 +22,14 @@ BEGIN
             'billing.distribute() distributes pg_billing over a Citus cluster',
             'preload citus on every node (shared_preload_libraries), CREATE EXTENSION citus, add the workers with citus_add_node, then call billing.distribute()');
     END IF;
+    -- Without a copy of the reference tables on the coordinator, the catalog cache's
+    -- invalidation trigger would fire only on the workers, and the coordinator's sessions
+    -- would keep ingesting against a terminated subscription.
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_node WHERE groupid = 0) THEN
+        PERFORM billing._raise('55000', 'the coordinator is not in the Citus cluster''s node list',
+            'billing.distribute() needs a copy of the reference tables on the coordinator, where ingestion runs',
+            'run SELECT citus_set_coordinator_host(''<this host>'', <port>) on the coordinator, then call billing.distribute()');
+    END IF;
     IF shard_count IS NOT NULL AND shard_count < 1 THEN
         PERFORM billing._invalid('shard_count must be at least 1', format('got %s', shard_count),
             'leave it NULL for citus.shard_count, or give the number of shards per distributed table');

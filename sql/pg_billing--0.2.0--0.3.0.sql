@@ -47,6 +47,27 @@ SELECT pg_catalog.pg_extension_config_dump('billing.subscription_directory', '')
 
 -- Ingestion reads the directory instead of a view over subscriptions and customers; the
 -- catalog cache's invalidation follows it.
+-- Roles keep what they could read: who read the view (ingesting roles) or the subscriptions
+-- (readers of usage) may read the subscription directory, and who read the customers or
+-- the subscriptions may read the customer directory.
+DO $$
+DECLARE
+    grant_to record;
+BEGIN
+    FOR grant_to IN
+        SELECT DISTINCT d.directory, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS role
+        FROM (VALUES ('billing._ingest_windows', 'billing.subscription_directory'),
+                     ('billing.subscriptions', 'billing.subscription_directory'),
+                     ('billing.subscriptions', 'billing.customer_directory'),
+                     ('billing.customers', 'billing.customer_directory')) d(source, directory)
+        JOIN pg_catalog.pg_class c ON c.oid = d.source::regclass
+        CROSS JOIN LATERAL aclexplode(c.relacl) a
+        LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+        WHERE a.privilege_type = 'SELECT' AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT SELECT ON %s TO %s', grant_to.directory, grant_to.role);
+    END LOOP;
+END $$;
 DROP VIEW billing._ingest_windows;
 DROP TRIGGER catalog_changed ON billing.customers;
 DROP TRIGGER catalog_changed ON billing.subscriptions;
@@ -55,9 +76,6 @@ CREATE TRIGGER catalog_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON b
 ALTER TABLE billing.subscription_directory ENABLE ALWAYS TRIGGER catalog_changed;
 
 -- Every read of per-customer rows names the customer (one shard group on Citus).
-DROP FUNCTION billing._metric_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text);
-DROP FUNCTION billing._metric_day_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text);
-DROP FUNCTION billing._metric_event_values(bigint, bigint, timestamptz, timestamptz, boolean);
 
 CREATE FUNCTION billing._metric_units(
     customer_id bigint, subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text
@@ -213,6 +231,31 @@ END $$;
 REVOKE ALL ON FUNCTION billing._metric_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text),
     billing._metric_day_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text),
     billing._metric_event_values(bigint, bigint, bigint, timestamptz, timestamptz, boolean) FROM PUBLIC;
+-- Roles that could run the old forms (a reader granted EXECUTE ON ALL FUNCTIONS, which
+-- billing.usage needs) may run the new ones.
+DO $$
+DECLARE
+    grant_to record;
+BEGIN
+    FOR grant_to IN
+        SELECT DISTINCT d.new_form, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS role
+        FROM (VALUES ('billing._metric_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text)',
+                      'billing._metric_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text)'),
+                     ('billing._metric_day_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text)',
+                      'billing._metric_day_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text)'),
+                     ('billing._metric_event_values(bigint, bigint, timestamptz, timestamptz, boolean)',
+                      'billing._metric_event_values(bigint, bigint, bigint, timestamptz, timestamptz, boolean)')) d(old_form, new_form)
+        JOIN pg_catalog.pg_proc p ON p.oid = d.old_form::regprocedure
+        CROSS JOIN LATERAL aclexplode(p.proacl) a
+        LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+        WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', grant_to.new_form, grant_to.role);
+    END LOOP;
+END $$;
+DROP FUNCTION billing._metric_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text);
+DROP FUNCTION billing._metric_day_units(bigint, billing.billable_metrics, timestamptz, timestamptz, text);
+DROP FUNCTION billing._metric_event_values(bigint, bigint, timestamptz, timestamptz, boolean);
 
 CREATE OR REPLACE FUNCTION billing._subscription(external_id text) RETURNS billing.subscriptions
 LANGUAGE plpgsql STABLE AS $$
@@ -525,6 +568,14 @@ BEGIN
         PERFORM billing._raise('55000', 'citus is not installed in this database',
             'billing.distribute() distributes pg_billing over a Citus cluster',
             'preload citus on every node (shared_preload_libraries), CREATE EXTENSION citus, add the workers with citus_add_node, then call billing.distribute()');
+    END IF;
+    -- Without a copy of the reference tables on the coordinator, the catalog cache's
+    -- invalidation trigger would fire only on the workers, and the coordinator's sessions
+    -- would keep ingesting against a terminated subscription.
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_node WHERE groupid = 0) THEN
+        PERFORM billing._raise('55000', 'the coordinator is not in the Citus cluster''s node list',
+            'billing.distribute() needs a copy of the reference tables on the coordinator, where ingestion runs',
+            'run SELECT citus_set_coordinator_host(''<this host>'', <port>) on the coordinator, then call billing.distribute()');
     END IF;
     IF shard_count IS NOT NULL AND shard_count < 1 THEN
         PERFORM billing._invalid('shard_count must be at least 1', format('got %s', shard_count),

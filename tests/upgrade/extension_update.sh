@@ -112,6 +112,44 @@ SQL
   )
   [ "$after" = "$(printf 'accepted\nduplicate\naccepted\nt')" ] || fail "ingestion after the update gave: $(echo "$after" | tr '\n' ' ')"
 
+
+  # An ingesting role and a reading role granted as the earlier release's documentation
+  # says keep working through the update (in a database of their own: grants and revokes
+  # leave explicit ACLs behind, which the schema comparison would see).
+  psql -X -q -d postgres -c "DROP DATABASE IF EXISTS pg_billing_update_roles" -c "CREATE DATABASE pg_billing_update_roles" \
+    -c "DROP ROLE IF EXISTS billing_update_ingester" -c "DROP ROLE IF EXISTS billing_update_reader"
+  q pg_billing_update_roles >/dev/null <<SQL
+CREATE EXTENSION pg_billing VERSION '$previous';
+SELECT billing.create_customer('acme', 'Acme', 'EUR', 'Europe/Paris');
+SELECT billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens');
+SELECT billing.create_plan('api', 'API', 'monthly', 0, 'EUR', '[{"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "0.5"}}]');
+SELECT billing.create_subscription('sub', 'acme', 'api', '2026-01-01 00:00+01');
+SQL
+  psql -X -q -d pg_billing_update_roles -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+CREATE ROLE billing_update_ingester;
+CREATE ROLE billing_update_reader;
+GRANT USAGE ON SCHEMA billing TO billing_update_ingester, billing_update_reader;
+GRANT SELECT ON billing._ingest_windows, billing.billable_metrics, billing.charges, billing.charge_filters TO billing_update_ingester;
+GRANT SELECT, INSERT ON billing.events TO billing_update_ingester;
+GRANT USAGE ON SEQUENCE billing.events_id_seq TO billing_update_ingester;
+GRANT SELECT, INSERT, UPDATE ON billing.usage_rollups TO billing_update_ingester;
+GRANT INSERT ON billing.rejected_events TO billing_update_ingester;
+GRANT SELECT ON ALL TABLES IN SCHEMA billing TO billing_update_reader;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA billing TO billing_update_reader;
+SQL
+  q pg_billing_update_roles -c "ALTER EXTENSION pg_billing UPDATE" >/dev/null
+  roles=$(psql -X -q -At -d pg_billing_update_roles 2>&1 <<'SQL' || true
+SET ROLE billing_update_ingester;
+SELECT billing.ingest_event('sub', 'tokens', 'by-role', '2026-03-05 10:00+00', '{"tokens": 2, "model": "small", "project": "p0"}');
+SET ROLE billing_update_reader;
+SELECT count(*) > 0 FROM billing.usage('sub', '2026-03-01 00:00+01', '2026-03-31 23:59:59.999999+02');
+RESET ROLE;
+DROP OWNED BY billing_update_ingester, billing_update_reader;
+SQL
+)
+  psql -X -q -d postgres -c "DROP ROLE billing_update_ingester" -c "DROP ROLE billing_update_reader" >/dev/null
+  [ "$roles" = "$(printf 'accepted\nt')" ] || fail "roles granted as the earlier release documents lost access: $(echo $roles)"
+  psql -X -q -d postgres -c "DROP DATABASE pg_billing_update_roles" >/dev/null
   [ "$failures" -eq 0 ] || return 1
   echo "extension update: $previous -> $current keeps every row ($rows_before), usage and ingestion; schema equals a fresh install's ($(wc -l <"$work/fresh.txt") catalog lines)"
 }
