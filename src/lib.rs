@@ -34,6 +34,19 @@ pgrx::extension_sql_file!(
         ["metering", api::usage::_period_dates, api::price::functions::amount, api::price::functions::amount_of_events]
 );
 pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["usage"]);
+pgrx::extension_sql_file!(
+    "../sql/bi.sql",
+    name = "bi",
+    requires = [
+        "distribute",
+        "priced_sum_aggregate",
+        api::metering::sql::ingest_event,
+        api::metering::sql::ingest_events,
+        api::metering::sql::direct_write_status,
+        api::metering::copy_paths::ingest_staged,
+        api::metering::copy_paths::last_intake
+    ]
+);
 pgrx::extension_sql_file!("../sql/comments.sql", name = "comments", finalize);
 
 #[pgrx::pg_guard]

@@ -123,3 +123,10 @@ WITH stored AS (
 SELECT r.external_id, r.code, r.units = coalesce(st.units, 0) AS usage_equals_events
 FROM reported r LEFT JOIN stored st USING (external_id, code)
 ORDER BY 1, 2;
+
+-- The BI views read the same on both.
+SELECT day, customer_external_id, subscription_external_id, metric_code, aggregation, events, value_sum, value_max
+FROM billing_bi.usage_by_day ORDER BY 1, 2, 3, 4;
+SELECT metric_code, outcome, sqlstate, reason, events FROM billing_bi.ingestion_health ORDER BY 1, 2, 3, 4;
+SELECT subscription_external_id, customer_external_id, plan_code, billing_interval, status, billing_time
+FROM billing_bi.subscriptions ORDER BY 1;

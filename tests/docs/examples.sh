@@ -9,7 +9,7 @@
 # Each group runs in a fresh database (pg_billing_docs_<group>), in one psql session, so
 # that SET, temporary objects and the rows an example writes carry on to the next one:
 #   tour       README.md's five-minute tour (which creates the extension itself)
-#   reference  docs/reference/catalog.md, metering.md and usage.md, in that order
+#   reference  docs/reference/catalog.md, metering.md, usage.md and bi.md, in that order
 #   pricing    docs/reference/pricing.md
 #   errors     docs/reference/errors.md
 #   scaleout   docs/reference/scale-out.md (on a server without Citus)
@@ -56,7 +56,7 @@ root, work, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
 GROUPS = [
     ("tour", [("README.md", "A five-minute tour")], False),
     ("reference", [("docs/reference/catalog.md", None), ("docs/reference/metering.md", None),
-                   ("docs/reference/usage.md", None)], True),
+                   ("docs/reference/usage.md", None), ("docs/reference/bi.md", None)], True),
     ("pricing", [("docs/reference/pricing.md", None)], True),
     ("errors", [("docs/reference/errors.md", None)], True),
     ("scaleout", [("docs/reference/scale-out.md", None)], True),
