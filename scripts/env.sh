@@ -59,7 +59,7 @@ start_cluster() {
   mkdir -p "$dir"
   chown postgres:postgres "$dir"
   runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
-  echo "-p $port -k /tmp -c listen_addresses='' -c shared_preload_libraries=pg_cron -c cron.database_name=postgres $settings" \
+  echo "-p $port -k /tmp -c listen_addresses='' -c shared_preload_libraries=pg_cron -c cron.database_name=postgres -c cron.host=/tmp $settings" \
     > "$dir/options"
   run_server "$dir"
   export PGHOST=/tmp PGPORT=$port PGUSER=postgres PG_CLUSTER_DIR=$dir

@@ -34,11 +34,13 @@ pgrx::extension_sql_file!(
         ["metering", api::usage::_period_dates, api::price::functions::amount, api::price::functions::amount_of_events]
 );
 pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["usage"]);
+pgrx::extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["catalog"]);
 pgrx::extension_sql_file!(
     "../sql/bi.sql",
     name = "bi",
     requires = [
         "distribute",
+        "schedule",
         "priced_sum_aggregate",
         api::metering::sql::ingest_event,
         api::metering::sql::ingest_events,

@@ -128,3 +128,9 @@ SELECT * FROM billing.period_bounds('monthly', 'calendar', '2026-01-01', now(), 
 -- Scale-out needs Citus in the database: without it billing.distribute() refuses.
 SELECT * FROM billing.distribute();
 \echo :LAST_ERROR_SQLSTATE
+
+-- Scheduling needs pg_cron in the database: without it billing.schedule() refuses.
+SELECT * FROM billing.schedule();
+\echo :LAST_ERROR_SQLSTATE
+SELECT billing.unschedule();
+\echo :LAST_ERROR_SQLSTATE
