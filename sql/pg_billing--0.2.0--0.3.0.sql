@@ -282,6 +282,10 @@ DECLARE
     metric billing.billable_metrics;
     model text;
     period_days integer;
+    -- Whether the charge has filters and pricing group keys: without them every usage row
+    -- is in the default bucket of one group, and 20,000 groups' lookups are skipped.
+    filtered boolean;
+    grouped boolean;
 BEGIN
     -- Prorated charges weigh units by the days of the billing period that holds window_from.
     IF EXISTS (SELECT 1 FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id AND c.prorated) THEN
@@ -292,15 +296,17 @@ BEGIN
     FOR ch IN SELECT * FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id ORDER BY c.position LOOP
         SELECT * INTO metric FROM billing.billable_metrics m WHERE m.id = ch.billable_metric_id;
         model := ch.price ->> 'charge_model';
+        filtered := EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = ch.id);
+        grouped := ch.pricing_group_keys <> '{}';
         RETURN QUERY
         WITH per_dims AS (
-            SELECT u.dims, u.units, u.events_count, billing._charge_filter(ch.id, u.dims) AS filter_id,
-                   billing._group_key(ch.pricing_group_keys, u.dims) AS grouped_by
+            SELECT u.dims, u.units, u.events_count, CASE WHEN filtered THEN billing._charge_filter(ch.id, u.dims) END AS filter_id,
+                   CASE WHEN grouped THEN billing._group_key(ch.pricing_group_keys, u.dims) ELSE '{}'::jsonb END AS grouped_by
             FROM billing._metric_units(sub.customer_id, sub.id, metric, window_from, window_to, cust.timezone) u
             WHERE NOT ch.prorated
             UNION ALL
-            SELECT u.dims, u.day_units, u.events_count, billing._charge_filter(ch.id, u.dims),
-                   billing._group_key(ch.pricing_group_keys, u.dims)
+            SELECT u.dims, u.day_units, u.events_count, CASE WHEN filtered THEN billing._charge_filter(ch.id, u.dims) END,
+                   CASE WHEN grouped THEN billing._group_key(ch.pricing_group_keys, u.dims) ELSE '{}'::jsonb END
             FROM billing._metric_day_units(sub.customer_id, sub.id, metric, window_from, window_to, cust.timezone) u
             WHERE ch.prorated
         ), buckets AS (
@@ -312,7 +318,7 @@ BEGIN
                 SELECT cf.id FROM billing.charge_filters cf WHERE cf.charge_id = ch.id UNION ALL SELECT NULL) f
             WHERE NOT EXISTS (SELECT 1 FROM per_dims p WHERE p.filter_id IS NOT DISTINCT FROM f.id)
         ), values_per_bucket AS (
-            SELECT billing._charge_filter(ch.id, v.dims) AS filter_id, billing._group_key(ch.pricing_group_keys, v.dims) AS grouped_by,
+            SELECT CASE WHEN filtered THEN billing._charge_filter(ch.id, v.dims) END AS filter_id, CASE WHEN grouped THEN billing._group_key(ch.pricing_group_keys, v.dims) ELSE '{}'::jsonb END AS grouped_by,
                    array_agg(x ORDER BY v.ord, x.ord) AS event_values
             FROM (SELECT ev.*, row_number() OVER () AS ord
                   FROM billing._metric_event_values(sub.customer_id, sub.id, metric.id, CASE WHEN metric.recurring THEN '-infinity' ELSE window_from END,
