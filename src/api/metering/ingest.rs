@@ -62,14 +62,19 @@ const INSERT_SQL: &str = insert_events!(event_arrays!());
 /// One event, one value per column (unnesting one-element arrays cost about a third of a
 /// single event's statement), as plain VALUES: on Citus a statement the router sends to the
 /// event's shard with a generic plan, which no INSERT ... SELECT with parameters is.
-const INSERT_ONE_SQL: &str = "INSERT INTO billing.events AS e (id, customer_id, subscription_id, transaction_id,
-                                  billable_metric_id, \"timestamp\", local_day, properties, value,
-                                  precise_total_amount_cents, dims)
-     OVERRIDING SYSTEM VALUE
-     VALUES ($11::bigint, $1::bigint, $2::bigint, $3::text, $4::bigint, $5::timestamptz, $10::date,
-             coalesce($6::jsonb, '{}'), $7::numeric, $8::numeric, coalesce($9::text::jsonb, '{}'))
-     ON CONFLICT (transaction_id, subscription_id, customer_id) DO NOTHING
-     RETURNING e.id, e.local_day";
+macro_rules! insert_one_event {
+    () => {
+        "INSERT INTO billing.events AS e (id, customer_id, subscription_id, transaction_id, billable_metric_id,
+                                       \"timestamp\", local_day, properties, value, precise_total_amount_cents, dims)
+         OVERRIDING SYSTEM VALUE
+         VALUES ($11::bigint, $1::bigint, $2::bigint, $3::text, $4::bigint, $5::timestamptz, $10::date,
+                 coalesce($6::jsonb, '{}'), $7::numeric, $8::numeric, coalesce($9::text::jsonb, '{}'))
+         ON CONFLICT (transaction_id, subscription_id, customer_id) DO NOTHING
+         RETURNING e.id, e.local_day"
+    };
+}
+/// One event.
+const INSERT_ONE_SQL: &str = insert_one_event!();
 /// A batch's events on Citus, planned for its arrays on every call (Citus plans no INSERT ...
 /// SELECT with parameters generically), in a CTE: Citus's INSERT ... SELECT ... RETURNING
 /// through SPI fails its tuple count check when a key already exists, and a CTE's does not.
@@ -132,10 +137,7 @@ const ROLLUP_ONE_SQL: &str = concat!(
 /// already stored. One statement instead of two saves an executor's start and end.
 const INSERT_ONE_AND_FOLD_SQL: &str = concat!(
     "WITH stored AS (",
-    insert_events!(
-        "(VALUES ($1::bigint, $2::bigint, $3::text, $4::bigint, $5::timestamptz, $6::jsonb, $7::numeric,
-                 $8::numeric, $9::text, $10::date, $11::bigint))"
-    ),
+    insert_one_event!(),
     ") ",
     upsert_rollups!(
         "(SELECT $1::bigint, $2::bigint, $4::bigint, s.local_day, $9::text, 1::bigint, coalesce($7::numeric, 0),
@@ -257,8 +259,9 @@ fn load_catalog(inputs: &[Input<'_>]) -> CachedCatalog {
                     customer_id: row.get(3).unwrap(),
                     plan_version_id: row.get(4).unwrap(),
                     timezone: row.get(5).unwrap(),
-                    active_from: row.get(6).unwrap(),
-                    active_until: row.get(7),
+                    // Microseconds since 2000-01-01 UTC, as events' instants are validated.
+                    active_from: row.get::<TimestampWithTimeZone>(6).unwrap().into(),
+                    active_until: row.get::<TimestampWithTimeZone>(7).map(i64::from),
                 };
                 (row.get(1).unwrap(), subscription)
             });
