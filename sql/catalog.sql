@@ -479,6 +479,10 @@ BEGIN
     WHERE s.customer_id = entry.customer_id AND s.id = entry.subscription_id RETURNING * INTO subscription;
     UPDATE billing.subscription_directory d SET active_until = subscription.terminated_at
     WHERE d.external_id = entry.external_id;
+    -- A termination that has happened is billed at once: the final invoice.
+    IF subscription.terminated_at <= now() THEN
+        PERFORM billing._bill_subscription(subscription.customer_id, subscription.id, now());
+    END IF;
     RETURN subscription;
 END $$;
 

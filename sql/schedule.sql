@@ -6,7 +6,9 @@
 -- The jobs, in one place: their names and commands.
 CREATE FUNCTION billing._scheduled_jobs() RETURNS TABLE (job_name text, command text)
 LANGUAGE sql IMMUTABLE AS $$
-    VALUES ('pg_billing: activate subscriptions', 'SELECT billing.activate_subscriptions()')
+    VALUES ('pg_billing: activate subscriptions', 'SELECT billing.activate_subscriptions()'),
+           ('pg_billing: billing run', 'CALL billing.run_billing()'),
+           ('pg_billing: finalize drafts', 'CALL billing.finalize_drafts()')
 $$;
 
 -- Raises 55000 unless pg_cron is installed in this database.

@@ -33,8 +33,19 @@ pgrx::extension_sql_file!(
     requires =
         ["metering", api::usage::_period_dates, api::price::functions::amount, api::price::functions::amount_of_events]
 );
-pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["usage"]);
-pgrx::extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["catalog"]);
+pgrx::extension_sql_file!(
+    "../sql/invoicing.sql",
+    name = "invoicing",
+    requires = [
+        "usage",
+        api::invoicing::_period_share,
+        api::invoicing::_shortfall,
+        api::price::functions::round_money,
+        api::price::functions::amount_details
+    ]
+);
+pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["invoicing"]);
+pgrx::extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["invoicing"]);
 pgrx::extension_sql_file!(
     "../sql/bi.sql",
     name = "bi",

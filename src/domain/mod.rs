@@ -2,5 +2,6 @@
 //! with ordinary `#[test]`s. Imports `base` and itself only.
 
 pub mod calendar;
+pub mod invoicing;
 pub mod metering;
 pub mod pricing;

@@ -42,7 +42,7 @@ pub fn amount_of_events(
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
-fn amount_details(price: Price, units: AnyNumeric) -> std::result::Result<JsonB, ErrorReport> {
+pub fn amount_details(price: Price, units: AnyNumeric) -> std::result::Result<JsonB, ErrorReport> {
     let units = to_decimal(&units, "units")?;
     Ok(JsonB(price.model.details(Usage::Units(&units), minor_units(DEFAULT_CURRENCY)?)?))
 }
@@ -58,7 +58,7 @@ fn amount_details_of_events(
 }
 
 #[pg_extern(immutable, strict, parallel_safe)]
-fn round_money(amount: AnyNumeric, currency: &str) -> std::result::Result<AnyNumeric, ErrorReport> {
+pub fn round_money(amount: AnyNumeric, currency: &str) -> std::result::Result<AnyNumeric, ErrorReport> {
     Ok(from_decimal(round_to_currency(to_decimal(&amount, "amount")?, currency)?))
 }
 
