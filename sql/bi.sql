@@ -62,9 +62,90 @@ SELECT (r.rejected_at AT TIME ZONE 'UTC')::date, r.code, 'rejected', r.sqlstate,
 FROM billing.rejected_events r
 GROUP BY 1, 2, 4, 5;
 
+-- Invoices as issued: every invoice (drafts, finalized and voided), with its totals.
+CREATE VIEW billing_bi.invoices AS
+SELECT i.id AS invoice_id, i.number, c.external_id AS customer_external_id, s.external_id AS subscription_external_id,
+       p.code AS plan_code, i.invoice_type::text AS invoice_type, i.status::text AS status,
+       i.payment_status::text AS payment_status, i.currency, i.issuing_date, i.due_date,
+       i.charges_from, i.charges_to, i.fees_amount, i.coupons_amount, i.taxes_amount, i.credit_notes_amount,
+       i.prepaid_credit_amount, i.total_amount, i.created_at, i.finalized_at, i.voided_at
+FROM billing.invoices i
+JOIN billing.customers c ON c.id = i.customer_id
+LEFT JOIN billing.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id
+LEFT JOIN billing.plan_versions v ON v.id = s.plan_version_id
+LEFT JOIN billing.plans p ON p.id = v.plan_id;
+
+-- The lines of every invoice: its invoiceable fees.
+CREATE VIEW billing_bi.invoice_lines AS
+SELECT f.invoice_id, i.number AS invoice_number, i.status::text AS invoice_status, c.external_id AS customer_external_id,
+       f.fee_type::text AS fee_type, f.description, f.billable_metric_code AS metric_code, f.charge_model,
+       f.filter_values, f.grouped_by, f.units, f.events_count, f.precise_unit_amount AS unit_amount, f.precise_amount,
+       f.amount, i.currency, f.from_datetime, f.to_datetime
+FROM billing.fees f
+JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
+JOIN billing.customers c ON c.id = f.customer_id
+WHERE f.invoiceable;
+
+-- Revenue is what finalized invoices (not voided ones) bill, by the month of their issuing
+-- date, per currency.
+CREATE VIEW billing_bi.revenue_by_month AS
+SELECT date_trunc('month', i.issuing_date)::date AS month, i.currency, count(*)::bigint AS invoices,
+       sum(i.fees_amount) AS fees_amount, sum(i.taxes_amount) AS taxes_amount, sum(i.total_amount) AS total_amount
+FROM billing.invoices i WHERE i.status = 'finalized'
+GROUP BY 1, 2;
+
+CREATE VIEW billing_bi.revenue_by_customer AS
+SELECT date_trunc('month', i.issuing_date)::date AS month, c.external_id AS customer_external_id, i.currency,
+       count(*)::bigint AS invoices, sum(i.fees_amount) AS fees_amount, sum(i.total_amount) AS total_amount
+FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id
+WHERE i.status = 'finalized'
+GROUP BY 1, 2, 3;
+
+CREATE VIEW billing_bi.revenue_by_plan AS
+SELECT date_trunc('month', i.issuing_date)::date AS month, p.code AS plan_code, i.currency,
+       sum(f.amount) FILTER (WHERE f.fee_type = 'subscription') AS subscription_amount,
+       sum(f.amount) FILTER (WHERE f.fee_type <> 'subscription') AS usage_amount, sum(f.amount) AS amount
+FROM billing.fees f
+JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id AND i.status = 'finalized'
+JOIN billing.subscriptions s ON s.customer_id = f.customer_id AND s.id = f.subscription_id
+JOIN billing.plan_versions v ON v.id = s.plan_version_id
+JOIN billing.plans p ON p.id = v.plan_id
+WHERE f.invoiceable
+GROUP BY 1, 2, 3;
+
+CREATE VIEW billing_bi.revenue_by_metric AS
+SELECT date_trunc('month', i.issuing_date)::date AS month, f.billable_metric_code AS metric_code, i.currency,
+       sum(f.units) AS units, sum(f.events_count)::bigint AS events, sum(f.amount) AS amount
+FROM billing.fees f
+JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id AND i.status = 'finalized'
+WHERE f.invoiceable AND f.billable_metric_code IS NOT NULL
+GROUP BY 1, 2, 3;
+
+-- Monthly recurring revenue from the base fees of active subscriptions, the plan amount
+-- brought to a month (weekly × 52 / 12, quarterly / 3, semiannual / 6, yearly / 12).
+CREATE VIEW billing_bi.mrr AS
+SELECT p.code AS plan_code, v.currency, count(*)::bigint AS active_subscriptions,
+       sum(v.amount * CASE v.interval WHEN 'weekly' THEN 52 / 12.0 WHEN 'monthly' THEN 1 WHEN 'quarterly' THEN 1 / 3.0
+                                      WHEN 'semiannual' THEN 1 / 6.0 ELSE 1 / 12.0 END) AS mrr
+FROM billing.subscriptions s
+JOIN billing.plan_versions v ON v.id = s.plan_version_id
+JOIN billing.plans p ON p.id = v.plan_id
+WHERE s.status = 'active'
+GROUP BY 1, 2;
+
+-- Drafts not yet finalized, with the day their grace period ends.
+CREATE VIEW billing_bi.draft_invoices AS
+SELECT i.id AS invoice_id, c.external_id AS customer_external_id, s.external_id AS subscription_external_id,
+       i.currency, i.issuing_date, i.billing_at + e.grace_period_days * interval '1 day' AS finalizes_at,
+       i.total_amount, i.refreshed_at
+FROM billing.invoices i
+JOIN billing.customers c ON c.id = i.customer_id
+JOIN billing.billing_entities e ON e.id = i.billing_entity_id
+LEFT JOIN billing.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id
+WHERE i.status = 'draft';
+
 GRANT USAGE ON SCHEMA billing_bi TO billing_reader, billing_admin;
-GRANT SELECT ON billing_bi.customers, billing_bi.subscriptions, billing_bi.usage_by_day, billing_bi.ingestion_health
-    TO billing_reader, billing_admin;
+GRANT SELECT ON ALL TABLES IN SCHEMA billing_bi TO billing_reader, billing_admin;
 
 -- The writer: exactly what ingestion needs (docs/ingestion.md, Privileges), through every
 -- path: single events, JSON batches, COPY into the intake, staged COPY.
@@ -78,10 +159,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON billing.event_staging TO billing_writer;
 GRANT EXECUTE ON FUNCTION billing.ingest_event(text, text, text, timestamptz, jsonb, numeric), billing.ingest_events(jsonb),
     billing.ingest_staged(integer), billing.last_intake(), billing.direct_write_status() TO billing_writer;
 
--- The admin: the catalog, usage and every table of schema billing (not billing.distribute(),
+-- The admin: the catalog, usage, invoicing and every table of schema billing (not billing.distribute(),
 -- which stays with superusers).
 GRANT USAGE ON SCHEMA billing TO billing_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON ALL TABLES IN SCHEMA billing TO billing_admin;
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA billing TO billing_admin;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA billing TO billing_admin;
+GRANT EXECUTE ON ALL ROUTINES IN SCHEMA billing TO billing_admin;
 REVOKE EXECUTE ON FUNCTION billing.distribute(integer) FROM billing_admin;

@@ -75,11 +75,42 @@ COMMENT ON FUNCTION billing.period_bounds(text, text, date, timestamptz, text) I
 COMMENT ON TYPE billing.usage_line IS 'One line of usage: a charge, filter and pricing group of a subscription in a window, with units, events and the exact amount.';
 COMMENT ON FUNCTION billing.usage(text, timestamptz, timestamptz) IS 'Usage of a subscription in a window, per charge, filter and group: units, events and amount.';
 COMMENT ON FUNCTION billing.current_usage(text) IS 'Usage of a subscription''s open billing period, per charge, filter and group.';
-COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events and usage_rollups distributed and colocated, shard_count shards each, default citus.shard_count; the catalog and the directories as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
+COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures and outbox distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON SCHEMA billing_bi IS 'pg_billing for BI tools: views with plain typed columns and stable names; billing_reader may read them and nothing else.';
 COMMENT ON VIEW billing_bi.customers IS 'One row per customer: external id, name, email, currency, time zone, billing entity, creation time.';
 COMMENT ON VIEW billing_bi.subscriptions IS 'One row per subscription: its customer, plan code and version, interval, plan amount and currency, status, billing time and dates.';
 COMMENT ON VIEW billing_bi.usage_by_day IS 'Usage per customer-local day, subscription and metric, from the day rollups: events, sum and maximum of the values.';
 COMMENT ON VIEW billing_bi.ingestion_health IS 'What ingestion did with the events sent, per UTC day of ingestion: stored events per metric (outcome accepted) and rejects per metric code, SQLSTATE and reason (outcome rejected). Duplicates are not stored again and not counted.';
-COMMENT ON FUNCTION billing.schedule(text) IS 'Creates (or replaces) pg_billing''s pg_cron jobs on the cron schedule billing_cron (default ''5 * * * *''): today the activation of pending subscriptions. Needs pg_cron in this database (55000 otherwise; 22023 for an invalid schedule). Returns the jobs.';
+COMMENT ON FUNCTION billing.schedule(text) IS 'Creates (or replaces) pg_billing''s pg_cron jobs on the cron schedule billing_cron (default ''5 * * * *''): the billing run, the activation of pending subscriptions and the finalization of drafts whose grace period is over. Needs pg_cron in this database (55000 otherwise; 22023 for an invalid schedule). Returns the jobs.';
 COMMENT ON FUNCTION billing.unschedule() IS 'Removes pg_billing''s pg_cron jobs; returns how many it removed. Needs pg_cron in this database (55000 otherwise).';
+COMMENT ON VIEW billing_bi.invoices IS 'One row per invoice (draft, finalized or voided): number, customer, subscription, plan, type, status, payment status, currency, dates, charges period and totals.';
+COMMENT ON VIEW billing_bi.invoice_lines IS 'One row per invoice line (invoiceable fee): invoice, fee type, description, metric, charge model, filter, group, units, events, unit amount, exact and rounded amount, period.';
+COMMENT ON VIEW billing_bi.revenue_by_month IS 'Finalized invoices per month of issuing date and currency: count, fees, taxes and totals (voided invoices excluded).';
+COMMENT ON VIEW billing_bi.revenue_by_customer IS 'Finalized invoices per month of issuing date, customer and currency: count, fees and totals.';
+COMMENT ON VIEW billing_bi.revenue_by_plan IS 'Invoiced fees of finalized invoices per month of issuing date, plan and currency: base fees, usage (and minimums) and both together.';
+COMMENT ON VIEW billing_bi.revenue_by_metric IS 'Invoiced usage fees of finalized invoices per month of issuing date, metric and currency: units, events, amount.';
+COMMENT ON VIEW billing_bi.mrr IS 'Monthly recurring revenue of active subscriptions per plan and currency: the plan amounts brought to a month.';
+COMMENT ON VIEW billing_bi.draft_invoices IS 'Drafts not yet finalized: customer, subscription, issuing date, when the grace period ends, the total as last refreshed.';
+
+-- Invoicing
+COMMENT ON TYPE billing.invoice_type IS 'What an invoice bills: subscription (a subscription''s periods).';
+COMMENT ON TYPE billing.invoice_status IS 'An invoice''s lifecycle: draft (recomputable), finalized (numbered, immutable), voided.';
+COMMENT ON TYPE billing.payment_status IS 'What the application reports of an invoice''s payment: pending, succeeded, failed.';
+COMMENT ON TYPE billing.fee_type IS 'What a fee bills: subscription (base fee), charge (usage), charge_minimum (a charge''s minimum spend true-up), commitment (the plan''s minimum commitment true-up), adjustment (late usage of a finalized period).';
+COMMENT ON TABLE billing.invoices IS 'One invoice per subscription and billing instant (billing_at: a period''s close, the start, a trial''s end or the termination), unique on (customer_id, subscription_id, billing_at); totals are sums of rounded fees. Finalized and voided invoices are immutable but for payment_status and voiding.';
+COMMENT ON TABLE billing.fees IS 'What an invoice bills, one row per fee: exact amount (precise_amount) and amount rounded half-up to the currency; fee_key is unique per subscription, so nothing is billed twice. invoiceable = false fees are kept but not invoiced.';
+COMMENT ON TABLE billing.billed_windows IS 'The usage windows each invoice computed and the events they held just before: how the billing run finds events that arrived for an already finalized period.';
+COMMENT ON TABLE billing.invoice_sequences IS 'The last invoice number given per billing entity and month (entities numbering per_entity); locked while a number is taken, so numbers are gapless.';
+COMMENT ON TABLE billing.billing_failures IS 'Subscriptions the billing run could not bill, with as_of, SQLSTATE, message and detail; a later successful billing of the subscription removes its rows.';
+COMMENT ON TABLE billing.outbox IS 'Billing events for applications (invoice.created, invoice.finalized, invoice.voided, invoice.payment_status_updated), written in the transaction of the change and announced by pg_notify(''pg_billing'', id). Consume with DELETE ... RETURNING.';
+COMMENT ON PROCEDURE billing.run_billing(timestamptz) IS 'The billing run: activates pending subscriptions, bills every subscription due as of as_of (one transaction each; a failure is recorded in billing.billing_failures and the run goes on), then finalizes drafts whose grace period is over. Call it outside a transaction block. A second run while one is in progress returns at once.';
+COMMENT ON PROCEDURE billing.finalize_drafts(timestamptz) IS 'Refreshes and finalizes every draft whose billing entity''s grace period is over as of as_of, one transaction each.';
+COMMENT ON FUNCTION billing.bill_subscription(text, timestamptz) IS 'Bills one subscription up to as_of in the caller''s transaction (what the billing run does for each); returns the invoices created. 23503 for an unknown subscription.';
+COMMENT ON FUNCTION billing.refresh_invoice(bigint) IS 'Recomputes a draft''s fees and totals from the usage as it is now (late events within the period land there). 55000 unless the invoice is a draft.';
+COMMENT ON FUNCTION billing.finalize_invoice(bigint) IS 'Refreshes a draft, then finalizes it: number, due date, immutable from then on. 55000 unless the invoice is a draft.';
+COMMENT ON FUNCTION billing.void_invoice(bigint) IS 'Voids a finalized invoice that is not paid; its fees stay billed (never billed again). 55000 otherwise.';
+COMMENT ON FUNCTION billing.set_payment_status(bigint, text) IS 'Records a finalized invoice''s payment status: pending, succeeded or failed. 22023 for another word, 55000 unless finalized.';
+COMMENT ON FUNCTION billing.invoice_document(bigint) IS 'Everything needed to render or send an invoice, as one JSON document (issuer, customer, subscription, periods, lines with tier details, totals, number, dates; shape in docs/reference/invoicing.md).';
+COMMENT ON FUNCTION billing._invoice_immutable() IS 'Private: trigger refusing changes to finalized and voided invoices (55000), but for payment_status and voiding.';
+COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices (55000).';
+

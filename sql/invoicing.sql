@@ -511,7 +511,7 @@ BEGIN
     IF entity.numbering = 'per_entity' THEN
         scope := to_char(inv.issuing_date, 'YYYYMM');
         INSERT INTO billing.invoice_sequences AS s (billing_entity_id, scope, last_number) VALUES (entity.id, scope, 1)
-        ON CONFLICT (billing_entity_id, scope) DO UPDATE SET last_number = s.last_number + 1
+        ON CONFLICT ON CONSTRAINT invoice_sequences_pkey DO UPDATE SET last_number = s.last_number + 1
         RETURNING last_number INTO next_number;
     ELSE
         scope := 'customer';
@@ -703,7 +703,7 @@ BEGIN
                        'units', fe.units, 'events_count', CASE WHEN fe.fee_type IN ('charge', 'adjustment') THEN fe.events_count END,
                        'unit_amount', billing.round_money(fe.precise_unit_amount, inv.currency),
                        'precise_amount', fe.precise_amount, 'amount', fe.amount,
-                       'tiers', fe.amount_details -> 'tiers',
+                       'details', fe.amount_details,
                        'from', fe.from_datetime, 'to', fe.to_datetime))
                    ORDER BY fe.fee_type, fe.charge_id NULLS FIRST, fe.charge_filter_id NULLS FIRST, fe.grouped_by NULLS FIRST, fe.id)
             FROM billing.fees fe WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable), '[]'),
@@ -771,13 +771,17 @@ END $$;
 
 -- Finalizes the drafts whose billing entity's grace period is over, each in its own
 -- transaction (refreshed first, so late events within the period land on them). A draft
--- finalized meanwhile by billing.finalize_invoice is skipped.
+-- finalized meanwhile by billing.finalize_invoice is skipped; one that fails is recorded in
+-- billing.billing_failures and left a draft.
 CREATE PROCEDURE billing.finalize_drafts(as_of timestamptz DEFAULT now())
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     last_id bigint := -1;
     draft_id bigint;
+    failure_state text;
+    failure_message text;
+    failure_detail text;
 BEGIN
     LOOP
         SELECT i.id INTO draft_id FROM billing.invoices i JOIN billing.billing_entities e ON e.id = i.billing_entity_id
@@ -785,9 +789,17 @@ BEGIN
         ORDER BY i.id LIMIT 1;
         EXIT WHEN NOT FOUND;
         last_id := draft_id;
-        IF (billing._invoice(draft_id)).status = 'draft' THEN
-            PERFORM billing.finalize_invoice(draft_id);
-        END IF;
+        BEGIN
+            IF (billing._invoice(draft_id)).status = 'draft' THEN
+                PERFORM billing.finalize_invoice(draft_id);
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS failure_state = RETURNED_SQLSTATE, failure_message = MESSAGE_TEXT, failure_detail = PG_EXCEPTION_DETAIL;
+            INSERT INTO billing.billing_failures (customer_id, subscription_id, as_of, sqlstate, message, detail)
+            SELECT i.customer_id, i.subscription_id, as_of, failure_state, 'finalizing invoice ' || i.id || ': ' || failure_message,
+                   nullif(failure_detail, '')
+            FROM billing.invoices i WHERE i.id = draft_id;
+        END;
         COMMIT;
     END LOOP;
 END $$;
@@ -816,3 +828,6 @@ REVOKE ALL ON FUNCTION billing._invoice_immutable(), billing._fee_immutable(), b
     billing._bill_subscription(bigint, bigint, timestamptz), billing._invoice(bigint),
     billing._require_status(billing.invoices, billing.invoice_status, text),
     billing._period_share(numeric, integer, integer), billing._shortfall(numeric, numeric) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE billing.run_billing(timestamptz), billing.finalize_drafts(timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION billing.bill_subscription(text, timestamptz), billing.refresh_invoice(bigint), billing.finalize_invoice(bigint),
+    billing.void_invoice(bigint), billing.set_payment_status(bigint, text) FROM PUBLIC;

@@ -17,6 +17,14 @@ SELECT status, count(*) FROM billing.ingest_events('[
   {"external_subscription_id": "bi-sub", "code": "bi-tokens", "transaction_id": "bi-4", "properties": {"tokens": "ten"}}]')
 GROUP BY status ORDER BY status;
 
+-- An admin's login role with billing_admin bills: March in full (49.00) and 22 tokens at
+-- 0.5 (11.00) → 60.00.
+CREATE ROLE regress_bi_admin LOGIN;
+GRANT billing_admin TO regress_bi_admin;
+\c - regress_bi_admin
+SELECT number LIKE 'INV-%-001' AS numbered, fees_amount, total_amount FROM billing.bill_subscription('bi-sub', '2026-04-01 00:05+02');
+\c - postgres
+
 -- The three roles exist, cannot log in, and carry their comments.
 SELECT rolname, rolcanlogin, shobj_description(oid, 'pg_authid') IS NOT NULL AS described
 FROM pg_roles WHERE rolname IN ('billing_admin', 'billing_writer', 'billing_reader') ORDER BY rolname;
@@ -39,8 +47,16 @@ SELECT day = (now() AT TIME ZONE 'UTC')::date AS today, metric_code, outcome, sq
 FROM billing_bi.ingestion_health WHERE metric_code = 'bi-tokens' ORDER BY outcome;
 SELECT table_name, column_name, data_type FROM information_schema.columns
 WHERE table_schema = 'billing_bi' AND table_name = 'usage_by_day' ORDER BY ordinal_position;
+-- Every view of billing_bi, the invoices among them.
+SELECT table_name FROM information_schema.tables WHERE table_schema = 'billing_bi' ORDER BY table_name;
+SELECT number LIKE 'INV-%-001' AS numbered, customer_external_id, plan_code, status, currency, fees_amount, total_amount
+FROM billing_bi.invoices WHERE customer_external_id = 'bi-acme';
+SELECT fee_type, description, metric_code, units, amount FROM billing_bi.invoice_lines
+WHERE customer_external_id = 'bi-acme' ORDER BY fee_type;
+SELECT plan_code, currency, active_subscriptions, mrr FROM billing_bi.mrr WHERE plan_code = 'bi-pro';
 -- ... and nothing of schema billing.
 SELECT count(*) FROM billing.customers;
+CALL billing.run_billing();
 SELECT billing.ingest_event('bi-sub', 'bi-tokens', 'bi-5', '2026-03-04 10:00+00', '{"tokens": 1}');
 \c - postgres
 
@@ -60,6 +76,7 @@ INSERT INTO billing.event_staging (external_subscription_id, code, transaction_i
 VALUES ('bi-sub', 'bi-tokens', 'bi-staged-1', '2026-03-04T14:00:00Z', '{"tokens": 3}');
 SELECT * FROM billing.ingest_staged();
 SELECT billing.create_customer('bi-nope');
+SELECT count(*) FROM billing.bill_subscription('bi-sub');
 SELECT count(*) FROM billing_bi.customers;
 \c - postgres
 SELECT count(*) AS stored, sum(value) AS tokens FROM billing.events e
@@ -67,3 +84,4 @@ JOIN billing.subscription_directory d ON d.customer_id = e.customer_id AND d.sub
 WHERE d.external_id = 'bi-sub';
 DROP ROLE regress_bi_tool;
 DROP ROLE regress_bi_ingester;
+DROP ROLE regress_bi_admin;
