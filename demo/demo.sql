@@ -142,3 +142,29 @@ BEGIN;
 SELECT billing.ingest_event('growth-ai-main', 'images', 'txn-in-rolled-back-order', now()) AS outcome;
 ROLLBACK;
 SELECT count(*) AS stored FROM billing.events WHERE transaction_id = 'txn-in-rolled-back-order';
+
+\echo
+\echo '== The billing cycle: the month closes and the procedure pg_cron runs (billing.schedule()) bills it'
+-- Give the issuer a 2-day grace period, so the invoice stays a draft that late events can
+-- still reach, then bill as of the first minutes of next month in New York.
+UPDATE billing.billing_entities SET grace_period_days = 2, net_payment_term_days = 30, invoice_prefix = 'GAI' WHERE code = 'default';
+SELECT (:'month_start'::timestamptz + interval '1 month' + interval '5 minutes') AS billing_time \gset
+CALL billing.run_billing(:'billing_time');
+SELECT invoice_id, status, number, issuing_date, fees_amount, total_amount FROM billing_bi.invoices
+WHERE subscription_external_id = 'growth-ai-main';
+SELECT invoice_id AS draft FROM billing_bi.draft_invoices WHERE subscription_external_id = 'growth-ai-main' \gset
+
+\echo '== Finalized (numbered, immutable): its lines, as billing.invoice_document renders them'
+SELECT status, number, due_date FROM billing.finalize_invoice(:draft);
+SELECT line ->> 'description' AS line, coalesce(line ->> 'filter', '') AS filter, line ->> 'units' AS units,
+       line ->> 'amount' AS amount
+FROM jsonb_array_elements(billing.invoice_document(:draft) -> 'lines') line;
+SELECT billing.invoice_document(:draft) -> 'totals' ->> 'total_amount' AS total_due,
+       billing.invoice_document(:draft) ->> 'due_date' AS due_date;
+
+\echo '== What the application is told (billing.outbox, announced with pg_notify)'
+SELECT type, payload ->> 'number' AS number, payload ->> 'total_amount' AS total FROM billing.outbox ORDER BY id;
+
+\echo '== Revenue, as a BI tool logged in with billing_reader sees it'
+SELECT month, currency, invoices, total_amount FROM billing_bi.revenue_by_month;
+SELECT plan_code, currency, active_subscriptions, mrr FROM billing_bi.mrr;
