@@ -756,13 +756,16 @@ BEGIN
     PERFORM pg_notify('pg_billing', event_id::text);
 END $$;
 
+-- (The functions that read or write per-customer tables are PL/pgSQL: Citus plans no
+-- SQL-language function that reads a distributed table with parameters.)
 CREATE FUNCTION billing._invoice_event(inv billing.invoices) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('invoice_id', inv.id, 'number', inv.number, 'status', inv.status,
-                              'payment_status', inv.payment_status, 'customer_external_id', c.external_id,
-                              'total_amount', inv.total_amount, 'currency', inv.currency)
-    FROM billing.customers c WHERE c.id = inv.customer_id
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object('invoice_id', inv.id, 'number', inv.number, 'status', inv.status,
+                                      'payment_status', inv.payment_status, 'customer_external_id', c.external_id,
+                                      'total_amount', inv.total_amount, 'currency', inv.currency)
+            FROM billing.customers c WHERE c.id = inv.customer_id);
+END $$;
 
 -- The invoice of a subscription at a billing instant, created (as a draft) if it is not
 -- there yet.
@@ -788,29 +791,32 @@ CREATE FUNCTION billing._add_fee(
     description text, precise_amount numeric, from_datetime timestamptz, to_datetime timestamptz,
     units numeric DEFAULT 1, charge_id bigint DEFAULT NULL, invoiceable boolean DEFAULT true
 ) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    metric_code text;
+BEGIN
+    SELECT m.code INTO metric_code FROM billing.charges ch JOIN billing.billable_metrics m ON m.id = ch.billable_metric_id WHERE ch.id = charge_id;
     INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, billable_metric_code,
                               description, units, precise_unit_amount, precise_amount, amount, invoiceable, from_datetime, to_datetime)
-    SELECT sub.customer_id, invoice_id, sub.id, fee_type, fee_key, _add_fee.charge_id, m.code, description, units,
-           CASE WHEN units = 0 THEN 0 ELSE precise_amount / units END,
-           precise_amount, billing.round_money(precise_amount, cust.currency), _add_fee.invoiceable, from_datetime, to_datetime
-    FROM (SELECT 1) one
-    LEFT JOIN billing.charges ch ON ch.id = _add_fee.charge_id
-    LEFT JOIN billing.billable_metrics m ON m.id = ch.billable_metric_id
-$$;
+    VALUES (sub.customer_id, invoice_id, sub.id, fee_type, fee_key, charge_id, metric_code, description, units, CASE WHEN units = 0 THEN 0 ELSE precise_amount / units END,
+            precise_amount, billing.round_money(precise_amount, cust.currency), invoiceable, from_datetime, to_datetime);
+END $$;
 
 -- The events a usage window of a subscription holds now, from the day rollups of the
 -- metrics its plan version charges.
 CREATE FUNCTION billing._window_events(
     customer_id bigint, subscription_id bigint, plan_version_id bigint, from_datetime timestamptz, to_datetime timestamptz, timezone text
 ) RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(sum(r.events_count), 0)::bigint
-    FROM billing.usage_rollups r
-    WHERE r.customer_id = _window_events.customer_id AND r.subscription_id = _window_events.subscription_id
-      AND r.billable_metric_id IN (SELECT c.billable_metric_id FROM billing.charges c WHERE c.plan_version_id = _window_events.plan_version_id)
-      AND r.day BETWEEN (from_datetime AT TIME ZONE timezone)::date AND (to_datetime AT TIME ZONE timezone)::date
-$$;
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    RETURN (SELECT coalesce(sum(r.events_count), 0)::bigint
+            FROM billing.usage_rollups r
+            WHERE r.customer_id = customer_id AND r.subscription_id = subscription_id
+              AND r.billable_metric_id IN (SELECT c.billable_metric_id FROM billing.charges c WHERE c.plan_version_id = plan_version_id)
+              AND r.day BETWEEN (from_datetime AT TIME ZONE timezone)::date AND (to_datetime AT TIME ZONE timezone)::date);
+END $$;
 
 -- Records that an invoice computes a usage window, with the window's events as they are
 -- before the computation.
@@ -818,10 +824,12 @@ CREATE FUNCTION billing._record_window(
     sub billing.subscriptions, cust billing.customers, invoice_id bigint, window_from timestamptz, window_to timestamptz,
     adjustment boolean, events_count bigint
 ) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+BEGIN
     INSERT INTO billing.billed_windows (customer_id, subscription_id, from_datetime, invoice_id, to_datetime, plan_version_id, adjustment, events_count)
-    VALUES (sub.customer_id, sub.id, window_from, invoice_id, window_to, sub.plan_version_id, adjustment, events_count)
-$$;
+    VALUES (sub.customer_id, sub.id, window_from, invoice_id, window_to, sub.plan_version_id, adjustment, events_count);
+END $$;
 
 -- The key of a usage fee: its charge, filter, group and window, and for an adjustment the
 -- instant of the invoice that bills it.
@@ -1049,13 +1057,22 @@ END $$;
 -- Sets an invoice's totals from its invoiceable fees (taxes, coupons, credit notes and
 -- prepaid credits are zero until they exist).
 CREATE FUNCTION billing._total_invoice(customer_id bigint, invoice_id bigint) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    fees numeric;
+BEGIN
+    SELECT coalesce(sum(fe.amount), 0) INTO fees FROM billing.fees fe
+    WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
     UPDATE billing.invoices i
-    SET fees_amount = t.fees, sub_total_excluding_taxes = t.fees, sub_total_including_taxes = t.fees, total_amount = t.fees,
-        refreshed_at = now()
-    FROM (SELECT coalesce(sum(fe.amount), 0) AS fees FROM billing.fees fe
-          WHERE fe.customer_id = _total_invoice.customer_id AND fe.invoice_id = _total_invoice.invoice_id AND fe.invoiceable) t
-    WHERE i.customer_id = _total_invoice.customer_id AND i.id = _total_invoice.invoice_id
+    SET fees_amount = fees, sub_total_excluding_taxes = fees, sub_total_including_taxes = fees, total_amount = fees, refreshed_at = now()
+    WHERE i.customer_id = customer_id AND i.id = invoice_id;
+END $$;
+
+-- A number with leading zeros up to `width` digits, never cut (lpad would cut 1000 to 100).
+CREATE FUNCTION billing._zero_padded(n bigint, width integer) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT lpad(n::text, greatest(width, length(n::text)), '0')
 $$;
 
 -- Gives a draft its number, due date and finalized status.
@@ -1068,6 +1085,7 @@ DECLARE
     entity billing.billing_entities;
     scope text;
     next_number bigint;
+    invoice_number text;
     finalized billing.invoices;
 BEGIN
     SELECT * INTO entity FROM billing.billing_entities e WHERE e.id = inv.billing_entity_id;
@@ -1082,12 +1100,12 @@ BEGIN
         SELECT coalesce(max(i.sequence_number), 0) + 1 INTO next_number FROM billing.invoices i
         WHERE i.customer_id = inv.customer_id AND i.sequence_scope = 'customer';
     END IF;
+    invoice_number := CASE entity.numbering
+        WHEN 'per_entity' THEN format('%s-%s-%s', entity.invoice_prefix, scope, billing._zero_padded(next_number, 4))
+        ELSE format('%s-%s-%s', entity.invoice_prefix, billing._zero_padded(inv.customer_id, 3), billing._zero_padded(next_number, 3)) END;
     UPDATE billing.invoices i
     SET status = 'finalized', finalized_at = now(), sequence_scope = scope, sequence_number = next_number,
-        due_date = inv.issuing_date + entity.net_payment_term_days,
-        number = CASE entity.numbering
-                     WHEN 'per_entity' THEN format('%s-%s-%s', entity.invoice_prefix, scope, lpad(next_number::text, 4, '0'))
-                     ELSE format('%s-%s-%s', entity.invoice_prefix, lpad(inv.customer_id::text, 3, '0'), lpad(next_number::text, 3, '0')) END
+        due_date = inv.issuing_date + entity.net_payment_term_days, number = invoice_number
     WHERE i.customer_id = inv.customer_id AND i.id = inv.id
     RETURNING * INTO finalized;
     PERFORM billing._emit(finalized.customer_id, 'invoice.finalized', billing._invoice_event(finalized));
@@ -1100,13 +1118,15 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     sub billing.subscriptions;
+    cust billing.customers;
 BEGIN
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = inv.customer_id AND s.id = inv.subscription_id FOR UPDATE;
     DELETE FROM billing.fees fe WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id;
     DELETE FROM billing.billed_windows bw WHERE bw.customer_id = inv.customer_id AND bw.invoice_id = inv.id;
     PERFORM billing._bill_periods(sub, inv.billing_at, inv.billing_at);
     IF (SELECT i.charges_from FROM billing.invoices i WHERE i.customer_id = inv.customer_id AND i.id = inv.id) IS NOT NULL THEN
-        PERFORM billing._add_adjustments(sub, (SELECT c FROM billing.customers c WHERE c.id = inv.customer_id), inv.id, inv.billing_at);
+        SELECT * INTO cust FROM billing.customers c WHERE c.id = inv.customer_id;
+        PERFORM billing._add_adjustments(sub, cust, inv.id, inv.billing_at);
     END IF;
     PERFORM billing._total_invoice(inv.customer_id, inv.id);
 END $$;
@@ -1151,8 +1171,11 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     inv billing.invoices;
+    owner bigint;
 BEGIN
-    SELECT * INTO inv FROM billing.invoices i WHERE i.id = invoice_id FOR UPDATE;
+    -- The customer first, so that the lock is taken in that customer's shard on Citus.
+    SELECT i.customer_id INTO owner FROM billing.invoices i WHERE i.id = invoice_id;
+    SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = owner AND i.id = invoice_id FOR UPDATE;
     IF NOT FOUND THEN
         PERFORM billing._unknown('invoice', invoice_id::text, 'list invoices in billing_bi.invoices');
     END IF;
@@ -1387,7 +1410,7 @@ REVOKE ALL ON FUNCTION billing._invoice_immutable(), billing._fee_immutable(), b
     billing._add_usage_fees(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, integer, integer),
     billing._add_adjustments(billing.subscriptions, billing.customers, bigint, timestamptz),
     billing._bill_periods(billing.subscriptions, timestamptz, timestamptz), billing._total_invoice(bigint, bigint),
-    billing._finalize(billing.invoices), billing._refresh(billing.invoices),
+    billing._zero_padded(bigint, integer), billing._finalize(billing.invoices), billing._refresh(billing.invoices),
     billing._bill_subscription(bigint, bigint, timestamptz), billing._invoice(bigint),
     billing._require_status(billing.invoices, billing.invoice_status, text),
     billing._period_share(numeric, integer, integer), billing._shortfall(numeric, numeric) FROM PUBLIC;

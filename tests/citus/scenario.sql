@@ -130,3 +130,24 @@ FROM billing_bi.usage_by_day ORDER BY 1, 2, 3, 4;
 SELECT metric_code, outcome, sqlstate, reason, events FROM billing_bi.ingestion_health ORDER BY 1, 2, 3, 4;
 SELECT subscription_external_id, customer_external_id, plan_code, billing_interval, status, billing_time
 FROM billing_bi.subscriptions ORDER BY 1;
+
+-- The billing run gives the same invoices, fees and outbox events on both, and a draft's
+-- lifecycle (refresh, finalize, payment status, void) works by invoice id.
+CALL billing.run_billing('2026-04-01 12:00+00');
+SELECT s.external_id, i.billing_at, i.status, i.number, i.fees_amount, i.total_amount
+FROM billing.invoices i JOIN billing.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id
+ORDER BY 1, 2;
+SELECT s.external_id, f.fee_type, f.fee_key, f.units, f.precise_amount, f.amount
+FROM billing.fees f JOIN billing.subscriptions s ON s.customer_id = f.customer_id AND s.id = f.subscription_id
+ORDER BY 1, 3;
+SELECT count(*) AS failures FROM billing.billing_failures;
+UPDATE billing.billing_entities SET grace_period_days = 5 WHERE code = 'default';
+SELECT billing_at, status, fees_amount FROM billing.bill_subscription('sub-acme', '2026-05-01 12:00+00');
+SELECT invoice_id AS draft FROM billing_bi.draft_invoices WHERE subscription_external_id = 'sub-acme' \gset
+SELECT status, fees_amount FROM billing.refresh_invoice(:draft);
+SELECT status, number FROM billing.finalize_invoice(:draft);
+SELECT status, payment_status FROM billing.set_payment_status(:draft, 'failed');
+SELECT status FROM billing.void_invoice(:draft);
+UPDATE billing.invoices SET total_amount = 0 WHERE id = :draft;
+SELECT type, count(*) FROM billing.outbox GROUP BY 1 ORDER BY 1;
+SELECT month, currency, invoices, total_amount FROM billing_bi.revenue_by_month ORDER BY 1, 2;

@@ -17,7 +17,8 @@ CREATE EXTENSION pg_billing;
 SELECT billing.create_customer('cron-acme', 'Acme', 'USD', 'UTC');
 SELECT billing.create_billable_metric('calls', 'Calls', 'count');
 SELECT billing.create_plan('api', 'API', 'monthly', 10, 'USD', '[]', pay_in_advance => true);
-SELECT billing.create_subscription('cron-sub', 'cron-acme', 'api', now() + interval '2 seconds');
+-- Anniversary billing: the first period is billed in full (10.00), whatever today is.
+SELECT billing.create_subscription('cron-sub', 'cron-acme', 'api', now() + interval '2 seconds', billing_time => 'anniversary');
 SQL
 jobs=$(q -c "SELECT string_agg(job_name || ' | ' || schedule || ' | ' || command, '; ' ORDER BY job_name) FROM billing.schedule('* * * * *')")
 [ "$jobs" = "pg_billing: activate subscriptions | * * * * * | SELECT billing.activate_subscriptions(); pg_billing: billing run | * * * * * | CALL billing.run_billing(); pg_billing: finalize drafts | * * * * * | CALL billing.finalize_drafts()" ] ||

@@ -209,7 +209,9 @@ SELECT count(*) AS invoices_off_their_fees FROM billing.invoices i
 WHERE i.fees_amount <> (SELECT coalesce(sum(f.amount), 0) FROM billing.fees f WHERE f.customer_id = i.customer_id AND f.invoice_id = i.id AND f.invoiceable)
    OR i.total_amount <> i.fees_amount;
 
--- Numbering per customer (INV-<customer>-nnn), gapless, at finalization only.
+-- Numbering per customer (INV-<customer>-nnn), gapless, at finalization only; numbers past
+-- the padding keep every digit.
+SELECT billing._zero_padded(7, 3), billing._zero_padded(1000, 3), billing._zero_padded(12345, 4);
 SELECT sub, count(*), min(number), max(number) FROM totals WHERE sub IN ('s3', 's5') GROUP BY sub ORDER BY sub;
 
 -- Lifecycle: finalized invoices and their fees are immutable; payment status and voiding.
