@@ -71,6 +71,27 @@ run_server() {
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$1/data" -l "$1/server.log" -w start -o "$(cat "$1/options")" >/dev/null
 }
 
+# crash_server DIR: kill -9 of the cluster's postmaster and every backend at once, as a
+# power cut would (a backend left alive finishes its work before it notices its postmaster
+# gone), then a restart, which replays the WAL.
+crash_server() {
+  local dir=$1 postmaster
+  postmaster=$(head -1 "$dir/data/postmaster.pid")
+  kill -9 "$postmaster" $(pgrep -P "$postmaster") 2>/dev/null || true
+  local _
+  for _ in $(seq 1 100); do
+    [ "$(pgrep -c -P "$postmaster" 2>/dev/null || true)" = 0 ] && break
+    sleep 0.1
+  done
+  # A killed postmaster nobody reaps stays a zombie, which is dead but still blocks a
+  # restart through its postmaster.pid.
+  if [ "$(ps -o stat= -p "$postmaster" 2>/dev/null | cut -c1)" = Z ]; then
+    rm -f "$dir/data/postmaster.pid"
+    [ "$(head -1 "/tmp/.s.PGSQL.$PGPORT.lock" 2>/dev/null)" = "$postmaster" ] && rm -f "/tmp/.s.PGSQL.$PGPORT.lock"
+  fi
+  run_server "$dir"
+}
+
 stop_cluster() {
   local dir=$1
   if [ -f "$dir/data/postmaster.pid" ]; then

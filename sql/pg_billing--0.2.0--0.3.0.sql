@@ -1309,6 +1309,30 @@ BEGIN
     RETURN document;
 END $$;
 
+-- One unit of the billing run's work, in the caller's transaction: bill a subscription, or
+-- (with draft_id) finalize that draft of it if it still is one. An error undoes this unit
+-- only and is recorded in billing.billing_failures, so the run goes on with the next.
+CREATE FUNCTION billing._attempt(customer_id bigint, subscription_id bigint, as_of timestamptz, draft_id bigint DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    failure_state text;
+    failure_message text;
+    failure_detail text;
+BEGIN
+    IF draft_id IS NULL THEN
+        PERFORM billing._bill_subscription(customer_id, subscription_id, as_of);
+    ELSIF (billing._invoice(draft_id)).status = 'draft' THEN
+        PERFORM billing.finalize_invoice(draft_id);
+    END IF;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS failure_state = RETURNED_SQLSTATE, failure_message = MESSAGE_TEXT, failure_detail = PG_EXCEPTION_DETAIL;
+    INSERT INTO billing.billing_failures (customer_id, subscription_id, as_of, sqlstate, message, detail)
+    VALUES (customer_id, subscription_id, as_of, failure_state,
+            coalesce('finalizing invoice ' || draft_id || ': ', '') || failure_message, nullif(failure_detail, ''));
+END $$;
+
 -- The billing run. Bills each subscription in its own transaction (a crash loses at most
 -- the one in flight; a rerun resumes, since billed instants are skipped), records a
 -- subscription that fails in billing.billing_failures and goes on, then finalizes the
@@ -1321,9 +1345,6 @@ DECLARE
     last_customer bigint := -1;
     last_subscription bigint := -1;
     next_sub record;
-    failure_state text;
-    failure_message text;
-    failure_detail text;
 BEGIN
     IF NOT pg_try_advisory_lock(hashtext('pg_billing: billing run')) THEN
         RAISE NOTICE 'another billing run is in progress: this one does nothing';
@@ -1342,13 +1363,7 @@ BEGIN
         EXIT WHEN NOT FOUND;
         last_customer := next_sub.customer_id;
         last_subscription := next_sub.id;
-        BEGIN
-            PERFORM billing._bill_subscription(next_sub.customer_id, next_sub.id, as_of);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS failure_state = RETURNED_SQLSTATE, failure_message = MESSAGE_TEXT, failure_detail = PG_EXCEPTION_DETAIL;
-            INSERT INTO billing.billing_failures (customer_id, subscription_id, as_of, sqlstate, message, detail)
-            VALUES (next_sub.customer_id, next_sub.id, as_of, failure_state, failure_message, nullif(failure_detail, ''));
-        END;
+        PERFORM billing._attempt(next_sub.customer_id, next_sub.id, as_of);
         COMMIT;
     END LOOP;
     CALL billing.finalize_drafts(as_of);
@@ -1364,28 +1379,16 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     last_id bigint := -1;
-    draft_id bigint;
-    failure_state text;
-    failure_message text;
-    failure_detail text;
+    draft record;
 BEGIN
     LOOP
-        SELECT i.id INTO draft_id FROM billing.invoices i JOIN billing.billing_entities e ON e.id = i.billing_entity_id
+        SELECT i.customer_id, i.subscription_id, i.id INTO draft
+        FROM billing.invoices i JOIN billing.billing_entities e ON e.id = i.billing_entity_id
         WHERE i.status = 'draft' AND i.id > last_id AND i.billing_at + e.grace_period_days * interval '1 day' <= as_of
         ORDER BY i.id LIMIT 1;
         EXIT WHEN NOT FOUND;
-        last_id := draft_id;
-        BEGIN
-            IF (billing._invoice(draft_id)).status = 'draft' THEN
-                PERFORM billing.finalize_invoice(draft_id);
-            END IF;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS failure_state = RETURNED_SQLSTATE, failure_message = MESSAGE_TEXT, failure_detail = PG_EXCEPTION_DETAIL;
-            INSERT INTO billing.billing_failures (customer_id, subscription_id, as_of, sqlstate, message, detail)
-            SELECT i.customer_id, i.subscription_id, as_of, failure_state, 'finalizing invoice ' || i.id || ': ' || failure_message,
-                   nullif(failure_detail, '')
-            FROM billing.invoices i WHERE i.id = draft_id;
-        END;
+        last_id := draft.id;
+        PERFORM billing._attempt(draft.customer_id, draft.subscription_id, as_of, draft.id);
         COMMIT;
     END LOOP;
 END $$;
@@ -1411,7 +1414,7 @@ REVOKE ALL ON FUNCTION billing._invoice_immutable(), billing._fee_immutable(), b
     billing._add_adjustments(billing.subscriptions, billing.customers, bigint, timestamptz),
     billing._bill_periods(billing.subscriptions, timestamptz, timestamptz), billing._total_invoice(bigint, bigint),
     billing._zero_padded(bigint, integer), billing._finalize(billing.invoices), billing._refresh(billing.invoices),
-    billing._bill_subscription(bigint, bigint, timestamptz), billing._invoice(bigint),
+    billing._bill_subscription(bigint, bigint, timestamptz), billing._attempt(bigint, bigint, timestamptz, bigint), billing._invoice(bigint),
     billing._require_status(billing.invoices, billing.invoice_status, text),
     billing._period_share(numeric, integer, integer), billing._shortfall(numeric, numeric) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE billing.run_billing(timestamptz), billing.finalize_drafts(timestamptz) FROM PUBLIC;

@@ -34,20 +34,8 @@ for _ in $(seq 1 600); do
   sleep 0.05
 done
 echo "killing the server with $billed invoices billed"
-# The postmaster and every backend at once, as a power cut would: a backend left alive
-# would finish the run before it noticed its postmaster gone.
-postmaster=$(head -1 "$PG_CLUSTER_DIR/data/postmaster.pid")
-kill -9 "$postmaster" $(pgrep -P "$postmaster")
+crash_server "$PG_CLUSTER_DIR"
 wait "$run" || true
-for _ in $(seq 1 100); do
-  [ "$(pgrep -c -P "$postmaster" 2>/dev/null || true)" = 0 ] && break
-  sleep 0.1
-done
-if [ "$(ps -o stat= -p "$postmaster" 2>/dev/null | cut -c1)" = Z ]; then
-  rm -f "$PG_CLUSTER_DIR/data/postmaster.pid"
-  [ "$(head -1 "/tmp/.s.PGSQL.$PGPORT.lock" 2>/dev/null)" = "$postmaster" ] && rm -f "/tmp/.s.PGSQL.$PGPORT.lock"
-fi
-run_server "$PG_CLUSTER_DIR"
 read -r before_rerun partial < <(psql -X -q -At -F ' ' -v ON_ERROR_STOP=1 -d pg_billing_crash_billing <<'SQL'
 -- Every invoice that survived is whole: its totals are the sum of its fees.
 SELECT count(*), count(*) FILTER (WHERE i.fees_amount <> (SELECT coalesce(sum(f.amount), 0) FROM billing.fees f

@@ -22,20 +22,8 @@ SQL
 pgbench -n -c 4 -j 2 -T 30 -f /tmp/pg_billing_crash.sql "$db" >/dev/null 2>&1 &
 bench=$!
 sleep 3
-postmaster=$(head -1 "$PG_CLUSTER_DIR/data/postmaster.pid")
-kill -9 "$postmaster"
+crash_server "$PG_CLUSTER_DIR"
 wait "$bench" || true
-# The server's other processes exit once they notice; a killed postmaster nobody reaps stays
-# a zombie, which is dead but still blocks a restart through its postmaster.pid.
-for _ in $(seq 1 100); do
-  [ "$(pgrep -c -P "$postmaster" 2>/dev/null || true)" = 0 ] && break
-  sleep 0.1
-done
-if [ "$(ps -o stat= -p "$postmaster" 2>/dev/null | cut -c1)" = Z ]; then
-  rm -f "$PG_CLUSTER_DIR/data/postmaster.pid"
-  [ "$(head -1 "/tmp/.s.PGSQL.$PGPORT.lock" 2>/dev/null)" = "$postmaster" ] && rm -f "/tmp/.s.PGSQL.$PGPORT.lock"
-fi
-run_server "$PG_CLUSTER_DIR"
 read -r acknowledged stored missing rollup_events rollup_sum event_sum < <(psql -X -q -At -F ' ' -v ON_ERROR_STOP=1 -d "$db" <<'SQL'
 SELECT (SELECT count(*) FROM acknowledged), (SELECT count(*) FROM billing.events),
        (SELECT count(*) FROM acknowledged a LEFT JOIN billing.events e ON e.transaction_id = a.transaction_id

@@ -197,10 +197,27 @@ SELECT pg_temp.send('s12', 'calls', 1, '2024-04-01 03:30+00'), pg_temp.send('s12
 SELECT billing_at, issuing_date, charges_from, charges_to, fees_amount FROM billing.bill_subscription('s12', '2024-04-01 05:00+00');
 
 -- The billing run bills what is due and nothing twice: every subscription up to May 2024,
--- then again.
+-- then again. A subscription that cannot be billed (here a trigger refuses s3's fees) is
+-- rolled back alone, recorded with its reason, and stops nothing; once it can be billed, the
+-- next run bills it and clears its failure.
+CREATE FUNCTION regress_refuse_fees() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.subscription_id = (SELECT id FROM billing.subscriptions WHERE external_id = 's3') THEN
+    RAISE EXCEPTION 'fees of s3 refused' USING ERRCODE = '23514', DETAIL = 'a test trigger';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER regress_refuse_fees BEFORE INSERT ON billing.fees FOR EACH ROW EXECUTE FUNCTION regress_refuse_fees();
 SELECT count(*) AS invoices_before FROM billing.invoices;
 CALL billing.run_billing('2024-05-01 00:05+00');
-SELECT count(*) AS invoices_after_run, count(DISTINCT (customer_id, subscription_id, billing_at)) AS distinct_keys FROM billing.invoices;
+SELECT count(*) AS invoices_after_run, count(*) FILTER (WHERE sub = 's3') AS of_s3 FROM totals;
+SELECT s.external_id, f.as_of, f.sqlstate, f.message, f.detail FROM billing.billing_failures f
+JOIN billing.subscriptions s ON s.customer_id = f.customer_id AND s.id = f.subscription_id;
+DROP TRIGGER regress_refuse_fees ON billing.fees;
+DROP FUNCTION regress_refuse_fees();
+CALL billing.run_billing('2024-05-01 00:05+00');
+SELECT count(*) AS invoices_after_run, count(*) FILTER (WHERE sub = 's3') AS of_s3,
+       count(DISTINCT (sub, billing_at)) AS distinct_keys FROM totals;
 CALL billing.run_billing('2024-05-01 00:05+00');
 SELECT count(*) AS invoices_after_rerun FROM billing.invoices;
 SELECT count(*) AS failures FROM billing.billing_failures;
