@@ -749,8 +749,13 @@ END $$;
 -- One unit of the billing run's work, in the caller's transaction: bill a subscription, or
 -- (with draft_id) finalize that draft of it if it still is one. An error undoes this unit
 -- only and is recorded in billing.billing_failures, so the run goes on with the next.
+-- Custom plans: a run's session keeps its plans while the invoice tables grow under it, and
+-- a generic plan made when they were empty (the first run of a new database) scans them
+-- whole for every subscription; 10,000 subscriptions billed in 78 s that way, 35 s with
+-- each statement planned for the tables as they are.
 CREATE FUNCTION billing._attempt(customer_id bigint, subscription_id bigint, as_of timestamptz, draft_id bigint DEFAULT NULL)
 RETURNS void
+SET plan_cache_mode = force_custom_plan
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE

@@ -250,10 +250,14 @@ CREATE TYPE billing.usage_line AS (
 );
 
 -- Usage lines of a subscription (already looked up, with its customer) in a window; the
--- body of billing.usage and billing.current_usage.
+-- body of billing.usage and billing.current_usage. Its plans are cached as usual even in
+-- the billing run, which plans every other statement anew (billing._attempt): the tables it
+-- reads are not the ones a run grows, and planning its queries for each subscription cost
+-- more than it saved (10,000 subscriptions billed in 34 s with, 30 s without).
 CREATE FUNCTION billing._usage(
     sub billing.subscriptions, cust billing.customers, window_from timestamptz, window_to timestamptz
 ) RETURNS SETOF billing.usage_line
+SET plan_cache_mode = auto
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
