@@ -833,11 +833,13 @@ BEGIN
 END $$;
 
 -- The key of a usage fee: its charge, filter, group and window, and for an adjustment the
--- instant of the invoice that bills it.
+-- instant of the invoice that bills it. STABLE as to_char is, so that it is inlined into
+-- the statements that insert fees (one call per fee otherwise: 200,000 for a subscription
+-- with 200,000 usage lines).
 CREATE FUNCTION billing._usage_fee_key(
     kind text, charge_id bigint, filter_id bigint, grouped_by jsonb, window_from timestamptz, billed_at timestamptz DEFAULT NULL
 ) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT format('%s:%s:%s:%s:%s', kind, charge_id, coalesce(filter_id::text, 'default'), grouped_by,
                   to_char(window_from AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'))
            || coalesce('@' || to_char(billed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), '')
