@@ -297,19 +297,27 @@ BEGIN
     INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
                               billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
                               precise_unit_amount, precise_amount, amount, amount_details, invoiceable, from_datetime, to_datetime)
+    -- Each price of the plan version parsed once, not once per line.
+    WITH prices AS MATERIALIZED (
+        SELECT c.id AS charge_id, NULL::bigint AS filter_id, c.price::billing.price AS price, m.name AS description, c.invoiceable
+        FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+        WHERE c.plan_version_id = sub.plan_version_id
+        UNION ALL
+        SELECT c.id, cf.id, cf.price::billing.price, coalesce(cf.invoice_display_name, m.name), c.invoiceable
+        FROM billing.charge_filters cf JOIN billing.charges c ON c.id = cf.charge_id JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+        WHERE c.plan_version_id = sub.plan_version_id
+    )
     SELECT sub.customer_id, invoice_id, sub.id, 'charge', billing._usage_fee_key('charge', u.charge_id, u.filter_id, u.grouped_by, window_from),
            u.charge_id, u.filter_id, u.billable_metric_code, u.charge_model, u.filter_values,
            nullif(u.grouped_by, '{}'::jsonb),
-           coalesce(f.invoice_display_name, m.name), u.units, u.events_count,
+           p.description, u.units, u.events_count,
            CASE WHEN u.units = 0 THEN 0 ELSE u.amount / u.units END,
            u.amount, billing.round_money(u.amount, cust.currency),
            CASE WHEN u.charge_model IN ('graduated', 'volume', 'graduated_percentage', 'package')
-                THEN billing.amount_details(coalesce(f.price, ch.price)::billing.price, u.units) END,
-           ch.invoiceable, u.from_datetime, u.to_datetime
+                THEN billing.amount_details(p.price, u.units) END,
+           p.invoiceable, u.from_datetime, u.to_datetime
     FROM billing._usage(sub, cust, window_from, window_to) u
-    JOIN billing.charges ch ON ch.id = u.charge_id
-    JOIN billing.billable_metrics m ON m.id = ch.billable_metric_id
-    LEFT JOIN billing.charge_filters f ON f.id = u.filter_id;
+    JOIN prices p ON p.charge_id = u.charge_id AND p.filter_id IS NOT DISTINCT FROM u.filter_id;
 
     FOR minimum IN
         SELECT c.id, c.invoiceable, m.name,

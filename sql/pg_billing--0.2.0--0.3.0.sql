@@ -287,6 +287,8 @@ DECLARE
     -- is in the default bucket of one group, and 20,000 groups' lookups are skipped.
     filtered boolean;
     grouped boolean;
+    -- The charge's price, parsed once for all its lines (the filters' in the query below).
+    charge_price billing.price;
 BEGIN
     -- Prorated charges weigh units by the days of the billing period that holds window_from.
     IF EXISTS (SELECT 1 FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id AND c.prorated) THEN
@@ -297,10 +299,13 @@ BEGIN
     FOR ch IN SELECT * FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id ORDER BY c.position LOOP
         SELECT * INTO metric FROM billing.billable_metrics m WHERE m.id = ch.billable_metric_id;
         model := ch.price ->> 'charge_model';
+        charge_price := ch.price::billing.price;
         filtered := EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = ch.id);
         grouped := ch.pricing_group_keys <> '{}';
         RETURN QUERY
-        WITH per_dims AS (
+        WITH filters AS MATERIALIZED (
+            SELECT cf.id, cf."values", cf.price::billing.price AS price FROM billing.charge_filters cf WHERE cf.charge_id = ch.id
+        ), per_dims AS (
             SELECT u.dims, u.units, u.events_count, CASE WHEN filtered THEN billing._charge_filter(ch.id, u.dims) END AS filter_id,
                    CASE WHEN grouped THEN billing._group_key(ch.pricing_group_keys, u.dims) ELSE '{}'::jsonb END AS grouped_by
             FROM billing._metric_units(sub.customer_id, sub.id, metric, window_from, window_to, cust.timezone) u
@@ -315,8 +320,7 @@ BEGIN
             FROM per_dims p GROUP BY p.filter_id, p.grouped_by
             UNION ALL
             -- Every filter and the default bucket appear, with zero usage when nothing matched.
-            SELECT f.id, '{}'::jsonb, 0, 0 FROM (
-                SELECT cf.id FROM billing.charge_filters cf WHERE cf.charge_id = ch.id UNION ALL SELECT NULL) f
+            SELECT f.id, '{}'::jsonb, 0, 0 FROM (SELECT fs.id FROM filters fs UNION ALL SELECT NULL) f
             WHERE NOT EXISTS (SELECT 1 FROM per_dims p WHERE p.filter_id IS NOT DISTINCT FROM f.id)
         ), values_per_bucket AS (
             SELECT CASE WHEN filtered THEN billing._charge_filter(ch.id, v.dims) END AS filter_id, CASE WHEN grouped THEN billing._group_key(ch.pricing_group_keys, v.dims) ELSE '{}'::jsonb END AS grouped_by,
@@ -331,13 +335,13 @@ BEGIN
         SELECT ch.id, metric.code, metric.aggregation::text, model, b.filter_id, f."values", b.grouped_by,
                trim_scale(r.units), b.events_count,
                CASE WHEN model IN ('percentage', 'dynamic')
-                    THEN billing.amount(coalesce(f.price, ch.price)::billing.price, coalesce(vb.event_values, '{}'), cust.currency)
-                    ELSE billing.amount(coalesce(f.price, ch.price)::billing.price, r.units) END,
+                    THEN billing.amount(coalesce(f.price, charge_price), coalesce(vb.event_values, '{}'), cust.currency)
+                    ELSE billing.amount(coalesce(f.price, charge_price), r.units) END,
                cust.currency, window_from, window_to
         FROM buckets b
         CROSS JOIN LATERAL (SELECT billing._round_units(CASE WHEN ch.prorated THEN billing._prorate(b.units, period_days) ELSE b.units END,
                                                         metric.rounding_function::text, metric.rounding_precision) AS units) r
-        LEFT JOIN billing.charge_filters f ON f.id = b.filter_id
+        LEFT JOIN filters f ON f.id = b.filter_id
         LEFT JOIN values_per_bucket vb ON vb.filter_id IS NOT DISTINCT FROM b.filter_id AND vb.grouped_by = b.grouped_by
         ORDER BY b.filter_id NULLS FIRST, b.grouped_by;
     END LOOP;
@@ -861,19 +865,27 @@ BEGIN
     INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
                               billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
                               precise_unit_amount, precise_amount, amount, amount_details, invoiceable, from_datetime, to_datetime)
+    -- Each price of the plan version parsed once, not once per line.
+    WITH prices AS MATERIALIZED (
+        SELECT c.id AS charge_id, NULL::bigint AS filter_id, c.price::billing.price AS price, m.name AS description, c.invoiceable
+        FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+        WHERE c.plan_version_id = sub.plan_version_id
+        UNION ALL
+        SELECT c.id, cf.id, cf.price::billing.price, coalesce(cf.invoice_display_name, m.name), c.invoiceable
+        FROM billing.charge_filters cf JOIN billing.charges c ON c.id = cf.charge_id JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+        WHERE c.plan_version_id = sub.plan_version_id
+    )
     SELECT sub.customer_id, invoice_id, sub.id, 'charge', billing._usage_fee_key('charge', u.charge_id, u.filter_id, u.grouped_by, window_from),
            u.charge_id, u.filter_id, u.billable_metric_code, u.charge_model, u.filter_values,
            nullif(u.grouped_by, '{}'::jsonb),
-           coalesce(f.invoice_display_name, m.name), u.units, u.events_count,
+           p.description, u.units, u.events_count,
            CASE WHEN u.units = 0 THEN 0 ELSE u.amount / u.units END,
            u.amount, billing.round_money(u.amount, cust.currency),
            CASE WHEN u.charge_model IN ('graduated', 'volume', 'graduated_percentage', 'package')
-                THEN billing.amount_details(coalesce(f.price, ch.price)::billing.price, u.units) END,
-           ch.invoiceable, u.from_datetime, u.to_datetime
+                THEN billing.amount_details(p.price, u.units) END,
+           p.invoiceable, u.from_datetime, u.to_datetime
     FROM billing._usage(sub, cust, window_from, window_to) u
-    JOIN billing.charges ch ON ch.id = u.charge_id
-    JOIN billing.billable_metrics m ON m.id = ch.billable_metric_id
-    LEFT JOIN billing.charge_filters f ON f.id = u.filter_id;
+    JOIN prices p ON p.charge_id = u.charge_id AND p.filter_id IS NOT DISTINCT FROM u.filter_id;
 
     FOR minimum IN
         SELECT c.id, c.invoiceable, m.name,
