@@ -336,32 +336,42 @@ BEGIN
     END LOOP;
 END $$;
 
--- Late events of windows billed on finalized invoices: for each such window that holds more
--- events than any invoice saw, the difference of each usage line (its amount now minus
--- everything its fees and earlier adjustments billed) becomes an adjustment fee here.
+-- The usage windows of a subscription's finalized invoices that hold more events now than
+-- any invoice (but `invoice_id`) saw: events that arrived after their period was invoiced.
+CREATE FUNCTION billing._late_windows(sub billing.subscriptions, cust billing.customers, invoice_id bigint)
+RETURNS TABLE (from_datetime timestamptz, to_datetime timestamptz, plan_version_id bigint, events_now bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+BEGIN
+    RETURN QUERY
+    SELECT w.from_datetime, w.to_datetime, w.plan_version_id, n.events_now
+    FROM (SELECT bw.from_datetime, max(bw.to_datetime) AS to_datetime, min(bw.plan_version_id) AS plan_version_id,
+                 max(bw.events_count) AS events_count
+          FROM billing.billed_windows bw
+          JOIN billing.invoices i ON i.customer_id = bw.customer_id AND i.id = bw.invoice_id
+          WHERE bw.customer_id = sub.customer_id AND bw.subscription_id = sub.id AND bw.invoice_id IS DISTINCT FROM invoice_id
+          GROUP BY bw.from_datetime
+          HAVING bool_or(NOT bw.adjustment AND i.status <> 'draft')) w
+    CROSS JOIN LATERAL (SELECT billing._window_events(sub.customer_id, sub.id, w.plan_version_id, w.from_datetime, w.to_datetime,
+                                                      cust.timezone) AS events_now) n
+    WHERE n.events_now > w.events_count
+    ORDER BY w.from_datetime;
+END $$;
+
+-- Late events: for each late window, the difference of each usage line (its amount now
+-- minus everything its fees and earlier adjustments billed) becomes an adjustment fee on
+-- this invoice.
 CREATE FUNCTION billing._add_adjustments(sub billing.subscriptions, cust billing.customers, invoice_id bigint, at timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     w record;
-    events_now bigint;
     billed_sub billing.subscriptions := sub;
 BEGIN
-    FOR w IN
-        SELECT bw.from_datetime, max(bw.to_datetime) AS to_datetime, min(bw.plan_version_id) AS plan_version_id,
-               max(bw.events_count) AS events_count
-        FROM billing.billed_windows bw
-        JOIN billing.invoices i ON i.customer_id = bw.customer_id AND i.id = bw.invoice_id
-        WHERE bw.customer_id = sub.customer_id AND bw.subscription_id = sub.id AND bw.invoice_id <> invoice_id
-        GROUP BY bw.from_datetime
-        HAVING bool_or(NOT bw.adjustment AND i.status <> 'draft')
-        ORDER BY bw.from_datetime
-    LOOP
-        events_now := billing._window_events(sub.customer_id, sub.id, w.plan_version_id, w.from_datetime, w.to_datetime, cust.timezone);
-        CONTINUE WHEN events_now <= w.events_count;
+    FOR w IN SELECT * FROM billing._late_windows(sub, cust, invoice_id) LOOP
         billed_sub.plan_version_id := w.plan_version_id;
-        PERFORM billing._record_window(billed_sub, cust, invoice_id, w.from_datetime, w.to_datetime, true, events_now);
+        PERFORM billing._record_window(billed_sub, cust, invoice_id, w.from_datetime, w.to_datetime, true, w.events_now);
         INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
                                   billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
                                   precise_unit_amount, precise_amount, amount, invoiceable, from_datetime, to_datetime)
@@ -570,18 +580,18 @@ BEGIN
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = inv.customer_id AND s.id = inv.subscription_id FOR UPDATE;
     DELETE FROM billing.fees fe WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id;
     DELETE FROM billing.billed_windows bw WHERE bw.customer_id = inv.customer_id AND bw.invoice_id = inv.id;
+    SELECT * INTO cust FROM billing.customers c WHERE c.id = inv.customer_id;
     PERFORM billing._bill_periods(sub, inv.billing_at, inv.billing_at);
-    IF (SELECT i.charges_from FROM billing.invoices i WHERE i.customer_id = inv.customer_id AND i.id = inv.id) IS NOT NULL THEN
-        SELECT * INTO cust FROM billing.customers c WHERE c.id = inv.customer_id;
-        PERFORM billing._add_adjustments(sub, cust, inv.id, inv.billing_at);
-    END IF;
+    PERFORM billing._add_adjustments(sub, cust, inv.id, inv.billing_at);
     PERFORM billing._total_invoice(inv.customer_id, inv.id);
 END $$;
 
 -- Bills one subscription up to as_of, in the caller's transaction: creates the invoices of
--- every billing instant due and not yet billed, and finalizes those the billing entity's
--- grace period does not keep as drafts. The subscription's row lock makes concurrent
--- callers take turns; the second finds everything billed. Returns the invoices created.
+-- every billing instant due and not yet billed, each with the late usage of periods already
+-- invoiced, and finalizes those the billing entity's grace period does not keep as drafts.
+-- A terminated subscription has no next invoice: late usage of its periods gets an invoice
+-- of its own, at as_of. The subscription's row lock makes concurrent callers take turns;
+-- the second finds everything billed. Returns the invoices created.
 CREATE FUNCTION billing._bill_subscription(customer_id bigint, subscription_id bigint, as_of timestamptz)
 RETURNS SETOF billing.invoices
 LANGUAGE plpgsql AS $$
@@ -590,17 +600,20 @@ DECLARE
     sub billing.subscriptions;
     cust billing.customers;
     grace integer;
+    created bigint[];
     invoice_id bigint;
     inv billing.invoices;
 BEGIN
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id FOR UPDATE;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = customer_id;
     SELECT e.grace_period_days INTO grace FROM billing.billing_entities e WHERE e.id = cust.billing_entity_id;
-    FOR invoice_id IN SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b LOOP
+    created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
+    IF created = '{}' AND sub.status = 'terminated' AND EXISTS (SELECT 1 FROM billing._late_windows(sub, cust, NULL)) THEN
+        created := ARRAY[billing._invoice_at(sub, cust, as_of)];
+    END IF;
+    FOREACH invoice_id IN ARRAY created LOOP
         SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
-        IF inv.charges_from IS NOT NULL THEN
-            PERFORM billing._add_adjustments(sub, cust, invoice_id, inv.billing_at);
-        END IF;
+        PERFORM billing._add_adjustments(sub, cust, invoice_id, inv.billing_at);
         PERFORM billing._total_invoice(customer_id, invoice_id);
         SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
         PERFORM billing._emit(customer_id, 'invoice.created', billing._invoice_event(inv));
@@ -808,9 +821,6 @@ BEGIN
     LOOP
         SELECT s.customer_id, s.id INTO next_sub FROM billing.subscriptions s
         WHERE (s.customer_id, s.id) > (last_customer, last_subscription) AND s.status <> 'pending'
-          AND NOT (s.status = 'terminated' AND EXISTS (
-                SELECT 1 FROM billing.invoices i
-                WHERE i.customer_id = s.customer_id AND i.subscription_id = s.id AND i.billing_at = s.terminated_at))
         ORDER BY s.customer_id, s.id LIMIT 1;
         EXIT WHEN NOT FOUND;
         last_customer := next_sub.customer_id;
@@ -863,6 +873,7 @@ REVOKE ALL ON FUNCTION billing._invoice_immutable(), billing._fee_immutable(), b
     billing._record_window(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, bigint),
     billing._usage_fee_key(text, bigint, bigint, jsonb, timestamptz, timestamptz),
     billing._add_usage_fees(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, integer, integer),
+    billing._late_windows(billing.subscriptions, billing.customers, bigint),
     billing._add_adjustments(billing.subscriptions, billing.customers, bigint, timestamptz),
     billing._bill_periods(billing.subscriptions, timestamptz, timestamptz), billing._total_invoice(bigint, bigint),
     billing._zero_padded(bigint, integer), billing._finalize(billing.invoices), billing._refresh(billing.invoices),

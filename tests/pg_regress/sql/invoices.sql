@@ -175,6 +175,12 @@ SELECT * FROM lines WHERE sub = 's10';
 -- Billing again changes nothing: the adjustment is billed once.
 SELECT count(*) FROM billing.bill_subscription('s10', '2024-05-01 00:06+00');
 SELECT count(*) FILTER (WHERE fee_type = 'adjustment') AS adjustments FROM billing.fees;
+-- A terminated subscription has no next invoice: a late call for s6's last period (before
+-- its termination on 2024-03-10 15:00) is billed on an invoice of its own, once.
+SELECT pg_temp.send('s6', 'calls', 1, '2024-03-09 12:00+00', tag => 'late');
+SELECT billing_at, status, fees_amount FROM billing.bill_subscription('s6', '2024-03-20 00:00+00');
+SELECT * FROM lines WHERE sub = 's6';
+SELECT count(*) FROM billing.bill_subscription('s6', '2024-03-21 00:00+00');
 
 -- 11. JPY (no minor unit): 1000 a month in arrears from 2024-03-15 → 1000 × 17/31 =
 --     548.387… → 548; 7 calls at 0.5 = 3.5 → 4 (half up); total 552.
