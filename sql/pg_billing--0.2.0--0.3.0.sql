@@ -910,20 +910,29 @@ CREATE FUNCTION billing._late_windows(sub billing.subscriptions, cust billing.cu
 RETURNS TABLE (from_datetime timestamptz, to_datetime timestamptz, plan_version_id bigint, events_now bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
+DECLARE
+    w record;
 BEGIN
-    RETURN QUERY
-    SELECT w.from_datetime, w.to_datetime, w.plan_version_id, n.events_now
-    FROM (SELECT bw.from_datetime, max(bw.to_datetime) AS to_datetime, min(bw.plan_version_id) AS plan_version_id,
-                 max(bw.events_count) AS events_count
-          FROM billing.billed_windows bw
-          JOIN billing.invoices i ON i.customer_id = bw.customer_id AND i.id = bw.invoice_id
-          WHERE bw.customer_id = sub.customer_id AND bw.subscription_id = sub.id AND bw.invoice_id IS DISTINCT FROM invoice_id
-          GROUP BY bw.from_datetime
-          HAVING bool_or(NOT bw.adjustment AND i.status <> 'draft')) w
-    CROSS JOIN LATERAL (SELECT billing._window_events(sub.customer_id, sub.id, w.plan_version_id, w.from_datetime, w.to_datetime,
-                                                      cust.timezone) AS events_now) n
-    WHERE n.events_now > w.events_count
-    ORDER BY w.from_datetime;
+    -- The counts are taken here, not in the query: on Citus that query runs on the
+    -- customer's shard, where a function reading another distributed table cannot.
+    FOR w IN
+        SELECT bw.from_datetime, max(bw.to_datetime) AS to_datetime, min(bw.plan_version_id) AS plan_version_id,
+               max(bw.events_count) AS events_count
+        FROM billing.billed_windows bw
+        JOIN billing.invoices i ON i.customer_id = bw.customer_id AND i.id = bw.invoice_id
+        WHERE bw.customer_id = sub.customer_id AND bw.subscription_id = sub.id AND bw.invoice_id IS DISTINCT FROM invoice_id
+        GROUP BY bw.from_datetime
+        HAVING bool_or(NOT bw.adjustment AND i.status <> 'draft')
+        ORDER BY bw.from_datetime
+    LOOP
+        from_datetime := w.from_datetime;
+        to_datetime := w.to_datetime;
+        plan_version_id := w.plan_version_id;
+        events_now := billing._window_events(sub.customer_id, sub.id, w.plan_version_id, w.from_datetime, w.to_datetime, cust.timezone);
+        IF events_now > w.events_count THEN
+            RETURN NEXT;
+        END IF;
+    END LOOP;
 END $$;
 
 -- Late events: for each late window, the difference of each usage line (its amount now
