@@ -808,6 +808,21 @@ BEGIN
             precise_amount, billing.round_money(precise_amount, cust.currency), invoiceable, from_datetime, to_datetime);
 END $$;
 
+-- The base fee of a period (from_day to to_day) for `days` of its days, on an invoice, which
+-- then names the base fee's period.
+CREATE FUNCTION billing._add_base_fee(
+    sub billing.subscriptions, cust billing.customers, invoice_id bigint, plan billing.plan_versions, plan_name text,
+    from_day date, to_day date, days integer, from_datetime timestamptz, to_datetime timestamptz
+) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+BEGIN
+    PERFORM billing._add_fee(sub, cust, invoice_id, 'subscription', 'subscription:' || to_char(from_day, 'YYYY-MM-DD'), plan_name,
+        billing._period_share(plan.amount, days, to_day - from_day + 1), from_datetime, to_datetime);
+    UPDATE billing.invoices i SET subscription_from = from_datetime, subscription_to = to_datetime
+    WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+END $$;
+
 -- The events a usage window of a subscription holds now, from the day rollups of the
 -- metrics its plan version charges.
 CREATE FUNCTION billing._window_events(
@@ -1010,6 +1025,7 @@ DECLARE
     days integer;
     period_key text;
     committed numeric;
+    missing numeric;
 BEGIN
     IF starts > as_of THEN
         RETURN;
@@ -1042,12 +1058,8 @@ BEGIN
            AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
             invoice_id := billing._invoice_at(sub, cust, at);
             created := created || invoice_id;
-            days := p.to_date - greatest(p.from_date, paid_from_day) + 1;
-            PERFORM billing._add_fee(sub, cust, invoice_id, 'subscription', 'subscription:' || period_key, plan_name,
-                billing._period_share(plan.amount, days, p.to_date - p.from_date + 1),
-                greatest(period_from, at), period_to);
-            UPDATE billing.invoices i SET subscription_from = greatest(period_from, at), subscription_to = period_to
-            WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+            PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date,
+                                          p.to_date - greatest(p.from_date, paid_from_day) + 1, greatest(period_from, at), period_to);
         END IF;
 
         -- At the period's close (or the termination): arrears base fee, usage, minimums.
@@ -1058,11 +1070,7 @@ BEGIN
             created := created || invoice_id;
             days := (billed_to AT TIME ZONE tz)::date - greatest(p.from_date, paid_from_day) + 1;
             IF NOT plan.pay_in_advance AND plan.amount > 0 AND days > 0 THEN
-                PERFORM billing._add_fee(sub, cust, invoice_id, 'subscription', 'subscription:' || period_key, plan_name,
-                    billing._period_share(plan.amount, days, p.to_date - p.from_date + 1),
-                    billed_from, billed_to);
-                UPDATE billing.invoices i SET subscription_from = billed_from, subscription_to = billed_to
-                WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+                PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date, days, billed_from, billed_to);
             END IF;
             days := (billed_to AT TIME ZONE tz)::date - greatest(p.from_date, start_day) + 1;
             PERFORM billing._add_usage_fees(sub, cust, invoice_id, billed_from, billed_to, days, p.to_date - p.from_date + 1);
@@ -1076,10 +1084,13 @@ BEGIN
                 WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.invoiceable
                   AND (fe.fee_key = 'subscription:' || period_key
                        OR (fe.invoice_id = invoice_id AND fe.fee_type IN ('charge', 'charge_minimum') AND fe.from_datetime = billed_from));
-                PERFORM billing._add_fee(sub, cust, invoice_id, 'commitment', 'commitment:' || period_key, plan_name || ' (minimum commitment)',
-                    billing._shortfall(billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency), committed),
-                    billed_from, billed_to)
-                WHERE billing._shortfall(billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency), committed) > 0;
+                missing := billing._shortfall(
+                    billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency),
+                    committed);
+                IF missing > 0 THEN
+                    PERFORM billing._add_fee(sub, cust, invoice_id, 'commitment', 'commitment:' || period_key,
+                                             plan_name || ' (minimum commitment)', missing, billed_from, billed_to);
+                END IF;
             END IF;
         END IF;
         EXIT WHEN ends <= period_to;
@@ -1446,6 +1457,7 @@ SELECT pg_catalog.pg_extension_config_dump('billing.outbox_id_seq', '');
 REVOKE ALL ON FUNCTION billing._invoice_immutable(), billing._fee_immutable(), billing._emit(bigint, text, jsonb),
     billing._invoice_event(billing.invoices), billing._invoice_at(billing.subscriptions, billing.customers, timestamptz),
     billing._add_fee(billing.subscriptions, billing.customers, bigint, billing.fee_type, text, text, numeric, timestamptz, timestamptz, numeric, bigint, boolean),
+    billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz),
     billing._window_events(bigint, bigint, bigint, timestamptz, timestamptz, text),
     billing._record_window(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, bigint),
     billing._usage_fee_key(text, bigint, bigint, jsonb, timestamptz, timestamptz),
