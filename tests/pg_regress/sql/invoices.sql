@@ -192,6 +192,16 @@ SELECT pg_temp.send('s11', 'calls', 7, '2024-03-20 00:00+09');
 SELECT billing_at, fees_amount FROM billing.bill_subscription('s11', '2024-04-01 00:05+09');
 SELECT * FROM lines WHERE sub = 's11';
 
+-- 11b. KWD (three decimals): 10 a month in arrears from 2024-03-15 → 10 × 17/31 =
+--      5.4838… → 5.484; 3 calls at 0.0125 = 0.0375 → 0.038 (half up); total 5.522.
+SELECT external_id FROM billing.create_customer('c11b', 'Dinar Co', 'KWD', 'Asia/Kuwait');
+SELECT version FROM billing.create_plan('dinar', 'Dinar', 'monthly', 10, 'KWD',
+  '[{"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "0.0125"}}]');
+SELECT status FROM billing.create_subscription('s11b', 'c11b', 'dinar', '2024-03-15 00:00+03');
+SELECT pg_temp.send('s11b', 'calls', 3, '2024-03-20 00:00+03');
+SELECT billing_at, fees_amount FROM billing.bill_subscription('s11b', '2024-04-01 00:05+03');
+SELECT * FROM lines WHERE sub = 's11b';
+
 -- 12. America/New_York across the DST change of 2024-03-10: the March period runs from
 --     2024-03-01 00:00 EST (05:00 UTC) to 2024-03-31 23:59:59.999999 EDT (04:00 UTC on April 1):
 --     a call at 03:30 UTC on April 1 (23:30 on March 31 in New York) is March's; one at
