@@ -771,7 +771,7 @@ BEGIN
                        'precise_amount', fe.precise_amount, 'amount', fe.amount,
                        'details', fe.amount_details,
                        'from', fe.from_datetime, 'to', fe.to_datetime))
-                   ORDER BY fe.fee_type, fe.charge_id NULLS FIRST, fe.charge_filter_id NULLS FIRST, fe.grouped_by NULLS FIRST, fe.id)
+                   ORDER BY fe.fee_type, fe.charge_id NULLS FIRST, fe.charge_filter_id NULLS FIRST, fe.grouped_by::text COLLATE "C" NULLS FIRST, fe.id)
             FROM billing.fees fe WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable), '[]'),
         'totals', jsonb_build_object(
             'fees_amount', inv.fees_amount, 'progressive_billing_credit_amount', inv.progressive_billing_credit_amount,

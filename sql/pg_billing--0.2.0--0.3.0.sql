@@ -233,10 +233,14 @@ REVOKE ALL ON FUNCTION billing._metric_units(bigint, bigint, billing.billable_me
     billing._metric_event_values(bigint, bigint, bigint, timestamptz, timestamptz, boolean) FROM PUBLIC;
 -- The group of a charge with pricing group keys: each key's value, null when missing ({}
 -- without keys). A table function, joined LATERAL, so that the planner inlines it into the
--- usage query instead of calling a SQL function for each of 20,000 groups.
+-- usage query instead of calling a SQL function for each of 20,000 groups. One key, the
+-- usual case, is built directly: the same object as the aggregate gives, at a fraction of
+-- its cost.
 CREATE FUNCTION billing._group_of(keys text[], dims jsonb) RETURNS TABLE (grouped_by jsonb)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(jsonb_object_agg(k, coalesce(dims -> k, 'null'::jsonb)), '{}'::jsonb) FROM unnest(keys) k
+    SELECT CASE WHEN cardinality(keys) = 1 THEN jsonb_build_object(keys[1], coalesce(dims -> keys[1], 'null'::jsonb))
+                ELSE (SELECT coalesce(jsonb_object_agg(k, coalesce(dims -> k, 'null'::jsonb)), '{}'::jsonb) FROM unnest(keys) k)
+           END
 $$;
 REVOKE ALL ON FUNCTION billing._group_of(text[], jsonb) FROM PUBLIC;
 -- Roles that could run the old forms (a reader granted EXECUTE ON ALL FUNCTIONS, which
@@ -354,7 +358,9 @@ BEGIN
                                                         metric.rounding_function::text, metric.rounding_precision) AS units) r
         LEFT JOIN filters f ON f.id = b.filter_id
         LEFT JOIN values_per_bucket vb ON vb.filter_id IS NOT DISTINCT FROM b.filter_id AND vb.grouped_by = b.grouped_by
-        ORDER BY b.filter_id NULLS FIRST, b.grouped_by;
+        -- Groups in the byte order of their JSON text: the same on every database whatever
+        -- its collation, and a third of the cost of ordering the jsonb values.
+        ORDER BY b.filter_id NULLS FIRST, b.grouped_by::text COLLATE "C";
     END LOOP;
 END $$;
 CREATE OR REPLACE FUNCTION billing.usage(external_subscription_id text, window_from timestamptz, window_to timestamptz)
@@ -1350,7 +1356,7 @@ BEGIN
                        'precise_amount', fe.precise_amount, 'amount', fe.amount,
                        'details', fe.amount_details,
                        'from', fe.from_datetime, 'to', fe.to_datetime))
-                   ORDER BY fe.fee_type, fe.charge_id NULLS FIRST, fe.charge_filter_id NULLS FIRST, fe.grouped_by NULLS FIRST, fe.id)
+                   ORDER BY fe.fee_type, fe.charge_id NULLS FIRST, fe.charge_filter_id NULLS FIRST, fe.grouped_by::text COLLATE "C" NULLS FIRST, fe.id)
             FROM billing.fees fe WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable), '[]'),
         'totals', jsonb_build_object(
             'fees_amount', inv.fees_amount, 'progressive_billing_credit_amount', inv.progressive_billing_credit_amount,

@@ -25,10 +25,14 @@ $$;
 
 -- The group of a charge with pricing group keys: each key's value, null when missing ({}
 -- without keys). A table function, joined LATERAL, so that the planner inlines it into the
--- usage query instead of calling a SQL function for each of 20,000 groups.
+-- usage query instead of calling a SQL function for each of 20,000 groups. One key, the
+-- usual case, is built directly: the same object as the aggregate gives, at a fraction of
+-- its cost.
 CREATE FUNCTION billing._group_of(keys text[], dims jsonb) RETURNS TABLE (grouped_by jsonb)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(jsonb_object_agg(k, coalesce(dims -> k, 'null'::jsonb)), '{}'::jsonb) FROM unnest(keys) k
+    SELECT CASE WHEN cardinality(keys) = 1 THEN jsonb_build_object(keys[1], coalesce(dims -> keys[1], 'null'::jsonb))
+                ELSE (SELECT coalesce(jsonb_object_agg(k, coalesce(dims -> k, 'null'::jsonb)), '{}'::jsonb) FROM unnest(keys) k)
+           END
 $$;
 
 -- Metric rounding, applied after aggregation and before pricing.
@@ -328,7 +332,9 @@ BEGIN
                                                         metric.rounding_function::text, metric.rounding_precision) AS units) r
         LEFT JOIN filters f ON f.id = b.filter_id
         LEFT JOIN values_per_bucket vb ON vb.filter_id IS NOT DISTINCT FROM b.filter_id AND vb.grouped_by = b.grouped_by
-        ORDER BY b.filter_id NULLS FIRST, b.grouped_by;
+        -- Groups in the byte order of their JSON text: the same on every database whatever
+        -- its collation, and a third of the cost of ordering the jsonb values.
+        ORDER BY b.filter_id NULLS FIRST, b.grouped_by::text COLLATE "C";
     END LOOP;
 END $$;
 

@@ -33,7 +33,7 @@ pub enum Usage<'a> {
     Events(&'a [Decimal]),
 }
 
-impl Usage<'_> {
+impl<'a> Usage<'a> {
     pub fn units(&self) -> Result<Decimal> {
         match self {
             Usage::Units(units) => Ok(**units),
@@ -41,7 +41,7 @@ impl Usage<'_> {
         }
     }
 
-    pub fn events(&self) -> &[Decimal] {
+    pub fn events(&self) -> &'a [Decimal] {
         match self {
             Usage::Units(units) => std::slice::from_ref(*units),
             Usage::Events(values) => values,
@@ -131,7 +131,7 @@ impl Price {
     /// used only by dynamic prices (their event amounts are in minor units). A negative
     /// amount is clamped to 0: usage never produces a credit. The amount is exact and
     /// shown without trailing zeros (`200`, not `200.0`).
-    pub fn evaluate(&self, usage: Usage, minor_units: u32) -> Result<Priced> {
+    pub fn evaluate<'a>(&'a self, usage: Usage<'a>, minor_units: u32) -> Result<Priced<'a>> {
         let units = usage.units()?;
         let mut priced = match self {
             Price::Standard(p) => p.price(units)?,
@@ -158,7 +158,7 @@ impl Price {
             ("units".to_string(), number_json(usage.units()?)),
             ("amount".to_string(), number_json(priced.amount)),
         ]);
-        map.extend(priced.details);
+        map.extend((priced.details)());
         Ok(Value::Object(map))
     }
 }

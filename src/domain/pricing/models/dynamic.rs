@@ -12,12 +12,14 @@ pub fn parse(props: &Fields) -> Result<()> {
 }
 
 /// `event_amounts` are `precise_total_amount_cents`, in units of 10^-`minor_units`.
-pub fn price(event_amounts: &[Decimal], minor_units: u32) -> Result<Priced> {
+pub fn price(event_amounts: &[Decimal], minor_units: u32) -> Result<Priced<'static>> {
     let total_minor = sum(event_amounts.iter().copied())?;
     let amount = div(total_minor, Decimal::from(10u64.pow(minor_units)))?;
-    let details = Map::from_iter([
-        ("events".to_string(), Value::from(event_amounts.len())),
-        ("precise_total_amount_cents".to_string(), number_json(total_minor)),
-    ]);
-    Ok(Priced { amount, details })
+    let events = event_amounts.len();
+    Ok(Priced::new(amount, move || {
+        Map::from_iter([
+            ("events".to_string(), Value::from(events)),
+            ("precise_total_amount_cents".to_string(), number_json(total_minor)),
+        ])
+    }))
 }

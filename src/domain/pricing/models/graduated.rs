@@ -27,31 +27,33 @@ impl Graduated {
         into_map(SPEC.to_json(&self.ranges))
     }
 
-    pub fn price(&self, units: Decimal) -> Result<Priced> {
+    pub fn price(&self, units: Decimal) -> Result<Priced<'_>> {
         let lines = walk(&self.ranges, units, TierStyle::of(&self.ranges), per_unit)?;
-        priced_tiers(SPEC.key, SPEC.price_key, &lines)
+        priced_tiers(SPEC.key, SPEC.price_key, lines)
     }
 }
 
 /// Sums the walked tiers and lists them under `key`, as graduated and
 /// graduated_percentage both report them.
-pub fn priced_tiers(key: &str, price_key: &str, lines: &[TierLine]) -> Result<Priced> {
+pub fn priced_tiers(key: &'static str, price_key: &'static str, lines: Vec<TierLine>) -> Result<Priced<'static>> {
     let amount = sum(lines.iter().map(|l| l.total))?;
-    let tiers = lines
-        .iter()
-        .map(|l| {
-            Value::Object(Map::from_iter([
-                ("from_value".to_string(), number_json(l.range.from)),
-                ("to_value".to_string(), optional_json(l.range.to, number_json)),
-                ("units".to_string(), number_json(l.units)),
-                (price_key.to_string(), money_json(l.range.price)),
-                ("per_unit_total_amount".to_string(), number_json(l.units_total)),
-                ("flat_unit_amount".to_string(), number_json(l.range.flat)),
-                ("total_with_flat_amount".to_string(), number_json(l.total)),
-            ]))
-        })
-        .collect();
-    Ok(Priced { amount, details: Map::from_iter([(key.to_string(), Value::Array(tiers))]) })
+    Ok(Priced::new(amount, move || {
+        let tiers = lines
+            .iter()
+            .map(|l| {
+                Value::Object(Map::from_iter([
+                    ("from_value".to_string(), number_json(l.range.from)),
+                    ("to_value".to_string(), optional_json(l.range.to, number_json)),
+                    ("units".to_string(), number_json(l.units)),
+                    (price_key.to_string(), money_json(l.range.price)),
+                    ("per_unit_total_amount".to_string(), number_json(l.units_total)),
+                    ("flat_unit_amount".to_string(), number_json(l.range.flat)),
+                    ("total_with_flat_amount".to_string(), number_json(l.total)),
+                ]))
+            })
+            .collect();
+        Map::from_iter([(key.to_string(), Value::Array(tiers))])
+    }))
 }
 
 pub fn into_map(value: Value) -> Map<String, Value> {

@@ -29,8 +29,8 @@ impl GraduatedPercentage {
         into_map(SPEC.to_json(&self.ranges))
     }
 
-    pub fn price(&self, units: Decimal) -> Result<Priced> {
+    pub fn price(&self, units: Decimal) -> Result<Priced<'_>> {
         let lines = walk(&self.ranges, units, TierStyle::Integer, percent_of)?;
-        priced_tiers(SPEC.key, SPEC.price_key, &lines)
+        priced_tiers(SPEC.key, SPEC.price_key, lines)
     }
 }

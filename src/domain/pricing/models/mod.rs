@@ -11,8 +11,16 @@ pub mod volume;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-/// What a model computed: the unrounded amount and the model's own breakdown entries.
-pub struct Priced {
+/// What a model computed: the unrounded amount, and the model's own breakdown entries built
+/// only when asked for. Most callers want the amount alone (a current-usage call prices
+/// every pricing group), and building the breakdown's JSON cost more than the pricing.
+pub struct Priced<'a> {
     pub amount: Decimal,
-    pub details: Map<String, Value>,
+    pub details: Box<dyn FnOnce() -> Map<String, Value> + 'a>,
+}
+
+impl<'a> Priced<'a> {
+    pub fn new(amount: Decimal, details: impl FnOnce() -> Map<String, Value> + 'a) -> Self {
+        Priced { amount, details: Box::new(details) }
+    }
 }

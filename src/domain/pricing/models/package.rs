@@ -40,17 +40,18 @@ impl Package {
         ])
     }
 
-    pub fn price(&self, units: Decimal) -> Result<Priced> {
+    pub fn price(&self, units: Decimal) -> Result<Priced<'_>> {
         let paid_units = sub(units, self.free_units)?.max(Decimal::ZERO);
         let packages = div(paid_units, self.package_size)?.ceil();
         let amount = mul(packages, self.amount)?;
-        let details = Map::from_iter([
-            ("free_units".to_string(), number_json(units.min(self.free_units).max(Decimal::ZERO))),
-            ("paid_units".to_string(), number_json(paid_units)),
-            ("per_package_size".to_string(), number_json(self.package_size)),
-            ("per_package_unit_amount".to_string(), money_json(self.amount)),
-            ("packages".to_string(), number_json(packages)),
-        ]);
-        Ok(Priced { amount, details })
+        Ok(Priced::new(amount, move || {
+            Map::from_iter([
+                ("free_units".to_string(), number_json(units.min(self.free_units).max(Decimal::ZERO))),
+                ("paid_units".to_string(), number_json(paid_units)),
+                ("per_package_size".to_string(), number_json(self.package_size)),
+                ("per_package_unit_amount".to_string(), money_json(self.amount)),
+                ("packages".to_string(), number_json(packages)),
+            ])
+        }))
     }
 }

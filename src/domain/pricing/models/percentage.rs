@@ -151,7 +151,7 @@ impl Percentage {
     }
 
     /// `events` are the period's event values in timestamp order.
-    pub fn price(&self, events: &[Decimal]) -> Result<Priced> {
+    pub fn price(&self, events: &[Decimal]) -> Result<Priced<'_>> {
         let units = sum(events.iter().copied())?;
         let count = events.len();
         let running = self.running_totals(events)?;
@@ -167,21 +167,27 @@ impl Percentage {
         let amount = if self.has_transaction_bounds() { self.price_per_transaction(events)? } else { plain };
         let free_events_shown = free_events.min(count);
         let paid_events = count - free_events_shown;
-        let details = Map::from_iter([
-            ("events".to_string(), Value::from(count)),
-            ("free_units".to_string(), number_json(free_units)),
-            ("paid_units".to_string(), number_json(paid_units)),
-            ("free_events".to_string(), Value::from(free_events_shown)),
-            ("paid_events".to_string(), Value::from(paid_events)),
-            ("rate".to_string(), money_json(self.rate)),
-            ("per_unit_total_amount".to_string(), number_json(rate_amount)),
-            (
-                "fixed_fee_unit_amount".to_string(),
-                number_json(if paid_events > 0 { self.fixed_amount.unwrap_or(Decimal::ZERO) } else { Decimal::ZERO }),
-            ),
-            ("fixed_fee_total_amount".to_string(), number_json(fixed_total)),
-            ("min_max_adjustment_total_amount".to_string(), number_json(sub(amount, plain)?)),
-        ]);
-        Ok(Priced { amount, details })
+        let min_max_adjustment = sub(amount, plain)?;
+        Ok(Priced::new(amount, move || {
+            Map::from_iter([
+                ("events".to_string(), Value::from(count)),
+                ("free_units".to_string(), number_json(free_units)),
+                ("paid_units".to_string(), number_json(paid_units)),
+                ("free_events".to_string(), Value::from(free_events_shown)),
+                ("paid_events".to_string(), Value::from(paid_events)),
+                ("rate".to_string(), money_json(self.rate)),
+                ("per_unit_total_amount".to_string(), number_json(rate_amount)),
+                (
+                    "fixed_fee_unit_amount".to_string(),
+                    number_json(if paid_events > 0 {
+                        self.fixed_amount.unwrap_or(Decimal::ZERO)
+                    } else {
+                        Decimal::ZERO
+                    }),
+                ),
+                ("fixed_fee_total_amount".to_string(), number_json(fixed_total)),
+                ("min_max_adjustment_total_amount".to_string(), number_json(min_max_adjustment)),
+            ])
+        }))
     }
 }

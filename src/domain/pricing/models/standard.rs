@@ -23,9 +23,8 @@ impl Standard {
         Map::from_iter([("amount".to_string(), money_json(self.amount))])
     }
 
-    pub fn price(&self, units: Decimal) -> Result<Priced> {
+    pub fn price(&self, units: Decimal) -> Result<Priced<'_>> {
         let amount = mul(units, self.amount)?;
-        let details = Map::from_iter([("per_unit_amount".to_string(), money_json(self.amount))]);
-        Ok(Priced { amount, details })
+        Ok(Priced::new(amount, || Map::from_iter([("per_unit_amount".to_string(), money_json(self.amount))])))
     }
 }

@@ -28,17 +28,18 @@ impl Volume {
         into_map(SPEC.to_json(&self.ranges))
     }
 
-    pub fn price(&self, units: Decimal) -> Result<Priced> {
+    pub fn price(&self, units: Decimal) -> Result<Priced<'_>> {
         let tier = containing(&self.ranges, units);
         let units_total = mul(units, tier.price)?;
         let amount = add(units_total, tier.flat)?;
-        let details = Map::from_iter([
-            ("from_value".to_string(), number_json(tier.from)),
-            ("to_value".to_string(), optional_json(tier.to, number_json)),
-            ("per_unit_amount".to_string(), money_json(tier.price)),
-            ("per_unit_total_amount".to_string(), number_json(units_total)),
-            ("flat_unit_amount".to_string(), number_json(tier.flat)),
-        ]);
-        Ok(Priced { amount, details })
+        Ok(Priced::new(amount, move || {
+            Map::from_iter([
+                ("from_value".to_string(), number_json(tier.from)),
+                ("to_value".to_string(), optional_json(tier.to, number_json)),
+                ("per_unit_amount".to_string(), money_json(tier.price)),
+                ("per_unit_total_amount".to_string(), number_json(units_total)),
+                ("flat_unit_amount".to_string(), number_json(tier.flat)),
+            ])
+        }))
     }
 }
