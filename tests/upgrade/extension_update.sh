@@ -114,7 +114,7 @@ SQL
 
 
   # An ingesting role and a reading role granted as the earlier release's documentation
-  # says keep working through the update (in a database of their own: grants and revokes
+  # (docs/ingestion.md#privileges) says keep working through the update (in a database of their own: grants and revokes
   # leave explicit ACLs behind, which the schema comparison would see).
   psql -X -q -d postgres -c "DROP DATABASE IF EXISTS pg_billing_update_roles" -c "CREATE DATABASE pg_billing_update_roles" \
     -c "DROP ROLE IF EXISTS billing_update_ingester" -c "DROP ROLE IF EXISTS billing_update_reader"
@@ -125,11 +125,14 @@ SELECT billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens');
 SELECT billing.create_plan('api', 'API', 'monthly', 0, 'EUR', '[{"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "0.5"}}]');
 SELECT billing.create_subscription('sub', 'acme', 'api', '2026-01-01 00:00+01');
 SQL
-  psql -X -q -d pg_billing_update_roles -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+  # What ingestion reads subscriptions through: a view until 0.2.0, the directory since 0.3.0.
+  local subscriptions_read
+  subscriptions_read=$(q pg_billing_update_roles -c "SELECT coalesce(to_regclass('billing._ingest_windows'), to_regclass('billing.subscription_directory'))")
+  psql -X -q -d pg_billing_update_roles -v ON_ERROR_STOP=1 -v subscriptions_read="$subscriptions_read" >/dev/null <<'SQL'
 CREATE ROLE billing_update_ingester;
 CREATE ROLE billing_update_reader;
 GRANT USAGE ON SCHEMA billing TO billing_update_ingester, billing_update_reader;
-GRANT SELECT ON billing._ingest_windows, billing.billable_metrics, billing.charges, billing.charge_filters TO billing_update_ingester;
+GRANT SELECT ON :subscriptions_read, billing.billable_metrics, billing.charges, billing.charge_filters TO billing_update_ingester;
 GRANT SELECT, INSERT ON billing.events TO billing_update_ingester;
 GRANT USAGE ON SEQUENCE billing.events_id_seq TO billing_update_ingester;
 GRANT SELECT, INSERT, UPDATE ON billing.usage_rollups TO billing_update_ingester;

@@ -1,0 +1,3 @@
+-- pg_billing 0.3.0 -> 0.4.0 (in development): ALTER EXTENSION pg_billing UPDATE.
+-- Every schema change of 0.4.0 lands here, so that an updated database has exactly a fresh
+-- install's schema (test tier 9).
