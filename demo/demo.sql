@@ -148,9 +148,12 @@ SELECT count(*) AS stored FROM billing.events WHERE transaction_id = 'txn-in-rol
 -- Give the issuer a 2-day grace period, so the invoice stays a draft that late events can
 -- still reach, then bill as of the first minutes of next month in New York.
 UPDATE billing.billing_entities SET grace_period_days = 2, net_payment_term_days = 30, invoice_prefix = 'GAI' WHERE code = 'default';
+-- New York sales tax on growth-ai's invoices (each tax rounded once per invoice).
+SELECT code, name, rate FROM billing.create_tax('ny_sales', 'NY sales tax', 8.875);
+SELECT billing.set_taxes('customer', 'growth-ai', '{ny_sales}') AS growth_ai_taxes;
 SELECT (:'month_start'::timestamptz + interval '1 month' + interval '5 minutes') AS billing_time \gset
 CALL billing.run_billing(:'billing_time');
-SELECT invoice_id, status, number, issuing_date, fees_amount, total_amount FROM billing_bi.invoices
+SELECT invoice_id, status, number, issuing_date, fees_amount, taxes_amount, total_amount FROM billing_bi.invoices
 WHERE subscription_external_id = 'growth-ai-main';
 SELECT invoice_id AS draft FROM billing_bi.draft_invoices WHERE subscription_external_id = 'growth-ai-main' \gset
 
@@ -159,6 +162,8 @@ SELECT status, number, due_date FROM billing.finalize_invoice(:draft);
 SELECT line ->> 'description' AS line, coalesce(line ->> 'filter', '') AS filter, line ->> 'units' AS units,
        line ->> 'amount' AS amount
 FROM jsonb_array_elements(billing.invoice_document(:draft) -> 'lines') line;
+SELECT tax ->> 'name' AS tax, tax ->> 'rate' AS rate, tax ->> 'base_amount' AS base, tax ->> 'amount' AS amount
+FROM jsonb_array_elements(billing.invoice_document(:draft) -> 'taxes') tax;
 SELECT billing.invoice_document(:draft) -> 'totals' ->> 'total_amount' AS total_due,
        billing.invoice_document(:draft) ->> 'due_date' AS due_date;
 
@@ -166,5 +171,5 @@ SELECT billing.invoice_document(:draft) -> 'totals' ->> 'total_amount' AS total_
 SELECT type, payload ->> 'number' AS number, payload ->> 'total_amount' AS total FROM billing.outbox ORDER BY id;
 
 \echo '== Revenue, as a BI tool logged in with billing_reader sees it'
-SELECT month, currency, invoices, total_amount FROM billing_bi.revenue_by_month;
+SELECT month, currency, invoices, fees_amount, taxes_amount, total_amount FROM billing_bi.revenue_by_month;
 SELECT plan_code, currency, active_subscriptions, mrr FROM billing_bi.mrr;

@@ -75,7 +75,7 @@ COMMENT ON FUNCTION billing.period_bounds(text, text, date, timestamptz, text) I
 COMMENT ON TYPE billing.usage_line IS 'One line of usage: a charge, filter and pricing group of a subscription in a window, with units, events and the exact amount.';
 COMMENT ON FUNCTION billing.usage(text, timestamptz, timestamptz) IS 'Usage of a subscription in a window, per charge, filter and group: units, events and amount.';
 COMMENT ON FUNCTION billing.current_usage(text) IS 'Usage of a subscription''s open billing period, per charge, filter and group.';
-COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures and outbox distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
+COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes and fee_taxes distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments to entities, plans and charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON SCHEMA billing_bi IS 'pg_billing for BI tools: views with plain typed columns and stable names; billing_reader may read them and nothing else.';
 COMMENT ON VIEW billing_bi.customers IS 'One row per customer: external id, name, email, currency, time zone, billing entity, creation time.';
 COMMENT ON VIEW billing_bi.subscriptions IS 'One row per subscription: its customer, plan code and version, interval, plan amount and currency, status, billing time and dates.';
@@ -114,3 +114,16 @@ COMMENT ON FUNCTION billing.invoice_document(bigint) IS 'Everything needed to re
 COMMENT ON FUNCTION billing._invoice_immutable() IS 'Private: trigger refusing changes to finalized and voided invoices (55000), but for payment_status and voiding.';
 COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices (55000).';
 
+COMMENT ON TABLE billing.taxes IS 'Taxes: code, name, rate in percent (0 to 100) and description. A rate change applies to invoices whose totals are computed afterwards, never to finalized ones.';
+COMMENT ON TABLE billing.billing_entity_taxes IS 'The default taxes of a billing entity''s customers (the last in precedence: charge, plan, customer, billing entity).';
+COMMENT ON TABLE billing.plan_taxes IS 'The taxes of a plan''s fees (base, usage without charge taxes, minimums and commitment), before the customer''s and the entity''s.';
+COMMENT ON TABLE billing.charge_taxes IS 'The taxes of a charge''s fees, first in precedence.';
+COMMENT ON TABLE billing.customer_taxes IS 'The taxes of a customer''s fees when neither their charge nor their plan has taxes.';
+COMMENT ON TABLE billing.fee_taxes IS 'Each tax on each invoiced fee, with the tax''s code, name and rate when the invoice''s totals were computed; base_amount is the rounded fee, precise_amount = base_amount x rate / 100 exactly. The invoice rounds each tax''s sum once. Immutable once the invoice is finalized.';
+COMMENT ON FUNCTION billing.create_tax(text, text, numeric, text) IS 'Creates a tax: code (unique), name, rate in percent (0 to 100; 22023 otherwise), description. 23505 if the code exists.';
+COMMENT ON FUNCTION billing.update_tax(text, numeric, text, text) IS 'Changes a tax''s rate, name or description (what is NULL stays). Invoices whose totals are computed afterwards use it: new invoices, drafts refreshed or finalized; never finalized ones. 23503 unknown tax, 22023 bad rate.';
+COMMENT ON FUNCTION billing.set_taxes(text, text, text[]) IS 'Sets the taxes of a billing_entity (by code), customer (by external id), plan (by code) or charge (by id), replacing those it had (an empty array removes them); returns the codes now set. 22023 unknown target kind, 23503 unknown target or tax.';
+COMMENT ON FUNCTION billing._tax(text) IS 'Private: the tax with this code, or 23503.';
+COMMENT ON FUNCTION billing._check_tax_rate(numeric) IS 'Private: the rate if it is a percentage from 0 to 100, else 22023.';
+COMMENT ON FUNCTION billing._tax_fees(bigint, bigint) IS 'Private: taxes a draft''s invoiced fees anew (charge taxes, else the first set of plan, customer and billing entity) and returns the invoice''s tax total, each tax''s exact sum rounded once.';
+COMMENT ON FUNCTION billing._fee_tax_immutable() IS 'Private: trigger refusing changes to the taxes of finalized and voided invoices (55000).';

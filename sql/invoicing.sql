@@ -538,11 +538,14 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     fees numeric;
+    taxes numeric;
 BEGIN
     SELECT coalesce(sum(fe.amount), 0) INTO fees FROM billing.fees fe
     WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
+    taxes := billing._tax_fees(customer_id, invoice_id);
     UPDATE billing.invoices i
-    SET fees_amount = fees, sub_total_excluding_taxes = fees, sub_total_including_taxes = fees, total_amount = fees, refreshed_at = now()
+    SET fees_amount = fees, sub_total_excluding_taxes = fees, taxes_amount = taxes, sub_total_including_taxes = fees + taxes,
+        total_amount = fees + taxes, refreshed_at = now()
     WHERE i.customer_id = customer_id AND i.id = invoice_id;
 END $$;
 
@@ -769,10 +772,22 @@ BEGIN
                        'units', fe.units, 'events_count', CASE WHEN fe.fee_type IN ('charge', 'adjustment') THEN fe.events_count END,
                        'unit_amount', billing.round_money(fe.precise_unit_amount, inv.currency),
                        'precise_amount', fe.precise_amount, 'amount', fe.amount,
-                       'details', fe.amount_details,
+                       'details', fe.amount_details, 'taxes', lt.taxes,
                        'from', fe.from_datetime, 'to', fe.to_datetime))
                    ORDER BY fe.fee_type, fe.charge_id NULLS FIRST, fe.charge_filter_id NULLS FIRST, fe.grouped_by::text COLLATE "C" NULLS FIRST, fe.id)
-            FROM billing.fees fe WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable), '[]'),
+            FROM billing.fees fe
+            LEFT JOIN (SELECT ft.fee_id, jsonb_agg(jsonb_build_object('code', ft.tax_code, 'rate', ft.tax_rate, 'amount', ft.precise_amount)
+                                                   ORDER BY ft.tax_code) AS taxes
+                       FROM billing.fee_taxes ft WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id
+                       GROUP BY ft.fee_id) lt ON lt.fee_id = fe.id
+            WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable), '[]'),
+        'taxes', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('code', t.tax_code, 'name', t.tax_name, 'rate', t.tax_rate,
+                                                'base_amount', t.base_amount, 'amount', billing.round_money(t.amount, inv.currency))
+                             ORDER BY t.tax_code)
+            FROM (SELECT ft.tax_code, ft.tax_name, ft.tax_rate, sum(ft.base_amount) AS base_amount, sum(ft.precise_amount) AS amount
+                  FROM billing.fee_taxes ft WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id
+                  GROUP BY ft.tax_code, ft.tax_name, ft.tax_rate) t), '[]'),
         'totals', jsonb_build_object(
             'fees_amount', inv.fees_amount, 'progressive_billing_credit_amount', inv.progressive_billing_credit_amount,
             'coupons_amount', inv.coupons_amount, 'sub_total_excluding_taxes', inv.sub_total_excluding_taxes,

@@ -44,7 +44,8 @@ pgrx::extension_sql_file!(
         api::price::functions::amount_details
     ]
 );
-pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["invoicing"]);
+pgrx::extension_sql_file!("../sql/taxes.sql", name = "taxes", requires = ["invoicing"]);
+pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["taxes"]);
 pgrx::extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["invoicing"]);
 pgrx::extension_sql_file!(
     "../sql/bi.sql",

@@ -131,12 +131,32 @@ SELECT metric_code, outcome, sqlstate, reason, events FROM billing_bi.ingestion_
 SELECT subscription_external_id, customer_external_id, plan_code, billing_interval, status, billing_time
 FROM billing_bi.subscriptions ORDER BY 1;
 
--- The billing run gives the same invoices, fees and outbox events on both, and a draft's
--- lifecycle (refresh, finalize, payment status, void) works by invoice id.
+-- The billing run gives the same invoices, fees, taxes and outbox events on both, and a
+-- draft's lifecycle (refresh, finalize, payment status, void) works by invoice id. Taxes:
+-- the entity's default for two customers, acme's own, and the calls charge's.
+SELECT code FROM billing.create_tax('vat', 'VAT', 20);
+SELECT code FROM billing.create_tax('reduced', 'Reduced VAT', 5.5);
+SELECT code FROM billing.create_tax('levy', 'Levy', 1.25);
+SELECT billing.set_taxes('billing_entity', 'default', '{vat}');
+SELECT billing.set_taxes('customer', 'acme', '{reduced}');
+SELECT billing.set_taxes('charge', c.id::text, '{levy,vat}')
+FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id WHERE m.code = 'calls';
 CALL billing.run_billing('2026-04-01 12:00+00');
-SELECT s.external_id, i.billing_at, i.status, i.number, i.fees_amount, i.total_amount
+SELECT s.external_id, i.billing_at, i.status, i.number, i.fees_amount, i.taxes_amount, i.total_amount
 FROM billing.invoices i JOIN billing.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id
 ORDER BY 1, 2;
+SELECT s.external_id, f.fee_key, ft.tax_code, ft.tax_rate, ft.base_amount, ft.precise_amount
+FROM billing.fee_taxes ft
+JOIN billing.fees f ON f.customer_id = ft.customer_id AND f.id = ft.fee_id
+JOIN billing.subscriptions s ON s.customer_id = f.customer_id AND s.id = f.subscription_id
+ORDER BY 1, 2, 3;
+-- (invoice_document reads distributed tables: it is called from a query over a local
+-- table of invoice ids, not from a query over a distributed table.)
+CREATE TEMP TABLE invoice_ids AS
+SELECT i.id, row_number() OVER (ORDER BY s.external_id, i.billing_at) AS n
+FROM billing.invoices i JOIN billing.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id;
+SELECT billing.invoice_document(x.id) #>> '{subscription,external_id}' AS subscription, billing.invoice_document(x.id) -> 'taxes' AS taxes
+FROM invoice_ids x ORDER BY x.n;
 SELECT s.external_id, f.fee_type, f.fee_key, f.units, f.precise_amount, f.amount
 FROM billing.fees f JOIN billing.subscriptions s ON s.customer_id = f.customer_id AND s.id = f.subscription_id
 ORDER BY 1, 3;

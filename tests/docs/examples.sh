@@ -4,7 +4,7 @@
 # PGPORT and PGUSER (a superuser; pg_billing installed in it), with psql.
 #
 #   tests/docs/examples.sh            every group below
-#   tests/docs/examples.sh GROUP...   only those groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing
+#   tests/docs/examples.sh GROUP...   only those groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes
 #
 # Each group runs in a fresh database (pg_billing_docs_<group>), in one psql session, so
 # that SET, temporary objects and the rows an example writes carry on to the next one:
@@ -15,6 +15,7 @@
 #   scaleout   docs/reference/scale-out.md (on a server without Citus)
 #   scheduling docs/reference/scheduling.md (in a database without pg_cron)
 #   invoicing  docs/reference/invoicing.md
+#   taxes      docs/reference/taxes.md
 #
 # How the pages are read: every ```sql block is split into statements (SQL up to a `;`
 # outside quotes and comments, or a psql backslash command on its own line; the data lines
@@ -64,10 +65,11 @@ GROUPS = [
     ("scaleout", [("docs/reference/scale-out.md", None)], True),
     ("scheduling", [("docs/reference/scheduling.md", None)], True),
     ("invoicing", [("docs/reference/invoicing.md", None)], True),
+    ("taxes", [("docs/reference/taxes.md", None)], True),
 ]
 unknown = [g for g in wanted if g not in [name for name, _, _ in GROUPS]]
 if unknown:
-    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing)")
+    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes)")
 
 PSQL = ["psql", "-X", "-P", "pager=off"]
 
