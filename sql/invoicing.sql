@@ -83,6 +83,8 @@ CREATE TABLE billing.fees (
     from_datetime timestamptz NOT NULL,
     to_datetime timestamptz NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
+    -- The fee's share of the invoice's coupons (5 decimals), set at finalization.
+    precise_coupons_amount numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (customer_id, id),
     CONSTRAINT fees_billing_key UNIQUE (customer_id, subscription_id, fee_key),
     FOREIGN KEY (customer_id, invoice_id) REFERENCES billing.invoices (customer_id, id)
@@ -538,14 +540,17 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     fees numeric;
+    coupons numeric;
     taxes numeric;
 BEGIN
     SELECT coalesce(sum(fe.amount), 0) INTO fees FROM billing.fees fe
     WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
+    SELECT coalesce(sum(ic.amount), 0) INTO coupons FROM billing.invoice_coupons ic
+    WHERE ic.customer_id = customer_id AND ic.invoice_id = invoice_id;
     taxes := billing._tax_fees(customer_id, invoice_id);
     UPDATE billing.invoices i
-    SET fees_amount = fees, sub_total_excluding_taxes = fees, taxes_amount = taxes, sub_total_including_taxes = fees + taxes,
-        total_amount = fees + taxes, refreshed_at = now()
+    SET fees_amount = fees, coupons_amount = coupons, sub_total_excluding_taxes = fees - coupons, taxes_amount = taxes,
+        sub_total_including_taxes = fees - coupons + taxes, total_amount = fees - coupons + taxes, refreshed_at = now()
     WHERE i.customer_id = customer_id AND i.id = invoice_id;
 END $$;
 
@@ -555,7 +560,7 @@ LANGUAGE sql IMMUTABLE STRICT AS $$
     SELECT lpad(n::text, greatest(width, length(n::text)), '0')
 $$;
 
--- Gives a draft its number, due date and finalized status.
+-- Gives a draft its coupons, number, due date and finalized status.
 -- Numbers are gapless: the counter row (per entity and month) or the customer row is
 -- locked until the transaction ends, so concurrent finalizations take turns.
 CREATE FUNCTION billing._finalize(inv billing.invoices) RETURNS billing.invoices
@@ -568,6 +573,9 @@ DECLARE
     invoice_number text;
     finalized billing.invoices;
 BEGIN
+    -- Coupons come off at finalization, never on a draft (pricing.md).
+    PERFORM billing._apply_coupons(inv);
+    PERFORM billing._total_invoice(inv.customer_id, inv.id);
     SELECT * INTO entity FROM billing.billing_entities e WHERE e.id = inv.billing_entity_id;
     IF entity.numbering = 'per_entity' THEN
         scope := to_char(inv.issuing_date, 'YYYYMM');
@@ -772,7 +780,7 @@ BEGIN
                        'units', fe.units, 'events_count', CASE WHEN fe.fee_type IN ('charge', 'adjustment') THEN fe.events_count END,
                        'unit_amount', billing.round_money(fe.precise_unit_amount, inv.currency),
                        'precise_amount', fe.precise_amount, 'amount', fe.amount,
-                       'details', fe.amount_details, 'taxes', lt.taxes,
+                       'details', fe.amount_details, 'coupons_amount', nullif(fe.precise_coupons_amount, 0), 'taxes', lt.taxes,
                        'from', fe.from_datetime, 'to', fe.to_datetime))
                    ORDER BY fe.fee_type, fe.charge_id NULLS FIRST, fe.charge_filter_id NULLS FIRST, fe.grouped_by::text COLLATE "C" NULLS FIRST, fe.id)
             FROM billing.fees fe
@@ -781,6 +789,10 @@ BEGIN
                        FROM billing.fee_taxes ft WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id
                        GROUP BY ft.fee_id) lt ON lt.fee_id = fe.id
             WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable), '[]'),
+        'coupons', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('code', ic.coupon_code, 'name', ic.coupon_name, 'amount', ic.amount)
+                             ORDER BY ic.applied_coupon_id)
+            FROM billing.invoice_coupons ic WHERE ic.customer_id = inv.customer_id AND ic.invoice_id = inv.id), '[]'),
         'taxes', coalesce((
             SELECT jsonb_agg(jsonb_build_object('code', t.tax_code, 'name', t.tax_name, 'rate', t.tax_rate,
                                                 'base_amount', t.base_amount, 'amount', billing.round_money(t.amount, inv.currency))

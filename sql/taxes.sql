@@ -107,7 +107,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     created billing.taxes;
 BEGIN
-    IF coalesce(code, '') = '' OR name IS NULL THEN
+    IF coalesce(btrim(code), '') = '' OR coalesce(btrim(name), '') = '' THEN
         PERFORM billing._invalid('a tax needs a code and a name', format('got code "%s" and name "%s"', code, name),
             'billing.create_tax(''vat_fr'', ''TVA'', 20)');
     END IF;
@@ -152,15 +152,18 @@ BEGIN
     END IF;
     SELECT coalesce(array_agg((billing._tax(c)).id ORDER BY c), '{}') INTO tax_ids
     FROM (SELECT DISTINCT unnest(tax_codes) AS c) codes;
+    -- The target's row is locked: two calls for one target take turns, the second replacing
+    -- what the first set.
     CASE applies_to
     WHEN 'billing_entity' THEN
-        SELECT e.id INTO target_id FROM billing.billing_entities e WHERE e.code = target;
+        SELECT e.id INTO target_id FROM billing.billing_entities e WHERE e.code = target FOR UPDATE;
     WHEN 'customer' THEN
         SELECT d.customer_id INTO target_id FROM billing.customer_directory d WHERE d.external_id = target;
+        PERFORM 1 FROM billing.customers c WHERE c.id = target_id FOR UPDATE;
     WHEN 'plan' THEN
-        SELECT p.id INTO target_id FROM billing.plans p WHERE p.code = target;
+        SELECT p.id INTO target_id FROM billing.plans p WHERE p.code = target FOR UPDATE;
     ELSE
-        SELECT c.id INTO target_id FROM billing.charges c WHERE c.id::text = target;
+        SELECT c.id INTO target_id FROM billing.charges c WHERE c.id::text = target FOR UPDATE;
     END CASE;
     IF target_id IS NULL THEN
         PERFORM billing._unknown(replace(applies_to, '_', ' '), target,
@@ -194,6 +197,11 @@ DECLARE
     inv billing.invoices;
     plan_id bigint;
     default_taxes bigint[];
+    -- Which taxes each fee gets, as pairs (charge id, tax id): a charge's own taxes, and
+    -- under charge id 0 the defaults of every other fee. Read once, so that one statement
+    -- taxes every fee from the same attachments, whatever changes meanwhile.
+    map_charge bigint[];
+    map_tax bigint[];
     total numeric;
 BEGIN
     SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
@@ -207,23 +215,19 @@ BEGIN
     IF default_taxes IS NULL THEN
         SELECT array_agg(x.tax_id) INTO default_taxes FROM billing.billing_entity_taxes x WHERE x.billing_entity_id = inv.billing_entity_id;
     END IF;
-    -- Two statements, not one query with the precedence in it: each is a plain join a
-    -- distributed database runs on the customer's shard.
-    IF EXISTS (SELECT 1 FROM billing.charge_taxes) THEN
+    SELECT array_agg(ct.charge_id ORDER BY ct.charge_id, ct.tax_id), array_agg(ct.tax_id ORDER BY ct.charge_id, ct.tax_id)
+    INTO map_charge, map_tax FROM billing.charge_taxes ct;
+    map_charge := coalesce(map_charge, '{}') || array_fill(0::bigint, ARRAY[coalesce(cardinality(default_taxes), 0)]);
+    map_tax := coalesce(map_tax, '{}') || coalesce(default_taxes, '{}');
+    IF cardinality(map_tax) > 0 THEN
         INSERT INTO billing.fee_taxes (customer_id, invoice_id, fee_id, tax_id, tax_code, tax_name, tax_rate, base_amount, precise_amount)
-        SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount, trim_scale(fe.amount * t.rate * 0.01)
+        SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount - fe.precise_coupons_amount,
+               trim_scale((fe.amount - fe.precise_coupons_amount) * t.rate * 0.01)
         FROM billing.fees fe
-        JOIN billing.charge_taxes ct ON ct.charge_id = fe.charge_id
-        JOIN billing.taxes t ON t.id = ct.tax_id
+        JOIN unnest(map_charge, map_tax) AS applicable(charge_id, tax_id)
+          ON applicable.charge_id = CASE WHEN fe.charge_id = ANY (map_charge) THEN fe.charge_id ELSE 0 END
+        JOIN billing.taxes t ON t.id = applicable.tax_id
         WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
-    END IF;
-    IF default_taxes IS NOT NULL THEN
-        INSERT INTO billing.fee_taxes (customer_id, invoice_id, fee_id, tax_id, tax_code, tax_name, tax_rate, base_amount, precise_amount)
-        SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount, trim_scale(fe.amount * t.rate * 0.01)
-        FROM billing.fees fe
-        JOIN billing.taxes t ON t.id = ANY (default_taxes)
-        WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable
-          AND NOT EXISTS (SELECT 1 FROM billing.charge_taxes ct WHERE ct.charge_id = fe.charge_id);
     END IF;
     SELECT coalesce(sum(billing.round_money(per_tax.amount, inv.currency)), 0) INTO total
     FROM (SELECT sum(ft.precise_amount) AS amount FROM billing.fee_taxes ft

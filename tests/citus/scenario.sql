@@ -141,21 +141,31 @@ SELECT billing.set_taxes('billing_entity', 'default', '{vat}');
 SELECT billing.set_taxes('customer', 'acme', '{reduced}');
 SELECT billing.set_taxes('charge', c.id::text, '{levy,vat}')
 FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id WHERE m.code = 'calls';
+-- Coupons: 10% on two invoices for acme; 30.00 once for tokyo-ai, limited to tokens (its
+-- remainder carried on).
+SELECT code FROM billing.create_coupon('ten', '10% off', 'percentage', percentage_rate => 10, frequency => 'recurring', frequency_duration => 2);
+SELECT code FROM billing.create_coupon('tokens30', '30 off tokens', 'fixed_amount', amount => 30, currency => 'EUR', billable_metrics => '{tokens}');
+SELECT status FROM billing.apply_coupon('acme', 'ten');
+SELECT status FROM billing.apply_coupon('tokyo-ai', 'tokens30');
 CALL billing.run_billing('2026-04-01 12:00+00');
-SELECT s.external_id, i.billing_at, i.status, i.number, i.fees_amount, i.taxes_amount, i.total_amount
+SELECT s.external_id, i.billing_at, i.status, i.number, i.fees_amount, i.coupons_amount, i.taxes_amount, i.total_amount
 FROM billing.invoices i JOIN billing.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id
 ORDER BY 1, 2;
-SELECT s.external_id, f.fee_key, ft.tax_code, ft.tax_rate, ft.base_amount, ft.precise_amount
+SELECT c.external_id, co.code, a.status, a.amount_remaining, a.frequency_duration_remaining
+FROM billing.applied_coupons a JOIN billing.customers c ON c.id = a.customer_id JOIN billing.coupons co ON co.id = a.coupon_id
+ORDER BY 1, 2;
+SELECT s.external_id, f.fee_key, f.precise_coupons_amount, ft.tax_code, ft.tax_rate, ft.base_amount, ft.precise_amount
 FROM billing.fee_taxes ft
 JOIN billing.fees f ON f.customer_id = ft.customer_id AND f.id = ft.fee_id
 JOIN billing.subscriptions s ON s.customer_id = f.customer_id AND s.id = f.subscription_id
-ORDER BY 1, 2, 3;
+ORDER BY 1, 2, 4;
 -- (invoice_document reads distributed tables: it is called from a query over a local
 -- table of invoice ids, not from a query over a distributed table.)
 CREATE TEMP TABLE invoice_ids AS
 SELECT i.id, row_number() OVER (ORDER BY s.external_id, i.billing_at) AS n
 FROM billing.invoices i JOIN billing.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id;
-SELECT billing.invoice_document(x.id) #>> '{subscription,external_id}' AS subscription, billing.invoice_document(x.id) -> 'taxes' AS taxes
+SELECT billing.invoice_document(x.id) #>> '{subscription,external_id}' AS subscription, billing.invoice_document(x.id) -> 'coupons' AS coupons,
+       billing.invoice_document(x.id) -> 'taxes' AS taxes
 FROM invoice_ids x ORDER BY x.n;
 SELECT s.external_id, f.fee_type, f.fee_key, f.units, f.precise_amount, f.amount
 FROM billing.fees f JOIN billing.subscriptions s ON s.customer_id = f.customer_id AND s.id = f.subscription_id

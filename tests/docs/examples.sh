@@ -4,7 +4,8 @@
 # PGPORT and PGUSER (a superuser; pg_billing installed in it), with psql.
 #
 #   tests/docs/examples.sh            every group below
-#   tests/docs/examples.sh GROUP...   only those groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes
+#   tests/docs/examples.sh GROUP...   only those groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes,
+#                                     coupons
 #
 # Each group runs in a fresh database (pg_billing_docs_<group>), in one psql session, so
 # that SET, temporary objects and the rows an example writes carry on to the next one:
@@ -16,6 +17,7 @@
 #   scheduling docs/reference/scheduling.md (in a database without pg_cron)
 #   invoicing  docs/reference/invoicing.md
 #   taxes      docs/reference/taxes.md
+#   coupons    docs/reference/coupons.md
 #
 # How the pages are read: every ```sql block is split into statements (SQL up to a `;`
 # outside quotes and comments, or a psql backslash command on its own line; the data lines
@@ -66,10 +68,11 @@ GROUPS = [
     ("scheduling", [("docs/reference/scheduling.md", None)], True),
     ("invoicing", [("docs/reference/invoicing.md", None)], True),
     ("taxes", [("docs/reference/taxes.md", None)], True),
+    ("coupons", [("docs/reference/coupons.md", None)], True),
 ]
 unknown = [g for g in wanted if g not in [name for name, _, _ in GROUPS]]
 if unknown:
-    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes)")
+    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes, coupons)")
 
 PSQL = ["psql", "-X", "-P", "pager=off"]
 
