@@ -144,6 +144,42 @@ JOIN billing.billing_entities e ON e.id = i.billing_entity_id
 LEFT JOIN billing.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id
 WHERE i.status = 'draft';
 
+-- The taxes finalized invoices collected, per month of issuing date, currency and tax (code,
+-- name and rate as invoiced): each invoice's amount of a tax is its exact sum rounded once.
+CREATE VIEW billing_bi.taxes_collected AS
+SELECT date_trunc('month', i.issuing_date)::date AS month, i.currency, t.tax_code, t.tax_name, t.tax_rate,
+       count(*)::bigint AS invoices, sum(t.base_amount) AS base_amount, sum(billing.round_money(t.amount, i.currency)) AS amount
+FROM (SELECT ft.customer_id, ft.invoice_id, ft.tax_code, ft.tax_name, ft.tax_rate, sum(ft.base_amount) AS base_amount,
+             sum(ft.precise_amount) AS amount
+      FROM billing.fee_taxes ft GROUP BY 1, 2, 3, 4, 5) t
+JOIN billing.invoices i ON i.customer_id = t.customer_id AND i.id = t.invoice_id
+WHERE i.status = 'finalized'
+GROUP BY 1, 2, 3, 4, 5;
+
+-- What coupons took off finalized invoices, per month of issuing date, currency and coupon.
+CREATE VIEW billing_bi.coupons_redeemed AS
+SELECT date_trunc('month', i.issuing_date)::date AS month, i.currency, ic.coupon_code, ic.coupon_name,
+       count(*)::bigint AS invoices, count(DISTINCT ic.customer_id)::bigint AS customers, sum(ic.amount) AS amount
+FROM billing.invoice_coupons ic
+JOIN billing.invoices i ON i.customer_id = ic.customer_id AND i.id = ic.invoice_id
+WHERE i.status = 'finalized'
+GROUP BY 1, 2, 3, 4;
+
+-- Finalized invoices never verified (billing.verify_invoice), or whose latest verification
+-- found drifting lines or inconsistent totals.
+CREATE VIEW billing_bi.invoices_to_verify AS
+SELECT i.id AS invoice_id, i.number, c.external_id AS customer_external_id, i.currency, i.issuing_date, i.total_amount,
+       CASE WHEN v.verified_at IS NULL THEN 'unverified' ELSE 'drift' END AS verification,
+       v.verified_at, v.drifting_lines, v.totals_consistent
+FROM billing.invoices i
+JOIN billing.customers c ON c.id = i.customer_id
+LEFT JOIN (SELECT DISTINCT ON (x.customer_id, x.invoice_id) x.customer_id, x.invoice_id, x.verified_at, x.drifting_lines,
+                  x.totals_consistent
+           FROM billing.invoice_verifications x
+           ORDER BY x.customer_id, x.invoice_id, x.verified_at DESC, x.id DESC) v
+       ON v.customer_id = i.customer_id AND v.invoice_id = i.id
+WHERE i.status = 'finalized' AND (v.verified_at IS NULL OR v.drifting_lines > 0 OR NOT v.totals_consistent);
+
 GRANT USAGE ON SCHEMA billing_bi TO billing_reader, billing_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA billing_bi TO billing_reader, billing_admin;
 

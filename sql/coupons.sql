@@ -216,8 +216,8 @@ END $$;
 
 -- Takes the customer's active coupons off an invoice being finalized (its fees are final):
 -- records each coupon's amount, spreads it over the fees it covers and uses the coupons up.
--- The caller recomputes the invoice's totals.
-CREATE FUNCTION billing._apply_coupons(inv billing.invoices) RETURNS void
+-- Returns whether any coupon took something off: the caller then recomputes the totals.
+CREATE FUNCTION billing._apply_coupons(inv billing.invoices) RETURNS boolean
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
@@ -227,11 +227,15 @@ DECLARE
     base numeric;
     discount numeric;
     finished_at timestamptz := now();
+    applied_any boolean := false;
 BEGIN
-    SELECT v.plan_id INTO plan_id FROM billing.subscriptions s JOIN billing.plan_versions v ON v.id = s.plan_version_id
-    WHERE s.customer_id = inv.customer_id AND s.id = inv.subscription_id;
     -- Two invoices of the customer finalized at once take turns on its coupons.
     PERFORM 1 FROM billing.applied_coupons a WHERE a.customer_id = inv.customer_id AND a.status = 'active' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT v.plan_id INTO plan_id FROM billing.subscriptions s JOIN billing.plan_versions v ON v.id = s.plan_version_id
+    WHERE s.customer_id = inv.customer_id AND s.id = inv.subscription_id;
     FOR applied IN
         SELECT a.id, a.amount, a.amount_remaining, a.percentage_rate, c.id AS coupon_id, c.code, c.name, c.coupon_type,
                EXISTS (SELECT 1 FROM billing.coupon_billable_metrics x WHERE x.coupon_id = c.id) AS metric_limited,
@@ -265,6 +269,7 @@ BEGIN
           AND fe.amount - fe.precise_coupons_amount > 0;
         INSERT INTO billing.invoice_coupons (customer_id, invoice_id, applied_coupon_id, coupon_code, coupon_name, amount)
         VALUES (inv.customer_id, inv.id, applied.id, applied.code, applied.name, discount);
+        applied_any := true;
         UPDATE billing.applied_coupons a
         SET amount_remaining = a.amount_remaining - CASE WHEN a.frequency = 'once' AND a.amount_remaining IS NOT NULL THEN discount ELSE 0 END,
             frequency_duration_remaining = a.frequency_duration_remaining - CASE WHEN a.frequency = 'recurring' THEN 1 ELSE 0 END,
@@ -275,6 +280,7 @@ BEGIN
                                    OR (a.frequency = 'recurring' AND a.frequency_duration_remaining = 1) THEN finished_at END
         WHERE a.customer_id = inv.customer_id AND a.id = applied.id;
     END LOOP;
+    RETURN applied_any;
 END $$;
 
 REVOKE ALL ON FUNCTION billing._coupon(text), billing._apply_coupons(billing.invoices) FROM PUBLIC;

@@ -1,12 +1,12 @@
 -- Scale-out on Citus: billing.distribute() turns a pg_billing database on a Citus
 -- coordinator into a distributed one. Per-customer tables (customers, subscriptions,
 -- events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox,
--- customer_taxes, fee_taxes, applied_coupons, invoice_coupons) are distributed by customer
--- and colocated, so one customer's rows live in one shard group; the catalog (with the
--- taxes, their attachments to entities, plans and charges, and the coupons), the two
--- directories and the per-entity invoice counters become reference tables, copied to every
--- node; rejected_events and the COPY intake and staging tables stay local to the
--- coordinator, where ingestion runs.
+-- customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications) are
+-- distributed by customer and colocated, so one customer's rows live in one shard group;
+-- the catalog (with the taxes, their attachments to entities, plans and charges, and the
+-- coupons), the two directories and the per-entity invoice counters become reference
+-- tables, copied to every node; rejected_events and the COPY intake and staging tables stay
+-- local to the coordinator, where ingestion runs.
 CREATE FUNCTION billing.distribute(shard_count integer DEFAULT NULL)
 RETURNS TABLE (table_name text, placement text)
 LANGUAGE plpgsql AS $$
@@ -18,7 +18,7 @@ DECLARE
                                      'coupon_billable_metrics'];
     per_customer_tables text[] := ARRAY['subscriptions', 'events', 'usage_rollups', 'invoices', 'fees', 'billed_windows',
                                         'billing_failures', 'outbox', 'customer_taxes', 'fee_taxes', 'applied_coupons',
-                                        'invoice_coupons'];
+                                        'invoice_coupons', 'invoice_verifications'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;

@@ -574,8 +574,9 @@ DECLARE
     finalized billing.invoices;
 BEGIN
     -- Coupons come off at finalization, never on a draft (pricing.md).
-    PERFORM billing._apply_coupons(inv);
-    PERFORM billing._total_invoice(inv.customer_id, inv.id);
+    IF billing._apply_coupons(inv) THEN
+        PERFORM billing._total_invoice(inv.customer_id, inv.id);
+    END IF;
     SELECT * INTO entity FROM billing.billing_entities e WHERE e.id = inv.billing_entity_id;
     IF entity.numbering = 'per_entity' THEN
         scope := to_char(inv.issuing_date, 'YYYYMM');

@@ -55,10 +55,11 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$;
 
 -- Units per dimension set of one metric in [from_ts, to_ts]. Day-aligned windows read
--- the day rollups; unique_count, weighted_sum and unaligned windows read raw events.
--- `carry_from` is the start of recurring metrics' accumulation (the subscription's start).
+-- the day rollups; unique_count, weighted_sum and unaligned windows read raw events, and so
+-- does every window with from_events (billing.verify_invoice checks the rollups that way).
 CREATE FUNCTION billing._metric_units(
-    customer_id bigint, subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text
+    customer_id bigint, subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text,
+    from_events boolean DEFAULT false
 ) RETURNS TABLE (dims jsonb, units numeric, events_count bigint)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
@@ -108,7 +109,7 @@ BEGIN
         )
         SELECT l.dims, sum(l.level * extract(epoch FROM l.lasted)) / extract(epoch FROM end_excl - from_ts), sum(l.counted)::bigint
         FROM levels l GROUP BY l.dims;
-    ELSIF aligned OR (metric.recurring AND end_aligned) THEN
+    ELSIF NOT from_events AND (aligned OR (metric.recurring AND end_aligned)) THEN
         RETURN QUERY
         SELECT r.dims,
                CASE metric.aggregation
@@ -144,9 +145,11 @@ END $$;
 -- included. A value carried in from before the window counts for every day of it; an event
 -- in it from its own day to the window's last day; a unique_count member from the day it was
 -- added (or the window's first day) to the day it was removed (or the window's last day).
--- The caller divides by the days of the billing period (billing._prorate).
+-- The caller divides by the days of the billing period (billing._prorate). from_events as
+-- for billing._metric_units.
 CREATE FUNCTION billing._metric_day_units(
-    customer_id bigint, subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text
+    customer_id bigint, subscription_id bigint, metric billing.billable_metrics, from_ts timestamptz, to_ts timestamptz, timezone text,
+    from_events boolean DEFAULT false
 ) RETURNS TABLE (dims jsonb, day_units numeric, events_count bigint)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
@@ -183,7 +186,7 @@ BEGIN
         SELECT n.dims, coalesce(a.days, 0)::numeric, n.events_count
         FROM (SELECT e.dims, count(*) AS events_count FROM ev e GROUP BY e.dims) n
         LEFT JOIN active a ON a.dims = n.dims;
-    ELSIF end_aligned THEN
+    ELSIF end_aligned AND NOT from_events THEN
         RETURN QUERY
         SELECT r.dims, sum(r.value_sum * (to_day - greatest(r.day, from_day) + 1)), sum(r.events_count)::bigint
         FROM billing.usage_rollups r
@@ -260,8 +263,9 @@ CREATE TYPE billing.usage_line AS (
 -- the billing run, which plans every other statement anew (billing._attempt): the tables it
 -- reads are not the ones a run grows, and planning its queries for each subscription cost
 -- more than it saved (10,000 subscriptions billed in 34 s with, 30 s without).
+-- from_events reads every metric from the raw events, never the rollups.
 CREATE FUNCTION billing._usage(
-    sub billing.subscriptions, cust billing.customers, window_from timestamptz, window_to timestamptz
+    sub billing.subscriptions, cust billing.customers, window_from timestamptz, window_to timestamptz, from_events boolean DEFAULT false
 ) RETURNS SETOF billing.usage_line
 SET plan_cache_mode = auto
 LANGUAGE plpgsql STABLE AS $$
@@ -294,13 +298,13 @@ BEGIN
         ), per_dims AS (
             SELECT u.dims, u.units, u.events_count, CASE WHEN filtered THEN billing._charge_filter(ch.id, u.dims) END AS filter_id,
                    g.grouped_by
-            FROM billing._metric_units(sub.customer_id, sub.id, metric, window_from, window_to, cust.timezone) u
+            FROM billing._metric_units(sub.customer_id, sub.id, metric, window_from, window_to, cust.timezone, from_events) u
             CROSS JOIN LATERAL billing._group_of(ch.pricing_group_keys, u.dims) g
             WHERE NOT ch.prorated
             UNION ALL
             SELECT u.dims, u.day_units, u.events_count, CASE WHEN filtered THEN billing._charge_filter(ch.id, u.dims) END,
                    g.grouped_by
-            FROM billing._metric_day_units(sub.customer_id, sub.id, metric, window_from, window_to, cust.timezone) u
+            FROM billing._metric_day_units(sub.customer_id, sub.id, metric, window_from, window_to, cust.timezone, from_events) u
             CROSS JOIN LATERAL billing._group_of(ch.pricing_group_keys, u.dims) g
             WHERE ch.prorated
         ), buckets AS (
@@ -380,9 +384,9 @@ BEGIN
 END $$;
 
 REVOKE ALL ON FUNCTION billing._subscription(text), billing._charge_filter(bigint, jsonb), billing._group_of(text[], jsonb),
-    billing._usage(billing.subscriptions, billing.customers, timestamptz, timestamptz),
+    billing._usage(billing.subscriptions, billing.customers, timestamptz, timestamptz, boolean),
     billing._round_units(numeric, text, integer), billing._stored_day(timestamptz, integer),
-    billing._metric_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text),
-    billing._metric_day_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text), billing._prorate(numeric, integer),
+    billing._metric_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text, boolean),
+    billing._metric_day_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text, boolean), billing._prorate(numeric, integer),
     billing._metric_event_values(bigint, bigint, bigint, timestamptz, timestamptz, boolean),
     billing._period_dates(text, text, date, date) FROM PUBLIC;

@@ -46,7 +46,8 @@ pgrx::extension_sql_file!(
 );
 pgrx::extension_sql_file!("../sql/taxes.sql", name = "taxes", requires = ["invoicing"]);
 pgrx::extension_sql_file!("../sql/coupons.sql", name = "coupons", requires = ["taxes"]);
-pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["coupons"]);
+pgrx::extension_sql_file!("../sql/previews.sql", name = "previews", requires = ["coupons"]);
+pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["previews"]);
 pgrx::extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["invoicing"]);
 pgrx::extension_sql_file!(
     "../sql/bi.sql",

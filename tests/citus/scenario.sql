@@ -181,3 +181,13 @@ SELECT status FROM billing.void_invoice(:draft);
 UPDATE billing.invoices SET total_amount = 0 WHERE id = :draft;
 SELECT type, count(*) FROM billing.outbox GROUP BY 1 ORDER BY 1;
 SELECT month, currency, invoices, total_amount FROM billing_bi.revenue_by_month ORDER BY 1, 2;
+SELECT month, currency, tax_code, tax_rate, invoices, base_amount, amount FROM billing_bi.taxes_collected ORDER BY 1, 2, 3;
+SELECT month, currency, coupon_code, invoices, customers, amount FROM billing_bi.coupons_redeemed ORDER BY 1, 2, 3;
+-- A preview writes nothing and equals on both: sub-tokyo's next anniversary invoice.
+SELECT billing.preview_invoice('sub-tokyo', '2026-04-01 12:00+00') -> 'totals' AS preview_totals;
+SELECT count(*) AS invoices FROM billing.invoices;
+-- Every finalized invoice, recomputed from the raw events on the distributed tables, is as billed.
+SELECT x.n, v.report ->> 'totals_consistent' AS totals_consistent, jsonb_array_length(v.report -> 'drifting_lines') AS drifting_lines,
+       v.report -> 'lines_checked' AS lines_checked
+FROM invoice_ids x, LATERAL (SELECT billing.verify_invoice(x.id) AS report) v ORDER BY x.n;
+SELECT count(*) AS to_verify FROM billing_bi.invoices_to_verify;

@@ -5,7 +5,7 @@
 #
 #   tests/docs/examples.sh            every group below
 #   tests/docs/examples.sh GROUP...   only those groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes,
-#                                     coupons
+#                                     coupons, previews
 #
 # Each group runs in a fresh database (pg_billing_docs_<group>), in one psql session, so
 # that SET, temporary objects and the rows an example writes carry on to the next one:
@@ -18,6 +18,7 @@
 #   invoicing  docs/reference/invoicing.md
 #   taxes      docs/reference/taxes.md
 #   coupons    docs/reference/coupons.md
+#   previews   docs/reference/previews.md
 #
 # How the pages are read: every ```sql block is split into statements (SQL up to a `;`
 # outside quotes and comments, or a psql backslash command on its own line; the data lines
@@ -69,10 +70,11 @@ GROUPS = [
     ("invoicing", [("docs/reference/invoicing.md", None)], True),
     ("taxes", [("docs/reference/taxes.md", None)], True),
     ("coupons", [("docs/reference/coupons.md", None)], True),
+    ("previews", [("docs/reference/previews.md", None)], True),
 ]
 unknown = [g for g in wanted if g not in [name for name, _, _ in GROUPS]]
 if unknown:
-    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes, coupons)")
+    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes, coupons, previews)")
 
 PSQL = ["psql", "-X", "-P", "pager=off"]
 
