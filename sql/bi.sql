@@ -165,6 +165,15 @@ JOIN billing.invoices i ON i.customer_id = ic.customer_id AND i.id = ic.invoice_
 WHERE i.status = 'finalized'
 GROUP BY 1, 2, 3, 4;
 
+-- Every credit note, with its invoice and customer: totals, refund, credit and what is left.
+CREATE VIEW billing_bi.credit_notes AS
+SELECT cn.id AS credit_note_id, cn.number, i.number AS invoice_number, c.external_id AS customer_external_id, cn.reason::text AS reason,
+       cn.currency, cn.sub_total_excluding_taxes, cn.taxes_amount, cn.total_amount, cn.refund_amount, cn.credit_amount,
+       cn.balance_amount, cn.credit_status::text AS credit_status, cn.created_at, cn.voided_at
+FROM billing.credit_notes cn
+JOIN billing.invoices i ON i.customer_id = cn.customer_id AND i.id = cn.invoice_id
+JOIN billing.customers c ON c.id = cn.customer_id;
+
 -- Finalized invoices never verified (billing.verify_invoice), or whose latest verification
 -- found drifting lines or inconsistent totals.
 CREATE VIEW billing_bi.invoices_to_verify AS

@@ -229,6 +229,9 @@ DECLARE
     finished_at timestamptz := now();
     applied_any boolean := false;
 BEGIN
+    IF inv.invoice_type <> 'subscription' THEN
+        RETURN false;
+    END IF;
     -- Two invoices of the customer finalized at once take turns on its coupons.
     PERFORM 1 FROM billing.applied_coupons a WHERE a.customer_id = inv.customer_id AND a.status = 'active' FOR UPDATE;
     IF NOT FOUND THEN

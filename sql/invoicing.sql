@@ -2,10 +2,10 @@
 -- fees, exactly once; drafts stay open during the billing entity's grace period, then are
 -- finalized (numbered, immutable) or voided; every change is reported through the outbox.
 
-CREATE TYPE billing.invoice_type AS ENUM ('subscription');
+CREATE TYPE billing.invoice_type AS ENUM ('subscription', 'one_off');
 CREATE TYPE billing.invoice_status AS ENUM ('draft', 'finalized', 'voided');
 CREATE TYPE billing.payment_status AS ENUM ('pending', 'succeeded', 'failed');
-CREATE TYPE billing.fee_type AS ENUM ('subscription', 'charge', 'charge_minimum', 'commitment', 'adjustment');
+CREATE TYPE billing.fee_type AS ENUM ('subscription', 'charge', 'charge_minimum', 'commitment', 'adjustment', 'add_on');
 
 -- One invoice per subscription and billing instant (`billing_at`): a period's close (its
 -- arrears fees, and the next period's in-advance fee), the subscription's start (an
@@ -63,7 +63,8 @@ CREATE TABLE billing.fees (
     id bigint GENERATED ALWAYS AS IDENTITY,
     customer_id bigint NOT NULL,
     invoice_id bigint NOT NULL,
-    subscription_id bigint NOT NULL,
+    -- NULL on one-off invoices.
+    subscription_id bigint,
     fee_type billing.fee_type NOT NULL,
     fee_key text NOT NULL,
     charge_id bigint,
@@ -85,6 +86,10 @@ CREATE TABLE billing.fees (
     created_at timestamptz NOT NULL DEFAULT now(),
     -- The fee's share of the invoice's coupons (5 decimals), set at finalization.
     precise_coupons_amount numeric NOT NULL DEFAULT 0,
+    -- The add-on a one-off item bills.
+    add_on_id bigint,
+    -- Taxes named for this fee (a one-off item's), before any precedence; NULL: by precedence.
+    tax_ids bigint[],
     PRIMARY KEY (customer_id, id),
     CONSTRAINT fees_billing_key UNIQUE (customer_id, subscription_id, fee_key),
     FOREIGN KEY (customer_id, invoice_id) REFERENCES billing.invoices (customer_id, id)
@@ -542,15 +547,19 @@ DECLARE
     fees numeric;
     coupons numeric;
     taxes numeric;
+    credits numeric;
 BEGIN
     SELECT coalesce(sum(fe.amount), 0) INTO fees FROM billing.fees fe
     WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
     SELECT coalesce(sum(ic.amount), 0) INTO coupons FROM billing.invoice_coupons ic
     WHERE ic.customer_id = customer_id AND ic.invoice_id = invoice_id;
+    SELECT coalesce(sum(icn.amount), 0) INTO credits FROM billing.invoice_credit_notes icn
+    WHERE icn.customer_id = customer_id AND icn.invoice_id = invoice_id;
     taxes := billing._tax_fees(customer_id, invoice_id);
     UPDATE billing.invoices i
     SET fees_amount = fees, coupons_amount = coupons, sub_total_excluding_taxes = fees - coupons, taxes_amount = taxes,
-        sub_total_including_taxes = fees - coupons + taxes, total_amount = fees - coupons + taxes, refreshed_at = now()
+        sub_total_including_taxes = fees - coupons + taxes, credit_notes_amount = credits,
+        total_amount = fees - coupons + taxes - credits, refreshed_at = now()
     WHERE i.customer_id = customer_id AND i.id = invoice_id;
 END $$;
 
@@ -560,7 +569,7 @@ LANGUAGE sql IMMUTABLE STRICT AS $$
     SELECT lpad(n::text, greatest(width, length(n::text)), '0')
 $$;
 
--- Gives a draft its coupons, number, due date and finalized status.
+-- Gives a draft its coupons, credit, number, due date and finalized status.
 -- Numbers are gapless: the counter row (per entity and month) or the customer row is
 -- locked until the transaction ends, so concurrent finalizations take turns.
 CREATE FUNCTION billing._finalize(inv billing.invoices) RETURNS billing.invoices
@@ -573,8 +582,12 @@ DECLARE
     invoice_number text;
     finalized billing.invoices;
 BEGIN
-    -- Coupons come off at finalization, never on a draft (pricing.md).
+    -- Coupons, then the credit of credit notes, come off at finalization, never on a draft
+    -- (pricing.md); each needs the totals the one before left.
     IF billing._apply_coupons(inv) THEN
+        PERFORM billing._total_invoice(inv.customer_id, inv.id);
+    END IF;
+    IF billing._apply_credit_notes(inv) THEN
         PERFORM billing._total_invoice(inv.customer_id, inv.id);
     END IF;
     SELECT * INTO entity FROM billing.billing_entities e WHERE e.id = inv.billing_entity_id;
@@ -680,8 +693,9 @@ BEGIN
     IF inv.status <> wanted THEN
         PERFORM billing._raise('55000', format('invoice %s is %s', inv.id, inv.status),
             format('%s needs a %s invoice', action, wanted),
-            CASE wanted WHEN 'draft' THEN 'finalized invoices are immutable; bill corrections on a later invoice'
-                        ELSE 'finalize the draft first with billing.finalize_invoice' END);
+            CASE WHEN wanted = 'draft' THEN 'finalized invoices are immutable; bill corrections on a later invoice'
+                 WHEN inv.status = 'voided' THEN 'a voided invoice takes no further change'
+                 ELSE 'finalize the draft first with billing.finalize_invoice' END);
     END IF;
 END $$;
 
@@ -790,6 +804,11 @@ BEGIN
                        FROM billing.fee_taxes ft WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id
                        GROUP BY ft.fee_id) lt ON lt.fee_id = fe.id
             WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable), '[]'),
+        'credit_notes', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('number', cn.number, 'amount', icn.amount) ORDER BY cn.created_at, cn.id)
+            FROM billing.invoice_credit_notes icn
+            JOIN billing.credit_notes cn ON cn.customer_id = icn.customer_id AND cn.id = icn.credit_note_id
+            WHERE icn.customer_id = inv.customer_id AND icn.invoice_id = inv.id), '[]'),
         'coupons', coalesce((
             SELECT jsonb_agg(jsonb_build_object('code', ic.coupon_code, 'name', ic.coupon_name, 'amount', ic.amount)
                              ORDER BY ic.applied_coupon_id)

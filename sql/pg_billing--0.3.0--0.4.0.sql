@@ -141,8 +141,8 @@ BEGIN
 END $$;
 
 -- Sets the taxes of a billing entity (by code; its customers' defaults), a customer (by
--- external id), a plan (by code) or a charge (by id), replacing those it had; an empty
--- array removes them. Returns the codes now set, in order.
+-- external id), a plan (by code), a charge (by id) or an add-on (by code), replacing those
+-- it had; an empty array removes them. Returns the codes now set, in order.
 CREATE FUNCTION billing.set_taxes(applies_to text, target text, tax_codes text[])
 RETURNS text[]
 LANGUAGE plpgsql AS $$
@@ -151,7 +151,7 @@ DECLARE
     tax_ids bigint[];
     target_id bigint;
 BEGIN
-    PERFORM billing._check_label('tax target', applies_to, ARRAY['billing_entity', 'customer', 'plan', 'charge']);
+    PERFORM billing._check_label('tax target', applies_to, ARRAY['billing_entity', 'customer', 'plan', 'charge', 'add_on']);
     IF tax_codes IS NULL THEN
         PERFORM billing._invalid('tax_codes must not be null', 'got NULL', 'give ''{}'' to remove every tax');
     END IF;
@@ -167,12 +167,14 @@ BEGIN
         PERFORM 1 FROM billing.customers c WHERE c.id = target_id FOR UPDATE;
     WHEN 'plan' THEN
         SELECT p.id INTO target_id FROM billing.plans p WHERE p.code = target FOR UPDATE;
+    WHEN 'add_on' THEN
+        SELECT a.id INTO target_id FROM billing.add_ons a WHERE a.code = target FOR UPDATE;
     ELSE
         SELECT c.id INTO target_id FROM billing.charges c WHERE c.id::text = target FOR UPDATE;
     END CASE;
     IF target_id IS NULL THEN
-        PERFORM billing._unknown(replace(applies_to, '_', ' '), target,
-            'a billing entity or plan by its code, a customer by its external id, a charge by its id');
+        PERFORM billing._unknown(replace(replace(applies_to, 'add_on', 'add-on'), '_', ' '), target,
+            'a billing entity, plan or add-on by its code, a customer by its external id, a charge by its id');
     END IF;
     CASE applies_to
     WHEN 'billing_entity' THEN
@@ -184,6 +186,9 @@ BEGIN
     WHEN 'plan' THEN
         DELETE FROM billing.plan_taxes x WHERE x.plan_id = target_id;
         INSERT INTO billing.plan_taxes (plan_id, tax_id) SELECT target_id, unnest(tax_ids);
+    WHEN 'add_on' THEN
+        DELETE FROM billing.add_on_taxes x WHERE x.add_on_id = target_id;
+        INSERT INTO billing.add_on_taxes (add_on_id, tax_id) SELECT target_id, unnest(tax_ids);
     ELSE
         DELETE FROM billing.charge_taxes x WHERE x.charge_id = target_id;
         INSERT INTO billing.charge_taxes (charge_id, tax_id) SELECT target_id, unnest(tax_ids);
@@ -192,9 +197,9 @@ BEGIN
 END $$;
 
 -- Taxes a draft's invoiced fees anew and returns the invoice's tax total: each tax's exact
--- sum over its fees, rounded once to the currency, added up. A fee whose charge has taxes
--- takes those; every other fee the first of the plan's, the customer's and the billing
--- entity's that are set.
+-- sum over its fees, rounded once to the currency, added up. A fee with taxes of its own (a
+-- one-off item's) takes those; a fee whose charge has taxes, the charge's; every other fee
+-- the first of the plan's, the customer's and the billing entity's that are set.
 CREATE FUNCTION billing._tax_fees(customer_id bigint, invoice_id bigint) RETURNS numeric
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -224,13 +229,18 @@ BEGIN
     INTO map_charge, map_tax FROM billing.charge_taxes ct;
     map_charge := coalesce(map_charge, '{}') || array_fill(0::bigint, ARRAY[coalesce(cardinality(default_taxes), 0)]);
     map_tax := coalesce(map_tax, '{}') || coalesce(default_taxes, '{}');
-    IF cardinality(map_tax) > 0 THEN
+    -- Only one-off items name taxes of their own.
+    IF cardinality(map_tax) > 0 OR inv.invoice_type = 'one_off' THEN
         INSERT INTO billing.fee_taxes (customer_id, invoice_id, fee_id, tax_id, tax_code, tax_name, tax_rate, base_amount, precise_amount)
         SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount - fe.precise_coupons_amount,
                trim_scale((fe.amount - fe.precise_coupons_amount) * t.rate * 0.01)
         FROM billing.fees fe
-        JOIN unnest(map_charge, map_tax) AS applicable(charge_id, tax_id)
-          ON applicable.charge_id = CASE WHEN fe.charge_id = ANY (map_charge) THEN fe.charge_id ELSE 0 END
+        CROSS JOIN LATERAL (
+            SELECT unnest(fe.tax_ids) AS tax_id
+            UNION ALL
+            SELECT a.tax_id FROM unnest(map_charge, map_tax) AS a(charge_id, tax_id)
+            WHERE fe.tax_ids IS NULL AND a.charge_id = CASE WHEN fe.charge_id = ANY (map_charge) THEN fe.charge_id ELSE 0 END
+        ) applicable
         JOIN billing.taxes t ON t.id = applicable.tax_id
         WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
     END IF;
@@ -747,6 +757,9 @@ DECLARE
     finished_at timestamptz := now();
     applied_any boolean := false;
 BEGIN
+    IF inv.invoice_type <> 'subscription' THEN
+        RETURN false;
+    END IF;
     -- Two invoices of the customer finalized at once take turns on its coupons.
     PERFORM 1 FROM billing.applied_coupons a WHERE a.customer_id = inv.customer_id AND a.status = 'active' FOR UPDATE;
     IF NOT FOUND THEN
@@ -811,6 +824,408 @@ SELECT pg_catalog.pg_extension_config_dump('billing.coupon_billable_metrics', ''
 SELECT pg_catalog.pg_extension_config_dump('billing.applied_coupons', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.applied_coupons_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.invoice_coupons', '');
+
+-- Add-ons and one-off invoices (sql/one_off.sql): their invoices and fees have no
+-- subscription; a fee may name its own taxes.
+ALTER TYPE billing.invoice_type ADD VALUE 'one_off';
+ALTER TYPE billing.fee_type ADD VALUE 'add_on';
+ALTER TABLE billing.fees ALTER COLUMN subscription_id DROP NOT NULL;
+ALTER TABLE billing.fees ADD COLUMN add_on_id bigint;
+ALTER TABLE billing.fees ADD COLUMN tax_ids bigint[];
+
+-- Add-ons and one-off invoices: a catalog of one-off items with a default price, and
+-- invoices of such items (or free-form lines) outside any subscription, finalized at once.
+CREATE TABLE billing.add_ons (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    code text NOT NULL UNIQUE CHECK (code <> ''),
+    name text NOT NULL,
+    description text,
+    amount numeric NOT NULL CHECK (amount >= 0),
+    currency text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The taxes of an add-on's items when the item names none (before the customer's and the
+-- billing entity's).
+CREATE TABLE billing.add_on_taxes (
+    add_on_id bigint NOT NULL REFERENCES billing.add_ons,
+    tax_id bigint NOT NULL REFERENCES billing.taxes,
+    PRIMARY KEY (add_on_id, tax_id)
+);
+
+CREATE FUNCTION billing.create_add_on(code text, name text, amount numeric, currency text, description text DEFAULT NULL)
+RETURNS billing.add_ons
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    created billing.add_ons;
+BEGIN
+    IF coalesce(btrim(code), '') = '' OR coalesce(btrim(name), '') = '' THEN
+        PERFORM billing._invalid('an add-on needs a code and a name', format('got code "%s" and name "%s"', code, name),
+            'billing.create_add_on(''setup'', ''Setup fee'', 500, ''EUR'')');
+    END IF;
+    IF amount IS NULL OR amount < 0 OR amount <> billing.round_money(amount, billing._check_currency(currency)) THEN
+        PERFORM billing._invalid(format('an add-on''s amount is 0 or more, with the decimals of %s', currency), format('got %s', amount),
+            format('give the amount in %s with at most %s decimals', currency, billing.currency_minor_units(currency)));
+    END IF;
+    INSERT INTO billing.add_ons (code, name, description, amount, currency)
+    VALUES (code, name, description, amount, currency)
+    RETURNING * INTO created;
+    RETURN created;
+END $$;
+
+-- An invoice of one-off items for a customer, finalized at once (numbered, due, announced).
+-- Each item: {"add_on_code"?, "description"?, "units"? (default 1), "unit_amount"?,
+-- "tax_codes"?}; an add-on gives the defaults of description and unit amount. An item's
+-- tax_codes are its taxes; without them, its add-on's; without those, the customer's, else
+-- the billing entity's. Coupons apply to subscription invoices only.
+CREATE FUNCTION billing.create_one_off_invoice(customer text, items jsonb)
+RETURNS billing.invoices
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    cust billing.customers;
+    item jsonb;
+    position integer := 0;
+    add_on billing.add_ons;
+    units numeric;
+    unit_amount numeric;
+    description text;
+    tax_ids bigint[];
+    invoice_id bigint;
+    at timestamptz := now();
+    inv billing.invoices;
+BEGIN
+    SELECT c.* INTO cust FROM billing.customer_directory d JOIN billing.customers c ON c.id = d.customer_id WHERE d.external_id = customer;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
+    END IF;
+    IF jsonb_typeof(items) IS DISTINCT FROM 'array' OR jsonb_array_length(items) = 0 THEN
+        PERFORM billing._invalid('items must be a non-empty JSON array of one-off items', format('got %s', items),
+            'write [{"add_on_code": "setup"}] or [{"description": "Consulting", "units": 3, "unit_amount": "150"}]');
+    END IF;
+    INSERT INTO billing.invoices (customer_id, invoice_type, billing_entity_id, currency, timezone, billing_at, issuing_date)
+    VALUES (cust.id, 'one_off', cust.billing_entity_id, cust.currency, cust.timezone, at, (at AT TIME ZONE cust.timezone)::date)
+    RETURNING id INTO invoice_id;
+    FOR item IN SELECT value FROM jsonb_array_elements(items) LOOP
+        position := position + 1;
+        IF jsonb_typeof(item) IS DISTINCT FROM 'object' THEN
+            PERFORM billing._invalid(format('items[%s] must be a JSON object', position), format('got %s', item),
+                'write {"add_on_code": "setup", "units": 1}');
+        END IF;
+        add_on := NULL;
+        IF item ? 'add_on_code' THEN
+            SELECT * INTO add_on FROM billing.add_ons a WHERE a.code = item ->> 'add_on_code';
+            IF NOT FOUND THEN
+                PERFORM billing._unknown('add-on', item ->> 'add_on_code', 'create it with billing.create_add_on');
+            END IF;
+            IF add_on.currency <> cust.currency THEN
+                PERFORM billing._invalid(format('add-on "%s" is priced in %s, customer "%s" is billed in %s', add_on.code,
+                                                add_on.currency, customer, cust.currency),
+                    format('items[%s]', position), 'give unit_amount in the customer''s currency, or use an add-on in it');
+            END IF;
+        END IF;
+        BEGIN
+            units := coalesce((item ->> 'units')::numeric, 1);
+            unit_amount := coalesce((item ->> 'unit_amount')::numeric, add_on.amount);
+        EXCEPTION WHEN invalid_text_representation THEN
+            PERFORM billing._invalid(format('items[%s].units and unit_amount must be numbers', position), format('got %s', item),
+                'write "units": 3, "unit_amount": "150"');
+        END;
+        description := coalesce(item ->> 'description', add_on.name);
+        -- NaN sorts above every number: the Infinity bounds refuse it too.
+        IF NOT (units > 0 AND units < 'Infinity') OR NOT coalesce(unit_amount >= 0 AND unit_amount < 'Infinity', false)
+           OR description IS NULL THEN
+            PERFORM billing._invalid(format('items[%s] needs positive units, a unit amount of 0 or more and a description (or an add-on)', position),
+                format('got %s', item), 'write {"description": "Consulting", "units": 3, "unit_amount": "150"}');
+        END IF;
+        IF item ? 'tax_codes' THEN
+            IF jsonb_typeof(item -> 'tax_codes') <> 'array' THEN
+                PERFORM billing._invalid(format('items[%s].tax_codes must be an array of tax codes', position),
+                    format('got %s', item -> 'tax_codes'), 'write "tax_codes": ["vat_fr"]');
+            END IF;
+            SELECT coalesce(array_agg(DISTINCT (billing._tax(c)).id), '{}') INTO tax_ids FROM jsonb_array_elements_text(item -> 'tax_codes') c;
+        ELSE
+            SELECT array_agg(x.tax_id ORDER BY x.tax_id) INTO tax_ids FROM billing.add_on_taxes x WHERE x.add_on_id = add_on.id;
+        END IF;
+        INSERT INTO billing.fees (customer_id, invoice_id, fee_type, fee_key, description, units, precise_unit_amount, precise_amount,
+                                  amount, from_datetime, to_datetime, add_on_id, tax_ids)
+        VALUES (cust.id, invoice_id, 'add_on', format('add_on:%s:%s', invoice_id, position), description, units, unit_amount,
+                units * unit_amount, billing.round_money(units * unit_amount, cust.currency), at, at, add_on.id, tax_ids);
+    END LOOP;
+    PERFORM billing._total_invoice(cust.id, invoice_id);
+    SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = cust.id AND i.id = invoice_id;
+    PERFORM billing._emit(cust.id, 'invoice.created', billing._invoice_event(inv));
+    RETURN billing._finalize(inv);
+END $$;
+
+REVOKE ALL ON FUNCTION billing.create_add_on(text, text, numeric, text, text), billing.create_one_off_invoice(text, jsonb) FROM PUBLIC;
+
+-- pg_dump keeps the rows (the tables belong to the extension).
+SELECT pg_catalog.pg_extension_config_dump('billing.add_ons', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.add_ons_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.add_on_taxes', '');
+
+-- Credit notes (sql/credit_notes.sql).
+-- Credit notes: corrections of a finalized invoice, per fee, with the taxes in proportion. A
+-- credit note's total is refunded and/or credited; the credit is consumed by the customer's
+-- later invoices at their finalization (after tax, before prepaid credits, oldest credit
+-- first). Each tax of an invoice's credit notes is rounded on their running sum, so that
+-- crediting every fee in full gives back exactly the invoice's taxes.
+CREATE TYPE billing.credit_note_reason AS ENUM (
+    'duplicated_charge', 'product_unsatisfactory', 'order_change', 'order_cancellation', 'fraudulent_charge', 'other'
+);
+CREATE TYPE billing.credit_status AS ENUM ('available', 'consumed', 'voided');
+
+CREATE TABLE billing.credit_notes (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    customer_id bigint NOT NULL,
+    invoice_id bigint NOT NULL,
+    -- The invoice's number, then -CN and the credit note's rank on it.
+    number text NOT NULL,
+    reason billing.credit_note_reason NOT NULL,
+    description text,
+    currency text NOT NULL,
+    sub_total_excluding_taxes numeric NOT NULL,
+    taxes_amount numeric NOT NULL,
+    total_amount numeric NOT NULL,
+    refund_amount numeric NOT NULL,
+    credit_amount numeric NOT NULL,
+    -- What is left of the credit for later invoices.
+    balance_amount numeric NOT NULL,
+    credit_status billing.credit_status NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    voided_at timestamptz,
+    PRIMARY KEY (customer_id, id),
+    UNIQUE (customer_id, number),
+    FOREIGN KEY (customer_id, invoice_id) REFERENCES billing.invoices (customer_id, id),
+    CHECK (total_amount = sub_total_excluding_taxes + taxes_amount AND total_amount = refund_amount + credit_amount),
+    CHECK (refund_amount >= 0 AND credit_amount >= 0 AND balance_amount >= 0 AND balance_amount <= credit_amount)
+);
+
+-- What a credit note credits of each fee (before tax), and each tax it gives back.
+CREATE TABLE billing.credit_note_items (
+    customer_id bigint NOT NULL,
+    credit_note_id bigint NOT NULL,
+    fee_id bigint NOT NULL,
+    amount numeric NOT NULL CHECK (amount > 0),
+    PRIMARY KEY (customer_id, credit_note_id, fee_id),
+    FOREIGN KEY (customer_id, credit_note_id) REFERENCES billing.credit_notes (customer_id, id),
+    FOREIGN KEY (customer_id, fee_id) REFERENCES billing.fees (customer_id, id)
+);
+CREATE INDEX credit_note_items_by_fee ON billing.credit_note_items (customer_id, fee_id);
+
+CREATE TABLE billing.credit_note_taxes (
+    customer_id bigint NOT NULL,
+    credit_note_id bigint NOT NULL,
+    tax_id bigint NOT NULL REFERENCES billing.taxes,
+    tax_code text NOT NULL,
+    tax_rate numeric NOT NULL,
+    base_amount numeric NOT NULL,
+    -- The exact tax of the items, and the amount given back (rounded on the invoice's running sum).
+    precise_amount numeric NOT NULL,
+    amount numeric NOT NULL,
+    PRIMARY KEY (customer_id, credit_note_id, tax_id),
+    FOREIGN KEY (customer_id, credit_note_id) REFERENCES billing.credit_notes (customer_id, id)
+);
+
+-- The credit each later invoice consumed, per credit note.
+CREATE TABLE billing.invoice_credit_notes (
+    customer_id bigint NOT NULL,
+    invoice_id bigint NOT NULL,
+    credit_note_id bigint NOT NULL,
+    amount numeric NOT NULL CHECK (amount > 0),
+    PRIMARY KEY (customer_id, invoice_id, credit_note_id),
+    FOREIGN KEY (customer_id, invoice_id) REFERENCES billing.invoices (customer_id, id),
+    FOREIGN KEY (customer_id, credit_note_id) REFERENCES billing.credit_notes (customer_id, id)
+);
+
+-- What is left creditable of each fee of an invoice (before tax): the rounded fee less its
+-- coupon share, rounded, less what credit notes took already.
+CREATE FUNCTION billing._creditable(customer_id bigint, invoice_id bigint)
+RETURNS TABLE (fee_id bigint, creditable numeric)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    RETURN QUERY
+    SELECT fe.id, billing.round_money(fe.amount - fe.precise_coupons_amount, i.currency) - coalesce(sum(cni.amount), 0)
+    FROM billing.fees fe
+    JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
+    LEFT JOIN billing.credit_note_items cni ON cni.customer_id = fe.customer_id AND cni.fee_id = fe.id
+    WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable
+    GROUP BY fe.id, fe.amount, fe.precise_coupons_amount, i.currency;
+END $$;
+
+-- Credits a finalized invoice. items: [{"fee_id": ..., "amount": ...}], each amount before
+-- tax, at most what is left creditable of the fee (23514). The taxes are credited in
+-- proportion to the fee's exact taxes; refund + credit = the credit note's total (credit
+-- defaults to what is not refunded; a refund needs a paid invoice). Numbered
+-- <invoice number>-CN<n>.
+CREATE FUNCTION billing.create_credit_note(
+    invoice_id bigint, items jsonb, reason text, refund numeric DEFAULT 0, credit numeric DEFAULT NULL, description text DEFAULT NULL
+) RETURNS billing.credit_notes
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    inv billing.invoices := billing._invoice(invoice_id);
+    item jsonb;
+    position integer := 0;
+    fee_id bigint;
+    amount numeric;
+    left_to_credit numeric;
+    note billing.credit_notes;
+    rank integer;
+    sub_total numeric;
+    taxes numeric;
+    total numeric;
+BEGIN
+    PERFORM billing._require_status(inv, 'finalized', 'create_credit_note');
+    PERFORM billing._check_label('credit note reason', reason, enum_range(NULL::billing.credit_note_reason)::text[]);
+    IF jsonb_typeof(items) IS DISTINCT FROM 'array' OR jsonb_array_length(items) = 0 THEN
+        PERFORM billing._invalid('items must be a non-empty JSON array of {"fee_id", "amount"}', format('got %s', items),
+            'write [{"fee_id": 12, "amount": "10.00"}]');
+    END IF;
+    -- The invoice's row lock (billing._invoice) makes its credit notes take turns: the rank is
+    -- free, and what is left creditable cannot change underneath.
+    SELECT count(*) + 1 INTO rank FROM billing.credit_notes cn WHERE cn.customer_id = inv.customer_id AND cn.invoice_id = inv.id;
+    INSERT INTO billing.credit_notes (customer_id, invoice_id, number, reason, description, currency, sub_total_excluding_taxes,
+                                      taxes_amount, total_amount, refund_amount, credit_amount, balance_amount, credit_status)
+    VALUES (inv.customer_id, inv.id, format('%s-CN%s', inv.number, rank), reason::billing.credit_note_reason, description,
+            inv.currency, 0, 0, 0, 0, 0, 0, 'available')
+    RETURNING * INTO note;
+    FOR item IN SELECT value FROM jsonb_array_elements(items) LOOP
+        position := position + 1;
+        BEGIN
+            fee_id := (item ->> 'fee_id')::bigint;
+            amount := (item ->> 'amount')::numeric;
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            fee_id := NULL;
+        END;
+        IF jsonb_typeof(item) IS DISTINCT FROM 'object' OR fee_id IS NULL OR NOT (amount > 0 AND amount < 'Infinity')
+           OR amount <> billing.round_money(amount, inv.currency) THEN
+            PERFORM billing._invalid(format('items[%s] needs a fee_id and a positive amount with the currency''s decimals', position),
+                format('got %s', item), 'write {"fee_id": 12, "amount": "10.00"}');
+        END IF;
+        SELECT c.creditable INTO left_to_credit FROM billing._creditable(inv.customer_id, inv.id) c WHERE c.fee_id = fee_id;
+        IF NOT FOUND THEN
+            PERFORM billing._raise('23503', format('fee %s is not an invoiced fee of invoice %s', fee_id, inv.id),
+                format('items[%s]', position), 'list the invoice''s fees with billing.invoice_document');
+        END IF;
+        IF amount > left_to_credit THEN
+            PERFORM billing._raise('23514', format('items[%s] credits %s of fee %s, of which %s is left creditable', position,
+                                                   amount, fee_id, left_to_credit),
+                format('fee %s of invoice %s', fee_id, inv.id), 'credit at most what is left of the fee (before tax)');
+        END IF;
+        INSERT INTO billing.credit_note_items (customer_id, credit_note_id, fee_id, amount)
+        VALUES (inv.customer_id, note.id, fee_id, amount);
+    END LOOP;
+    -- Each tax: the exact tax of the items (item × rate: in proportion to the fee's exact tax,
+    -- its base × rate), rounded on the running sum of the invoice's credit notes.
+    INSERT INTO billing.credit_note_taxes (customer_id, credit_note_id, tax_id, tax_code, tax_rate, base_amount, precise_amount, amount)
+    SELECT inv.customer_id, note.id, t.tax_id, t.tax_code, t.tax_rate, t.base_amount, t.precise_amount,
+           billing.round_money(t.precise_amount + coalesce(earlier.precise_amount, 0), inv.currency) - coalesce(earlier.amount, 0)
+    FROM (SELECT ft.tax_id, ft.tax_code, ft.tax_rate, sum(cni.amount) AS base_amount,
+                 sum(cni.amount * ft.tax_rate * 0.01) AS precise_amount
+          FROM billing.credit_note_items cni
+          JOIN billing.fee_taxes ft ON ft.customer_id = cni.customer_id AND ft.fee_id = cni.fee_id
+          WHERE cni.customer_id = inv.customer_id AND cni.credit_note_id = note.id
+          GROUP BY 1, 2, 3) t
+    LEFT JOIN (SELECT cnt.tax_id, sum(cnt.precise_amount) AS precise_amount, sum(cnt.amount) AS amount
+               FROM billing.credit_note_taxes cnt
+               JOIN billing.credit_notes cn ON cn.customer_id = cnt.customer_id AND cn.id = cnt.credit_note_id
+               WHERE cn.customer_id = inv.customer_id AND cn.invoice_id = inv.id AND cn.id <> note.id
+               GROUP BY 1) earlier ON earlier.tax_id = t.tax_id;
+    SELECT coalesce(sum(cni.amount), 0) INTO sub_total FROM billing.credit_note_items cni
+    WHERE cni.customer_id = inv.customer_id AND cni.credit_note_id = note.id;
+    SELECT coalesce(sum(cnt.amount), 0) INTO taxes FROM billing.credit_note_taxes cnt
+    WHERE cnt.customer_id = inv.customer_id AND cnt.credit_note_id = note.id;
+    total := sub_total + taxes;
+    IF refund IS NULL OR refund < 0 OR refund > total OR (credit IS NOT NULL AND (credit < 0 OR refund + credit <> total)) THEN
+        PERFORM billing._invalid(format('refund and credit must add up to the credit note''s total, %s', total),
+            format('got refund %s and credit %s', refund, credit), 'give the refund; the credit defaults to the rest');
+    END IF;
+    IF refund > 0 AND inv.payment_status <> 'succeeded' THEN
+        PERFORM billing._raise('55000', format('invoice %s is not paid: nothing to refund', inv.id),
+            format('its payment status is %s', inv.payment_status), 'credit the amount instead, or record the payment first');
+    END IF;
+    UPDATE billing.credit_notes cn
+    SET sub_total_excluding_taxes = sub_total, taxes_amount = taxes, total_amount = total, refund_amount = refund,
+        credit_amount = total - refund, balance_amount = total - refund,
+        credit_status = CASE WHEN total - refund > 0 THEN 'available'::billing.credit_status ELSE 'consumed' END
+    WHERE cn.customer_id = inv.customer_id AND cn.id = note.id
+    RETURNING * INTO note;
+    PERFORM billing._emit(inv.customer_id, 'credit_note.created',
+        jsonb_build_object('credit_note_id', note.id, 'number', note.number, 'invoice_id', inv.id, 'total_amount', note.total_amount,
+                           'refund_amount', note.refund_amount, 'credit_amount', note.credit_amount, 'currency', note.currency));
+    RETURN note;
+END $$;
+
+-- Gives up what is left of a credit note's credit: later invoices no longer consume it.
+CREATE FUNCTION billing.void_credit_note(credit_note_id bigint) RETURNS billing.credit_notes
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    owner bigint;
+    voided billing.credit_notes;
+BEGIN
+    SELECT cn.customer_id INTO owner FROM billing.credit_notes cn WHERE cn.id = credit_note_id;
+    UPDATE billing.credit_notes cn SET balance_amount = 0, credit_status = 'voided', voided_at = now()
+    WHERE cn.customer_id = owner AND cn.id = credit_note_id AND cn.credit_status = 'available'
+    RETURNING * INTO voided;
+    IF NOT FOUND THEN
+        IF owner IS NULL THEN
+            PERFORM billing._unknown('credit note', credit_note_id::text, 'list credit notes in billing_bi.credit_notes');
+        END IF;
+        PERFORM billing._raise('55000', format('credit note %s has no credit left to void', credit_note_id),
+            'its credit is consumed or voided already', 'nothing to do');
+    END IF;
+    RETURN voided;
+END $$;
+
+-- Consumes the customer's available credit notes (oldest first) on an invoice being
+-- finalized, up to what its sub-total including taxes leaves. Returns whether any was used.
+CREATE FUNCTION billing._apply_credit_notes(inv billing.invoices) RETURNS boolean
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    note record;
+    left_to_pay numeric;
+    used numeric;
+    applied_any boolean := false;
+BEGIN
+    PERFORM 1 FROM billing.credit_notes cn WHERE cn.customer_id = inv.customer_id AND cn.credit_status = 'available' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT i.sub_total_including_taxes INTO left_to_pay FROM billing.invoices i WHERE i.customer_id = inv.customer_id AND i.id = inv.id;
+    FOR note IN
+        SELECT cn.id, cn.balance_amount FROM billing.credit_notes cn
+        WHERE cn.customer_id = inv.customer_id AND cn.credit_status = 'available' AND cn.currency = inv.currency
+        ORDER BY cn.created_at, cn.id
+    LOOP
+        EXIT WHEN left_to_pay <= 0;
+        used := least(note.balance_amount, left_to_pay);
+        INSERT INTO billing.invoice_credit_notes (customer_id, invoice_id, credit_note_id, amount)
+        VALUES (inv.customer_id, inv.id, note.id, used);
+        UPDATE billing.credit_notes cn
+        SET balance_amount = cn.balance_amount - used,
+            credit_status = CASE WHEN cn.balance_amount = used THEN 'consumed'::billing.credit_status ELSE cn.credit_status END
+        WHERE cn.customer_id = inv.customer_id AND cn.id = note.id;
+        left_to_pay := left_to_pay - used;
+        applied_any := true;
+    END LOOP;
+    RETURN applied_any;
+END $$;
+
+REVOKE ALL ON FUNCTION billing._creditable(bigint, bigint), billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text),
+    billing.void_credit_note(bigint), billing._apply_credit_notes(billing.invoices) FROM PUBLIC;
+
+-- pg_dump keeps the rows (the tables belong to the extension).
+SELECT pg_catalog.pg_extension_config_dump('billing.credit_notes', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.credit_notes_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.credit_note_items', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.credit_note_taxes', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.invoice_credit_notes', '');
 
 -- Previews (sql/previews.sql).
 -- Previews and verification. A preview is the invoice a subscription would get, computed by
@@ -916,6 +1331,7 @@ DECLARE
     fees numeric;
     coupons numeric;
     taxes numeric;
+    credits numeric;
     consistent boolean;
     report jsonb;
 BEGIN
@@ -964,17 +1380,20 @@ BEGIN
     WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable;
     SELECT coalesce(sum(ic.amount), 0) INTO coupons FROM billing.invoice_coupons ic
     WHERE ic.customer_id = inv.customer_id AND ic.invoice_id = inv.id;
+    SELECT coalesce(sum(icn.amount), 0) INTO credits FROM billing.invoice_credit_notes icn
+    WHERE icn.customer_id = inv.customer_id AND icn.invoice_id = inv.id;
     SELECT coalesce(sum(billing.round_money(t.amount, inv.currency)), 0) INTO taxes
     FROM (SELECT sum(ft.precise_amount) AS amount FROM billing.fee_taxes ft
           WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id GROUP BY ft.tax_id) t;
-    consistent := inv.fees_amount = fees AND inv.coupons_amount = coupons AND inv.taxes_amount = taxes
+    consistent := inv.fees_amount = fees AND inv.coupons_amount = coupons AND inv.taxes_amount = taxes AND inv.credit_notes_amount = credits
         AND inv.sub_total_excluding_taxes = inv.fees_amount - inv.progressive_billing_credit_amount - inv.coupons_amount
         AND inv.sub_total_including_taxes = inv.sub_total_excluding_taxes + inv.taxes_amount
         AND inv.total_amount = inv.sub_total_including_taxes - inv.credit_notes_amount - inv.prepaid_credit_amount;
     report := jsonb_build_object(
         'invoice_id', inv.id, 'number', inv.number, 'verified_at', now(), 'lines_checked', checked,
         'drifting_lines', drifts, 'totals_consistent', consistent,
-        'totals', jsonb_build_object('fees_amount', fees, 'coupons_amount', coupons, 'taxes_amount', taxes));
+        'totals', jsonb_build_object('fees_amount', fees, 'coupons_amount', coupons, 'taxes_amount', taxes,
+                                     'credit_notes_amount', credits));
     INSERT INTO billing.invoice_verifications (customer_id, invoice_id, drifting_lines, totals_consistent, report)
     VALUES (inv.customer_id, inv.id, jsonb_array_length(drifts), consistent, report);
     RETURN report;
@@ -995,19 +1414,23 @@ DECLARE
     fees numeric;
     coupons numeric;
     taxes numeric;
+    credits numeric;
 BEGIN
     SELECT coalesce(sum(fe.amount), 0) INTO fees FROM billing.fees fe
     WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
     SELECT coalesce(sum(ic.amount), 0) INTO coupons FROM billing.invoice_coupons ic
     WHERE ic.customer_id = customer_id AND ic.invoice_id = invoice_id;
+    SELECT coalesce(sum(icn.amount), 0) INTO credits FROM billing.invoice_credit_notes icn
+    WHERE icn.customer_id = customer_id AND icn.invoice_id = invoice_id;
     taxes := billing._tax_fees(customer_id, invoice_id);
     UPDATE billing.invoices i
     SET fees_amount = fees, coupons_amount = coupons, sub_total_excluding_taxes = fees - coupons, taxes_amount = taxes,
-        sub_total_including_taxes = fees - coupons + taxes, total_amount = fees - coupons + taxes, refreshed_at = now()
+        sub_total_including_taxes = fees - coupons + taxes, credit_notes_amount = credits,
+        total_amount = fees - coupons + taxes - credits, refreshed_at = now()
     WHERE i.customer_id = customer_id AND i.id = invoice_id;
 END $$;
 
--- Gives a draft its coupons, number, due date and finalized status.
+-- Gives a draft its coupons, credit, number, due date and finalized status.
 -- Numbers are gapless: the counter row (per entity and month) or the customer row is
 -- locked until the transaction ends, so concurrent finalizations take turns.
 CREATE OR REPLACE FUNCTION billing._finalize(inv billing.invoices) RETURNS billing.invoices
@@ -1020,8 +1443,12 @@ DECLARE
     invoice_number text;
     finalized billing.invoices;
 BEGIN
-    -- Coupons come off at finalization, never on a draft (pricing.md).
+    -- Coupons, then the credit of credit notes, come off at finalization, never on a draft
+    -- (pricing.md); each needs the totals the one before left.
     IF billing._apply_coupons(inv) THEN
+        PERFORM billing._total_invoice(inv.customer_id, inv.id);
+    END IF;
+    IF billing._apply_credit_notes(inv) THEN
         PERFORM billing._total_invoice(inv.customer_id, inv.id);
     END IF;
     SELECT * INTO entity FROM billing.billing_entities e WHERE e.id = inv.billing_entity_id;
@@ -1046,6 +1473,18 @@ BEGIN
     RETURNING * INTO finalized;
     PERFORM billing._emit(finalized.customer_id, 'invoice.finalized', billing._invoice_event(finalized));
     RETURN finalized;
+END $$;
+
+CREATE OR REPLACE FUNCTION billing._require_status(inv billing.invoices, wanted billing.invoice_status, action text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF inv.status <> wanted THEN
+        PERFORM billing._raise('55000', format('invoice %s is %s', inv.id, inv.status),
+            format('%s needs a %s invoice', action, wanted),
+            CASE WHEN wanted = 'draft' THEN 'finalized invoices are immutable; bill corrections on a later invoice'
+                 WHEN inv.status = 'voided' THEN 'a voided invoice takes no further change'
+                 ELSE 'finalize the draft first with billing.finalize_invoice' END);
+    END IF;
 END $$;
 
 -- Everything needed to render or send an invoice, as one JSON document (shape in
@@ -1090,6 +1529,11 @@ BEGIN
                        FROM billing.fee_taxes ft WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id
                        GROUP BY ft.fee_id) lt ON lt.fee_id = fe.id
             WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable), '[]'),
+        'credit_notes', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('number', cn.number, 'amount', icn.amount) ORDER BY cn.created_at, cn.id)
+            FROM billing.invoice_credit_notes icn
+            JOIN billing.credit_notes cn ON cn.customer_id = icn.customer_id AND cn.id = icn.credit_note_id
+            WHERE icn.customer_id = inv.customer_id AND icn.invoice_id = inv.id), '[]'),
         'coupons', coalesce((
             SELECT jsonb_agg(jsonb_build_object('code', ic.coupon_code, 'name', ic.coupon_name, 'amount', ic.amount)
                              ORDER BY ic.applied_coupon_id)
@@ -1139,6 +1583,15 @@ JOIN billing.invoices i ON i.customer_id = ic.customer_id AND i.id = ic.invoice_
 WHERE i.status = 'finalized'
 GROUP BY 1, 2, 3, 4;
 
+-- Every credit note, with its invoice and customer: totals, refund, credit and what is left.
+CREATE VIEW billing_bi.credit_notes AS
+SELECT cn.id AS credit_note_id, cn.number, i.number AS invoice_number, c.external_id AS customer_external_id, cn.reason::text AS reason,
+       cn.currency, cn.sub_total_excluding_taxes, cn.taxes_amount, cn.total_amount, cn.refund_amount, cn.credit_amount,
+       cn.balance_amount, cn.credit_status::text AS credit_status, cn.created_at, cn.voided_at
+FROM billing.credit_notes cn
+JOIN billing.invoices i ON i.customer_id = cn.customer_id AND i.id = cn.invoice_id
+JOIN billing.customers c ON c.id = cn.customer_id;
+
 -- Finalized invoices never verified (billing.verify_invoice), or whose latest verification
 -- found drifting lines or inconsistent totals.
 CREATE VIEW billing_bi.invoices_to_verify AS
@@ -1154,18 +1607,18 @@ LEFT JOIN (SELECT DISTINCT ON (x.customer_id, x.invoice_id) x.customer_id, x.inv
        ON v.customer_id = i.customer_id AND v.invoice_id = i.id
 WHERE i.status = 'finalized' AND (v.verified_at IS NULL OR v.drifting_lines > 0 OR NOT v.totals_consistent);
 
-GRANT SELECT ON billing_bi.taxes_collected, billing_bi.coupons_redeemed, billing_bi.invoices_to_verify TO billing_reader, billing_admin;
+GRANT SELECT ON billing_bi.taxes_collected, billing_bi.coupons_redeemed, billing_bi.credit_notes, billing_bi.invoices_to_verify TO billing_reader, billing_admin;
 
 -- billing.distribute() places the tax tables.
 -- Scale-out on Citus: billing.distribute() turns a pg_billing database on a Citus
 -- coordinator into a distributed one. Per-customer tables (customers, subscriptions,
 -- events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox,
--- customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications) are
--- distributed by customer and colocated, so one customer's rows live in one shard group;
--- the catalog (with the taxes, their attachments to entities, plans and charges, and the
--- coupons), the two directories and the per-entity invoice counters become reference
--- tables, copied to every node; rejected_events and the COPY intake and staging tables stay
--- local to the coordinator, where ingestion runs.
+-- customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications and the
+-- credit notes' four tables) are distributed by customer and colocated, so one customer's
+-- rows live in one shard group; the catalog (with the taxes and their attachments, the
+-- coupons and the add-ons), the two directories and the per-entity invoice counters become
+-- reference tables, copied to every node; rejected_events and the COPY intake and staging
+-- tables stay local to the coordinator, where ingestion runs.
 CREATE OR REPLACE FUNCTION billing.distribute(shard_count integer DEFAULT NULL)
 RETURNS TABLE (table_name text, placement text)
 LANGUAGE plpgsql AS $$
@@ -1174,10 +1627,11 @@ DECLARE
     reference_tables text[] := ARRAY['billing_entities', 'billable_metrics', 'plans', 'plan_versions', 'charges',
                                      'charge_filters', 'customer_directory', 'subscription_directory', 'invoice_sequences',
                                      'taxes', 'billing_entity_taxes', 'plan_taxes', 'charge_taxes', 'coupons', 'coupon_plans',
-                                     'coupon_billable_metrics'];
+                                     'coupon_billable_metrics', 'add_ons', 'add_on_taxes'];
     per_customer_tables text[] := ARRAY['subscriptions', 'events', 'usage_rollups', 'invoices', 'fees', 'billed_windows',
                                         'billing_failures', 'outbox', 'customer_taxes', 'fee_taxes', 'applied_coupons',
-                                        'invoice_coupons', 'invoice_verifications'];
+                                        'invoice_coupons', 'invoice_verifications', 'credit_notes', 'credit_note_items',
+                                        'credit_note_taxes', 'invoice_credit_notes'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;
@@ -1256,17 +1710,21 @@ END $$;
 -- billing_admin holds every table, sequence and routine of schema billing (sql/bi.sql).
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON billing.taxes, billing.billing_entity_taxes, billing.plan_taxes,
     billing.charge_taxes, billing.customer_taxes, billing.fee_taxes, billing.coupons, billing.coupon_plans,
-    billing.coupon_billable_metrics, billing.applied_coupons, billing.invoice_coupons, billing.invoice_verifications TO billing_admin;
+    billing.coupon_billable_metrics, billing.applied_coupons, billing.invoice_coupons, billing.invoice_verifications, billing.add_ons,
+    billing.add_on_taxes, billing.credit_notes, billing.credit_note_items, billing.credit_note_taxes, billing.invoice_credit_notes TO billing_admin;
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE billing.taxes_id_seq, billing.coupons_id_seq, billing.applied_coupons_id_seq,
-    billing.invoice_verifications_id_seq TO billing_admin;
+    billing.invoice_verifications_id_seq, billing.add_ons_id_seq, billing.credit_notes_id_seq TO billing_admin;
 GRANT EXECUTE ON FUNCTION billing._fee_tax_immutable(), billing._tax(text), billing._check_tax_rate(numeric),
     billing.create_tax(text, text, numeric, text), billing.update_tax(text, numeric, text, text),
     billing.set_taxes(text, text, text[]), billing._tax_fees(bigint, bigint), billing._coupon(text),
     billing.create_coupon(text, text, text, numeric, text, numeric, text, integer, timestamptz, text[], text[]),
     billing.apply_coupon(text, text, numeric), billing.terminate_coupon(text, text), billing._apply_coupons(billing.invoices),
-    billing.preview_invoice(text, timestamptz, text), billing.verify_invoice(bigint) TO billing_admin;
+    billing.preview_invoice(text, timestamptz, text), billing.verify_invoice(bigint), billing.create_add_on(text, text, numeric, text, text),
+    billing.create_one_off_invoice(text, jsonb), billing._creditable(bigint, bigint),
+    billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text), billing.void_credit_note(bigint),
+    billing._apply_credit_notes(billing.invoices) TO billing_admin;
 
-COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons and invoice_verifications distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments to entities, plans and charges, the coupons and their limits, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
+COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON TABLE billing.taxes IS 'Taxes: code, name, rate in percent (0 to 100) and description. A rate change applies to invoices whose totals are computed afterwards, never to finalized ones.';
 COMMENT ON TABLE billing.billing_entity_taxes IS 'The default taxes of a billing entity''s customers (the last in precedence: charge, plan, customer, billing entity).';
 COMMENT ON TABLE billing.plan_taxes IS 'The taxes of a plan''s fees (base, usage without charge taxes, minimums and commitment), before the customer''s and the entity''s.';
@@ -1275,7 +1733,7 @@ COMMENT ON TABLE billing.customer_taxes IS 'The taxes of a customer''s fees when
 COMMENT ON TABLE billing.fee_taxes IS 'Each tax on each invoiced fee, with the tax''s code, name and rate when the invoice''s totals were computed; base_amount is the rounded fee, precise_amount = base_amount x rate / 100 exactly. The invoice rounds each tax''s sum once. Immutable once the invoice is finalized.';
 COMMENT ON FUNCTION billing.create_tax(text, text, numeric, text) IS 'Creates a tax: code (unique), name, rate in percent (0 to 100; 22023 otherwise), description. 23505 if the code exists.';
 COMMENT ON FUNCTION billing.update_tax(text, numeric, text, text) IS 'Changes a tax''s rate, name or description (what is NULL stays). Invoices whose totals are computed afterwards use it: new invoices, drafts refreshed or finalized; never finalized ones. 23503 unknown tax, 22023 bad rate.';
-COMMENT ON FUNCTION billing.set_taxes(text, text, text[]) IS 'Sets the taxes of a billing_entity (by code), customer (by external id), plan (by code) or charge (by id), replacing those it had (an empty array removes them); returns the codes now set. 22023 unknown target kind, 23503 unknown target or tax.';
+COMMENT ON FUNCTION billing.set_taxes(text, text, text[]) IS 'Sets the taxes of a billing_entity (by code), customer (by external id), plan (by code), charge (by id) or add_on (by code), replacing those it had (an empty array removes them); returns the codes now set. 22023 unknown target kind, 23503 unknown target or tax.';
 COMMENT ON FUNCTION billing._tax(text) IS 'Private: the tax with this code, or 23503.';
 COMMENT ON FUNCTION billing._check_tax_rate(numeric) IS 'Private: the rate if it is a percentage from 0 to 100, else 22023.';
 COMMENT ON FUNCTION billing._tax_fees(bigint, bigint) IS 'Private: taxes a draft''s invoiced fees anew (charge taxes, else the first set of plan, customer and billing entity) and returns the invoice''s tax total, each tax''s exact sum rounded once.';
@@ -1300,3 +1758,20 @@ COMMENT ON VIEW billing_bi.coupons_redeemed IS 'What coupons took off finalized 
 COMMENT ON VIEW billing_bi.invoices_to_verify IS 'Finalized invoices never verified by billing.verify_invoice (verification unverified), or whose latest verification found drifting lines or inconsistent totals (verification drift).';
 COMMENT ON TABLE billing.invoice_verifications IS 'Each billing.verify_invoice of an invoice: when, how many usage lines drift, whether the totals are consistent, and the whole report.';
 COMMENT ON FUNCTION billing.verify_invoice(bigint) IS 'Recomputes a finalized invoice''s usage lines from the raw events on the plan version they were billed on, compares them with everything billed for them (fee and later adjustments), checks the totals'' arithmetic, records and returns the report (drifting_lines empty and totals_consistent true when all is right). 23503 unknown invoice, 55000 not finalized.';
+COMMENT ON TABLE billing.add_ons IS 'Add-ons: one-off items with a default price (amount in currency) for one-off invoices.';
+COMMENT ON TABLE billing.add_on_taxes IS 'The taxes of an add-on''s items when the item names none (before the customer''s and the billing entity''s).';
+COMMENT ON COLUMN billing.fees.add_on_id IS 'The add-on a one-off item bills (NULL otherwise).';
+COMMENT ON COLUMN billing.fees.tax_ids IS 'Taxes named for this fee (a one-off item''s or its add-on''s), which replace the precedence of charge, plan, customer and billing entity; NULL: by precedence.';
+COMMENT ON FUNCTION billing.create_add_on(text, text, numeric, text, text) IS 'Creates an add-on: code (unique), name, default amount (0 or more, with the currency''s decimals), currency, description. 22023 bad input, 23505 existing code.';
+COMMENT ON FUNCTION billing.create_one_off_invoice(text, jsonb) IS 'An invoice of one-off items for a customer, finalized at once: items [{"add_on_code"?, "description"?, "units"? (1), "unit_amount"?, "tax_codes"?}], an add-on giving the default description and unit amount; taxes: the item''s, else its add-on''s, else the customer''s, else the entity''s. 23503 unknown customer, add-on or tax; 22023 bad items or an add-on in another currency.';
+COMMENT ON TYPE billing.credit_note_reason IS 'Why a credit note was issued: duplicated_charge, product_unsatisfactory, order_change, order_cancellation, fraudulent_charge or other.';
+COMMENT ON TYPE billing.credit_status IS 'available (credit left for later invoices), consumed (none left) or voided (given up).';
+COMMENT ON TABLE billing.credit_notes IS 'Credit notes of finalized invoices, numbered <invoice number>-CN<n>: items total (before tax), taxes, total = refund + credit, balance_amount (credit left for later invoices), credit_status.';
+COMMENT ON TABLE billing.credit_note_items IS 'What a credit note credits of each fee, before tax; never more than the fee less its coupon share less earlier credit notes.';
+COMMENT ON TABLE billing.credit_note_taxes IS 'Each tax a credit note gives back: the items'' exact tax (item x rate) and the amount, rounded on the running sum of the invoice''s credit notes so that crediting everything gives back the invoice''s taxes.';
+COMMENT ON TABLE billing.invoice_credit_notes IS 'The credit each invoice consumed at finalization, per credit note (oldest first, after tax, before prepaid credits).';
+COMMENT ON FUNCTION billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text) IS 'Credits a finalized invoice: items [{"fee_id", "amount"}] before tax, at most what is left creditable of each fee (23514); taxes in proportion; refund (a paid invoice only, 55000) + credit (default: the rest) = total. 23503 unknown invoice or fee, 22023 bad items, reason or amounts, 55000 invoice not finalized.';
+COMMENT ON FUNCTION billing.void_credit_note(bigint) IS 'Gives up what is left of a credit note''s credit. 23503 unknown credit note, 55000 no credit left.';
+COMMENT ON FUNCTION billing._creditable(bigint, bigint) IS 'Private: what is left creditable of each invoiced fee of an invoice (before tax).';
+COMMENT ON FUNCTION billing._apply_credit_notes(billing.invoices) IS 'Private: consumes the customer''s available credit notes, oldest first, on an invoice being finalized, up to its sub-total including taxes; returns whether any was used.';
+COMMENT ON VIEW billing_bi.credit_notes IS 'One row per credit note: number, invoice number, customer, reason, currency, totals before and with tax, refund, credit, the credit left and its status.';

@@ -101,6 +101,7 @@ DECLARE
     fees numeric;
     coupons numeric;
     taxes numeric;
+    credits numeric;
     consistent boolean;
     report jsonb;
 BEGIN
@@ -149,17 +150,20 @@ BEGIN
     WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable;
     SELECT coalesce(sum(ic.amount), 0) INTO coupons FROM billing.invoice_coupons ic
     WHERE ic.customer_id = inv.customer_id AND ic.invoice_id = inv.id;
+    SELECT coalesce(sum(icn.amount), 0) INTO credits FROM billing.invoice_credit_notes icn
+    WHERE icn.customer_id = inv.customer_id AND icn.invoice_id = inv.id;
     SELECT coalesce(sum(billing.round_money(t.amount, inv.currency)), 0) INTO taxes
     FROM (SELECT sum(ft.precise_amount) AS amount FROM billing.fee_taxes ft
           WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id GROUP BY ft.tax_id) t;
-    consistent := inv.fees_amount = fees AND inv.coupons_amount = coupons AND inv.taxes_amount = taxes
+    consistent := inv.fees_amount = fees AND inv.coupons_amount = coupons AND inv.taxes_amount = taxes AND inv.credit_notes_amount = credits
         AND inv.sub_total_excluding_taxes = inv.fees_amount - inv.progressive_billing_credit_amount - inv.coupons_amount
         AND inv.sub_total_including_taxes = inv.sub_total_excluding_taxes + inv.taxes_amount
         AND inv.total_amount = inv.sub_total_including_taxes - inv.credit_notes_amount - inv.prepaid_credit_amount;
     report := jsonb_build_object(
         'invoice_id', inv.id, 'number', inv.number, 'verified_at', now(), 'lines_checked', checked,
         'drifting_lines', drifts, 'totals_consistent', consistent,
-        'totals', jsonb_build_object('fees_amount', fees, 'coupons_amount', coupons, 'taxes_amount', taxes));
+        'totals', jsonb_build_object('fees_amount', fees, 'coupons_amount', coupons, 'taxes_amount', taxes,
+                                     'credit_notes_amount', credits));
     INSERT INTO billing.invoice_verifications (customer_id, invoice_id, drifting_lines, totals_consistent, report)
     VALUES (inv.customer_id, inv.id, jsonb_array_length(drifts), consistent, report);
     RETURN report;

@@ -136,8 +136,8 @@ BEGIN
 END $$;
 
 -- Sets the taxes of a billing entity (by code; its customers' defaults), a customer (by
--- external id), a plan (by code) or a charge (by id), replacing those it had; an empty
--- array removes them. Returns the codes now set, in order.
+-- external id), a plan (by code), a charge (by id) or an add-on (by code), replacing those
+-- it had; an empty array removes them. Returns the codes now set, in order.
 CREATE FUNCTION billing.set_taxes(applies_to text, target text, tax_codes text[])
 RETURNS text[]
 LANGUAGE plpgsql AS $$
@@ -146,7 +146,7 @@ DECLARE
     tax_ids bigint[];
     target_id bigint;
 BEGIN
-    PERFORM billing._check_label('tax target', applies_to, ARRAY['billing_entity', 'customer', 'plan', 'charge']);
+    PERFORM billing._check_label('tax target', applies_to, ARRAY['billing_entity', 'customer', 'plan', 'charge', 'add_on']);
     IF tax_codes IS NULL THEN
         PERFORM billing._invalid('tax_codes must not be null', 'got NULL', 'give ''{}'' to remove every tax');
     END IF;
@@ -162,12 +162,14 @@ BEGIN
         PERFORM 1 FROM billing.customers c WHERE c.id = target_id FOR UPDATE;
     WHEN 'plan' THEN
         SELECT p.id INTO target_id FROM billing.plans p WHERE p.code = target FOR UPDATE;
+    WHEN 'add_on' THEN
+        SELECT a.id INTO target_id FROM billing.add_ons a WHERE a.code = target FOR UPDATE;
     ELSE
         SELECT c.id INTO target_id FROM billing.charges c WHERE c.id::text = target FOR UPDATE;
     END CASE;
     IF target_id IS NULL THEN
-        PERFORM billing._unknown(replace(applies_to, '_', ' '), target,
-            'a billing entity or plan by its code, a customer by its external id, a charge by its id');
+        PERFORM billing._unknown(replace(replace(applies_to, 'add_on', 'add-on'), '_', ' '), target,
+            'a billing entity, plan or add-on by its code, a customer by its external id, a charge by its id');
     END IF;
     CASE applies_to
     WHEN 'billing_entity' THEN
@@ -179,6 +181,9 @@ BEGIN
     WHEN 'plan' THEN
         DELETE FROM billing.plan_taxes x WHERE x.plan_id = target_id;
         INSERT INTO billing.plan_taxes (plan_id, tax_id) SELECT target_id, unnest(tax_ids);
+    WHEN 'add_on' THEN
+        DELETE FROM billing.add_on_taxes x WHERE x.add_on_id = target_id;
+        INSERT INTO billing.add_on_taxes (add_on_id, tax_id) SELECT target_id, unnest(tax_ids);
     ELSE
         DELETE FROM billing.charge_taxes x WHERE x.charge_id = target_id;
         INSERT INTO billing.charge_taxes (charge_id, tax_id) SELECT target_id, unnest(tax_ids);
@@ -187,9 +192,9 @@ BEGIN
 END $$;
 
 -- Taxes a draft's invoiced fees anew and returns the invoice's tax total: each tax's exact
--- sum over its fees, rounded once to the currency, added up. A fee whose charge has taxes
--- takes those; every other fee the first of the plan's, the customer's and the billing
--- entity's that are set.
+-- sum over its fees, rounded once to the currency, added up. A fee with taxes of its own (a
+-- one-off item's) takes those; a fee whose charge has taxes, the charge's; every other fee
+-- the first of the plan's, the customer's and the billing entity's that are set.
 CREATE FUNCTION billing._tax_fees(customer_id bigint, invoice_id bigint) RETURNS numeric
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -219,13 +224,18 @@ BEGIN
     INTO map_charge, map_tax FROM billing.charge_taxes ct;
     map_charge := coalesce(map_charge, '{}') || array_fill(0::bigint, ARRAY[coalesce(cardinality(default_taxes), 0)]);
     map_tax := coalesce(map_tax, '{}') || coalesce(default_taxes, '{}');
-    IF cardinality(map_tax) > 0 THEN
+    -- Only one-off items name taxes of their own.
+    IF cardinality(map_tax) > 0 OR inv.invoice_type = 'one_off' THEN
         INSERT INTO billing.fee_taxes (customer_id, invoice_id, fee_id, tax_id, tax_code, tax_name, tax_rate, base_amount, precise_amount)
         SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount - fe.precise_coupons_amount,
                trim_scale((fe.amount - fe.precise_coupons_amount) * t.rate * 0.01)
         FROM billing.fees fe
-        JOIN unnest(map_charge, map_tax) AS applicable(charge_id, tax_id)
-          ON applicable.charge_id = CASE WHEN fe.charge_id = ANY (map_charge) THEN fe.charge_id ELSE 0 END
+        CROSS JOIN LATERAL (
+            SELECT unnest(fe.tax_ids) AS tax_id
+            UNION ALL
+            SELECT a.tax_id FROM unnest(map_charge, map_tax) AS a(charge_id, tax_id)
+            WHERE fe.tax_ids IS NULL AND a.charge_id = CASE WHEN fe.charge_id = ANY (map_charge) THEN fe.charge_id ELSE 0 END
+        ) applicable
         JOIN billing.taxes t ON t.id = applicable.tax_id
         WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
     END IF;

@@ -191,3 +191,12 @@ SELECT x.n, v.report ->> 'totals_consistent' AS totals_consistent, jsonb_array_l
        v.report -> 'lines_checked' AS lines_checked
 FROM invoice_ids x, LATERAL (SELECT billing.verify_invoice(x.id) AS report) v ORDER BY x.n;
 SELECT count(*) AS to_verify FROM billing_bi.invoices_to_verify;
+-- A credit note on the distributed tables, consumed by the next invoice of its customer.
+SELECT number, taxes_amount, total_amount, credit_amount FROM billing.create_credit_note(
+  (SELECT i.id FROM billing.invoices i JOIN billing.subscriptions s ON s.customer_id = i.customer_id AND s.id = i.subscription_id
+   WHERE s.external_id = 'sub-tokyo' ORDER BY i.billing_at LIMIT 1),
+  (SELECT jsonb_agg(jsonb_build_object('fee_id', f.id, 'amount', f.amount)) FROM billing.fees f
+   JOIN billing.subscriptions s ON s.customer_id = f.customer_id AND s.id = f.subscription_id
+   WHERE s.external_id = 'sub-tokyo' AND f.fee_type = 'subscription'), 'order_change');
+SELECT number, sub_total_including_taxes, credit_notes_amount, total_amount FROM billing.bill_subscription('sub-tokyo', '2026-04-20 00:00+00');
+SELECT number, balance_amount, credit_status FROM billing_bi.credit_notes ORDER BY 1;
