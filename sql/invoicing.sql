@@ -652,6 +652,11 @@ BEGIN
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id FOR UPDATE;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = customer_id;
     SELECT e.grace_period_days INTO grace FROM billing.billing_entities e WHERE e.id = cust.billing_entity_id;
+    -- A termination paid in advance credits its unused days first: the termination invoice
+    -- is the first to consume that credit.
+    IF sub.status = 'terminated' AND sub.terminated_at <= as_of THEN
+        PERFORM billing._credit_unused_days(sub, cust);
+    END IF;
     created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
     IF created = '{}' AND sub.status = 'terminated' AND EXISTS (SELECT 1 FROM billing._late_windows(sub, cust, NULL)) THEN
         created := ARRAY[billing._invoice_at(sub, cust, as_of)];

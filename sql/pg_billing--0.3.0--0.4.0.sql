@@ -994,6 +994,8 @@ CREATE TABLE billing.credit_notes (
     -- What is left of the credit for later invoices.
     balance_amount numeric NOT NULL,
     credit_status billing.credit_status NOT NULL,
+    -- The subscription whose termination credited its unused days (NULL: created by hand).
+    terminated_subscription_id bigint,
     created_at timestamptz NOT NULL DEFAULT now(),
     voided_at timestamptz,
     PRIMARY KEY (customer_id, id),
@@ -1182,6 +1184,48 @@ BEGIN
     RETURN voided;
 END $$;
 
+-- The credit note of a terminated subscription paid in advance: the unused days of its base
+-- fee after the termination day (plan amount / period days × days, pricing.md), less the
+-- fee's coupon share, with its taxes, at most what is left creditable of the fee. Once per
+-- subscription, and only for a base fee on a finalized invoice.
+CREATE FUNCTION billing._credit_unused_days(sub billing.subscriptions, cust billing.customers) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    plan billing.plan_versions;
+    fee billing.fees;
+    termination_day date := (sub.terminated_at AT TIME ZONE cust.timezone)::date;
+    period record;
+    unused numeric;
+    left_to_credit numeric;
+    item numeric;
+    note billing.credit_notes;
+BEGIN
+    SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = sub.plan_version_id;
+    IF NOT plan.pay_in_advance OR sub.terminated_at IS NULL
+       OR EXISTS (SELECT 1 FROM billing.credit_notes cn WHERE cn.customer_id = sub.customer_id AND cn.terminated_subscription_id = sub.id) THEN
+        RETURN;
+    END IF;
+    SELECT fe.* INTO fee FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
+    WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.fee_type = 'subscription' AND fe.amount > 0
+      AND fe.from_datetime <= sub.terminated_at AND sub.terminated_at <= fe.to_datetime AND i.status = 'finalized'
+    ORDER BY fe.from_datetime DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT * INTO period FROM billing._period_dates(plan.interval::text, sub.billing_time::text,
+        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, termination_day);
+    unused := billing._period_share(plan.amount, period.to_date - termination_day, period.to_date - period.from_date + 1);
+    SELECT c.creditable INTO left_to_credit FROM billing._creditable(sub.customer_id, fee.invoice_id) c WHERE c.fee_id = fee.id;
+    item := least(billing.round_money(unused * (1 - fee.precise_coupons_amount / fee.amount), cust.currency), left_to_credit);
+    IF item <= 0 THEN
+        RETURN;
+    END IF;
+    note := billing.create_credit_note(fee.invoice_id, jsonb_build_array(jsonb_build_object('fee_id', fee.id, 'amount', item)),
+        'order_cancellation', description => format('unused days after the termination on %s', termination_day));
+    UPDATE billing.credit_notes cn SET terminated_subscription_id = sub.id WHERE cn.customer_id = note.customer_id AND cn.id = note.id;
+END $$;
+
 -- Consumes the customer's available credit notes (oldest first) on an invoice being
 -- finalized, up to what its sub-total including taxes leaves. Returns whether any was used.
 CREATE FUNCTION billing._apply_credit_notes(inv billing.invoices) RETURNS boolean
@@ -1218,7 +1262,8 @@ BEGIN
 END $$;
 
 REVOKE ALL ON FUNCTION billing._creditable(bigint, bigint), billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text),
-    billing.void_credit_note(bigint), billing._apply_credit_notes(billing.invoices) FROM PUBLIC;
+    billing.void_credit_note(bigint), billing._apply_credit_notes(billing.invoices),
+    billing._credit_unused_days(billing.subscriptions, billing.customers) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the tables belong to the extension).
 SELECT pg_catalog.pg_extension_config_dump('billing.credit_notes', '');
@@ -1487,6 +1532,50 @@ BEGIN
     END IF;
 END $$;
 
+-- Bills one subscription up to as_of, in the caller's transaction: creates the invoices of
+-- every billing instant due and not yet billed, each with the late usage of periods already
+-- invoiced, and finalizes those the billing entity's grace period does not keep as drafts.
+-- A terminated subscription has no next invoice: late usage of its periods gets an invoice
+-- of its own, at as_of. The subscription's row lock makes concurrent callers take turns;
+-- the second finds everything billed. Returns the invoices created.
+CREATE OR REPLACE FUNCTION billing._bill_subscription(customer_id bigint, subscription_id bigint, as_of timestamptz)
+RETURNS SETOF billing.invoices
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions;
+    cust billing.customers;
+    grace integer;
+    created bigint[];
+    invoice_id bigint;
+    inv billing.invoices;
+BEGIN
+    SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id FOR UPDATE;
+    SELECT * INTO cust FROM billing.customers c WHERE c.id = customer_id;
+    SELECT e.grace_period_days INTO grace FROM billing.billing_entities e WHERE e.id = cust.billing_entity_id;
+    -- A termination paid in advance credits its unused days first: the termination invoice
+    -- is the first to consume that credit.
+    IF sub.status = 'terminated' AND sub.terminated_at <= as_of THEN
+        PERFORM billing._credit_unused_days(sub, cust);
+    END IF;
+    created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
+    IF created = '{}' AND sub.status = 'terminated' AND EXISTS (SELECT 1 FROM billing._late_windows(sub, cust, NULL)) THEN
+        created := ARRAY[billing._invoice_at(sub, cust, as_of)];
+    END IF;
+    FOREACH invoice_id IN ARRAY created LOOP
+        SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
+        PERFORM billing._add_adjustments(sub, cust, invoice_id, inv.billing_at);
+        PERFORM billing._total_invoice(customer_id, invoice_id);
+        SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
+        PERFORM billing._emit(customer_id, 'invoice.created', billing._invoice_event(inv));
+        IF inv.billing_at + grace * interval '1 day' <= as_of THEN
+            inv := billing._finalize(inv);
+        END IF;
+        RETURN NEXT inv;
+    END LOOP;
+    DELETE FROM billing.billing_failures f WHERE f.customer_id = customer_id AND f.subscription_id = subscription_id;
+END $$;
+
 -- Everything needed to render or send an invoice, as one JSON document (shape in
 -- docs/reference/invoicing.md).
 CREATE OR REPLACE FUNCTION billing.invoice_document(invoice_id bigint) RETURNS jsonb
@@ -1722,7 +1811,7 @@ GRANT EXECUTE ON FUNCTION billing._fee_tax_immutable(), billing._tax(text), bill
     billing.preview_invoice(text, timestamptz, text), billing.verify_invoice(bigint), billing.create_add_on(text, text, numeric, text, text),
     billing.create_one_off_invoice(text, jsonb), billing._creditable(bigint, bigint),
     billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text), billing.void_credit_note(bigint),
-    billing._apply_credit_notes(billing.invoices) TO billing_admin;
+    billing._apply_credit_notes(billing.invoices), billing._credit_unused_days(billing.subscriptions, billing.customers) TO billing_admin;
 
 COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON TABLE billing.taxes IS 'Taxes: code, name, rate in percent (0 to 100) and description. A rate change applies to invoices whose totals are computed afterwards, never to finalized ones.';
@@ -1775,3 +1864,4 @@ COMMENT ON FUNCTION billing.void_credit_note(bigint) IS 'Gives up what is left o
 COMMENT ON FUNCTION billing._creditable(bigint, bigint) IS 'Private: what is left creditable of each invoiced fee of an invoice (before tax).';
 COMMENT ON FUNCTION billing._apply_credit_notes(billing.invoices) IS 'Private: consumes the customer''s available credit notes, oldest first, on an invoice being finalized, up to its sub-total including taxes; returns whether any was used.';
 COMMENT ON VIEW billing_bi.credit_notes IS 'One row per credit note: number, invoice number, customer, reason, currency, totals before and with tax, refund, credit, the credit left and its status.';
+COMMENT ON FUNCTION billing._credit_unused_days(billing.subscriptions, billing.customers) IS 'Private: once per terminated subscription paid in advance, a credit note for its base fee''s unused days after the termination day (plan amount / period days x days, less the coupon share, with taxes, at most what is left creditable).';

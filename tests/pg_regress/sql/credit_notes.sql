@@ -83,6 +83,27 @@ SELECT number, balance_amount, credit_status FROM billing.void_credit_note((SELE
 SELECT billing.void_credit_note((SELECT id FROM billing.credit_notes WHERE number = 'INV-001-001-CN1'));
 SELECT billing.void_credit_note(-1);
 
+-- Terminating a plan paid in advance credits the unused days after the termination day.
+-- Plan advance: 31.00 a month in advance (1.00 a day in March), calls at 0.10. March 1:
+-- 31.00, VAT 6.20, 37.20. 50 calls; terminated on March 20: March 21–31 unused, 11 days →
+-- 11.00, VAT 2.20, credit note 13.20 (order_cancellation). The termination invoice (the 50
+-- calls: 5.00, VAT 1.00, 6.00) consumes 6.00 of it first: total 0.00, 7.20 left.
+SELECT version FROM billing.create_plan('advance', 'Advance', 'monthly', 31, 'EUR',
+  '[{"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "0.10"}}]', pay_in_advance => true);
+SELECT external_id FROM billing.create_customer('c3', 'Three', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('s3', 'c3', 'advance', '2026-03-01 00:00+00');
+SELECT number, total_amount FROM billing.bill_subscription('s3', '2026-03-01 00:05+00');
+SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 's3', 'code', 'calls',
+  'transaction_id', 't-' || n, 'timestamp', '2026-03-05T10:00:00Z')) FROM generate_series(1, 50) n));
+SELECT status FROM billing.terminate_subscription('s3', '2026-03-20 12:00+00');
+SELECT number, reason, sub_total_excluding_taxes, taxes_amount, total_amount, balance_amount, credit_status
+FROM billing_bi.credit_notes WHERE customer_external_id = 'c3';
+SELECT number, sub_total_including_taxes, credit_notes_amount, total_amount
+FROM billing.invoices WHERE customer_id = (SELECT id FROM billing.customers WHERE external_id = 'c3') ORDER BY id;
+-- Once: billing the subscription again credits nothing more.
+SELECT count(*) FROM billing.bill_subscription('s3', '2026-04-01 00:05+00');
+SELECT count(*) AS termination_credit_notes FROM billing.credit_notes WHERE terminated_subscription_id IS NOT NULL;
+
 -- Errors: nothing is written.
 SELECT billing.create_credit_note(-1, '[]', 'other');
 SELECT billing.create_credit_note((SELECT id FROM billing.invoices WHERE number = 'INV-001-003'), '[]', 'other');
