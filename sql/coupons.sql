@@ -124,6 +124,10 @@ BEGIN
             format('got frequency %s, frequency_duration %s', frequency, frequency_duration),
             'give frequency => ''recurring'' with frequency_duration => 3, or leave frequency_duration NULL');
     END IF;
+    IF cardinality(plans) = 0 OR cardinality(billable_metrics) = 0 THEN
+        PERFORM billing._invalid('plans and billable_metrics name at least one code when given',
+            format('got plans %s and billable_metrics %s', plans, billable_metrics), 'leave them NULL for a coupon without limits');
+    END IF;
     IF plans IS NOT NULL AND billable_metrics IS NOT NULL THEN
         PERFORM billing._invalid('a coupon is limited to plans or to billable metrics, not both',
             format('got plans %s and billable_metrics %s', plans, billable_metrics), 'create two coupons');
@@ -225,7 +229,11 @@ DECLARE
     applied record;
     metric_codes text[];
     base numeric;
+    -- What the invoice's fees still leave, negative ones (late usage that went down)
+    -- included: no coupon takes the invoice below zero.
+    invoice_left numeric;
     discount numeric;
+    counted boolean;
     finished_at timestamptz := now();
     applied_any boolean := false;
 BEGIN
@@ -240,7 +248,8 @@ BEGIN
     SELECT v.plan_id INTO plan_id FROM billing.subscriptions s JOIN billing.plan_versions v ON v.id = s.plan_version_id
     WHERE s.customer_id = inv.customer_id AND s.id = inv.subscription_id;
     FOR applied IN
-        SELECT a.id, a.amount, a.amount_remaining, a.percentage_rate, c.id AS coupon_id, c.code, c.name, c.coupon_type,
+        SELECT a.id, a.amount, a.amount_remaining, a.percentage_rate, a.frequency, a.frequency_duration_remaining,
+               c.id AS coupon_id, c.code, c.name, c.coupon_type,
                EXISTS (SELECT 1 FROM billing.coupon_billable_metrics x WHERE x.coupon_id = c.id) AS metric_limited,
                EXISTS (SELECT 1 FROM billing.coupon_plans x WHERE x.coupon_id = c.id) AS plan_limited,
                EXISTS (SELECT 1 FROM billing.coupon_plans x WHERE x.coupon_id = c.id AND x.plan_id = plan_id) AS plan_covered,
@@ -250,13 +259,27 @@ BEGIN
         ORDER BY metric_limited DESC, plan_limited DESC, a.created_at, a.id
     LOOP
         CONTINUE WHEN applied.plan_limited AND NOT applied.plan_covered;
+        -- A recurring coupon counts billing periods: the invoices of one issuing day (a
+        -- customer's subscriptions billed together) count once, and all get it. Used up, it
+        -- ends at the first invoice of the next period.
+        counted := NOT EXISTS (
+            SELECT 1 FROM billing.invoice_coupons ic JOIN billing.invoices i ON i.customer_id = ic.customer_id AND i.id = ic.invoice_id
+            WHERE ic.customer_id = inv.customer_id AND ic.applied_coupon_id = applied.id AND i.issuing_date = inv.issuing_date);
+        IF applied.frequency = 'recurring' AND counted AND applied.frequency_duration_remaining = 0 THEN
+            UPDATE billing.applied_coupons a SET status = 'terminated', terminated_at = finished_at
+            WHERE a.customer_id = inv.customer_id AND a.id = applied.id;
+            CONTINUE;
+        END IF;
         metric_codes := CASE WHEN applied.metric_limited THEN ARRAY(
             SELECT m.code FROM billing.coupon_billable_metrics x JOIN billing.billable_metrics m ON m.id = x.billable_metric_id
             WHERE x.coupon_id = applied.coupon_id) END;
-        SELECT coalesce(sum(greatest(fe.amount - fe.precise_coupons_amount, 0)), 0) INTO base
+        SELECT coalesce(sum(greatest(fe.amount - fe.precise_coupons_amount, 0))
+                            FILTER (WHERE metric_codes IS NULL OR fe.billable_metric_code = ANY (metric_codes)), 0),
+               coalesce(sum(fe.amount - fe.precise_coupons_amount), 0)
+        INTO base, invoice_left
         FROM billing.fees fe
-        WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable
-          AND (metric_codes IS NULL OR fe.billable_metric_code = ANY (metric_codes));
+        WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable;
+        base := least(base, invoice_left);
         CONTINUE WHEN base <= 0;
         -- Fixed amounts have the currency's decimals (create_coupon, apply_coupon): rounding
         -- them only writes them with those decimals.
@@ -264,9 +287,15 @@ BEGIN
             WHEN 'fixed_amount' THEN least(coalesce(applied.amount_remaining, applied.amount), base)
             ELSE base * applied.percentage_rate * 0.01 END, inv.currency);
         CONTINUE WHEN discount <= 0;
+        -- Spread pro rata over the covered fees with something left (their sum, not the capped
+        -- base: the shares add up to the discount).
         UPDATE billing.fees fe
         SET precise_coupons_amount = fe.precise_coupons_amount
-            + least(fe.amount - fe.precise_coupons_amount, round(discount * (fe.amount - fe.precise_coupons_amount) / base, 5))
+            + least(fe.amount - fe.precise_coupons_amount, round(discount * (fe.amount - fe.precise_coupons_amount) / covered.total, 5))
+        FROM (SELECT sum(x.amount - x.precise_coupons_amount) AS total FROM billing.fees x
+              WHERE x.customer_id = inv.customer_id AND x.invoice_id = inv.id AND x.invoiceable
+                AND (metric_codes IS NULL OR x.billable_metric_code = ANY (metric_codes))
+                AND x.amount - x.precise_coupons_amount > 0) covered
         WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable
           AND (metric_codes IS NULL OR fe.billable_metric_code = ANY (metric_codes))
           AND fe.amount - fe.precise_coupons_amount > 0;
@@ -275,12 +304,11 @@ BEGIN
         applied_any := true;
         UPDATE billing.applied_coupons a
         SET amount_remaining = a.amount_remaining - CASE WHEN a.frequency = 'once' AND a.amount_remaining IS NOT NULL THEN discount ELSE 0 END,
-            frequency_duration_remaining = a.frequency_duration_remaining - CASE WHEN a.frequency = 'recurring' THEN 1 ELSE 0 END,
+            frequency_duration_remaining = a.frequency_duration_remaining - CASE WHEN a.frequency = 'recurring' AND counted THEN 1 ELSE 0 END,
             status = CASE WHEN a.frequency = 'once' AND (a.amount_remaining IS NULL OR a.amount_remaining = discount) THEN 'terminated'
-                          WHEN a.frequency = 'recurring' AND a.frequency_duration_remaining = 1 THEN 'terminated'
                           ELSE a.status END,
-            terminated_at = CASE WHEN (a.frequency = 'once' AND (a.amount_remaining IS NULL OR a.amount_remaining = discount))
-                                   OR (a.frequency = 'recurring' AND a.frequency_duration_remaining = 1) THEN finished_at END
+            terminated_at = CASE WHEN a.frequency = 'once' AND (a.amount_remaining IS NULL OR a.amount_remaining = discount)
+                                 THEN finished_at END
         WHERE a.customer_id = inv.customer_id AND a.id = applied.id;
     END LOOP;
     RETURN applied_any;

@@ -108,6 +108,7 @@ DECLARE
     left_to_credit numeric;
     note billing.credit_notes;
     rank integer;
+    invoice_left numeric;
     sub_total numeric;
     taxes numeric;
     total numeric;
@@ -117,6 +118,14 @@ BEGIN
     IF jsonb_typeof(items) IS DISTINCT FROM 'array' OR jsonb_array_length(items) = 0 THEN
         PERFORM billing._invalid('items must be a non-empty JSON array of {"fee_id", "amount"}', format('got %s', items),
             'write [{"fee_id": 12, "amount": "10.00"}]');
+    END IF;
+    IF (SELECT count(DISTINCT i ->> 'fee_id') <> count(*) FROM jsonb_array_elements(items) i) THEN
+        PERFORM billing._invalid('items name a fee twice', format('got %s', items), 'give one item per fee');
+    END IF;
+    IF refund IS NULL OR refund < 0 OR refund <> billing.round_money(refund, inv.currency)
+       OR credit < 0 OR credit <> billing.round_money(credit, inv.currency) THEN
+        PERFORM billing._invalid(format('refund and credit are amounts of 0 or more with the decimals of %s', inv.currency),
+            format('got refund %s and credit %s', refund, credit), 'give the refund; the credit defaults to the rest');
     END IF;
     -- The invoice's row lock (billing._invoice) makes its credit notes take turns: the rank is
     -- free, and what is left creditable cannot change underneath.
@@ -170,10 +179,21 @@ BEGIN
                GROUP BY 1) earlier ON earlier.tax_id = t.tax_id;
     SELECT coalesce(sum(cni.amount), 0) INTO sub_total FROM billing.credit_note_items cni
     WHERE cni.customer_id = inv.customer_id AND cni.credit_note_id = note.id;
+    -- However its fees add up (negative late usage, coupon shares rounded per fee), the
+    -- invoice's credit notes never credit more than it billed before tax.
+    SELECT inv.sub_total_excluding_taxes - coalesce(sum(cni.amount), 0) INTO invoice_left
+    FROM billing.credit_note_items cni JOIN billing.credit_notes cn ON cn.customer_id = cni.customer_id AND cn.id = cni.credit_note_id
+    WHERE cn.customer_id = inv.customer_id AND cn.invoice_id = inv.id AND cn.id <> note.id;
+    IF sub_total > invoice_left THEN
+        PERFORM billing._raise('23514', format('the items credit %s of invoice %s, of which %s is left creditable', sub_total, inv.id,
+                                               greatest(invoice_left, 0)),
+            format('invoice %s: %s before tax, less earlier credit notes', inv.id, inv.sub_total_excluding_taxes),
+            'credit at most what is left of the invoice (before tax)');
+    END IF;
     SELECT coalesce(sum(cnt.amount), 0) INTO taxes FROM billing.credit_note_taxes cnt
     WHERE cnt.customer_id = inv.customer_id AND cnt.credit_note_id = note.id;
     total := sub_total + taxes;
-    IF refund IS NULL OR refund < 0 OR refund > total OR (credit IS NOT NULL AND (credit < 0 OR refund + credit <> total)) THEN
+    IF refund > total OR (credit IS NOT NULL AND refund + credit <> total) THEN
         PERFORM billing._invalid(format('refund and credit must add up to the credit note''s total, %s', total),
             format('got refund %s and credit %s', refund, credit), 'give the refund; the credit defaults to the rest');
     END IF;

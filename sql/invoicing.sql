@@ -360,13 +360,18 @@ END $$;
 
 -- The usage windows of a subscription's finalized invoices that hold more events now than
 -- any invoice (but `invoice_id`) saw: events that arrived after their period was invoiced.
+-- Only windows invoiced before `invoice_id` count: an older draft refreshed after a later
+-- invoice was finalized does not take that invoice's late usage.
 CREATE FUNCTION billing._late_windows(sub billing.subscriptions, cust billing.customers, invoice_id bigint)
 RETURNS TABLE (from_datetime timestamptz, to_datetime timestamptz, plan_version_id bigint, events_now bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     w record;
+    before timestamptz;
 BEGIN
+    SELECT i.billing_at INTO before FROM billing.invoices i WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+    before := coalesce(before, 'infinity');
     -- The counts are taken here, not in the query: on Citus that query runs on the
     -- customer's shard, where a function reading another distributed table cannot.
     FOR w IN
@@ -376,7 +381,7 @@ BEGIN
         JOIN billing.invoices i ON i.customer_id = bw.customer_id AND i.id = bw.invoice_id
         WHERE bw.customer_id = sub.customer_id AND bw.subscription_id = sub.id AND bw.invoice_id IS DISTINCT FROM invoice_id
         GROUP BY bw.from_datetime
-        HAVING bool_or(NOT bw.adjustment AND i.status <> 'draft')
+        HAVING bool_or(NOT bw.adjustment AND i.status <> 'draft' AND i.billing_at < before)
         ORDER BY bw.from_datetime
     LOOP
         from_datetime := w.from_datetime;
@@ -658,8 +663,14 @@ BEGIN
         PERFORM billing._credit_unused_days(sub, cust);
     END IF;
     created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
+    -- (Two statements: on Citus, a query may not both read a distributed table and call a
+    -- function that reads one.)
     IF created = '{}' AND sub.status = 'terminated' AND EXISTS (SELECT 1 FROM billing._late_windows(sub, cust, NULL)) THEN
-        created := ARRAY[billing._invoice_at(sub, cust, as_of)];
+        -- Not onto an invoice finalized at this very instant (a preview at the termination).
+        IF NOT EXISTS (SELECT 1 FROM billing.invoices i WHERE i.customer_id = customer_id AND i.subscription_id = subscription_id
+                       AND i.billing_at = as_of AND i.status <> 'draft') THEN
+            created := ARRAY[billing._invoice_at(sub, cust, as_of)];
+        END IF;
     END IF;
     FOREACH invoice_id IN ARRAY created LOOP
         SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
@@ -746,6 +757,12 @@ BEGIN
     IF inv.payment_status = 'succeeded' THEN
         PERFORM billing._raise('55000', format('invoice %s is paid', inv.id), 'payment_status is succeeded',
             'a paid invoice is corrected with a credit note, not voided');
+    END IF;
+    -- Its credit notes' credit would outlive it.
+    IF EXISTS (SELECT 1 FROM billing.credit_notes cn WHERE cn.customer_id = inv.customer_id AND cn.invoice_id = inv.id
+               AND cn.credit_status <> 'voided') THEN
+        PERFORM billing._raise('55000', format('invoice %s has credit notes', inv.id), 'voiding it would leave their credit standing',
+            'void its credit notes first with billing.void_credit_note; an invoice whose credit was consumed stays, corrected');
     END IF;
     UPDATE billing.invoices i SET status = 'voided', voided_at = now()
     WHERE i.customer_id = inv.customer_id AND i.id = inv.id RETURNING * INTO inv;

@@ -29,6 +29,9 @@ BEGIN
         PERFORM billing._invalid('an add-on needs a code and a name', format('got code "%s" and name "%s"', code, name),
             'billing.create_add_on(''setup'', ''Setup fee'', 500, ''EUR'')');
     END IF;
+    IF currency IS NULL THEN
+        PERFORM billing._invalid('an add-on needs a currency', 'got NULL', 'billing.create_add_on(''setup'', ''Setup fee'', 500, ''EUR'')');
+    END IF;
     IF amount IS NULL OR amount < 0 OR amount <> billing.round_money(amount, billing._check_currency(currency)) THEN
         PERFORM billing._invalid(format('an add-on''s amount is 0 or more, with the decimals of %s', currency), format('got %s', amount),
             format('give the amount in %s with at most %s decimals', currency, billing.currency_minor_units(currency)));
@@ -79,6 +82,10 @@ BEGIN
                 'write {"add_on_code": "setup", "units": 1}');
         END IF;
         add_on := NULL;
+        IF item ? 'add_on_code' AND jsonb_typeof(item -> 'add_on_code') IS DISTINCT FROM 'string' THEN
+            PERFORM billing._invalid(format('items[%s].add_on_code must be an add-on''s code', position),
+                format('got %s', item -> 'add_on_code'), 'write "add_on_code": "setup"');
+        END IF;
         IF item ? 'add_on_code' THEN
             SELECT * INTO add_on FROM billing.add_ons a WHERE a.code = item ->> 'add_on_code';
             IF NOT FOUND THEN
@@ -93,8 +100,9 @@ BEGIN
         BEGIN
             units := coalesce((item ->> 'units')::numeric, 1);
             unit_amount := coalesce((item ->> 'unit_amount')::numeric, add_on.amount);
-        EXCEPTION WHEN invalid_text_representation THEN
-            PERFORM billing._invalid(format('items[%s].units and unit_amount must be numbers', position), format('got %s', item),
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            PERFORM billing._invalid(format('items[%s].units and unit_amount must be numbers', position),
+                format('got %s', item),
                 'write "units": 3, "unit_amount": "150"');
         END;
         description := coalesce(item ->> 'description', add_on.name);

@@ -652,6 +652,10 @@ BEGIN
             format('got frequency %s, frequency_duration %s', frequency, frequency_duration),
             'give frequency => ''recurring'' with frequency_duration => 3, or leave frequency_duration NULL');
     END IF;
+    IF cardinality(plans) = 0 OR cardinality(billable_metrics) = 0 THEN
+        PERFORM billing._invalid('plans and billable_metrics name at least one code when given',
+            format('got plans %s and billable_metrics %s', plans, billable_metrics), 'leave them NULL for a coupon without limits');
+    END IF;
     IF plans IS NOT NULL AND billable_metrics IS NOT NULL THEN
         PERFORM billing._invalid('a coupon is limited to plans or to billable metrics, not both',
             format('got plans %s and billable_metrics %s', plans, billable_metrics), 'create two coupons');
@@ -753,7 +757,11 @@ DECLARE
     applied record;
     metric_codes text[];
     base numeric;
+    -- What the invoice's fees still leave, negative ones (late usage that went down)
+    -- included: no coupon takes the invoice below zero.
+    invoice_left numeric;
     discount numeric;
+    counted boolean;
     finished_at timestamptz := now();
     applied_any boolean := false;
 BEGIN
@@ -768,7 +776,8 @@ BEGIN
     SELECT v.plan_id INTO plan_id FROM billing.subscriptions s JOIN billing.plan_versions v ON v.id = s.plan_version_id
     WHERE s.customer_id = inv.customer_id AND s.id = inv.subscription_id;
     FOR applied IN
-        SELECT a.id, a.amount, a.amount_remaining, a.percentage_rate, c.id AS coupon_id, c.code, c.name, c.coupon_type,
+        SELECT a.id, a.amount, a.amount_remaining, a.percentage_rate, a.frequency, a.frequency_duration_remaining,
+               c.id AS coupon_id, c.code, c.name, c.coupon_type,
                EXISTS (SELECT 1 FROM billing.coupon_billable_metrics x WHERE x.coupon_id = c.id) AS metric_limited,
                EXISTS (SELECT 1 FROM billing.coupon_plans x WHERE x.coupon_id = c.id) AS plan_limited,
                EXISTS (SELECT 1 FROM billing.coupon_plans x WHERE x.coupon_id = c.id AND x.plan_id = plan_id) AS plan_covered,
@@ -778,13 +787,27 @@ BEGIN
         ORDER BY metric_limited DESC, plan_limited DESC, a.created_at, a.id
     LOOP
         CONTINUE WHEN applied.plan_limited AND NOT applied.plan_covered;
+        -- A recurring coupon counts billing periods: the invoices of one issuing day (a
+        -- customer's subscriptions billed together) count once, and all get it. Used up, it
+        -- ends at the first invoice of the next period.
+        counted := NOT EXISTS (
+            SELECT 1 FROM billing.invoice_coupons ic JOIN billing.invoices i ON i.customer_id = ic.customer_id AND i.id = ic.invoice_id
+            WHERE ic.customer_id = inv.customer_id AND ic.applied_coupon_id = applied.id AND i.issuing_date = inv.issuing_date);
+        IF applied.frequency = 'recurring' AND counted AND applied.frequency_duration_remaining = 0 THEN
+            UPDATE billing.applied_coupons a SET status = 'terminated', terminated_at = finished_at
+            WHERE a.customer_id = inv.customer_id AND a.id = applied.id;
+            CONTINUE;
+        END IF;
         metric_codes := CASE WHEN applied.metric_limited THEN ARRAY(
             SELECT m.code FROM billing.coupon_billable_metrics x JOIN billing.billable_metrics m ON m.id = x.billable_metric_id
             WHERE x.coupon_id = applied.coupon_id) END;
-        SELECT coalesce(sum(greatest(fe.amount - fe.precise_coupons_amount, 0)), 0) INTO base
+        SELECT coalesce(sum(greatest(fe.amount - fe.precise_coupons_amount, 0))
+                            FILTER (WHERE metric_codes IS NULL OR fe.billable_metric_code = ANY (metric_codes)), 0),
+               coalesce(sum(fe.amount - fe.precise_coupons_amount), 0)
+        INTO base, invoice_left
         FROM billing.fees fe
-        WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable
-          AND (metric_codes IS NULL OR fe.billable_metric_code = ANY (metric_codes));
+        WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable;
+        base := least(base, invoice_left);
         CONTINUE WHEN base <= 0;
         -- Fixed amounts have the currency's decimals (create_coupon, apply_coupon): rounding
         -- them only writes them with those decimals.
@@ -792,9 +815,15 @@ BEGIN
             WHEN 'fixed_amount' THEN least(coalesce(applied.amount_remaining, applied.amount), base)
             ELSE base * applied.percentage_rate * 0.01 END, inv.currency);
         CONTINUE WHEN discount <= 0;
+        -- Spread pro rata over the covered fees with something left (their sum, not the capped
+        -- base: the shares add up to the discount).
         UPDATE billing.fees fe
         SET precise_coupons_amount = fe.precise_coupons_amount
-            + least(fe.amount - fe.precise_coupons_amount, round(discount * (fe.amount - fe.precise_coupons_amount) / base, 5))
+            + least(fe.amount - fe.precise_coupons_amount, round(discount * (fe.amount - fe.precise_coupons_amount) / covered.total, 5))
+        FROM (SELECT sum(x.amount - x.precise_coupons_amount) AS total FROM billing.fees x
+              WHERE x.customer_id = inv.customer_id AND x.invoice_id = inv.id AND x.invoiceable
+                AND (metric_codes IS NULL OR x.billable_metric_code = ANY (metric_codes))
+                AND x.amount - x.precise_coupons_amount > 0) covered
         WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable
           AND (metric_codes IS NULL OR fe.billable_metric_code = ANY (metric_codes))
           AND fe.amount - fe.precise_coupons_amount > 0;
@@ -803,12 +832,11 @@ BEGIN
         applied_any := true;
         UPDATE billing.applied_coupons a
         SET amount_remaining = a.amount_remaining - CASE WHEN a.frequency = 'once' AND a.amount_remaining IS NOT NULL THEN discount ELSE 0 END,
-            frequency_duration_remaining = a.frequency_duration_remaining - CASE WHEN a.frequency = 'recurring' THEN 1 ELSE 0 END,
+            frequency_duration_remaining = a.frequency_duration_remaining - CASE WHEN a.frequency = 'recurring' AND counted THEN 1 ELSE 0 END,
             status = CASE WHEN a.frequency = 'once' AND (a.amount_remaining IS NULL OR a.amount_remaining = discount) THEN 'terminated'
-                          WHEN a.frequency = 'recurring' AND a.frequency_duration_remaining = 1 THEN 'terminated'
                           ELSE a.status END,
-            terminated_at = CASE WHEN (a.frequency = 'once' AND (a.amount_remaining IS NULL OR a.amount_remaining = discount))
-                                   OR (a.frequency = 'recurring' AND a.frequency_duration_remaining = 1) THEN finished_at END
+            terminated_at = CASE WHEN a.frequency = 'once' AND (a.amount_remaining IS NULL OR a.amount_remaining = discount)
+                                 THEN finished_at END
         WHERE a.customer_id = inv.customer_id AND a.id = applied.id;
     END LOOP;
     RETURN applied_any;
@@ -864,6 +892,9 @@ BEGIN
         PERFORM billing._invalid('an add-on needs a code and a name', format('got code "%s" and name "%s"', code, name),
             'billing.create_add_on(''setup'', ''Setup fee'', 500, ''EUR'')');
     END IF;
+    IF currency IS NULL THEN
+        PERFORM billing._invalid('an add-on needs a currency', 'got NULL', 'billing.create_add_on(''setup'', ''Setup fee'', 500, ''EUR'')');
+    END IF;
     IF amount IS NULL OR amount < 0 OR amount <> billing.round_money(amount, billing._check_currency(currency)) THEN
         PERFORM billing._invalid(format('an add-on''s amount is 0 or more, with the decimals of %s', currency), format('got %s', amount),
             format('give the amount in %s with at most %s decimals', currency, billing.currency_minor_units(currency)));
@@ -914,6 +945,10 @@ BEGIN
                 'write {"add_on_code": "setup", "units": 1}');
         END IF;
         add_on := NULL;
+        IF item ? 'add_on_code' AND jsonb_typeof(item -> 'add_on_code') IS DISTINCT FROM 'string' THEN
+            PERFORM billing._invalid(format('items[%s].add_on_code must be an add-on''s code', position),
+                format('got %s', item -> 'add_on_code'), 'write "add_on_code": "setup"');
+        END IF;
         IF item ? 'add_on_code' THEN
             SELECT * INTO add_on FROM billing.add_ons a WHERE a.code = item ->> 'add_on_code';
             IF NOT FOUND THEN
@@ -928,8 +963,9 @@ BEGIN
         BEGIN
             units := coalesce((item ->> 'units')::numeric, 1);
             unit_amount := coalesce((item ->> 'unit_amount')::numeric, add_on.amount);
-        EXCEPTION WHEN invalid_text_representation THEN
-            PERFORM billing._invalid(format('items[%s].units and unit_amount must be numbers', position), format('got %s', item),
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            PERFORM billing._invalid(format('items[%s].units and unit_amount must be numbers', position),
+                format('got %s', item),
                 'write "units": 3, "unit_amount": "150"');
         END;
         description := coalesce(item ->> 'description', add_on.name);
@@ -1077,6 +1113,7 @@ DECLARE
     left_to_credit numeric;
     note billing.credit_notes;
     rank integer;
+    invoice_left numeric;
     sub_total numeric;
     taxes numeric;
     total numeric;
@@ -1086,6 +1123,14 @@ BEGIN
     IF jsonb_typeof(items) IS DISTINCT FROM 'array' OR jsonb_array_length(items) = 0 THEN
         PERFORM billing._invalid('items must be a non-empty JSON array of {"fee_id", "amount"}', format('got %s', items),
             'write [{"fee_id": 12, "amount": "10.00"}]');
+    END IF;
+    IF (SELECT count(DISTINCT i ->> 'fee_id') <> count(*) FROM jsonb_array_elements(items) i) THEN
+        PERFORM billing._invalid('items name a fee twice', format('got %s', items), 'give one item per fee');
+    END IF;
+    IF refund IS NULL OR refund < 0 OR refund <> billing.round_money(refund, inv.currency)
+       OR credit < 0 OR credit <> billing.round_money(credit, inv.currency) THEN
+        PERFORM billing._invalid(format('refund and credit are amounts of 0 or more with the decimals of %s', inv.currency),
+            format('got refund %s and credit %s', refund, credit), 'give the refund; the credit defaults to the rest');
     END IF;
     -- The invoice's row lock (billing._invoice) makes its credit notes take turns: the rank is
     -- free, and what is left creditable cannot change underneath.
@@ -1139,10 +1184,21 @@ BEGIN
                GROUP BY 1) earlier ON earlier.tax_id = t.tax_id;
     SELECT coalesce(sum(cni.amount), 0) INTO sub_total FROM billing.credit_note_items cni
     WHERE cni.customer_id = inv.customer_id AND cni.credit_note_id = note.id;
+    -- However its fees add up (negative late usage, coupon shares rounded per fee), the
+    -- invoice's credit notes never credit more than it billed before tax.
+    SELECT inv.sub_total_excluding_taxes - coalesce(sum(cni.amount), 0) INTO invoice_left
+    FROM billing.credit_note_items cni JOIN billing.credit_notes cn ON cn.customer_id = cni.customer_id AND cn.id = cni.credit_note_id
+    WHERE cn.customer_id = inv.customer_id AND cn.invoice_id = inv.id AND cn.id <> note.id;
+    IF sub_total > invoice_left THEN
+        PERFORM billing._raise('23514', format('the items credit %s of invoice %s, of which %s is left creditable', sub_total, inv.id,
+                                               greatest(invoice_left, 0)),
+            format('invoice %s: %s before tax, less earlier credit notes', inv.id, inv.sub_total_excluding_taxes),
+            'credit at most what is left of the invoice (before tax)');
+    END IF;
     SELECT coalesce(sum(cnt.amount), 0) INTO taxes FROM billing.credit_note_taxes cnt
     WHERE cnt.customer_id = inv.customer_id AND cnt.credit_note_id = note.id;
     total := sub_total + taxes;
-    IF refund IS NULL OR refund < 0 OR refund > total OR (credit IS NOT NULL AND (credit < 0 OR refund + credit <> total)) THEN
+    IF refund > total OR (credit IS NOT NULL AND refund + credit <> total) THEN
         PERFORM billing._invalid(format('refund and credit must add up to the credit note''s total, %s', total),
             format('got refund %s and credit %s', refund, credit), 'give the refund; the credit defaults to the rest');
     END IF;
@@ -1294,8 +1350,12 @@ DECLARE
     bounds record;
     bill_at timestamptz;
     preview billing.invoices;
+    draft billing.invoices;
     document jsonb;
 BEGIN
+    IF as_of IS NULL OR NOT isfinite(as_of) THEN
+        PERFORM billing._invalid('as_of must be an instant', format('got %s', as_of), 'give an instant of the period to preview, or leave it to now()');
+    END IF;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
     IF plan IS NOT NULL THEN
         SELECT v.* INTO what_if FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
@@ -1313,8 +1373,19 @@ BEGIN
         (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = coalesce(what_if.id, sub.plan_version_id)),
         sub.billing_time::text, (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date,
         greatest(as_of, coalesce(sub.started_at, sub.subscription_at)), cust.timezone);
-    bill_at := least(bounds.to_datetime + interval '1 microsecond', coalesce(sub.terminated_at, 'infinity'));
+    -- The period's close, or the termination; once the termination has passed, the run bills
+    -- what is left (late usage) at as_of.
+    bill_at := CASE WHEN sub.terminated_at <= as_of THEN as_of
+                    ELSE least(bounds.to_datetime + interval '1 microsecond', coalesce(sub.terminated_at, 'infinity')) END;
     BEGIN
+        -- The customer's drafts due before are finalized first, as the run would: they take
+        -- coupons and credit before this invoice does.
+        FOR draft IN
+            SELECT * FROM billing.invoices i
+            WHERE i.customer_id = sub.customer_id AND i.status = 'draft' AND i.billing_at < bill_at ORDER BY i.billing_at, i.id
+        LOOP
+            PERFORM billing.finalize_invoice(draft.id);
+        END LOOP;
         IF what_if.id IS NOT NULL THEN
             UPDATE billing.subscriptions s SET plan_version_id = what_if.id WHERE s.customer_id = sub.customer_id AND s.id = sub.id;
         END IF;
@@ -1559,8 +1630,14 @@ BEGIN
         PERFORM billing._credit_unused_days(sub, cust);
     END IF;
     created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
+    -- (Two statements: on Citus, a query may not both read a distributed table and call a
+    -- function that reads one.)
     IF created = '{}' AND sub.status = 'terminated' AND EXISTS (SELECT 1 FROM billing._late_windows(sub, cust, NULL)) THEN
-        created := ARRAY[billing._invoice_at(sub, cust, as_of)];
+        -- Not onto an invoice finalized at this very instant (a preview at the termination).
+        IF NOT EXISTS (SELECT 1 FROM billing.invoices i WHERE i.customer_id = customer_id AND i.subscription_id = subscription_id
+                       AND i.billing_at = as_of AND i.status <> 'draft') THEN
+            created := ARRAY[billing._invoice_at(sub, cust, as_of)];
+        END IF;
     END IF;
     FOREACH invoice_id IN ARRAY created LOOP
         SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
@@ -1574,6 +1651,65 @@ BEGIN
         RETURN NEXT inv;
     END LOOP;
     DELETE FROM billing.billing_failures f WHERE f.customer_id = customer_id AND f.subscription_id = subscription_id;
+END $$;
+
+-- The usage windows of a subscription's finalized invoices that hold more events now than
+-- any invoice (but `invoice_id`) saw: events that arrived after their period was invoiced.
+-- Only windows invoiced before `invoice_id` count: an older draft refreshed after a later
+-- invoice was finalized does not take that invoice's late usage.
+CREATE OR REPLACE FUNCTION billing._late_windows(sub billing.subscriptions, cust billing.customers, invoice_id bigint)
+RETURNS TABLE (from_datetime timestamptz, to_datetime timestamptz, plan_version_id bigint, events_now bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w record;
+    before timestamptz;
+BEGIN
+    SELECT i.billing_at INTO before FROM billing.invoices i WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+    before := coalesce(before, 'infinity');
+    -- The counts are taken here, not in the query: on Citus that query runs on the
+    -- customer's shard, where a function reading another distributed table cannot.
+    FOR w IN
+        SELECT bw.from_datetime, max(bw.to_datetime) AS to_datetime, min(bw.plan_version_id) AS plan_version_id,
+               max(bw.events_count) AS events_count
+        FROM billing.billed_windows bw
+        JOIN billing.invoices i ON i.customer_id = bw.customer_id AND i.id = bw.invoice_id
+        WHERE bw.customer_id = sub.customer_id AND bw.subscription_id = sub.id AND bw.invoice_id IS DISTINCT FROM invoice_id
+        GROUP BY bw.from_datetime
+        HAVING bool_or(NOT bw.adjustment AND i.status <> 'draft' AND i.billing_at < before)
+        ORDER BY bw.from_datetime
+    LOOP
+        from_datetime := w.from_datetime;
+        to_datetime := w.to_datetime;
+        plan_version_id := w.plan_version_id;
+        events_now := billing._window_events(sub.customer_id, sub.id, w.plan_version_id, w.from_datetime, w.to_datetime, cust.timezone);
+        IF events_now > w.events_count THEN
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION billing.void_invoice(invoice_id bigint) RETURNS billing.invoices
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    inv billing.invoices := billing._invoice(invoice_id);
+BEGIN
+    PERFORM billing._require_status(inv, 'finalized', 'void_invoice');
+    IF inv.payment_status = 'succeeded' THEN
+        PERFORM billing._raise('55000', format('invoice %s is paid', inv.id), 'payment_status is succeeded',
+            'a paid invoice is corrected with a credit note, not voided');
+    END IF;
+    -- Its credit notes' credit would outlive it.
+    IF EXISTS (SELECT 1 FROM billing.credit_notes cn WHERE cn.customer_id = inv.customer_id AND cn.invoice_id = inv.id
+               AND cn.credit_status <> 'voided') THEN
+        PERFORM billing._raise('55000', format('invoice %s has credit notes', inv.id), 'voiding it would leave their credit standing',
+            'void its credit notes first with billing.void_credit_note; an invoice whose credit was consumed stays, corrected');
+    END IF;
+    UPDATE billing.invoices i SET status = 'voided', voided_at = now()
+    WHERE i.customer_id = inv.customer_id AND i.id = inv.id RETURNING * INTO inv;
+    PERFORM billing._emit(inv.customer_id, 'invoice.voided', billing._invoice_event(inv));
+    RETURN inv;
 END $$;
 
 -- Everything needed to render or send an invoice, as one JSON document (shape in

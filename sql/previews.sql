@@ -19,8 +19,12 @@ DECLARE
     bounds record;
     bill_at timestamptz;
     preview billing.invoices;
+    draft billing.invoices;
     document jsonb;
 BEGIN
+    IF as_of IS NULL OR NOT isfinite(as_of) THEN
+        PERFORM billing._invalid('as_of must be an instant', format('got %s', as_of), 'give an instant of the period to preview, or leave it to now()');
+    END IF;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
     IF plan IS NOT NULL THEN
         SELECT v.* INTO what_if FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
@@ -38,8 +42,19 @@ BEGIN
         (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = coalesce(what_if.id, sub.plan_version_id)),
         sub.billing_time::text, (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date,
         greatest(as_of, coalesce(sub.started_at, sub.subscription_at)), cust.timezone);
-    bill_at := least(bounds.to_datetime + interval '1 microsecond', coalesce(sub.terminated_at, 'infinity'));
+    -- The period's close, or the termination; once the termination has passed, the run bills
+    -- what is left (late usage) at as_of.
+    bill_at := CASE WHEN sub.terminated_at <= as_of THEN as_of
+                    ELSE least(bounds.to_datetime + interval '1 microsecond', coalesce(sub.terminated_at, 'infinity')) END;
     BEGIN
+        -- The customer's drafts due before are finalized first, as the run would: they take
+        -- coupons and credit before this invoice does.
+        FOR draft IN
+            SELECT * FROM billing.invoices i
+            WHERE i.customer_id = sub.customer_id AND i.status = 'draft' AND i.billing_at < bill_at ORDER BY i.billing_at, i.id
+        LOOP
+            PERFORM billing.finalize_invoice(draft.id);
+        END LOOP;
         IF what_if.id IS NOT NULL THEN
             UPDATE billing.subscriptions s SET plan_version_id = what_if.id WHERE s.customer_id = sub.customer_id AND s.id = sub.id;
         END IF;

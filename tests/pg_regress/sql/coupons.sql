@@ -115,6 +115,32 @@ SELECT i.id, i.coupons_amount, sum(f.precise_coupons_amount) AS spread
 FROM billing.invoices i JOIN billing.fees f ON f.customer_id = i.customer_id AND f.invoice_id = i.id
 GROUP BY i.id, i.coupons_amount HAVING abs(i.coupons_amount - sum(f.precise_coupons_amount)) > 0.0001;
 
+-- 6. No coupon takes an invoice below zero, whatever its negative fees. n6: March 15 GB →
+--    10.00 + 15.00, tax 2.50, 27.50. A late March event of −8 GB: April is 10.00 and an
+--    adjustment of −8.00 = 2.00. A once coupon of 15.00 takes 2.00 (all on the base fee, the
+--    only fee with something left), 13.00 stays; tax 10% of 8.00 − 8.00 = 0; total 0.00.
+SELECT external_id FROM billing.create_customer('n6', 'n6', 'EUR', 'UTC', billing_entity => 'acme');
+SELECT status FROM billing.create_subscription('sub-n6', 'n6', 'flat', '2026-03-01 00:00+00');
+SELECT billing.ingest_event('sub-n6', 'gb', 'n6-1', '2026-03-05 10:00+00', '{"gb": 15}');
+SELECT total_amount FROM billing.bill_subscription('sub-n6', '2026-04-01 00:05+00');
+SELECT billing.ingest_event('sub-n6', 'gb', 'n6-2', '2026-03-20 10:00+00', '{"gb": -8}');
+SELECT code FROM billing.create_coupon('big15', '15 off', 'fixed_amount', amount => 15, currency => 'EUR');
+SELECT amount_remaining FROM billing.apply_coupon('n6', 'big15');
+SELECT fees_amount, coupons_amount, taxes_amount, total_amount FROM billing.bill_subscription('sub-n6', '2026-05-01 00:05+00');
+SELECT amount_remaining, status FROM billing.applied_coupons WHERE customer_id = (SELECT id FROM billing.customers WHERE external_id = 'n6');
+
+-- 7. A recurring coupon counts billing periods: two subscriptions billed the same day use one.
+--    t7 has two subscriptions of flat (10.00 each) and 5 off for 2 periods: March takes 5.00
+--    off each invoice and one period; April the same and the second; May nothing (it ends).
+SELECT external_id FROM billing.create_customer('t7', 't7', 'EUR', 'UTC', billing_entity => 'acme');
+SELECT count(*) FROM (SELECT billing.create_subscription('sub-t7-' || n, 't7', 'flat', '2026-03-01 00:00+00') FROM generate_series(1, 2) n) s;
+SELECT frequency_duration_remaining FROM billing.apply_coupon('t7', 'five-twice');
+SELECT m.billed, count(*) AS invoices FROM unnest(ARRAY['2026-04-01 00:05+00', '2026-05-01 00:05+00', '2026-06-01 00:05+00']::timestamptz[]) m(billed),
+     LATERAL (SELECT billing.bill_subscription('sub-t7-' || n, m.billed) FROM generate_series(1, 2) n) b
+GROUP BY m.billed ORDER BY m.billed;
+SELECT billed, count(*) AS invoices, sum(coupons_amount) AS coupons FROM totals WHERE customer = 't7' GROUP BY billed ORDER BY billed;
+SELECT status, frequency_duration_remaining FROM billing.applied_coupons WHERE customer_id = (SELECT id FROM billing.customers WHERE external_id = 't7');
+
 -- Terminating, and the errors (none of which writes anything).
 SELECT status FROM billing.terminate_coupon('o4', 'other50');
 SELECT billing.terminate_coupon('o4', 'other50');
@@ -136,6 +162,7 @@ SELECT billing.create_coupon('x', 'X', 'percentage', percentage_rate => 5, frequ
 SELECT billing.create_coupon('x', 'X', 'percentage', percentage_rate => 5, frequency => 'weekly');
 SELECT billing.create_coupon('x', 'X', 'percentage', percentage_rate => 5, plans => '{flat}', billable_metrics => '{calls}');
 SELECT billing.create_coupon('x', 'X', 'percentage', percentage_rate => 5, plans => '{flat,nope}');
+SELECT billing.create_coupon('x', 'X', 'percentage', percentage_rate => 5, plans => '{}');
 SELECT billing.create_coupon('welcome', 'Again', 'percentage', percentage_rate => 5);
 SELECT count(*) AS coupons, (SELECT count(*) FROM billing.coupon_plans) AS plan_limits FROM billing.coupons;
 SELECT count(*) AS applied FROM billing.applied_coupons;

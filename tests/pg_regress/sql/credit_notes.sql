@@ -104,6 +104,32 @@ FROM billing.invoices WHERE customer_id = (SELECT id FROM billing.customers WHER
 SELECT count(*) FROM billing.bill_subscription('s3', '2026-04-01 00:05+00');
 SELECT count(*) AS termination_credit_notes FROM billing.credit_notes WHERE terminated_subscription_id IS NOT NULL;
 
+-- The invoice, not only each fee, bounds what its credit notes take. Plan trio: calls at
+-- 0.10 per project; c4 has a 10.00 coupon; 100 calls in each of 3 projects: fees 10.00 ×
+-- 3, coupon 3.33333 on each, VAT 20% of 20.00 = 4.00, total 24.00. Each fee is creditable
+-- up to round(6.66667) = 6.67, but the three together only up to 20.00: 6.67 × 3 = 20.01
+-- is refused (23514); 6.67 + 6.67 + 6.66 = 20.00, VAT 4.00, gives back the 24.00.
+SELECT version FROM billing.create_plan('trio', 'Trio', 'monthly', 0, 'EUR',
+  '[{"billable_metric_code": "calls", "charge_model": "standard", "pricing_group_keys": ["project"], "properties": {"amount": "0.10"}}]');
+SELECT external_id FROM billing.create_customer('c4', 'Four', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('s4', 'c4', 'trio', '2026-03-01 00:00+00');
+SELECT code FROM billing.create_coupon('ten-off', '10 off', 'fixed_amount', amount => 10, currency => 'EUR');
+SELECT status FROM billing.apply_coupon('c4', 'ten-off');
+SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 's4', 'code', 'calls',
+  'transaction_id', p || '-' || n, 'timestamp', '2026-03-05T10:00:00Z', 'properties', jsonb_build_object('project', p)))
+  FROM unnest(ARRAY['a', 'b', 'c']) p, generate_series(1, 100) n));
+SELECT number, fees_amount, coupons_amount, taxes_amount, total_amount FROM billing.bill_subscription('s4', '2026-04-01 00:05+00');
+CREATE TEMP TABLE c4_fees AS
+SELECT f.id, row_number() OVER (ORDER BY f.id) AS n FROM billing.fees f JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
+WHERE i.number = 'INV-004-001' AND f.fee_type = 'charge';
+SELECT billing.create_credit_note((SELECT id FROM billing.invoices WHERE number = 'INV-004-001'),
+  (SELECT jsonb_agg(jsonb_build_object('fee_id', id, 'amount', '6.67')) FROM c4_fees), 'other');
+SELECT number, sub_total_excluding_taxes, taxes_amount, total_amount FROM billing.create_credit_note(
+  (SELECT id FROM billing.invoices WHERE number = 'INV-004-001'),
+  (SELECT jsonb_agg(jsonb_build_object('fee_id', id, 'amount', CASE WHEN n = 3 THEN '6.66' ELSE '6.67' END)) FROM c4_fees), 'other');
+-- An invoice with credit notes is not voided: their credit would outlive it.
+SELECT billing.void_invoice((SELECT id FROM billing.invoices WHERE number = 'INV-004-001'));
+
 -- Errors: nothing is written.
 SELECT billing.create_credit_note(-1, '[]', 'other');
 SELECT billing.create_credit_note((SELECT id FROM billing.invoices WHERE number = 'INV-001-003'), '[]', 'other');
@@ -116,6 +142,11 @@ SELECT billing.create_credit_note((SELECT id FROM billing.invoices WHERE number 
   jsonb_build_array(jsonb_build_object('fee_id', pg_temp.fee('INV-001-003', 'subscription'), 'amount', 'x')), 'other');
 SELECT billing.create_credit_note((SELECT id FROM billing.invoices WHERE number = 'INV-001-003'),
   jsonb_build_array(jsonb_build_object('fee_id', pg_temp.fee('INV-001-003', 'subscription'), 'amount', '10')), 'other', credit => 5);
+SELECT billing.create_credit_note((SELECT id FROM billing.invoices WHERE number = 'INV-001-003'),
+  jsonb_build_array(jsonb_build_object('fee_id', pg_temp.fee('INV-001-003', 'subscription'), 'amount', '10')), 'other', refund => 0.001);
+SELECT billing.create_credit_note((SELECT id FROM billing.invoices WHERE number = 'INV-001-003'), jsonb_build_array(
+  jsonb_build_object('fee_id', pg_temp.fee('INV-001-003', 'subscription'), 'amount', '1'),
+  jsonb_build_object('fee_id', pg_temp.fee('INV-001-003', 'subscription'), 'amount', '2')), 'other');
 SELECT status FROM billing.void_invoice((SELECT id FROM billing.invoices WHERE number = 'INV-001-003'));
 SELECT billing.create_credit_note((SELECT id FROM billing.invoices WHERE number = 'INV-001-003'),
   jsonb_build_array(jsonb_build_object('fee_id', pg_temp.fee('INV-001-003', 'subscription'), 'amount', '10')), 'other');

@@ -79,13 +79,37 @@ UPDATE billing.events SET "timestamp" = '2026-03-10 10:00+00', local_day = '2026
 -- An unknown invoice.
 SELECT billing.verify_invoice(-1);
 
--- 5. Nothing left to invoice: a subscription terminated and billed previews NULL; errors.
+-- 5. A draft due before is finalized first in a preview, as the run would: it takes the
+--    coupon. Entity grace keeps drafts 3 days; beta (starter, 20.00 a month, no calls) has
+--    five (5.00 once). March is a draft (20.00 + VAT 4.00 = 24.00, no coupon yet); the
+--    preview of April shows no coupon (March takes it): 24.00.
+SELECT code FROM billing.create_billing_entity('grace', 'Grace Ltd', 'EUR', 'UTC', 'GR', grace_period_days => 3);
+SELECT billing.set_taxes('billing_entity', 'grace', '{vat}');
+SELECT external_id FROM billing.create_customer('beta', 'Beta', 'EUR', 'UTC', billing_entity => 'grace');
+SELECT status FROM billing.create_subscription('beta-main', 'beta', 'starter', '2026-03-01 00:00+00');
+SELECT status FROM billing.apply_coupon('beta', 'five');
+SELECT status, coupons_amount, total_amount FROM billing.bill_subscription('beta-main', '2026-04-01 00:05+00');
+SELECT billing.preview_invoice('beta-main', '2026-04-10 00:00+00') #> '{totals,coupons_amount}' AS april_coupons,
+       billing.preview_invoice('beta-main', '2026-04-10 00:00+00') #> '{totals,total_amount}' AS april_total;
+-- A terminated subscription with late usage previews the invoice the run will make of it.
+SELECT status FROM billing.terminate_subscription('beta-main', '2026-04-15 00:00+00');
+SELECT billing.ingest_event('beta-main', 'calls', 'late-1', '2026-04-02 10:00+00');
+SELECT billing.preview_invoice('beta-main', '2026-04-20 00:00+00') #> '{totals,fees_amount}' AS late_usage_fees,
+       billing.preview_invoice('beta-main', '2026-04-20 00:00+00') #>> '{lines,0,fee_type}' AS line;
+-- The run bills it: the March draft first, then the late usage on an invoice of its own.
+SELECT count(*) FROM (SELECT billing.finalize_invoice(i.id) FROM billing.invoices i WHERE i.status = 'draft') f;
+SELECT billing_at, fees_amount FROM billing.bill_subscription('beta-main', '2026-04-20 00:00+00');
+SELECT f.fee_type, f.events_count, f.amount FROM billing.fees f JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
+WHERE i.billing_at = '2026-04-20 00:00+00';
+
+-- 6. Nothing left to invoice: a subscription terminated and billed previews NULL; errors.
 SELECT status FROM billing.terminate_subscription('acme-main', '2026-04-10 00:00+00');
 SELECT count(*) FROM billing.bill_subscription('acme-main', '2026-04-10 00:05+00');
 SELECT billing.preview_invoice('acme-main', '2026-04-20 00:00+00') IS NULL AS nothing_to_invoice;
 SELECT billing.preview_invoice('nope');
 SELECT billing.preview_invoice('acme-main', plan => 'nope');
 SELECT billing.preview_invoice('acme-main', plan => 'pro-usd');
+SELECT billing.preview_invoice('acme-main', 'infinity');
 
 -- The invariant of every finalized invoice, checked by billing.verify_invoice: total = Σ
 -- rounded fees − progressive credit − coupons + taxes − credit notes − prepaid credits (and
