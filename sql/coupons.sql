@@ -273,9 +273,9 @@ BEGIN
         metric_codes := CASE WHEN applied.metric_limited THEN ARRAY(
             SELECT m.code FROM billing.coupon_billable_metrics x JOIN billing.billable_metrics m ON m.id = x.billable_metric_id
             WHERE x.coupon_id = applied.coupon_id) END;
-        SELECT coalesce(sum(greatest(fe.amount - fe.precise_coupons_amount, 0))
+        SELECT coalesce(sum(greatest(fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount, 0))
                             FILTER (WHERE metric_codes IS NULL OR fe.billable_metric_code = ANY (metric_codes)), 0),
-               coalesce(sum(fe.amount - fe.precise_coupons_amount), 0)
+               coalesce(sum(fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount), 0)
         INTO base, invoice_left
         FROM billing.fees fe
         WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable;
@@ -291,14 +291,14 @@ BEGIN
         -- base: the shares add up to the discount).
         UPDATE billing.fees fe
         SET precise_coupons_amount = fe.precise_coupons_amount
-            + least(fe.amount - fe.precise_coupons_amount, round(discount * (fe.amount - fe.precise_coupons_amount) / covered.total, 5))
-        FROM (SELECT sum(x.amount - x.precise_coupons_amount) AS total FROM billing.fees x
+            + least(fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount, round(discount * (fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount) / covered.total, 5))
+        FROM (SELECT sum(x.amount - x.progressive_credit_amount - x.precise_coupons_amount) AS total FROM billing.fees x
               WHERE x.customer_id = inv.customer_id AND x.invoice_id = inv.id AND x.invoiceable
                 AND (metric_codes IS NULL OR x.billable_metric_code = ANY (metric_codes))
-                AND x.amount - x.precise_coupons_amount > 0) covered
+                AND x.amount - x.progressive_credit_amount - x.precise_coupons_amount > 0) covered
         WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable
           AND (metric_codes IS NULL OR fe.billable_metric_code = ANY (metric_codes))
-          AND fe.amount - fe.precise_coupons_amount > 0;
+          AND fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount > 0;
         INSERT INTO billing.invoice_coupons (customer_id, invoice_id, applied_coupon_id, coupon_code, coupon_name, amount)
         VALUES (inv.customer_id, inv.id, applied.id, applied.code, applied.name, discount);
         applied_any := true;

@@ -74,19 +74,19 @@ CREATE TABLE billing.invoice_credit_notes (
 );
 
 -- What is left creditable of each fee of an invoice (before tax): the rounded fee less its
--- coupon share, rounded, less what credit notes took already.
+-- progressive-billing credit and coupon share, rounded, less what credit notes took already.
 CREATE FUNCTION billing._creditable(customer_id bigint, invoice_id bigint)
 RETURNS TABLE (fee_id bigint, creditable numeric)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 BEGIN
     RETURN QUERY
-    SELECT fe.id, billing.round_money(fe.amount - fe.precise_coupons_amount, i.currency) - coalesce(sum(cni.amount), 0)
+    SELECT fe.id, billing.round_money(fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount, i.currency) - coalesce(sum(cni.amount), 0)
     FROM billing.fees fe
     JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
     LEFT JOIN billing.credit_note_items cni ON cni.customer_id = fe.customer_id AND cni.fee_id = fe.id
     WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable
-    GROUP BY fe.id, fe.amount, fe.precise_coupons_amount, i.currency;
+    GROUP BY fe.id, fe.amount, fe.progressive_credit_amount, fe.precise_coupons_amount, i.currency;
 END $$;
 
 -- Credits a finalized invoice. items: [{"fee_id": ..., "amount": ...}], each amount before

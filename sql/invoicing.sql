@@ -2,7 +2,7 @@
 -- fees, exactly once; drafts stay open during the billing entity's grace period, then are
 -- finalized (numbered, immutable) or voided; every change is reported through the outbox.
 
-CREATE TYPE billing.invoice_type AS ENUM ('subscription', 'one_off');
+CREATE TYPE billing.invoice_type AS ENUM ('subscription', 'one_off', 'progressive_billing');
 CREATE TYPE billing.invoice_status AS ENUM ('draft', 'finalized', 'voided');
 CREATE TYPE billing.payment_status AS ENUM ('pending', 'succeeded', 'failed');
 CREATE TYPE billing.fee_type AS ENUM ('subscription', 'charge', 'charge_minimum', 'commitment', 'adjustment', 'add_on');
@@ -90,6 +90,8 @@ CREATE TABLE billing.fees (
     add_on_id bigint,
     -- Taxes named for this fee (a one-off item's), before any precedence; NULL: by precedence.
     tax_ids bigint[],
+    -- What the period's progressive-billing invoices billed of this usage line, deducted.
+    progressive_credit_amount numeric NOT NULL DEFAULT 0,
     PRIMARY KEY (customer_id, id),
     CONSTRAINT fees_billing_key UNIQUE (customer_id, subscription_id, fee_key),
     FOREIGN KEY (customer_id, invoice_id) REFERENCES billing.invoices (customer_id, id)
@@ -428,6 +430,7 @@ BEGIN
             SELECT coalesce(sum(fe.units), 0) AS units, coalesce(sum(fe.events_count), 0) AS events_count,
                    coalesce(sum(fe.precise_amount), 0) AS precise_amount
             FROM billing.fees fe
+            JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id AND i.invoice_type = 'subscription'
             WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.fee_type IN ('charge', 'adjustment')
               AND fe.charge_id = u.charge_id AND fe.charge_filter_id IS NOT DISTINCT FROM u.filter_id
               AND coalesce(fe.grouped_by, '{}'::jsonb) = u.grouped_by AND fe.from_datetime = w.from_datetime
@@ -483,7 +486,7 @@ BEGIN
     anchor := start_day;
     paid_from_day := greatest(start_day, (trial_end AT TIME ZONE tz)::date);
     SELECT max(i.billing_at) INTO last_billed FROM billing.invoices i
-    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id;
+    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'subscription';
     -- Instants up to the last one billed are done: start from the period holding it.
     day := greatest(start_day, ((coalesce(only_at, last_billed) - interval '1 microsecond') AT TIME ZONE tz)::date);
     LOOP
@@ -550,11 +553,13 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     fees numeric;
+    progressive numeric;
     coupons numeric;
     taxes numeric;
     credits numeric;
 BEGIN
-    SELECT coalesce(sum(fe.amount), 0) INTO fees FROM billing.fees fe
+    PERFORM billing._credit_progressive_billing(customer_id, invoice_id);
+    SELECT coalesce(sum(fe.amount), 0), coalesce(sum(fe.progressive_credit_amount), 0) INTO fees, progressive FROM billing.fees fe
     WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
     SELECT coalesce(sum(ic.amount), 0) INTO coupons FROM billing.invoice_coupons ic
     WHERE ic.customer_id = customer_id AND ic.invoice_id = invoice_id;
@@ -562,9 +567,10 @@ BEGIN
     WHERE icn.customer_id = customer_id AND icn.invoice_id = invoice_id;
     taxes := billing._tax_fees(customer_id, invoice_id);
     UPDATE billing.invoices i
-    SET fees_amount = fees, coupons_amount = coupons, sub_total_excluding_taxes = fees - coupons, taxes_amount = taxes,
-        sub_total_including_taxes = fees - coupons + taxes, credit_notes_amount = credits,
-        total_amount = fees - coupons + taxes - credits, refreshed_at = now()
+    SET fees_amount = fees, progressive_billing_credit_amount = progressive, coupons_amount = coupons,
+        sub_total_excluding_taxes = fees - progressive - coupons, taxes_amount = taxes,
+        sub_total_including_taxes = fees - progressive - coupons + taxes, credit_notes_amount = credits,
+        total_amount = fees - progressive - coupons + taxes - credits, refreshed_at = now()
     WHERE i.customer_id = customer_id AND i.id = invoice_id;
 END $$;
 
@@ -663,6 +669,11 @@ BEGIN
         PERFORM billing._credit_unused_days(sub, cust);
     END IF;
     created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
+    -- Usage thresholds crossed in the open period: a progressive-billing invoice.
+    invoice_id := billing._bill_usage_thresholds(sub, cust, as_of);
+    IF invoice_id IS NOT NULL THEN
+        created := created || invoice_id;
+    END IF;
     -- (Two statements: on Citus, a query may not both read a distributed table and call a
     -- function that reads one.)
     IF created = '{}' AND sub.status = 'terminated' AND EXISTS (SELECT 1 FROM billing._late_windows(sub, cust, NULL)) THEN
@@ -817,7 +828,8 @@ BEGIN
                        'units', fe.units, 'events_count', CASE WHEN fe.fee_type IN ('charge', 'adjustment') THEN fe.events_count END,
                        'unit_amount', billing.round_money(fe.precise_unit_amount, inv.currency),
                        'precise_amount', fe.precise_amount, 'amount', fe.amount,
-                       'details', fe.amount_details, 'coupons_amount', nullif(fe.precise_coupons_amount, 0), 'taxes', lt.taxes,
+                       'details', fe.amount_details, 'progressive_credit_amount', nullif(fe.progressive_credit_amount, 0),
+                       'coupons_amount', nullif(fe.precise_coupons_amount, 0), 'taxes', lt.taxes,
                        'from', fe.from_datetime, 'to', fe.to_datetime))
                    ORDER BY fe.fee_type, fe.charge_id NULLS FIRST, fe.charge_filter_id NULLS FIRST, fe.grouped_by::text COLLATE "C" NULLS FIRST, fe.id)
             FROM billing.fees fe

@@ -232,8 +232,8 @@ BEGIN
     -- Only one-off items name taxes of their own.
     IF cardinality(map_tax) > 0 OR inv.invoice_type = 'one_off' THEN
         INSERT INTO billing.fee_taxes (customer_id, invoice_id, fee_id, tax_id, tax_code, tax_name, tax_rate, base_amount, precise_amount)
-        SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount - fe.precise_coupons_amount,
-               trim_scale((fe.amount - fe.precise_coupons_amount) * t.rate * 0.01)
+        SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount,
+               trim_scale((fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount) * t.rate * 0.01)
         FROM billing.fees fe
         CROSS JOIN LATERAL (
             SELECT unnest(fe.tax_ids) AS tax_id
@@ -801,9 +801,9 @@ BEGIN
         metric_codes := CASE WHEN applied.metric_limited THEN ARRAY(
             SELECT m.code FROM billing.coupon_billable_metrics x JOIN billing.billable_metrics m ON m.id = x.billable_metric_id
             WHERE x.coupon_id = applied.coupon_id) END;
-        SELECT coalesce(sum(greatest(fe.amount - fe.precise_coupons_amount, 0))
+        SELECT coalesce(sum(greatest(fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount, 0))
                             FILTER (WHERE metric_codes IS NULL OR fe.billable_metric_code = ANY (metric_codes)), 0),
-               coalesce(sum(fe.amount - fe.precise_coupons_amount), 0)
+               coalesce(sum(fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount), 0)
         INTO base, invoice_left
         FROM billing.fees fe
         WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable;
@@ -819,14 +819,14 @@ BEGIN
         -- base: the shares add up to the discount).
         UPDATE billing.fees fe
         SET precise_coupons_amount = fe.precise_coupons_amount
-            + least(fe.amount - fe.precise_coupons_amount, round(discount * (fe.amount - fe.precise_coupons_amount) / covered.total, 5))
-        FROM (SELECT sum(x.amount - x.precise_coupons_amount) AS total FROM billing.fees x
+            + least(fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount, round(discount * (fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount) / covered.total, 5))
+        FROM (SELECT sum(x.amount - x.progressive_credit_amount - x.precise_coupons_amount) AS total FROM billing.fees x
               WHERE x.customer_id = inv.customer_id AND x.invoice_id = inv.id AND x.invoiceable
                 AND (metric_codes IS NULL OR x.billable_metric_code = ANY (metric_codes))
-                AND x.amount - x.precise_coupons_amount > 0) covered
+                AND x.amount - x.progressive_credit_amount - x.precise_coupons_amount > 0) covered
         WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable
           AND (metric_codes IS NULL OR fe.billable_metric_code = ANY (metric_codes))
-          AND fe.amount - fe.precise_coupons_amount > 0;
+          AND fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount > 0;
         INSERT INTO billing.invoice_coupons (customer_id, invoice_id, applied_coupon_id, coupon_code, coupon_name, amount)
         VALUES (inv.customer_id, inv.id, applied.id, applied.code, applied.name, discount);
         applied_any := true;
@@ -1002,6 +1002,221 @@ SELECT pg_catalog.pg_extension_config_dump('billing.add_ons', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.add_ons_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.add_on_taxes', '');
 
+-- Progressive billing (sql/progressive.sql): its invoices, and each usage fee's credit.
+ALTER TYPE billing.invoice_type ADD VALUE 'progressive_billing';
+ALTER TABLE billing.fees ADD COLUMN progressive_credit_amount numeric NOT NULL DEFAULT 0;
+
+-- Progressive billing: a plan version's usage thresholds, compared by the billing run with
+-- each subscription's lifetime usage amount (its usage invoiced so far plus the open
+-- period's). Crossing one issues a progressive-billing invoice for the open period's usage
+-- less what earlier such invoices of the period billed; the period's invoice then bills all
+-- of its usage and deducts theirs as a progressive-billing credit, before coupons and tax.
+-- A fixed threshold fires once per subscription; a recurring one every time lifetime usage
+-- grows by its amount past the highest fixed one. The lag is at most one billing run.
+CREATE TABLE billing.usage_thresholds (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    plan_version_id bigint NOT NULL REFERENCES billing.plan_versions,
+    amount numeric NOT NULL CHECK (amount > 0),
+    recurring boolean NOT NULL DEFAULT false,
+    name text,
+    UNIQUE (plan_version_id, amount, recurring)
+);
+CREATE UNIQUE INDEX usage_thresholds_one_recurring ON billing.usage_thresholds (plan_version_id) WHERE recurring;
+
+-- Each threshold level a subscription crossed, with the invoice it issued. A level is known
+-- by its amount and kind, not by the threshold's row: thresholds replaced later
+-- (billing.set_usage_thresholds) keep the levels crossed under them.
+CREATE TABLE billing.applied_usage_thresholds (
+    customer_id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    recurring boolean NOT NULL,
+    -- The lifetime usage amount crossed: a fixed threshold's amount, or for the recurring one
+    -- the highest fixed amount plus a multiple of its own.
+    level numeric NOT NULL,
+    lifetime_usage_amount numeric NOT NULL,
+    invoice_id bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, subscription_id, recurring, level),
+    FOREIGN KEY (customer_id, invoice_id) REFERENCES billing.invoices (customer_id, id)
+);
+
+-- Replaces the usage thresholds of a plan's current version: [{"amount": ..., "recurring":
+-- false, "name": ...}]; at most one recurring. Returns how many it has.
+CREATE FUNCTION billing.set_usage_thresholds(plan text, thresholds jsonb) RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    version billing.plan_versions;
+    threshold jsonb;
+    position integer := 0;
+    amount numeric;
+BEGIN
+    SELECT v.* INTO version FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
+    WHERE p.code = plan ORDER BY v.version DESC LIMIT 1 FOR UPDATE OF v;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('plan', plan, 'create it with billing.create_plan');
+    END IF;
+    IF jsonb_typeof(thresholds) IS DISTINCT FROM 'array' THEN
+        PERFORM billing._invalid('thresholds must be a JSON array', format('got %s', thresholds),
+            'write [{"amount": "100"}, {"amount": "50", "recurring": true}], or [] to remove them');
+    END IF;
+    IF (SELECT count(*) FROM jsonb_array_elements(thresholds) t WHERE t -> 'recurring' = 'true') > 1 THEN
+        PERFORM billing._invalid('a plan version has at most one recurring threshold', format('got %s', thresholds),
+            'keep one recurring threshold; the others fixed');
+    END IF;
+    DELETE FROM billing.usage_thresholds t WHERE t.plan_version_id = version.id;
+    FOR threshold IN SELECT value FROM jsonb_array_elements(thresholds) LOOP
+        position := position + 1;
+        BEGIN
+            amount := (threshold ->> 'amount')::numeric;
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            amount := NULL;
+        END;
+        IF jsonb_typeof(threshold) IS DISTINCT FROM 'object' OR NOT coalesce(amount > 0 AND amount < 'Infinity', false)
+           OR amount <> billing.round_money(amount, version.currency)
+           OR jsonb_typeof(coalesce(threshold -> 'recurring', 'false')) <> 'boolean' THEN
+            PERFORM billing._invalid(format('thresholds[%s] needs a positive amount with the decimals of %s, and recurring true or false',
+                                            position, version.currency),
+                format('got %s', threshold), 'write {"amount": "100", "recurring": false}');
+        END IF;
+        INSERT INTO billing.usage_thresholds (plan_version_id, amount, recurring, name)
+        VALUES (version.id, amount, coalesce((threshold ->> 'recurring')::boolean, false), threshold ->> 'name');
+    END LOOP;
+    RETURN position;
+END $$;
+
+-- A subscription's lifetime usage amount at as_of: the usage of its subscription invoices
+-- (voided ones aside) and that of the open period, from its start to as_of.
+CREATE FUNCTION billing._lifetime_usage(sub billing.subscriptions, cust billing.customers, window_from timestamptz, as_of timestamptz)
+RETURNS numeric
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    invoiced numeric;
+    open_period numeric;
+BEGIN
+    SELECT coalesce(sum(fe.precise_amount), 0) INTO invoiced
+    FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
+    WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.fee_type IN ('charge', 'adjustment')
+      AND i.invoice_type = 'subscription' AND i.status <> 'voided' AND fe.from_datetime < window_from;
+    SELECT coalesce(sum(u.amount), 0) INTO open_period FROM billing._usage(sub, cust, window_from, as_of) u;
+    RETURN invoiced + open_period;
+END $$;
+
+-- Checks a subscription's thresholds at as_of and, if it crossed any, creates the
+-- progressive-billing invoice with its fees. Returns its id, or NULL; the caller totals,
+-- announces and finalizes it as any other.
+CREATE FUNCTION billing._bill_usage_thresholds(sub billing.subscriptions, cust billing.customers, as_of timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    bounds record;
+    window_from timestamptz;
+    lifetime numeric;
+    highest_fixed numeric;
+    recurring billing.usage_thresholds;
+    crossed jsonb;
+    lines billing.usage_line[];
+    invoice_id bigint;
+BEGIN
+    IF sub.status <> 'active' OR as_of >= coalesce(sub.terminated_at, 'infinity')
+       OR NOT EXISTS (SELECT 1 FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id) THEN
+        RETURN NULL;
+    END IF;
+    -- Not at an instant that has an invoice of the subscription already (a period's close),
+    -- nor in a period already invoiced (billing as of an earlier instant than before).
+    IF EXISTS (SELECT 1 FROM billing.invoices i WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id
+               AND (i.billing_at = as_of OR (i.billing_at > as_of AND i.invoice_type = 'subscription'))) THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO bounds FROM billing.period_bounds(
+        (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time::text,
+        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, as_of, cust.timezone);
+    window_from := greatest(bounds.from_datetime, coalesce(sub.started_at, sub.subscription_at));
+    lifetime := billing._lifetime_usage(sub, cust, window_from, as_of);
+    SELECT max(t.amount) INTO highest_fixed FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id AND NOT t.recurring;
+    SELECT * INTO recurring FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id AND t.recurring;
+    -- The levels crossed and not applied yet: (threshold, level) pairs.
+    SELECT jsonb_agg(jsonb_build_array(c.recurring, c.level) ORDER BY c.level) INTO crossed
+    FROM (SELECT false AS recurring, t.amount AS level FROM billing.usage_thresholds t
+          WHERE t.plan_version_id = sub.plan_version_id AND NOT t.recurring AND t.amount <= lifetime
+          UNION ALL
+          SELECT true, coalesce(highest_fixed, 0) + k * recurring.amount
+          FROM generate_series(1, CASE WHEN recurring.id IS NULL THEN 0
+                                       ELSE floor(greatest(lifetime - coalesce(highest_fixed, 0), 0) / recurring.amount)::integer END) k) c
+    WHERE NOT EXISTS (SELECT 1 FROM billing.applied_usage_thresholds a
+                      WHERE a.customer_id = sub.customer_id AND a.subscription_id = sub.id
+                        AND a.recurring = c.recurring AND a.level = c.level);
+    IF crossed IS NULL THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO billing.invoices (customer_id, subscription_id, billing_entity_id, invoice_type, currency, timezone, billing_at,
+                                  issuing_date, charges_from, charges_to)
+    VALUES (sub.customer_id, sub.id, cust.billing_entity_id, 'progressive_billing', cust.currency, cust.timezone, as_of,
+            (as_of AT TIME ZONE cust.timezone)::date, window_from, as_of)
+    RETURNING id INTO invoice_id;
+    -- Each usage line of the open period, less what earlier progressive invoices of the
+    -- period billed for it. (Usage computed apart: on Citus the insert below runs on the
+    -- customer's shard, where a function reading distributed tables cannot.)
+    lines := ARRAY(SELECT u FROM billing._usage(sub, cust, window_from, as_of) u);
+    INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
+                              billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
+                              precise_unit_amount, precise_amount, amount, invoiceable, from_datetime, to_datetime)
+    SELECT sub.customer_id, invoice_id, sub.id, 'charge', billing._usage_fee_key('progressive', u.charge_id, u.filter_id, u.grouped_by, window_from, as_of),
+           u.charge_id, u.filter_id, u.billable_metric_code, u.charge_model, u.filter_values, nullif(u.grouped_by, '{}'::jsonb),
+           m.name, u.units, u.events_count, 0, u.amount - coalesce(earlier.amount, 0),
+           billing.round_money(u.amount - coalesce(earlier.amount, 0), cust.currency), ch.invoiceable, window_from, as_of
+    FROM unnest(lines) u
+    JOIN billing.charges ch ON ch.id = u.charge_id
+    JOIN billing.billable_metrics m ON m.id = ch.billable_metric_id
+    LEFT JOIN (SELECT fe.charge_id, fe.charge_filter_id, coalesce(fe.grouped_by, '{}'::jsonb) AS grouped_by, sum(fe.precise_amount) AS amount
+               FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
+               WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND i.invoice_type = 'progressive_billing'
+                 AND i.status <> 'voided' AND fe.from_datetime = window_from
+               GROUP BY 1, 2, 3) earlier
+      ON earlier.charge_id = u.charge_id AND earlier.charge_filter_id IS NOT DISTINCT FROM u.filter_id AND earlier.grouped_by = u.grouped_by
+    WHERE u.amount - coalesce(earlier.amount, 0) > 0;
+    INSERT INTO billing.applied_usage_thresholds (customer_id, subscription_id, recurring, level, lifetime_usage_amount, invoice_id)
+    SELECT sub.customer_id, sub.id, (c ->> 0)::boolean, (c ->> 1)::numeric, lifetime, invoice_id FROM jsonb_array_elements(crossed) c;
+    RETURN invoice_id;
+END $$;
+
+-- The progressive-billing credit of a subscription invoice's usage fees: for each usage
+-- line, what the period's progressive invoices billed for it, at most the fee.
+CREATE FUNCTION billing._credit_progressive_billing(customer_id bigint, invoice_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    inv billing.invoices;
+BEGIN
+    SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
+    IF inv.invoice_type <> 'subscription' OR NOT EXISTS (
+        SELECT 1 FROM billing.invoices i WHERE i.customer_id = customer_id AND i.subscription_id = inv.subscription_id
+          AND i.invoice_type = 'progressive_billing') THEN
+        RETURN;
+    END IF;
+    UPDATE billing.fees fe SET progressive_credit_amount = least(fe.amount, greatest(coalesce(billed.amount, 0), 0))
+    FROM (SELECT fe2.id, (SELECT sum(pf.amount) FROM billing.fees pf
+                          JOIN billing.invoices pi ON pi.customer_id = pf.customer_id AND pi.id = pf.invoice_id
+                          WHERE pf.customer_id = fe2.customer_id AND pf.subscription_id = fe2.subscription_id
+                            AND pi.invoice_type = 'progressive_billing' AND pi.status <> 'voided'
+                            AND pf.charge_id = fe2.charge_id AND pf.charge_filter_id IS NOT DISTINCT FROM fe2.charge_filter_id
+                            AND coalesce(pf.grouped_by, '{}'::jsonb) = coalesce(fe2.grouped_by, '{}'::jsonb)
+                            AND pf.from_datetime = fe2.from_datetime) AS amount
+          FROM billing.fees fe2 WHERE fe2.customer_id = customer_id AND fe2.invoice_id = invoice_id AND fe2.fee_type = 'charge') billed
+    WHERE fe.customer_id = customer_id AND fe.id = billed.id;
+END $$;
+
+REVOKE ALL ON FUNCTION billing.set_usage_thresholds(text, jsonb), billing._lifetime_usage(billing.subscriptions, billing.customers, timestamptz, timestamptz),
+    billing._bill_usage_thresholds(billing.subscriptions, billing.customers, timestamptz),
+    billing._credit_progressive_billing(bigint, bigint) FROM PUBLIC;
+
+-- pg_dump keeps the rows (the tables belong to the extension).
+SELECT pg_catalog.pg_extension_config_dump('billing.usage_thresholds', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.usage_thresholds_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.applied_usage_thresholds', '');
+
 -- Credit notes (sql/credit_notes.sql).
 -- Credit notes: corrections of a finalized invoice, per fee, with the taxes in proportion. A
 -- credit note's total is refunded and/or credited; the credit is consumed by the customer's
@@ -1079,19 +1294,19 @@ CREATE TABLE billing.invoice_credit_notes (
 );
 
 -- What is left creditable of each fee of an invoice (before tax): the rounded fee less its
--- coupon share, rounded, less what credit notes took already.
+-- progressive-billing credit and coupon share, rounded, less what credit notes took already.
 CREATE FUNCTION billing._creditable(customer_id bigint, invoice_id bigint)
 RETURNS TABLE (fee_id bigint, creditable numeric)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 BEGIN
     RETURN QUERY
-    SELECT fe.id, billing.round_money(fe.amount - fe.precise_coupons_amount, i.currency) - coalesce(sum(cni.amount), 0)
+    SELECT fe.id, billing.round_money(fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount, i.currency) - coalesce(sum(cni.amount), 0)
     FROM billing.fees fe
     JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
     LEFT JOIN billing.credit_note_items cni ON cni.customer_id = fe.customer_id AND cni.fee_id = fe.id
     WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable
-    GROUP BY fe.id, fe.amount, fe.precise_coupons_amount, i.currency;
+    GROUP BY fe.id, fe.amount, fe.progressive_credit_amount, fe.precise_coupons_amount, i.currency;
 END $$;
 
 -- Credits a finalized invoice. items: [{"fee_id": ..., "amount": ...}], each amount before
@@ -1445,6 +1660,7 @@ DECLARE
     window_drifts jsonb;
     window_lines integer;
     fees numeric;
+    progressive numeric;
     coupons numeric;
     taxes numeric;
     credits numeric;
@@ -1457,7 +1673,9 @@ BEGIN
     FOR w IN
         SELECT DISTINCT fe.from_datetime, fe.to_datetime, ch.plan_version_id
         FROM billing.fees fe JOIN billing.charges ch ON ch.id = fe.charge_id
-        WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.fee_type = 'charge'
+        -- A progressive-billing invoice bills part of a period's usage: its period's invoice
+        -- is checked against the whole.
+        WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.fee_type = 'charge' AND inv.invoice_type = 'subscription'
         ORDER BY 1, 3
     LOOP
         billed_sub := sub;
@@ -1469,6 +1687,7 @@ BEGIN
             SELECT fe.charge_id, fe.charge_filter_id AS filter_id, coalesce(fe.grouped_by, '{}'::jsonb) AS grouped_by,
                    sum(fe.units) AS units, sum(fe.events_count)::bigint AS events_count, sum(fe.precise_amount) AS amount
             FROM billing.fees fe
+            JOIN billing.invoices bi ON bi.customer_id = fe.customer_id AND bi.id = fe.invoice_id AND bi.invoice_type = 'subscription'
             WHERE fe.customer_id = inv.customer_id AND fe.subscription_id = inv.subscription_id
               AND fe.fee_type IN ('charge', 'adjustment') AND fe.from_datetime = w.from_datetime
               AND fe.charge_id IN (SELECT r.charge_id FROM unnest(recomputed) r)
@@ -1492,7 +1711,7 @@ BEGIN
         drifts := drifts || window_drifts;
     END LOOP;
 
-    SELECT coalesce(sum(fe.amount), 0) INTO fees FROM billing.fees fe
+    SELECT coalesce(sum(fe.amount), 0), coalesce(sum(fe.progressive_credit_amount), 0) INTO fees, progressive FROM billing.fees fe
     WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable;
     SELECT coalesce(sum(ic.amount), 0) INTO coupons FROM billing.invoice_coupons ic
     WHERE ic.customer_id = inv.customer_id AND ic.invoice_id = inv.id;
@@ -1501,14 +1720,15 @@ BEGIN
     SELECT coalesce(sum(billing.round_money(t.amount, inv.currency)), 0) INTO taxes
     FROM (SELECT sum(ft.precise_amount) AS amount FROM billing.fee_taxes ft
           WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id GROUP BY ft.tax_id) t;
-    consistent := inv.fees_amount = fees AND inv.coupons_amount = coupons AND inv.taxes_amount = taxes AND inv.credit_notes_amount = credits
+    consistent := inv.fees_amount = fees AND inv.progressive_billing_credit_amount = progressive AND inv.coupons_amount = coupons
+        AND inv.taxes_amount = taxes AND inv.credit_notes_amount = credits
         AND inv.sub_total_excluding_taxes = inv.fees_amount - inv.progressive_billing_credit_amount - inv.coupons_amount
         AND inv.sub_total_including_taxes = inv.sub_total_excluding_taxes + inv.taxes_amount
         AND inv.total_amount = inv.sub_total_including_taxes - inv.credit_notes_amount - inv.prepaid_credit_amount;
     report := jsonb_build_object(
         'invoice_id', inv.id, 'number', inv.number, 'verified_at', now(), 'lines_checked', checked,
         'drifting_lines', drifts, 'totals_consistent', consistent,
-        'totals', jsonb_build_object('fees_amount', fees, 'coupons_amount', coupons, 'taxes_amount', taxes,
+        'totals', jsonb_build_object('fees_amount', fees, 'progressive_billing_credit_amount', progressive, 'coupons_amount', coupons, 'taxes_amount', taxes,
                                      'credit_notes_amount', credits));
     INSERT INTO billing.invoice_verifications (customer_id, invoice_id, drifting_lines, totals_consistent, report)
     VALUES (inv.customer_id, inv.id, jsonb_array_length(drifts), consistent, report);
@@ -1528,11 +1748,13 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     fees numeric;
+    progressive numeric;
     coupons numeric;
     taxes numeric;
     credits numeric;
 BEGIN
-    SELECT coalesce(sum(fe.amount), 0) INTO fees FROM billing.fees fe
+    PERFORM billing._credit_progressive_billing(customer_id, invoice_id);
+    SELECT coalesce(sum(fe.amount), 0), coalesce(sum(fe.progressive_credit_amount), 0) INTO fees, progressive FROM billing.fees fe
     WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
     SELECT coalesce(sum(ic.amount), 0) INTO coupons FROM billing.invoice_coupons ic
     WHERE ic.customer_id = customer_id AND ic.invoice_id = invoice_id;
@@ -1540,9 +1762,10 @@ BEGIN
     WHERE icn.customer_id = customer_id AND icn.invoice_id = invoice_id;
     taxes := billing._tax_fees(customer_id, invoice_id);
     UPDATE billing.invoices i
-    SET fees_amount = fees, coupons_amount = coupons, sub_total_excluding_taxes = fees - coupons, taxes_amount = taxes,
-        sub_total_including_taxes = fees - coupons + taxes, credit_notes_amount = credits,
-        total_amount = fees - coupons + taxes - credits, refreshed_at = now()
+    SET fees_amount = fees, progressive_billing_credit_amount = progressive, coupons_amount = coupons,
+        sub_total_excluding_taxes = fees - progressive - coupons, taxes_amount = taxes,
+        sub_total_including_taxes = fees - progressive - coupons + taxes, credit_notes_amount = credits,
+        total_amount = fees - progressive - coupons + taxes - credits, refreshed_at = now()
     WHERE i.customer_id = customer_id AND i.id = invoice_id;
 END $$;
 
@@ -1630,6 +1853,11 @@ BEGIN
         PERFORM billing._credit_unused_days(sub, cust);
     END IF;
     created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
+    -- Usage thresholds crossed in the open period: a progressive-billing invoice.
+    invoice_id := billing._bill_usage_thresholds(sub, cust, as_of);
+    IF invoice_id IS NOT NULL THEN
+        created := created || invoice_id;
+    END IF;
     -- (Two statements: on Citus, a query may not both read a distributed table and call a
     -- function that reads one.)
     IF created = '{}' AND sub.status = 'terminated' AND EXISTS (SELECT 1 FROM billing._late_windows(sub, cust, NULL)) THEN
@@ -1689,6 +1917,156 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Bills a subscription up to `as_of`: walks its periods from the start and adds, on the
+-- invoice of each billing instant, what falls due there. With `only_at`, recomputes the
+-- fees of that one instant (a draft's refresh); without it, bills every instant after the
+-- last one invoiced. Returns the invoices it created.
+CREATE OR REPLACE FUNCTION billing._bill_periods(sub billing.subscriptions, as_of timestamptz, only_at timestamptz DEFAULT NULL)
+RETURNS SETOF bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    cust billing.customers;
+    plan billing.plan_versions;
+    plan_name text;
+    tz text;
+    starts timestamptz := coalesce(sub.started_at, sub.subscription_at);
+    ends timestamptz := coalesce(sub.terminated_at, 'infinity');
+    trial_end timestamptz;
+    anchor date;
+    start_day date;
+    paid_from_day date;
+    day date;
+    p record;
+    period_from timestamptz;
+    period_to timestamptz;
+    billed_from timestamptz;
+    billed_to timestamptz;
+    closes_at timestamptz;
+    last_billed timestamptz;
+    at timestamptz;
+    invoice_id bigint;
+    created bigint[] := '{}';
+    days integer;
+    period_key text;
+    committed numeric;
+    missing numeric;
+BEGIN
+    IF starts > as_of THEN
+        RETURN;
+    END IF;
+    SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
+    SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = sub.plan_version_id;
+    SELECT pl.name INTO plan_name FROM billing.plans pl WHERE pl.id = plan.plan_id;
+    tz := cust.timezone;
+    trial_end := CASE WHEN plan.trial_days > 0 THEN starts + plan.trial_days * interval '1 day' END;
+    start_day := (starts AT TIME ZONE tz)::date;
+    anchor := start_day;
+    paid_from_day := greatest(start_day, (trial_end AT TIME ZONE tz)::date);
+    SELECT max(i.billing_at) INTO last_billed FROM billing.invoices i
+    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'subscription';
+    -- Instants up to the last one billed are done: start from the period holding it.
+    day := greatest(start_day, ((coalesce(only_at, last_billed) - interval '1 microsecond') AT TIME ZONE tz)::date);
+    LOOP
+        SELECT * INTO p FROM billing._period_dates(plan.interval::text, sub.billing_time::text, anchor, day);
+        period_from := (p.from_date::timestamp AT TIME ZONE tz);
+        period_to := ((p.to_date + 1)::timestamp AT TIME ZONE tz) - interval '1 microsecond';
+        billed_from := greatest(period_from, starts);
+        billed_to := least(period_to, ends);
+        EXIT WHEN billed_from > as_of OR billed_from > billed_to;
+        period_key := to_char(p.from_date, 'YYYY-MM-DD');
+
+        -- In advance: the base fee when the period starts (or the subscription, or the trial
+        -- ends), for the days from then to the period's end.
+        at := greatest(billed_from, trial_end);
+        IF plan.pay_in_advance AND plan.amount > 0 AND at <= period_to AND at < ends AND at <= as_of
+           AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
+            invoice_id := billing._invoice_at(sub, cust, at);
+            created := created || invoice_id;
+            PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date,
+                                          p.to_date - greatest(p.from_date, paid_from_day) + 1, greatest(period_from, at), period_to);
+        END IF;
+
+        -- At the period's close (or the termination): arrears base fee, usage, minimums.
+        closes_at := CASE WHEN ends <= period_to THEN ends ELSE period_to + interval '1 microsecond' END;
+        EXIT WHEN closes_at > as_of;
+        IF only_at = closes_at OR (only_at IS NULL AND closes_at > coalesce(last_billed, '-infinity')) THEN
+            invoice_id := billing._invoice_at(sub, cust, closes_at);
+            created := created || invoice_id;
+            days := (billed_to AT TIME ZONE tz)::date - greatest(p.from_date, paid_from_day) + 1;
+            IF NOT plan.pay_in_advance AND plan.amount > 0 AND days > 0 THEN
+                PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date, days, billed_from, billed_to);
+            END IF;
+            days := (billed_to AT TIME ZONE tz)::date - greatest(p.from_date, start_day) + 1;
+            PERFORM billing._add_usage_fees(sub, cust, invoice_id, billed_from, billed_to, days, p.to_date - p.from_date + 1);
+            UPDATE billing.invoices i SET charges_from = billed_from, charges_to = billed_to
+            WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+            -- The plan's minimum commitment, against every fee of the period wherever it was
+            -- billed (an in-advance base fee is on an earlier invoice).
+            IF plan.minimum_commitment IS NOT NULL THEN
+                SELECT coalesce(sum(fe.amount), 0) INTO committed FROM billing.fees fe
+                JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id AND i.status <> 'voided'
+                WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.invoiceable
+                  AND (fe.fee_key = 'subscription:' || period_key
+                       OR (fe.invoice_id = invoice_id AND fe.fee_type IN ('charge', 'charge_minimum') AND fe.from_datetime = billed_from));
+                missing := billing._shortfall(
+                    billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency),
+                    committed);
+                IF missing > 0 THEN
+                    PERFORM billing._add_fee(sub, cust, invoice_id, 'commitment', 'commitment:' || period_key,
+                                             plan_name || ' (minimum commitment)', missing, billed_from, billed_to);
+                END IF;
+            END IF;
+        END IF;
+        EXIT WHEN ends <= period_to;
+        day := p.to_date + 1;
+    END LOOP;
+    RETURN QUERY SELECT DISTINCT unnest(created);
+END $$;
+
+-- Late events: for each late window, the difference of each usage line (its amount now
+-- minus everything its fees and earlier adjustments billed) becomes an adjustment fee on
+-- this invoice.
+CREATE OR REPLACE FUNCTION billing._add_adjustments(sub billing.subscriptions, cust billing.customers, invoice_id bigint, at timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w record;
+    billed_sub billing.subscriptions := sub;
+BEGIN
+    FOR w IN SELECT * FROM billing._late_windows(sub, cust, invoice_id) LOOP
+        billed_sub.plan_version_id := w.plan_version_id;
+        PERFORM billing._record_window(billed_sub, cust, invoice_id, w.from_datetime, w.to_datetime, true, w.events_now);
+        INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
+                                  billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
+                                  precise_unit_amount, precise_amount, amount, invoiceable, from_datetime, to_datetime)
+        SELECT sub.customer_id, invoice_id, sub.id, 'adjustment',
+               billing._usage_fee_key('adjustment', u.charge_id, u.filter_id, u.grouped_by, w.from_datetime, at),
+               u.charge_id, u.filter_id, u.billable_metric_code, u.charge_model, u.filter_values, nullif(u.grouped_by, '{}'::jsonb),
+               format('%s (late usage, %s to %s)', m.name, (w.from_datetime AT TIME ZONE cust.timezone)::date,
+                      (w.to_datetime AT TIME ZONE cust.timezone)::date),
+               u.units - prior.units, u.events_count - prior.events_count, 0,
+               u.amount - prior.precise_amount, billing.round_money(u.amount - prior.precise_amount, cust.currency),
+               ch.invoiceable, w.from_datetime, w.to_datetime
+        FROM billing._usage(billed_sub, cust, w.from_datetime, w.to_datetime) u
+        JOIN billing.charges ch ON ch.id = u.charge_id
+        JOIN billing.billable_metrics m ON m.id = ch.billable_metric_id
+        CROSS JOIN LATERAL (
+            -- Everything billed for this line so far, voided invoices included: voiding an
+            -- invoice does not put its usage up for billing again.
+            SELECT coalesce(sum(fe.units), 0) AS units, coalesce(sum(fe.events_count), 0) AS events_count,
+                   coalesce(sum(fe.precise_amount), 0) AS precise_amount
+            FROM billing.fees fe
+            JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id AND i.invoice_type = 'subscription'
+            WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.fee_type IN ('charge', 'adjustment')
+              AND fe.charge_id = u.charge_id AND fe.charge_filter_id IS NOT DISTINCT FROM u.filter_id
+              AND coalesce(fe.grouped_by, '{}'::jsonb) = u.grouped_by AND fe.from_datetime = w.from_datetime
+        ) prior
+        WHERE u.events_count <> prior.events_count OR u.amount <> prior.precise_amount;
+    END LOOP;
+END $$;
+
 CREATE OR REPLACE FUNCTION billing.void_invoice(invoice_id bigint) RETURNS billing.invoices
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -1745,7 +2123,8 @@ BEGIN
                        'units', fe.units, 'events_count', CASE WHEN fe.fee_type IN ('charge', 'adjustment') THEN fe.events_count END,
                        'unit_amount', billing.round_money(fe.precise_unit_amount, inv.currency),
                        'precise_amount', fe.precise_amount, 'amount', fe.amount,
-                       'details', fe.amount_details, 'coupons_amount', nullif(fe.precise_coupons_amount, 0), 'taxes', lt.taxes,
+                       'details', fe.amount_details, 'progressive_credit_amount', nullif(fe.progressive_credit_amount, 0),
+                       'coupons_amount', nullif(fe.precise_coupons_amount, 0), 'taxes', lt.taxes,
                        'from', fe.from_datetime, 'to', fe.to_datetime))
                    ORDER BY fe.fee_type, fe.charge_id NULLS FIRST, fe.charge_filter_id NULLS FIRST, fe.grouped_by::text COLLATE "C" NULLS FIRST, fe.id)
             FROM billing.fees fe
@@ -1838,12 +2217,13 @@ GRANT SELECT ON billing_bi.taxes_collected, billing_bi.coupons_redeemed, billing
 -- Scale-out on Citus: billing.distribute() turns a pg_billing database on a Citus
 -- coordinator into a distributed one. Per-customer tables (customers, subscriptions,
 -- events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox,
--- customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications and the
--- credit notes' four tables) are distributed by customer and colocated, so one customer's
--- rows live in one shard group; the catalog (with the taxes and their attachments, the
--- coupons and the add-ons), the two directories and the per-entity invoice counters become
--- reference tables, copied to every node; rejected_events and the COPY intake and staging
--- tables stay local to the coordinator, where ingestion runs.
+-- customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications,
+-- applied_usage_thresholds and the credit notes' four tables) are distributed by customer
+-- and colocated, so one customer's rows live in one shard group; the catalog (with the
+-- taxes and their attachments, the coupons, the add-ons and the usage thresholds), the two
+-- directories and the per-entity invoice counters become reference tables, copied to every
+-- node; rejected_events and the COPY intake and staging tables stay local to the
+-- coordinator, where ingestion runs.
 CREATE OR REPLACE FUNCTION billing.distribute(shard_count integer DEFAULT NULL)
 RETURNS TABLE (table_name text, placement text)
 LANGUAGE plpgsql AS $$
@@ -1852,11 +2232,11 @@ DECLARE
     reference_tables text[] := ARRAY['billing_entities', 'billable_metrics', 'plans', 'plan_versions', 'charges',
                                      'charge_filters', 'customer_directory', 'subscription_directory', 'invoice_sequences',
                                      'taxes', 'billing_entity_taxes', 'plan_taxes', 'charge_taxes', 'coupons', 'coupon_plans',
-                                     'coupon_billable_metrics', 'add_ons', 'add_on_taxes'];
+                                     'coupon_billable_metrics', 'add_ons', 'add_on_taxes', 'usage_thresholds'];
     per_customer_tables text[] := ARRAY['subscriptions', 'events', 'usage_rollups', 'invoices', 'fees', 'billed_windows',
                                         'billing_failures', 'outbox', 'customer_taxes', 'fee_taxes', 'applied_coupons',
                                         'invoice_coupons', 'invoice_verifications', 'credit_notes', 'credit_note_items',
-                                        'credit_note_taxes', 'invoice_credit_notes'];
+                                        'credit_note_taxes', 'invoice_credit_notes', 'applied_usage_thresholds'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;
@@ -1936,9 +2316,10 @@ END $$;
 GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON billing.taxes, billing.billing_entity_taxes, billing.plan_taxes,
     billing.charge_taxes, billing.customer_taxes, billing.fee_taxes, billing.coupons, billing.coupon_plans,
     billing.coupon_billable_metrics, billing.applied_coupons, billing.invoice_coupons, billing.invoice_verifications, billing.add_ons,
-    billing.add_on_taxes, billing.credit_notes, billing.credit_note_items, billing.credit_note_taxes, billing.invoice_credit_notes TO billing_admin;
+    billing.add_on_taxes, billing.credit_notes, billing.credit_note_items, billing.credit_note_taxes, billing.invoice_credit_notes,
+    billing.usage_thresholds, billing.applied_usage_thresholds TO billing_admin;
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE billing.taxes_id_seq, billing.coupons_id_seq, billing.applied_coupons_id_seq,
-    billing.invoice_verifications_id_seq, billing.add_ons_id_seq, billing.credit_notes_id_seq TO billing_admin;
+    billing.invoice_verifications_id_seq, billing.add_ons_id_seq, billing.credit_notes_id_seq, billing.usage_thresholds_id_seq TO billing_admin;
 GRANT EXECUTE ON FUNCTION billing._fee_tax_immutable(), billing._tax(text), billing._check_tax_rate(numeric),
     billing.create_tax(text, text, numeric, text), billing.update_tax(text, numeric, text, text),
     billing.set_taxes(text, text, text[]), billing._tax_fees(bigint, bigint), billing._coupon(text),
@@ -1947,9 +2328,11 @@ GRANT EXECUTE ON FUNCTION billing._fee_tax_immutable(), billing._tax(text), bill
     billing.preview_invoice(text, timestamptz, text), billing.verify_invoice(bigint), billing.create_add_on(text, text, numeric, text, text),
     billing.create_one_off_invoice(text, jsonb), billing._creditable(bigint, bigint),
     billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text), billing.void_credit_note(bigint),
-    billing._apply_credit_notes(billing.invoices), billing._credit_unused_days(billing.subscriptions, billing.customers) TO billing_admin;
+    billing._apply_credit_notes(billing.invoices), billing._credit_unused_days(billing.subscriptions, billing.customers),
+    billing.set_usage_thresholds(text, jsonb), billing._lifetime_usage(billing.subscriptions, billing.customers, timestamptz, timestamptz),
+    billing._bill_usage_thresholds(billing.subscriptions, billing.customers, timestamptz), billing._credit_progressive_billing(bigint, bigint) TO billing_admin;
 
-COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
+COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON TABLE billing.taxes IS 'Taxes: code, name, rate in percent (0 to 100) and description. A rate change applies to invoices whose totals are computed afterwards, never to finalized ones.';
 COMMENT ON TABLE billing.billing_entity_taxes IS 'The default taxes of a billing entity''s customers (the last in precedence: charge, plan, customer, billing entity).';
 COMMENT ON TABLE billing.plan_taxes IS 'The taxes of a plan''s fees (base, usage without charge taxes, minimums and commitment), before the customer''s and the entity''s.';
@@ -2001,3 +2384,10 @@ COMMENT ON FUNCTION billing._creditable(bigint, bigint) IS 'Private: what is lef
 COMMENT ON FUNCTION billing._apply_credit_notes(billing.invoices) IS 'Private: consumes the customer''s available credit notes, oldest first, on an invoice being finalized, up to its sub-total including taxes; returns whether any was used.';
 COMMENT ON VIEW billing_bi.credit_notes IS 'One row per credit note: number, invoice number, customer, reason, currency, totals before and with tax, refund, credit, the credit left and its status.';
 COMMENT ON FUNCTION billing._credit_unused_days(billing.subscriptions, billing.customers) IS 'Private: once per terminated subscription paid in advance, a credit note for its base fee''s unused days after the termination day (plan amount / period days x days, less the coupon share, with taxes, at most what is left creditable).';
+COMMENT ON TABLE billing.usage_thresholds IS 'Progressive billing: the usage thresholds of a plan version (amount; recurring or not, at most one recurring), compared by the billing run with each subscription''s lifetime usage amount.';
+COMMENT ON TABLE billing.applied_usage_thresholds IS 'Each threshold level a subscription crossed, known by kind (recurring) and level (a fixed threshold''s amount, or the highest fixed amount plus a multiple of the recurring one), with the lifetime usage amount then and the progressive-billing invoice it issued.';
+COMMENT ON COLUMN billing.fees.progressive_credit_amount IS 'On a subscription invoice''s usage fee: what the period''s progressive-billing invoices billed of this usage line, deducted before coupons and tax (at most the fee).';
+COMMENT ON FUNCTION billing.set_usage_thresholds(text, jsonb) IS 'Replaces the usage thresholds of a plan''s current version: [{"amount", "recurring"?, "name"?}], amounts with the currency''s decimals, at most one recurring; returns how many. 23503 unknown plan, 22023 bad thresholds.';
+COMMENT ON FUNCTION billing._lifetime_usage(billing.subscriptions, billing.customers, timestamptz, timestamptz) IS 'Private: a subscription''s lifetime usage amount: the usage of its subscription invoices before window_from (voided ones aside) plus the open period''s usage to as_of.';
+COMMENT ON FUNCTION billing._bill_usage_thresholds(billing.subscriptions, billing.customers, timestamptz) IS 'Private: checks a subscription''s usage thresholds at as_of; if it crossed new levels, creates the progressive-billing invoice (the open period''s usage less what earlier ones billed) and records the levels; returns its id or NULL.';
+COMMENT ON FUNCTION billing._credit_progressive_billing(bigint, bigint) IS 'Private: sets the progressive-billing credit of a subscription invoice''s usage fees: what the period''s progressive invoices billed of each line, at most the fee.';

@@ -114,6 +114,7 @@ DECLARE
     window_drifts jsonb;
     window_lines integer;
     fees numeric;
+    progressive numeric;
     coupons numeric;
     taxes numeric;
     credits numeric;
@@ -126,7 +127,9 @@ BEGIN
     FOR w IN
         SELECT DISTINCT fe.from_datetime, fe.to_datetime, ch.plan_version_id
         FROM billing.fees fe JOIN billing.charges ch ON ch.id = fe.charge_id
-        WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.fee_type = 'charge'
+        -- A progressive-billing invoice bills part of a period's usage: its period's invoice
+        -- is checked against the whole.
+        WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.fee_type = 'charge' AND inv.invoice_type = 'subscription'
         ORDER BY 1, 3
     LOOP
         billed_sub := sub;
@@ -138,6 +141,7 @@ BEGIN
             SELECT fe.charge_id, fe.charge_filter_id AS filter_id, coalesce(fe.grouped_by, '{}'::jsonb) AS grouped_by,
                    sum(fe.units) AS units, sum(fe.events_count)::bigint AS events_count, sum(fe.precise_amount) AS amount
             FROM billing.fees fe
+            JOIN billing.invoices bi ON bi.customer_id = fe.customer_id AND bi.id = fe.invoice_id AND bi.invoice_type = 'subscription'
             WHERE fe.customer_id = inv.customer_id AND fe.subscription_id = inv.subscription_id
               AND fe.fee_type IN ('charge', 'adjustment') AND fe.from_datetime = w.from_datetime
               AND fe.charge_id IN (SELECT r.charge_id FROM unnest(recomputed) r)
@@ -161,7 +165,7 @@ BEGIN
         drifts := drifts || window_drifts;
     END LOOP;
 
-    SELECT coalesce(sum(fe.amount), 0) INTO fees FROM billing.fees fe
+    SELECT coalesce(sum(fe.amount), 0), coalesce(sum(fe.progressive_credit_amount), 0) INTO fees, progressive FROM billing.fees fe
     WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable;
     SELECT coalesce(sum(ic.amount), 0) INTO coupons FROM billing.invoice_coupons ic
     WHERE ic.customer_id = inv.customer_id AND ic.invoice_id = inv.id;
@@ -170,14 +174,15 @@ BEGIN
     SELECT coalesce(sum(billing.round_money(t.amount, inv.currency)), 0) INTO taxes
     FROM (SELECT sum(ft.precise_amount) AS amount FROM billing.fee_taxes ft
           WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id GROUP BY ft.tax_id) t;
-    consistent := inv.fees_amount = fees AND inv.coupons_amount = coupons AND inv.taxes_amount = taxes AND inv.credit_notes_amount = credits
+    consistent := inv.fees_amount = fees AND inv.progressive_billing_credit_amount = progressive AND inv.coupons_amount = coupons
+        AND inv.taxes_amount = taxes AND inv.credit_notes_amount = credits
         AND inv.sub_total_excluding_taxes = inv.fees_amount - inv.progressive_billing_credit_amount - inv.coupons_amount
         AND inv.sub_total_including_taxes = inv.sub_total_excluding_taxes + inv.taxes_amount
         AND inv.total_amount = inv.sub_total_including_taxes - inv.credit_notes_amount - inv.prepaid_credit_amount;
     report := jsonb_build_object(
         'invoice_id', inv.id, 'number', inv.number, 'verified_at', now(), 'lines_checked', checked,
         'drifting_lines', drifts, 'totals_consistent', consistent,
-        'totals', jsonb_build_object('fees_amount', fees, 'coupons_amount', coupons, 'taxes_amount', taxes,
+        'totals', jsonb_build_object('fees_amount', fees, 'progressive_billing_credit_amount', progressive, 'coupons_amount', coupons, 'taxes_amount', taxes,
                                      'credit_notes_amount', credits));
     INSERT INTO billing.invoice_verifications (customer_id, invoice_id, drifting_lines, totals_consistent, report)
     VALUES (inv.customer_id, inv.id, jsonb_array_length(drifts), consistent, report);

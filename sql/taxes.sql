@@ -227,8 +227,8 @@ BEGIN
     -- Only one-off items name taxes of their own.
     IF cardinality(map_tax) > 0 OR inv.invoice_type = 'one_off' THEN
         INSERT INTO billing.fee_taxes (customer_id, invoice_id, fee_id, tax_id, tax_code, tax_name, tax_rate, base_amount, precise_amount)
-        SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount - fe.precise_coupons_amount,
-               trim_scale((fe.amount - fe.precise_coupons_amount) * t.rate * 0.01)
+        SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount,
+               trim_scale((fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount) * t.rate * 0.01)
         FROM billing.fees fe
         CROSS JOIN LATERAL (
             SELECT unnest(fe.tax_ids) AS tax_id

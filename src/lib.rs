@@ -48,7 +48,8 @@ pgrx::extension_sql_file!("../sql/taxes.sql", name = "taxes", requires = ["invoi
 pgrx::extension_sql_file!("../sql/coupons.sql", name = "coupons", requires = ["taxes"]);
 pgrx::extension_sql_file!("../sql/one_off.sql", name = "one_off", requires = ["coupons"]);
 pgrx::extension_sql_file!("../sql/credit_notes.sql", name = "credit_notes", requires = ["one_off"]);
-pgrx::extension_sql_file!("../sql/previews.sql", name = "previews", requires = ["credit_notes"]);
+pgrx::extension_sql_file!("../sql/progressive.sql", name = "progressive", requires = ["credit_notes"]);
+pgrx::extension_sql_file!("../sql/previews.sql", name = "previews", requires = ["progressive"]);
 pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["previews"]);
 pgrx::extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["invoicing"]);
 pgrx::extension_sql_file!(

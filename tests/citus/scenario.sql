@@ -200,3 +200,10 @@ SELECT number, taxes_amount, total_amount, credit_amount FROM billing.create_cre
    WHERE s.external_id = 'sub-tokyo' AND f.fee_type = 'subscription'), 'order_change');
 SELECT number, sub_total_including_taxes, credit_notes_amount, total_amount FROM billing.bill_subscription('sub-tokyo', '2026-04-20 00:00+00');
 SELECT number, balance_amount, credit_status FROM billing_bi.credit_notes ORDER BY 1;
+-- Progressive billing on the distributed tables: a threshold crossed in sub-tokyo's open
+-- period (April 15 to May 14), then that period's invoice deducting what it billed.
+SELECT billing.set_usage_thresholds('api', '[{"amount": "1"}]');
+SELECT billing.ingest_event('sub-tokyo', 'calls', 'april-1', '2026-04-20 10:00+00');
+SELECT invoice_type, fees_amount, total_amount FROM billing.bill_subscription('sub-tokyo', '2026-04-25 00:00+00');
+SELECT invoice_type, fees_amount, progressive_billing_credit_amount, total_amount
+FROM billing.bill_subscription('sub-tokyo', '2026-05-20 00:00+00') ORDER BY billing_at;
