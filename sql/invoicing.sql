@@ -5,7 +5,7 @@
 CREATE TYPE billing.invoice_type AS ENUM ('subscription', 'one_off', 'progressive_billing');
 CREATE TYPE billing.invoice_status AS ENUM ('draft', 'finalized', 'voided');
 CREATE TYPE billing.payment_status AS ENUM ('pending', 'succeeded', 'failed');
-CREATE TYPE billing.fee_type AS ENUM ('subscription', 'charge', 'charge_minimum', 'commitment', 'adjustment', 'add_on');
+CREATE TYPE billing.fee_type AS ENUM ('subscription', 'charge', 'charge_minimum', 'commitment', 'adjustment', 'add_on', 'fixed_charge');
 
 -- One invoice per subscription and billing instant (`billing_at`): a period's close (its
 -- arrears fees, and the next period's in-advance fee), the subscription's start (an
@@ -473,6 +473,7 @@ DECLARE
     period_key text;
     committed numeric;
     missing numeric;
+    advance_fixed_charges boolean;
 BEGIN
     IF starts > as_of THEN
         RETURN;
@@ -482,6 +483,7 @@ BEGIN
     SELECT pl.name INTO plan_name FROM billing.plans pl WHERE pl.id = plan.plan_id;
     tz := cust.timezone;
     trial_end := CASE WHEN plan.trial_days > 0 THEN starts + plan.trial_days * interval '1 day' END;
+    advance_fixed_charges := EXISTS (SELECT 1 FROM billing.fixed_charges fc WHERE fc.plan_version_id = plan.id AND fc.pay_in_advance);
     start_day := (starts AT TIME ZONE tz)::date;
     anchor := start_day;
     paid_from_day := greatest(start_day, (trial_end AT TIME ZONE tz)::date);
@@ -498,15 +500,18 @@ BEGIN
         EXIT WHEN billed_from > as_of OR billed_from > billed_to;
         period_key := to_char(p.from_date, 'YYYY-MM-DD');
 
-        -- In advance: the base fee when the period starts (or the subscription, or the trial
-        -- ends), for the days from then to the period's end.
+        -- In advance: the base fee and the fixed charges paid in advance when the period starts
+        -- (or the subscription, or the trial ends), for the days from then to the period's end.
         at := greatest(billed_from, trial_end);
-        IF plan.pay_in_advance AND plan.amount > 0 AND at <= period_to AND at < ends AND at <= as_of
+        IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges) AND at <= period_to AND at < ends AND at <= as_of
            AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
             invoice_id := billing._invoice_at(sub, cust, at);
             created := created || invoice_id;
-            PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date,
-                                          p.to_date - greatest(p.from_date, paid_from_day) + 1, greatest(period_from, at), period_to);
+            IF plan.pay_in_advance AND plan.amount > 0 THEN
+                PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date,
+                                              p.to_date - greatest(p.from_date, paid_from_day) + 1, greatest(period_from, at), period_to);
+            END IF;
+            PERFORM billing._add_fixed_charge_fees(sub, cust, invoice_id, true, p.from_date, p.to_date, greatest(period_from, at), period_to);
         END IF;
 
         -- At the period's close (or the termination): arrears base fee, usage, minimums.
@@ -519,6 +524,11 @@ BEGIN
             IF NOT plan.pay_in_advance AND plan.amount > 0 AND days > 0 THEN
                 PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date, days, billed_from, billed_to);
             END IF;
+            -- Fixed charges in arrears, from the trial's end.
+            IF days > 0 THEN
+                PERFORM billing._add_fixed_charge_fees(sub, cust, invoice_id, false, p.from_date, p.to_date,
+                                                       greatest(billed_from, coalesce(trial_end, billed_from)), billed_to);
+            END IF;
             days := (billed_to AT TIME ZONE tz)::date - greatest(p.from_date, start_day) + 1;
             PERFORM billing._add_usage_fees(sub, cust, invoice_id, billed_from, billed_to, days, p.to_date - p.from_date + 1);
             UPDATE billing.invoices i SET charges_from = billed_from, charges_to = billed_to
@@ -529,7 +539,7 @@ BEGIN
                 SELECT coalesce(sum(fe.amount), 0) INTO committed FROM billing.fees fe
                 JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id AND i.status <> 'voided'
                 WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.invoiceable
-                  AND (fe.fee_key = 'subscription:' || period_key
+                  AND (fe.fee_key = 'subscription:' || period_key OR fe.fee_key LIKE 'fixed\_charge:%:' || period_key
                        OR (fe.invoice_id = invoice_id AND fe.fee_type IN ('charge', 'charge_minimum') AND fe.from_datetime = billed_from));
                 missing := billing._shortfall(
                     billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency),

@@ -1002,6 +1002,176 @@ SELECT pg_catalog.pg_extension_config_dump('billing.add_ons', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.add_ons_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.add_on_taxes', '');
 
+-- Fixed charges (sql/fixed_charges.sql).
+ALTER TYPE billing.fee_type ADD VALUE 'fixed_charge';
+
+-- Fixed charges: a plan's charges for units of an add-on that no event measures (seats, a
+-- support tier), priced standard, graduated or volume, in advance or in arrears, optionally
+-- prorated. A subscription bills the plan's default units unless it sets its own; a change
+-- of units during a period is prorated by the days each count was in force, as prorated
+-- charges are (pricing.md): Σ units × days / period days, rounded up at 5 decimals.
+CREATE TABLE billing.fixed_charges (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    plan_version_id bigint NOT NULL REFERENCES billing.plan_versions,
+    add_on_id bigint NOT NULL REFERENCES billing.add_ons,
+    -- The price as canonical JSON, as billing.charges.price.
+    price jsonb NOT NULL CHECK (billing.price(price)::jsonb = price AND price ->> 'charge_model' IN ('standard', 'graduated', 'volume')),
+    units numeric NOT NULL DEFAULT 1 CHECK (units >= 0),
+    pay_in_advance boolean NOT NULL DEFAULT false,
+    prorated boolean NOT NULL DEFAULT false,
+    UNIQUE (plan_version_id, add_on_id)
+);
+
+-- A subscription's own units of a fixed charge, from an instant on (the latest one at or
+-- before an instant is in force then).
+CREATE TABLE billing.subscription_fixed_charge_units (
+    customer_id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    fixed_charge_id bigint NOT NULL REFERENCES billing.fixed_charges,
+    effective_at timestamptz NOT NULL,
+    units numeric NOT NULL CHECK (units >= 0),
+    PRIMARY KEY (customer_id, subscription_id, fixed_charge_id, effective_at)
+);
+
+-- Adds a fixed charge to a plan's current version: the add-on's units, priced with
+-- charge_model (standard, graduated or volume) and its properties, as Lago spells them.
+CREATE FUNCTION billing.add_fixed_charge(
+    plan text, add_on text, charge_model text, properties jsonb, units numeric DEFAULT 1,
+    pay_in_advance boolean DEFAULT false, prorated boolean DEFAULT false
+) RETURNS billing.fixed_charges
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    version billing.plan_versions;
+    found_add_on billing.add_ons;
+    created billing.fixed_charges;
+BEGIN
+    SELECT v.* INTO version FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
+    WHERE p.code = plan ORDER BY v.version DESC LIMIT 1;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('plan', plan, 'create it with billing.create_plan');
+    END IF;
+    SELECT * INTO found_add_on FROM billing.add_ons a WHERE a.code = add_on;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('add-on', add_on, 'create it with billing.create_add_on');
+    END IF;
+    PERFORM billing._check_label('fixed charge model', charge_model, ARRAY['standard', 'graduated', 'volume']);
+    IF NOT coalesce(units >= 0 AND units < 'Infinity', false) THEN
+        PERFORM billing._invalid('units must be 0 or more', format('got %s', units), 'give the default number of units, such as 1');
+    END IF;
+    IF found_add_on.currency <> version.currency THEN
+        PERFORM billing._invalid(format('add-on "%s" is priced in %s, plan "%s" in %s', add_on, found_add_on.currency, plan, version.currency),
+            format('got add-on %s', add_on), 'use an add-on in the plan''s currency');
+    END IF;
+    INSERT INTO billing.fixed_charges (plan_version_id, add_on_id, price, units, pay_in_advance, prorated)
+    VALUES (version.id, found_add_on.id,
+            billing.price(jsonb_build_object('charge_model', charge_model, 'properties', coalesce(properties, '{}')))::jsonb,
+            units, pay_in_advance, prorated)
+    RETURNING * INTO created;
+    RETURN created;
+END $$;
+
+-- Sets a subscription's units of a fixed charge (by add-on code) from `at` on.
+CREATE FUNCTION billing.set_fixed_charge_units(external_subscription_id text, add_on text, units numeric, at timestamptz DEFAULT now())
+RETURNS numeric
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions := billing._subscription(external_subscription_id);
+    charge billing.fixed_charges;
+BEGIN
+    SELECT fc.* INTO charge FROM billing.fixed_charges fc JOIN billing.add_ons a ON a.id = fc.add_on_id
+    WHERE fc.plan_version_id = sub.plan_version_id AND a.code = add_on;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('fixed charge', add_on, 'add it to the plan with billing.add_fixed_charge');
+    END IF;
+    IF NOT coalesce(units >= 0 AND units < 'Infinity', false) OR at IS NULL OR NOT isfinite(at) THEN
+        PERFORM billing._invalid('units must be 0 or more, from a finite instant', format('got %s from %s', units, at),
+            'billing.set_fixed_charge_units(''sub'', ''seats'', 12, now())');
+    END IF;
+    INSERT INTO billing.subscription_fixed_charge_units AS u (customer_id, subscription_id, fixed_charge_id, effective_at, units)
+    VALUES (sub.customer_id, sub.id, charge.id, at, units)
+    ON CONFLICT (customer_id, subscription_id, fixed_charge_id, effective_at) DO UPDATE SET units = excluded.units;
+    RETURN units;
+END $$;
+
+-- The fees of a subscription's fixed charges for one period (from_day to to_day, billed
+-- from `billed_from` to `billed_to`), paid in advance or in arrears as `in_advance` says.
+-- Units: those in force at the start of what is billed, or, prorated, each count weighted
+-- by its days in it over the period's days.
+CREATE FUNCTION billing._add_fixed_charge_fees(
+    sub billing.subscriptions, cust billing.customers, invoice_id bigint, in_advance boolean, from_day date, to_day date,
+    billed_from timestamptz, billed_to timestamptz
+) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    charge record;
+    billed_from_day date := (billed_from AT TIME ZONE cust.timezone)::date;
+    billed_to_day date := (billed_to AT TIME ZONE cust.timezone)::date;
+    units numeric;
+BEGIN
+    FOR charge IN
+        SELECT fc.id, fc.price, fc.units AS default_units, fc.prorated, fc.add_on_id, a.name,
+               (SELECT array_agg(x.tax_id ORDER BY x.tax_id) FROM billing.add_on_taxes x WHERE x.add_on_id = fc.add_on_id) AS tax_ids
+        FROM billing.fixed_charges fc JOIN billing.add_ons a ON a.id = fc.add_on_id
+        WHERE fc.plan_version_id = sub.plan_version_id AND fc.pay_in_advance = in_advance
+        ORDER BY fc.id
+    LOOP
+        IF charge.prorated THEN
+            -- Each count from the day it took effect (or the first billed day) to the day
+            -- before the next (or the last billed day).
+            -- The count in force on each day: the latest set on or before it (the plan's
+            -- default before any), from its day to the day before the next.
+            SELECT billing._prorate(coalesce(sum(s.units * (coalesce(s.next_day - 1, billed_to_day) - s.from_day + 1)), 0),
+                                    to_day - from_day + 1)
+            INTO units
+            FROM (SELECT c.units, c.from_day, lead(c.from_day) OVER (ORDER BY c.from_day) AS next_day
+                  FROM (SELECT DISTINCT ON (d.from_day) d.units, d.from_day
+                        FROM (SELECT charge.default_units AS units, billed_from_day AS from_day, '-infinity'::timestamptz AS effective_at
+                              UNION ALL
+                              SELECT u.units, greatest((u.effective_at AT TIME ZONE cust.timezone)::date, billed_from_day), u.effective_at
+                              FROM unnest(billing._fixed_charge_units(sub.customer_id, sub.id, charge.id, billed_to)) u) d
+                        ORDER BY d.from_day, d.effective_at DESC) c) s;
+        ELSE
+            SELECT coalesce((SELECT u.units FROM unnest(billing._fixed_charge_units(sub.customer_id, sub.id, charge.id,
+                                                                                     CASE WHEN in_advance THEN billed_from ELSE billed_to END)) u
+                             ORDER BY u.effective_at DESC LIMIT 1), charge.default_units)
+            INTO units;
+        END IF;
+        INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, description, units,
+                                  precise_unit_amount, precise_amount, amount, amount_details, from_datetime, to_datetime, add_on_id, tax_ids)
+        VALUES (sub.customer_id, invoice_id, sub.id, 'fixed_charge', format('fixed_charge:%s:%s', charge.id, to_char(from_day, 'YYYY-MM-DD')),
+                charge.name, units,
+                CASE WHEN units = 0 THEN 0 ELSE billing.amount(charge.price::billing.price, units) / units END,
+                billing.amount(charge.price::billing.price, units),
+                billing.round_money(billing.amount(charge.price::billing.price, units), cust.currency),
+                billing.amount_details(charge.price::billing.price, units), billed_from, billed_to, charge.add_on_id, charge.tax_ids);
+    END LOOP;
+END $$;
+
+-- A subscription's own units of a fixed charge in force at or before `until`, oldest first.
+-- (PL/pgSQL, read apart: on Citus the fee insert runs on the customer's shard.)
+CREATE FUNCTION billing._fixed_charge_units(customer_id bigint, subscription_id bigint, fixed_charge_id bigint, until timestamptz)
+RETURNS billing.subscription_fixed_charge_units[]
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    RETURN ARRAY(SELECT u FROM billing.subscription_fixed_charge_units u
+                 WHERE u.customer_id = customer_id AND u.subscription_id = subscription_id AND u.fixed_charge_id = fixed_charge_id
+                   AND u.effective_at <= until ORDER BY u.effective_at);
+END $$;
+
+REVOKE ALL ON FUNCTION billing.add_fixed_charge(text, text, text, jsonb, numeric, boolean, boolean),
+    billing.set_fixed_charge_units(text, text, numeric, timestamptz),
+    billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz),
+    billing._fixed_charge_units(bigint, bigint, bigint, timestamptz) FROM PUBLIC;
+
+-- pg_dump keeps the rows (the tables belong to the extension).
+SELECT pg_catalog.pg_extension_config_dump('billing.fixed_charges', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.fixed_charges_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.subscription_fixed_charge_units', '');
+
 -- Progressive billing (sql/progressive.sql): its invoices, and each usage fee's credit.
 ALTER TYPE billing.invoice_type ADD VALUE 'progressive_billing';
 ALTER TABLE billing.fees ADD COLUMN progressive_credit_amount numeric NOT NULL DEFAULT 0;
@@ -1951,6 +2121,7 @@ DECLARE
     period_key text;
     committed numeric;
     missing numeric;
+    advance_fixed_charges boolean;
 BEGIN
     IF starts > as_of THEN
         RETURN;
@@ -1960,6 +2131,7 @@ BEGIN
     SELECT pl.name INTO plan_name FROM billing.plans pl WHERE pl.id = plan.plan_id;
     tz := cust.timezone;
     trial_end := CASE WHEN plan.trial_days > 0 THEN starts + plan.trial_days * interval '1 day' END;
+    advance_fixed_charges := EXISTS (SELECT 1 FROM billing.fixed_charges fc WHERE fc.plan_version_id = plan.id AND fc.pay_in_advance);
     start_day := (starts AT TIME ZONE tz)::date;
     anchor := start_day;
     paid_from_day := greatest(start_day, (trial_end AT TIME ZONE tz)::date);
@@ -1976,15 +2148,18 @@ BEGIN
         EXIT WHEN billed_from > as_of OR billed_from > billed_to;
         period_key := to_char(p.from_date, 'YYYY-MM-DD');
 
-        -- In advance: the base fee when the period starts (or the subscription, or the trial
-        -- ends), for the days from then to the period's end.
+        -- In advance: the base fee and the fixed charges paid in advance when the period starts
+        -- (or the subscription, or the trial ends), for the days from then to the period's end.
         at := greatest(billed_from, trial_end);
-        IF plan.pay_in_advance AND plan.amount > 0 AND at <= period_to AND at < ends AND at <= as_of
+        IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges) AND at <= period_to AND at < ends AND at <= as_of
            AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
             invoice_id := billing._invoice_at(sub, cust, at);
             created := created || invoice_id;
-            PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date,
-                                          p.to_date - greatest(p.from_date, paid_from_day) + 1, greatest(period_from, at), period_to);
+            IF plan.pay_in_advance AND plan.amount > 0 THEN
+                PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date,
+                                              p.to_date - greatest(p.from_date, paid_from_day) + 1, greatest(period_from, at), period_to);
+            END IF;
+            PERFORM billing._add_fixed_charge_fees(sub, cust, invoice_id, true, p.from_date, p.to_date, greatest(period_from, at), period_to);
         END IF;
 
         -- At the period's close (or the termination): arrears base fee, usage, minimums.
@@ -1997,6 +2172,11 @@ BEGIN
             IF NOT plan.pay_in_advance AND plan.amount > 0 AND days > 0 THEN
                 PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date, days, billed_from, billed_to);
             END IF;
+            -- Fixed charges in arrears, from the trial's end.
+            IF days > 0 THEN
+                PERFORM billing._add_fixed_charge_fees(sub, cust, invoice_id, false, p.from_date, p.to_date,
+                                                       greatest(billed_from, coalesce(trial_end, billed_from)), billed_to);
+            END IF;
             days := (billed_to AT TIME ZONE tz)::date - greatest(p.from_date, start_day) + 1;
             PERFORM billing._add_usage_fees(sub, cust, invoice_id, billed_from, billed_to, days, p.to_date - p.from_date + 1);
             UPDATE billing.invoices i SET charges_from = billed_from, charges_to = billed_to
@@ -2007,7 +2187,7 @@ BEGIN
                 SELECT coalesce(sum(fe.amount), 0) INTO committed FROM billing.fees fe
                 JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id AND i.status <> 'voided'
                 WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.invoiceable
-                  AND (fe.fee_key = 'subscription:' || period_key
+                  AND (fe.fee_key = 'subscription:' || period_key OR fe.fee_key LIKE 'fixed\_charge:%:' || period_key
                        OR (fe.invoice_id = invoice_id AND fe.fee_type IN ('charge', 'charge_minimum') AND fe.from_datetime = billed_from));
                 missing := billing._shortfall(
                     billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency),
@@ -2218,12 +2398,12 @@ GRANT SELECT ON billing_bi.taxes_collected, billing_bi.coupons_redeemed, billing
 -- coordinator into a distributed one. Per-customer tables (customers, subscriptions,
 -- events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox,
 -- customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications,
--- applied_usage_thresholds and the credit notes' four tables) are distributed by customer
--- and colocated, so one customer's rows live in one shard group; the catalog (with the
--- taxes and their attachments, the coupons, the add-ons and the usage thresholds), the two
--- directories and the per-entity invoice counters become reference tables, copied to every
--- node; rejected_events and the COPY intake and staging tables stay local to the
--- coordinator, where ingestion runs.
+-- applied_usage_thresholds, subscription_fixed_charge_units and the credit notes' four
+-- tables) are distributed by customer and colocated, so one customer's rows live in one
+-- shard group; the catalog (with the taxes and their attachments, the coupons, the add-ons,
+-- the usage thresholds and the fixed charges), the two directories and the per-entity
+-- invoice counters become reference tables, copied to every node; rejected_events and the
+-- COPY intake and staging tables stay local to the coordinator, where ingestion runs.
 CREATE OR REPLACE FUNCTION billing.distribute(shard_count integer DEFAULT NULL)
 RETURNS TABLE (table_name text, placement text)
 LANGUAGE plpgsql AS $$
@@ -2232,11 +2412,12 @@ DECLARE
     reference_tables text[] := ARRAY['billing_entities', 'billable_metrics', 'plans', 'plan_versions', 'charges',
                                      'charge_filters', 'customer_directory', 'subscription_directory', 'invoice_sequences',
                                      'taxes', 'billing_entity_taxes', 'plan_taxes', 'charge_taxes', 'coupons', 'coupon_plans',
-                                     'coupon_billable_metrics', 'add_ons', 'add_on_taxes', 'usage_thresholds'];
+                                     'coupon_billable_metrics', 'add_ons', 'add_on_taxes', 'usage_thresholds', 'fixed_charges'];
     per_customer_tables text[] := ARRAY['subscriptions', 'events', 'usage_rollups', 'invoices', 'fees', 'billed_windows',
                                         'billing_failures', 'outbox', 'customer_taxes', 'fee_taxes', 'applied_coupons',
                                         'invoice_coupons', 'invoice_verifications', 'credit_notes', 'credit_note_items',
-                                        'credit_note_taxes', 'invoice_credit_notes', 'applied_usage_thresholds'];
+                                        'credit_note_taxes', 'invoice_credit_notes', 'applied_usage_thresholds',
+                                        'subscription_fixed_charge_units'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;
@@ -2317,9 +2498,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON billing.taxes, bil
     billing.charge_taxes, billing.customer_taxes, billing.fee_taxes, billing.coupons, billing.coupon_plans,
     billing.coupon_billable_metrics, billing.applied_coupons, billing.invoice_coupons, billing.invoice_verifications, billing.add_ons,
     billing.add_on_taxes, billing.credit_notes, billing.credit_note_items, billing.credit_note_taxes, billing.invoice_credit_notes,
-    billing.usage_thresholds, billing.applied_usage_thresholds TO billing_admin;
+    billing.usage_thresholds, billing.applied_usage_thresholds, billing.fixed_charges, billing.subscription_fixed_charge_units TO billing_admin;
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE billing.taxes_id_seq, billing.coupons_id_seq, billing.applied_coupons_id_seq,
-    billing.invoice_verifications_id_seq, billing.add_ons_id_seq, billing.credit_notes_id_seq, billing.usage_thresholds_id_seq TO billing_admin;
+    billing.invoice_verifications_id_seq, billing.add_ons_id_seq, billing.credit_notes_id_seq, billing.usage_thresholds_id_seq,
+    billing.fixed_charges_id_seq TO billing_admin;
 GRANT EXECUTE ON FUNCTION billing._fee_tax_immutable(), billing._tax(text), billing._check_tax_rate(numeric),
     billing.create_tax(text, text, numeric, text), billing.update_tax(text, numeric, text, text),
     billing.set_taxes(text, text, text[]), billing._tax_fees(bigint, bigint), billing._coupon(text),
@@ -2330,9 +2512,12 @@ GRANT EXECUTE ON FUNCTION billing._fee_tax_immutable(), billing._tax(text), bill
     billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text), billing.void_credit_note(bigint),
     billing._apply_credit_notes(billing.invoices), billing._credit_unused_days(billing.subscriptions, billing.customers),
     billing.set_usage_thresholds(text, jsonb), billing._lifetime_usage(billing.subscriptions, billing.customers, timestamptz, timestamptz),
-    billing._bill_usage_thresholds(billing.subscriptions, billing.customers, timestamptz), billing._credit_progressive_billing(bigint, bigint) TO billing_admin;
+    billing._bill_usage_thresholds(billing.subscriptions, billing.customers, timestamptz), billing._credit_progressive_billing(bigint, bigint),
+    billing.add_fixed_charge(text, text, text, jsonb, numeric, boolean, boolean), billing.set_fixed_charge_units(text, text, numeric, timestamptz),
+    billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz),
+    billing._fixed_charge_units(bigint, bigint, bigint, timestamptz) TO billing_admin;
 
-COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
+COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds, subscription_fixed_charge_units and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the fixed charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON TABLE billing.taxes IS 'Taxes: code, name, rate in percent (0 to 100) and description. A rate change applies to invoices whose totals are computed afterwards, never to finalized ones.';
 COMMENT ON TABLE billing.billing_entity_taxes IS 'The default taxes of a billing entity''s customers (the last in precedence: charge, plan, customer, billing entity).';
 COMMENT ON TABLE billing.plan_taxes IS 'The taxes of a plan''s fees (base, usage without charge taxes, minimums and commitment), before the customer''s and the entity''s.';
@@ -2391,3 +2576,9 @@ COMMENT ON FUNCTION billing.set_usage_thresholds(text, jsonb) IS 'Replaces the u
 COMMENT ON FUNCTION billing._lifetime_usage(billing.subscriptions, billing.customers, timestamptz, timestamptz) IS 'Private: a subscription''s lifetime usage amount: the usage of its subscription invoices before window_from (voided ones aside) plus the open period''s usage to as_of.';
 COMMENT ON FUNCTION billing._bill_usage_thresholds(billing.subscriptions, billing.customers, timestamptz) IS 'Private: checks a subscription''s usage thresholds at as_of; if it crossed new levels, creates the progressive-billing invoice (the open period''s usage less what earlier ones billed) and records the levels; returns its id or NULL.';
 COMMENT ON FUNCTION billing._credit_progressive_billing(bigint, bigint) IS 'Private: sets the progressive-billing credit of a subscription invoice''s usage fees: what the period''s progressive invoices billed of each line, at most the fee.';
+COMMENT ON TABLE billing.fixed_charges IS 'Fixed charges of a plan version: units of an add-on no event measures, priced standard, graduated or volume (canonical JSON price), default units, in advance or in arrears, prorated or not.';
+COMMENT ON TABLE billing.subscription_fixed_charge_units IS 'A subscription''s own units of a fixed charge from effective_at on (the latest at or before an instant is in force); before any, the plan''s default.';
+COMMENT ON FUNCTION billing.add_fixed_charge(text, text, text, jsonb, numeric, boolean, boolean) IS 'Adds a fixed charge to a plan''s current version: an add-on''s units priced with standard, graduated or volume and its properties; default units, pay_in_advance, prorated. 23503 unknown plan or add-on, 22023 bad model, price, units or currency, 23505 the add-on is charged already.';
+COMMENT ON FUNCTION billing.set_fixed_charge_units(text, text, numeric, timestamptz) IS 'Sets a subscription''s units of a fixed charge (by add-on code) from at on; a change during a period is prorated when the charge is. 23503 unknown subscription or fixed charge, 22023 bad units or instant.';
+COMMENT ON FUNCTION billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz) IS 'Private: the fees of a subscription''s fixed charges paid in advance or in arrears for one period: units in force (or, prorated, each count weighted by its days over the period''s days), priced, with the add-on''s taxes.';
+COMMENT ON FUNCTION billing._fixed_charge_units(bigint, bigint, bigint, timestamptz) IS 'Private: a subscription''s own units of a fixed charge set at or before an instant, oldest first.';

@@ -47,7 +47,8 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!("../sql/taxes.sql", name = "taxes", requires = ["invoicing"]);
 pgrx::extension_sql_file!("../sql/coupons.sql", name = "coupons", requires = ["taxes"]);
 pgrx::extension_sql_file!("../sql/one_off.sql", name = "one_off", requires = ["coupons"]);
-pgrx::extension_sql_file!("../sql/credit_notes.sql", name = "credit_notes", requires = ["one_off"]);
+pgrx::extension_sql_file!("../sql/fixed_charges.sql", name = "fixed_charges", requires = ["one_off"]);
+pgrx::extension_sql_file!("../sql/credit_notes.sql", name = "credit_notes", requires = ["fixed_charges"]);
 pgrx::extension_sql_file!("../sql/progressive.sql", name = "progressive", requires = ["credit_notes"]);
 pgrx::extension_sql_file!("../sql/previews.sql", name = "previews", requires = ["progressive"]);
 pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["previews"]);

@@ -207,3 +207,12 @@ SELECT billing.ingest_event('sub-tokyo', 'calls', 'april-1', '2026-04-20 10:00+0
 SELECT invoice_type, fees_amount, total_amount FROM billing.bill_subscription('sub-tokyo', '2026-04-25 00:00+00');
 SELECT invoice_type, fees_amount, progressive_billing_credit_amount, total_amount
 FROM billing.bill_subscription('sub-tokyo', '2026-05-20 00:00+00') ORDER BY billing_at;
+-- Fixed charges on the distributed tables: 4 seats at 5.00, 6 from March 16 (prorated):
+-- (4 × 15 + 6 × 16) / 31 = 5.03226 seats → 25.16.
+SELECT code FROM billing.create_add_on('seat', 'Seats', 5, 'EUR');
+SELECT version FROM billing.create_plan('seats', 'Seats', 'monthly', 0, 'EUR');
+SELECT units FROM billing.add_fixed_charge('seats', 'seat', 'standard', '{"amount": "5"}', 4, prorated => true);
+SELECT external_id FROM billing.create_customer('seat-co', 'Seat Co', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('sub-seats', 'seat-co', 'seats', '2026-03-01 00:00+00');
+SELECT billing.set_fixed_charge_units('sub-seats', 'seat', 6, '2026-03-16 00:00+00');
+SELECT fees_amount FROM billing.bill_subscription('sub-seats', '2026-04-01 00:05+00');

@@ -5,7 +5,7 @@
 #
 #   tests/docs/examples.sh            every group below
 #   tests/docs/examples.sh GROUP...   only those groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes,
-#                                     coupons, previews, addons, creditnotes, progressive
+#                                     coupons, previews, addons, creditnotes, progressive, fixedcharges
 #
 # Each group runs in a fresh database (pg_billing_docs_<group>), in one psql session, so
 # that SET, temporary objects and the rows an example writes carry on to the next one:
@@ -22,6 +22,7 @@
 #   addons     docs/reference/add-ons.md
 #   creditnotes docs/reference/credit-notes.md
 #   progressive docs/reference/progressive.md
+#   fixedcharges docs/reference/fixed-charges.md
 #
 # How the pages are read: every ```sql block is split into statements (SQL up to a `;`
 # outside quotes and comments, or a psql backslash command on its own line; the data lines
@@ -77,10 +78,11 @@ GROUPS = [
     ("addons", [("docs/reference/add-ons.md", None)], True),
     ("creditnotes", [("docs/reference/credit-notes.md", None)], True),
     ("progressive", [("docs/reference/progressive.md", None)], True),
+    ("fixedcharges", [("docs/reference/fixed-charges.md", None)], True),
 ]
 unknown = [g for g in wanted if g not in [name for name, _, _ in GROUPS]]
 if unknown:
-    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes, coupons, previews, addons, creditnotes, progressive)")
+    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes, coupons, previews, addons, creditnotes, progressive, fixedcharges)")
 
 PSQL = ["psql", "-X", "-P", "pager=off"]
 
