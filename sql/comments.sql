@@ -112,7 +112,7 @@ COMMENT ON FUNCTION billing.void_invoice(bigint) IS 'Voids a finalized invoice t
 COMMENT ON FUNCTION billing.set_payment_status(bigint, text) IS 'Records a finalized invoice''s payment status: pending, succeeded or failed. 22023 for another word, 55000 unless finalized.';
 COMMENT ON FUNCTION billing.invoice_document(bigint) IS 'Everything needed to render or send an invoice, as one JSON document (issuer, customer, subscription, periods, lines with tier details, totals, number, dates; shape in docs/reference/invoicing.md).';
 COMMENT ON FUNCTION billing._invoice_immutable() IS 'Private: trigger refusing changes to finalized and voided invoices (55000), but for payment_status and voiding.';
-COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices (55000).';
+COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices, and to their taxes (55000).';
 
 COMMENT ON TABLE billing.taxes IS 'Taxes: code, name, rate in percent (0 to 100) and description. A rate change applies to invoices whose totals are computed afterwards, never to finalized ones.';
 COMMENT ON TABLE billing.billing_entity_taxes IS 'The default taxes of a billing entity''s customers (the last in precedence: charge, plan, customer, billing entity).';
@@ -126,7 +126,6 @@ COMMENT ON FUNCTION billing.set_taxes(text, text, text[]) IS 'Sets the taxes of 
 COMMENT ON FUNCTION billing._tax(text) IS 'Private: the tax with this code, or 23503.';
 COMMENT ON FUNCTION billing._check_tax_rate(numeric) IS 'Private: the rate if it is a percentage from 0 to 100, else 22023.';
 COMMENT ON FUNCTION billing._tax_fees(bigint, bigint) IS 'Private: taxes a draft''s invoiced fees anew (charge taxes, else the first set of plan, customer and billing entity) and returns the invoice''s tax total, each tax''s exact sum rounded once.';
-COMMENT ON FUNCTION billing._fee_tax_immutable() IS 'Private: trigger refusing changes to the taxes of finalized and voided invoices (55000).';
 COMMENT ON TYPE billing.coupon_type IS 'fixed_amount (an amount in a currency) or percentage (a rate in percent).';
 COMMENT ON TYPE billing.coupon_frequency IS 'once (one invoice; a fixed amount carries its remainder to the next ones), recurring (frequency_duration invoices) or forever.';
 COMMENT ON TYPE billing.applied_coupon_status IS 'active or terminated (used up, expired in its duration, or terminated by billing.terminate_coupon).';

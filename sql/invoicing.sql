@@ -175,17 +175,22 @@ END $$;
 CREATE TRIGGER invoices_immutable BEFORE UPDATE OR DELETE ON billing.invoices
 FOR EACH ROW EXECUTE FUNCTION billing._invoice_immutable();
 
+-- For the fees and the rows that hang on them (their taxes): each names its customer and
+-- invoice.
 CREATE FUNCTION billing._fee_immutable() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     invoice_status billing.invoice_status;
+    what text := CASE TG_TABLE_NAME WHEN 'fees' THEN format('fee %s', to_jsonb(OLD) ->> 'id')
+                                    ELSE format('a tax of fee %s', to_jsonb(OLD) ->> 'fee_id') END;
 BEGIN
     SELECT i.status INTO invoice_status FROM billing.invoices i WHERE i.customer_id = OLD.customer_id AND i.id = OLD.invoice_id;
     IF invoice_status = 'draft' THEN
         RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
     END IF;
-    PERFORM billing._raise('55000', format('fee %s is on %s invoice %s and cannot be changed', OLD.id, invoice_status, OLD.invoice_id),
-        format('%s of a fee of a %s invoice', TG_OP, invoice_status), 'correct a finalized invoice with a later invoice');
+    PERFORM billing._raise('55000', format('%s is on %s invoice %s and cannot be changed', what, invoice_status, OLD.invoice_id),
+        format('%s of %s of a %s invoice', TG_OP, CASE TG_TABLE_NAME WHEN 'fees' THEN 'a fee' ELSE 'a fee''s tax' END, invoice_status),
+        'correct a finalized invoice with a credit note or a later invoice');
     RETURN NULL;
 END $$;
 CREATE TRIGGER fees_immutable BEFORE UPDATE OR DELETE ON billing.fees

@@ -64,21 +64,8 @@ CREATE TABLE billing.fee_taxes (
 CREATE INDEX fee_taxes_by_invoice ON billing.fee_taxes (customer_id, invoice_id);
 
 -- The taxes of a finalized or voided invoice are as immutable as its fees.
-CREATE FUNCTION billing._fee_tax_immutable() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    invoice_status billing.invoice_status;
-BEGIN
-    SELECT i.status INTO invoice_status FROM billing.invoices i WHERE i.customer_id = OLD.customer_id AND i.id = OLD.invoice_id;
-    IF invoice_status = 'draft' THEN
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    PERFORM billing._raise('55000', format('the taxes of %s invoice %s cannot be changed', invoice_status, OLD.invoice_id),
-        format('%s of a tax of fee %s', TG_OP, OLD.fee_id), 'correct a finalized invoice with a credit note or a later invoice');
-    RETURN NULL;
-END $$;
 CREATE TRIGGER fee_taxes_immutable BEFORE UPDATE OR DELETE ON billing.fee_taxes
-FOR EACH ROW EXECUTE FUNCTION billing._fee_tax_immutable();
+FOR EACH ROW EXECUTE FUNCTION billing._fee_immutable();
 
 -- The tax with this code, or 23503.
 CREATE FUNCTION billing._tax(code text) RETURNS billing.taxes
@@ -250,7 +237,7 @@ BEGIN
     RETURN total;
 END $$;
 
-REVOKE ALL ON FUNCTION billing._fee_tax_immutable(), billing._tax(text), billing._check_tax_rate(numeric),
+REVOKE ALL ON FUNCTION billing._tax(text), billing._check_tax_rate(numeric),
     billing._tax_fees(bigint, bigint) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the tables belong to the extension).
@@ -1939,6 +1926,25 @@ BEGIN
     WHERE i.customer_id = customer_id AND i.id = invoice_id;
 END $$;
 
+-- For the fees and the rows that hang on them (their taxes): each names its customer and
+-- invoice.
+CREATE OR REPLACE FUNCTION billing._fee_immutable() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    invoice_status billing.invoice_status;
+    what text := CASE TG_TABLE_NAME WHEN 'fees' THEN format('fee %s', to_jsonb(OLD) ->> 'id')
+                                    ELSE format('a tax of fee %s', to_jsonb(OLD) ->> 'fee_id') END;
+BEGIN
+    SELECT i.status INTO invoice_status FROM billing.invoices i WHERE i.customer_id = OLD.customer_id AND i.id = OLD.invoice_id;
+    IF invoice_status = 'draft' THEN
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    PERFORM billing._raise('55000', format('%s is on %s invoice %s and cannot be changed', what, invoice_status, OLD.invoice_id),
+        format('%s of %s of a %s invoice', TG_OP, CASE TG_TABLE_NAME WHEN 'fees' THEN 'a fee' ELSE 'a fee''s tax' END, invoice_status),
+        'correct a finalized invoice with a credit note or a later invoice');
+    RETURN NULL;
+END $$;
+
 -- Gives a draft its coupons, credit, number, due date and finalized status.
 -- Numbers are gapless: the counter row (per entity and month) or the customer row is
 -- locked until the transaction ends, so concurrent finalizations take turns.
@@ -2502,7 +2508,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON billing.taxes, bil
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE billing.taxes_id_seq, billing.coupons_id_seq, billing.applied_coupons_id_seq,
     billing.invoice_verifications_id_seq, billing.add_ons_id_seq, billing.credit_notes_id_seq, billing.usage_thresholds_id_seq,
     billing.fixed_charges_id_seq TO billing_admin;
-GRANT EXECUTE ON FUNCTION billing._fee_tax_immutable(), billing._tax(text), billing._check_tax_rate(numeric),
+GRANT EXECUTE ON FUNCTION billing._tax(text), billing._check_tax_rate(numeric),
     billing.create_tax(text, text, numeric, text), billing.update_tax(text, numeric, text, text),
     billing.set_taxes(text, text, text[]), billing._tax_fees(bigint, bigint), billing._coupon(text),
     billing.create_coupon(text, text, text, numeric, text, numeric, text, integer, timestamptz, text[], text[]),
@@ -2518,6 +2524,7 @@ GRANT EXECUTE ON FUNCTION billing._fee_tax_immutable(), billing._tax(text), bill
     billing._fixed_charge_units(bigint, bigint, bigint, timestamptz) TO billing_admin;
 
 COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds, subscription_fixed_charge_units and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the fixed charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
+COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices, and to their taxes (55000).';
 COMMENT ON TABLE billing.taxes IS 'Taxes: code, name, rate in percent (0 to 100) and description. A rate change applies to invoices whose totals are computed afterwards, never to finalized ones.';
 COMMENT ON TABLE billing.billing_entity_taxes IS 'The default taxes of a billing entity''s customers (the last in precedence: charge, plan, customer, billing entity).';
 COMMENT ON TABLE billing.plan_taxes IS 'The taxes of a plan''s fees (base, usage without charge taxes, minimums and commitment), before the customer''s and the entity''s.';
@@ -2530,7 +2537,6 @@ COMMENT ON FUNCTION billing.set_taxes(text, text, text[]) IS 'Sets the taxes of 
 COMMENT ON FUNCTION billing._tax(text) IS 'Private: the tax with this code, or 23503.';
 COMMENT ON FUNCTION billing._check_tax_rate(numeric) IS 'Private: the rate if it is a percentage from 0 to 100, else 22023.';
 COMMENT ON FUNCTION billing._tax_fees(bigint, bigint) IS 'Private: taxes a draft''s invoiced fees anew (charge taxes, else the first set of plan, customer and billing entity) and returns the invoice''s tax total, each tax''s exact sum rounded once.';
-COMMENT ON FUNCTION billing._fee_tax_immutable() IS 'Private: trigger refusing changes to the taxes of finalized and voided invoices (55000).';
 COMMENT ON TYPE billing.coupon_type IS 'fixed_amount (an amount in a currency) or percentage (a rate in percent).';
 COMMENT ON TYPE billing.coupon_frequency IS 'once (one invoice; a fixed amount carries its remainder to the next ones), recurring (frequency_duration invoices) or forever.';
 COMMENT ON TYPE billing.applied_coupon_status IS 'active or terminated (used up, expired in its duration, or terminated by billing.terminate_coupon).';

@@ -59,21 +59,8 @@ CREATE TABLE billing.fee_taxes (
 CREATE INDEX fee_taxes_by_invoice ON billing.fee_taxes (customer_id, invoice_id);
 
 -- The taxes of a finalized or voided invoice are as immutable as its fees.
-CREATE FUNCTION billing._fee_tax_immutable() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    invoice_status billing.invoice_status;
-BEGIN
-    SELECT i.status INTO invoice_status FROM billing.invoices i WHERE i.customer_id = OLD.customer_id AND i.id = OLD.invoice_id;
-    IF invoice_status = 'draft' THEN
-        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
-    PERFORM billing._raise('55000', format('the taxes of %s invoice %s cannot be changed', invoice_status, OLD.invoice_id),
-        format('%s of a tax of fee %s', TG_OP, OLD.fee_id), 'correct a finalized invoice with a credit note or a later invoice');
-    RETURN NULL;
-END $$;
 CREATE TRIGGER fee_taxes_immutable BEFORE UPDATE OR DELETE ON billing.fee_taxes
-FOR EACH ROW EXECUTE FUNCTION billing._fee_tax_immutable();
+FOR EACH ROW EXECUTE FUNCTION billing._fee_immutable();
 
 -- The tax with this code, or 23503.
 CREATE FUNCTION billing._tax(code text) RETURNS billing.taxes
@@ -245,7 +232,7 @@ BEGIN
     RETURN total;
 END $$;
 
-REVOKE ALL ON FUNCTION billing._fee_tax_immutable(), billing._tax(text), billing._check_tax_rate(numeric),
+REVOKE ALL ON FUNCTION billing._tax(text), billing._check_tax_rate(numeric),
     billing._tax_fees(bigint, bigint) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the tables belong to the extension).
