@@ -403,6 +403,10 @@ BEGIN
         END LOOP;
         charge_index := charge_index + 1;
     END LOOP;
+    -- Lago's plan JSON carries its usage thresholds: they become the version's.
+    IF jsonb_typeof(usage_thresholds) = 'array' AND jsonb_array_length(usage_thresholds) > 0 THEN
+        PERFORM billing.set_usage_thresholds(code, usage_thresholds);
+    END IF;
     RETURN created;
 END $$;
 

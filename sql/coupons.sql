@@ -237,6 +237,8 @@ DECLARE
     finished_at timestamptz := now();
     applied_any boolean := false;
 BEGIN
+    -- Coupons count billing periods: they come off the period's invoice, not the one-off
+    -- or progressive-billing ones.
     IF inv.invoice_type <> 'subscription' THEN
         RETURN false;
     END IF;

@@ -59,7 +59,7 @@ BEGIN
     INSERT INTO billing.fixed_charges (plan_version_id, add_on_id, price, units, pay_in_advance, prorated)
     VALUES (version.id, found_add_on.id,
             billing.price(jsonb_build_object('charge_model', charge_model, 'properties', coalesce(properties, '{}')))::jsonb,
-            units, pay_in_advance, prorated)
+            units, coalesce(pay_in_advance, false), coalesce(prorated, false))
     RETURNING * INTO created;
     RETURN created;
 END $$;

@@ -48,7 +48,8 @@ CREATE TABLE billing.invoices (
     finalized_at timestamptz,
     voided_at timestamptz,
     PRIMARY KEY (customer_id, id),
-    CONSTRAINT invoices_billing_key UNIQUE (customer_id, subscription_id, billing_at),
+    -- One invoice of each type per subscription and billing instant.
+    CONSTRAINT invoices_billing_key UNIQUE (customer_id, subscription_id, billing_at, invoice_type),
     CONSTRAINT invoices_number_key UNIQUE (customer_id, number),
     CHECK ((status = 'draft') = (number IS NULL))
 );
@@ -227,7 +228,7 @@ DECLARE
     invoice_id bigint;
 BEGIN
     SELECT i.id INTO invoice_id FROM billing.invoices i
-    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.billing_at = at;
+    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.billing_at = at AND i.invoice_type = 'subscription';
     IF NOT FOUND THEN
         INSERT INTO billing.invoices (customer_id, subscription_id, billing_entity_id, currency, timezone, billing_at, issuing_date)
         VALUES (sub.customer_id, sub.id, cust.billing_entity_id, cust.currency, cust.timezone, at, (at AT TIME ZONE cust.timezone)::date)
@@ -648,6 +649,12 @@ DECLARE
     sub billing.subscriptions;
     cust billing.customers;
 BEGIN
+    -- A progressive-billing invoice bills the usage of the instant its threshold was crossed:
+    -- only its totals are recomputed (a tax rate may have changed).
+    IF inv.invoice_type <> 'subscription' THEN
+        PERFORM billing._total_invoice(inv.customer_id, inv.id);
+        RETURN;
+    END IF;
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = inv.customer_id AND s.id = inv.subscription_id FOR UPDATE;
     DELETE FROM billing.fees fe WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id;
     DELETE FROM billing.billed_windows bw WHERE bw.customer_id = inv.customer_id AND bw.invoice_id = inv.id;
@@ -700,7 +707,10 @@ BEGIN
     END IF;
     FOREACH invoice_id IN ARRAY created LOOP
         SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
-        PERFORM billing._add_adjustments(sub, cust, invoice_id, inv.billing_at);
+        -- Late usage goes on subscription invoices, which the adjustments count.
+        IF inv.invoice_type = 'subscription' THEN
+            PERFORM billing._add_adjustments(sub, cust, invoice_id, inv.billing_at);
+        END IF;
         PERFORM billing._total_invoice(customer_id, invoice_id);
         SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
         PERFORM billing._emit(customer_id, 'invoice.created', billing._invoice_event(inv));

@@ -216,8 +216,9 @@ BEGIN
     INTO map_charge, map_tax FROM billing.charge_taxes ct;
     map_charge := coalesce(map_charge, '{}') || array_fill(0::bigint, ARRAY[coalesce(cardinality(default_taxes), 0)]);
     map_tax := coalesce(map_tax, '{}') || coalesce(default_taxes, '{}');
-    -- Only one-off items name taxes of their own.
-    IF cardinality(map_tax) > 0 OR inv.invoice_type = 'one_off' THEN
+    -- Fees that name taxes of their own: one-off items, fixed charges of a taxed add-on.
+    IF cardinality(map_tax) > 0
+       OR EXISTS (SELECT 1 FROM billing.fees fe WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.tax_ids IS NOT NULL) THEN
         INSERT INTO billing.fee_taxes (customer_id, invoice_id, fee_id, tax_id, tax_code, tax_name, tax_rate, base_amount, precise_amount)
         SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount,
                trim_scale((fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount) * t.rate * 0.01)
@@ -752,6 +753,8 @@ DECLARE
     finished_at timestamptz := now();
     applied_any boolean := false;
 BEGIN
+    -- Coupons count billing periods: they come off the period's invoice, not the one-off
+    -- or progressive-billing ones.
     IF inv.invoice_type <> 'subscription' THEN
         RETURN false;
     END IF;
@@ -1053,7 +1056,7 @@ BEGIN
     INSERT INTO billing.fixed_charges (plan_version_id, add_on_id, price, units, pay_in_advance, prorated)
     VALUES (version.id, found_add_on.id,
             billing.price(jsonb_build_object('charge_model', charge_model, 'properties', coalesce(properties, '{}')))::jsonb,
-            units, pay_in_advance, prorated)
+            units, coalesce(pay_in_advance, false), coalesce(prorated, false))
     RETURNING * INTO created;
     RETURN created;
 END $$;
@@ -1191,7 +1194,8 @@ CREATE TABLE billing.applied_usage_thresholds (
     -- the highest fixed amount plus a multiple of its own.
     level numeric NOT NULL,
     lifetime_usage_amount numeric NOT NULL,
-    invoice_id bigint NOT NULL,
+    -- NULL when the open period had nothing left to bill (its usage was on invoices already).
+    invoice_id bigint,
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (customer_id, subscription_id, recurring, level),
     FOREIGN KEY (customer_id, invoice_id) REFERENCES billing.invoices (customer_id, id)
@@ -1217,9 +1221,10 @@ BEGIN
         PERFORM billing._invalid('thresholds must be a JSON array', format('got %s', thresholds),
             'write [{"amount": "100"}, {"amount": "50", "recurring": true}], or [] to remove them');
     END IF;
-    IF (SELECT count(*) FROM jsonb_array_elements(thresholds) t WHERE t -> 'recurring' = 'true') > 1 THEN
-        PERFORM billing._invalid('a plan version has at most one recurring threshold', format('got %s', thresholds),
-            'keep one recurring threshold; the others fixed');
+    IF (SELECT count(*) FROM jsonb_array_elements(thresholds) t WHERE t -> 'recurring' = 'true') > 1
+       OR (SELECT count(DISTINCT (t ->> 'amount', coalesce(t ->> 'recurring', 'false'))) <> count(*) FROM jsonb_array_elements(thresholds) t) THEN
+        PERFORM billing._invalid('a plan version has at most one recurring threshold, and each amount once', format('got %s', thresholds),
+            'keep one recurring threshold; the others fixed, each its own amount');
     END IF;
     DELETE FROM billing.usage_thresholds t WHERE t.plan_version_id = version.id;
     FOR threshold IN SELECT value FROM jsonb_array_elements(thresholds) LOOP
@@ -1256,7 +1261,9 @@ BEGIN
     FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
     WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.fee_type IN ('charge', 'adjustment')
       AND i.invoice_type = 'subscription' AND i.status <> 'voided' AND fe.from_datetime < window_from;
-    SELECT coalesce(sum(u.amount), 0) INTO open_period FROM billing._usage(sub, cust, window_from, as_of) u;
+    -- Lines without usage do not count (a first tier's flat fee at zero units).
+    SELECT coalesce(sum(u.amount), 0) INTO open_period FROM billing._usage(sub, cust, window_from, as_of) u
+    WHERE u.units <> 0 OR u.events_count <> 0;
     RETURN invoiced + open_period;
 END $$;
 
@@ -1277,7 +1284,8 @@ DECLARE
     lines billing.usage_line[];
     invoice_id bigint;
 BEGIN
-    IF sub.status <> 'active' OR as_of >= coalesce(sub.terminated_at, 'infinity')
+    -- Active until the termination (a scheduled one included).
+    IF sub.status = 'pending' OR as_of >= coalesce(sub.terminated_at, 'infinity')
        OR NOT EXISTS (SELECT 1 FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id) THEN
         RETURN NULL;
     END IF;
@@ -1294,17 +1302,21 @@ BEGIN
     lifetime := billing._lifetime_usage(sub, cust, window_from, as_of);
     SELECT max(t.amount) INTO highest_fixed FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id AND NOT t.recurring;
     SELECT * INTO recurring FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id AND t.recurring;
-    -- The levels crossed and not applied yet: (threshold, level) pairs.
+    -- The levels crossed and not applied yet, as (recurring, level) pairs: the fixed
+    -- thresholds reached, and the recurring one's highest step reached if it is above the
+    -- highest recorded (one row stands for the steps up to it).
     SELECT jsonb_agg(jsonb_build_array(c.recurring, c.level) ORDER BY c.level) INTO crossed
     FROM (SELECT false AS recurring, t.amount AS level FROM billing.usage_thresholds t
           WHERE t.plan_version_id = sub.plan_version_id AND NOT t.recurring AND t.amount <= lifetime
+            AND NOT EXISTS (SELECT 1 FROM billing.applied_usage_thresholds a
+                            WHERE a.customer_id = sub.customer_id AND a.subscription_id = sub.id AND NOT a.recurring AND a.level = t.amount)
           UNION ALL
-          SELECT true, coalesce(highest_fixed, 0) + k * recurring.amount
-          FROM generate_series(1, CASE WHEN recurring.id IS NULL THEN 0
-                                       ELSE floor(greatest(lifetime - coalesce(highest_fixed, 0), 0) / recurring.amount)::integer END) k) c
-    WHERE NOT EXISTS (SELECT 1 FROM billing.applied_usage_thresholds a
-                      WHERE a.customer_id = sub.customer_id AND a.subscription_id = sub.id
-                        AND a.recurring = c.recurring AND a.level = c.level);
+          SELECT true, s.level
+          FROM (SELECT coalesce(highest_fixed, 0)
+                       + floor(greatest(lifetime - coalesce(highest_fixed, 0), 0) / recurring.amount) * recurring.amount AS level) s
+          WHERE recurring.id IS NOT NULL AND s.level > coalesce(highest_fixed, 0)
+            AND s.level > coalesce((SELECT max(a.level) FROM billing.applied_usage_thresholds a
+                                    WHERE a.customer_id = sub.customer_id AND a.subscription_id = sub.id AND a.recurring), 0)) c;
     IF crossed IS NULL THEN
         RETURN NULL;
     END IF;
@@ -1333,7 +1345,13 @@ BEGIN
                  AND i.status <> 'voided' AND fe.from_datetime = window_from
                GROUP BY 1, 2, 3) earlier
       ON earlier.charge_id = u.charge_id AND earlier.charge_filter_id IS NOT DISTINCT FROM u.filter_id AND earlier.grouped_by = u.grouped_by
-    WHERE u.amount - coalesce(earlier.amount, 0) > 0;
+    WHERE u.amount - coalesce(earlier.amount, 0) > 0 AND (u.units <> 0 OR u.events_count <> 0);
+    -- Nothing left to bill (the usage is on invoices already): the levels are crossed all the
+    -- same, without an invoice.
+    IF NOT EXISTS (SELECT 1 FROM billing.fees fe WHERE fe.customer_id = sub.customer_id AND fe.invoice_id = invoice_id) THEN
+        DELETE FROM billing.invoices i WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+        invoice_id := NULL;
+    END IF;
     INSERT INTO billing.applied_usage_thresholds (customer_id, subscription_id, recurring, level, lifetime_usage_amount, invoice_id)
     SELECT sub.customer_id, sub.id, (c ->> 0)::boolean, (c ->> 1)::numeric, lifetime, invoice_id FROM jsonb_array_elements(crossed) c;
     RETURN invoice_id;
@@ -1945,6 +1963,141 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- The invoice of a subscription at a billing instant, created (as a draft) if it is not
+-- there yet.
+CREATE OR REPLACE FUNCTION billing._invoice_at(sub billing.subscriptions, cust billing.customers, at timestamptz) RETURNS bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    invoice_id bigint;
+BEGIN
+    SELECT i.id INTO invoice_id FROM billing.invoices i
+    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.billing_at = at AND i.invoice_type = 'subscription';
+    IF NOT FOUND THEN
+        INSERT INTO billing.invoices (customer_id, subscription_id, billing_entity_id, currency, timezone, billing_at, issuing_date)
+        VALUES (sub.customer_id, sub.id, cust.billing_entity_id, cust.currency, cust.timezone, at, (at AT TIME ZONE cust.timezone)::date)
+        RETURNING id INTO invoice_id;
+    END IF;
+    RETURN invoice_id;
+END $$;
+
+-- Recomputes a draft's fees from the usage as it is now.
+CREATE OR REPLACE FUNCTION billing._refresh(inv billing.invoices) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions;
+    cust billing.customers;
+BEGIN
+    -- A progressive-billing invoice bills the usage of the instant its threshold was crossed:
+    -- only its totals are recomputed (a tax rate may have changed).
+    IF inv.invoice_type <> 'subscription' THEN
+        PERFORM billing._total_invoice(inv.customer_id, inv.id);
+        RETURN;
+    END IF;
+    SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = inv.customer_id AND s.id = inv.subscription_id FOR UPDATE;
+    DELETE FROM billing.fees fe WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id;
+    DELETE FROM billing.billed_windows bw WHERE bw.customer_id = inv.customer_id AND bw.invoice_id = inv.id;
+    SELECT * INTO cust FROM billing.customers c WHERE c.id = inv.customer_id;
+    PERFORM billing._bill_periods(sub, inv.billing_at, inv.billing_at);
+    PERFORM billing._add_adjustments(sub, cust, inv.id, inv.billing_at);
+    PERFORM billing._total_invoice(inv.customer_id, inv.id);
+END $$;
+
+-- Creates the plan on first use and a new version on every later call.
+CREATE OR REPLACE FUNCTION billing.create_plan(
+    code text, name text, "interval" text, amount numeric DEFAULT 0, currency text DEFAULT 'USD',
+    charges jsonb DEFAULT '[]', pay_in_advance boolean DEFAULT false, trial_days integer DEFAULT 0,
+    minimum_commitment numeric DEFAULT NULL, usage_thresholds jsonb DEFAULT '[]'
+) RETURNS billing.plan_versions
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    plan_id bigint;
+    created billing.plan_versions;
+    charge jsonb;
+    charge_index integer := 0;
+    metric billing.billable_metrics;
+    charge_id bigint;
+    group_keys text[];
+    filter jsonb;
+BEGIN
+    PERFORM billing._check_label('interval', "interval", enum_range(NULL::billing.billing_interval)::text[]);
+    IF amount < 0 OR trial_days < 0 OR minimum_commitment < 0 THEN
+        PERFORM billing._invalid('amount, trial_days and minimum_commitment must not be negative',
+            format('got amount %s, trial_days %s, minimum_commitment %s', amount, trial_days, coalesce(minimum_commitment::text, 'null')),
+            'use 0 or more');
+    END IF;
+    IF jsonb_typeof(charges) <> 'array' THEN
+        PERFORM billing._invalid('charges must be a JSON array', format('got %s', charges), 'pass [] for a plan without charges');
+    END IF;
+    INSERT INTO billing.plans AS p (code, name) VALUES (create_plan.code, create_plan.name)
+    ON CONFLICT ON CONSTRAINT plans_code_key DO UPDATE SET name = excluded.name
+    RETURNING p.id INTO plan_id;
+    PERFORM 1 FROM billing.plans WHERE id = plan_id FOR UPDATE;
+    INSERT INTO billing.plan_versions (plan_id, version, interval, amount, currency, pay_in_advance, trial_days,
+                                       minimum_commitment, usage_thresholds)
+    SELECT plan_id, coalesce(max(v.version), 0) + 1, "interval"::billing.billing_interval, amount, billing._check_currency(currency),
+           pay_in_advance, trial_days, minimum_commitment, usage_thresholds
+    FROM billing.plan_versions v WHERE v.plan_id = plan_id
+    RETURNING * INTO created;
+    FOR charge IN SELECT value FROM jsonb_array_elements(charges) LOOP
+        SELECT * INTO metric FROM billing.billable_metrics m WHERE m.code = charge ->> 'billable_metric_code';
+        IF NOT FOUND THEN
+            PERFORM billing._unknown('billable metric', coalesce(charge ->> 'billable_metric_code', 'null'),
+                format('charges[%s].billable_metric_code must name a metric created with billing.create_billable_metric', charge_index));
+        END IF;
+        IF coalesce((charge ->> 'prorated')::boolean, false) THEN
+            PERFORM billing._check_prorated(charge_index, metric, charge ->> 'charge_model',
+                                            coalesce((charge ->> 'pay_in_advance')::boolean, false));
+        END IF;
+        IF jsonb_typeof(charge -> 'min_amount') = 'number' THEN
+            PERFORM billing._invalid(format('charges[%s].min_amount must be a decimal string', charge_index),
+                format('got the JSON number %s', charge -> 'min_amount'),
+                format('write "min_amount": "%s": a float from a JSON library must not become a price', charge -> 'min_amount'));
+        END IF;
+        IF charge ? 'pricing_group_keys' AND jsonb_typeof(charge -> 'pricing_group_keys') <> 'array' THEN
+            PERFORM billing._invalid(format('charges[%s].pricing_group_keys must be an array of property names', charge_index),
+                format('got %s', charge -> 'pricing_group_keys'), 'write ["region"]');
+        END IF;
+        group_keys := coalesce(ARRAY(SELECT jsonb_array_elements_text(charge -> 'pricing_group_keys')), '{}');
+        INSERT INTO billing.charges (plan_version_id, billable_metric_id, price, pay_in_advance, prorated, invoiceable,
+                                     min_amount, pricing_group_keys, position)
+        VALUES (created.id, metric.id,
+                billing.price(jsonb_build_object('charge_model', charge -> 'charge_model', 'properties', coalesce(charge -> 'properties', '{}')))::jsonb,
+                coalesce((charge ->> 'pay_in_advance')::boolean, false), coalesce((charge ->> 'prorated')::boolean, false),
+                coalesce((charge ->> 'invoiceable')::boolean, true), (charge ->> 'min_amount')::numeric,
+                group_keys, charge_index)
+        RETURNING id INTO charge_id;
+        FOR filter IN SELECT value FROM jsonb_array_elements(coalesce(charge -> 'filters', '[]')) LOOP
+            IF jsonb_typeof(filter -> 'values') <> 'object' OR EXISTS (
+                SELECT 1 FROM jsonb_each(filter -> 'values') kv
+                WHERE NOT (metric.filters ? kv.key) OR jsonb_typeof(kv.value) <> 'array'
+                   OR NOT (metric.filters -> kv.key) @> kv.value) THEN
+                PERFORM billing._invalid(format('charges[%s].filters values must use the metric''s filter keys and values', charge_index),
+                    format('got %s; metric %s allows %s', filter -> 'values', metric.code, metric.filters),
+                    'write values like {"region": ["us"]} with keys and values from the billable metric''s filters');
+            END IF;
+            INSERT INTO billing.charge_filters (charge_id, "values", price, invoice_display_name)
+            VALUES (charge_id, filter -> 'values',
+                    billing.price(jsonb_build_object('charge_model', charge -> 'charge_model',
+                                                     'properties', coalesce(filter -> 'properties', '{}')))::jsonb,
+                    filter ->> 'invoice_display_name');
+        END LOOP;
+        charge_index := charge_index + 1;
+    END LOOP;
+    -- Lago's plan JSON carries its usage thresholds: they become the version's.
+    IF jsonb_typeof(usage_thresholds) = 'array' AND jsonb_array_length(usage_thresholds) > 0 THEN
+        PERFORM billing.set_usage_thresholds(code, usage_thresholds);
+    END IF;
+    RETURN created;
+END $$;
+
+-- One invoice of each type per subscription and billing instant (a progressive-billing
+-- invoice may share its instant with a termination).
+ALTER TABLE billing.invoices DROP CONSTRAINT invoices_billing_key,
+    ADD CONSTRAINT invoices_billing_key UNIQUE (customer_id, subscription_id, billing_at, invoice_type);
+
 -- Gives a draft its coupons, credit, number, due date and finalized status.
 -- Numbers are gapless: the counter row (per entity and month) or the customer row is
 -- locked until the transaction ends, so concurrent finalizations take turns.
@@ -2045,7 +2198,10 @@ BEGIN
     END IF;
     FOREACH invoice_id IN ARRAY created LOOP
         SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
-        PERFORM billing._add_adjustments(sub, cust, invoice_id, inv.billing_at);
+        -- Late usage goes on subscription invoices, which the adjustments count.
+        IF inv.invoice_type = 'subscription' THEN
+            PERFORM billing._add_adjustments(sub, cust, invoice_id, inv.billing_at);
+        END IF;
         PERFORM billing._total_invoice(customer_id, invoice_id);
         SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
         PERFORM billing._emit(customer_id, 'invoice.created', billing._invoice_event(inv));

@@ -26,7 +26,8 @@ CREATE TABLE billing.applied_usage_thresholds (
     -- the highest fixed amount plus a multiple of its own.
     level numeric NOT NULL,
     lifetime_usage_amount numeric NOT NULL,
-    invoice_id bigint NOT NULL,
+    -- NULL when the open period had nothing left to bill (its usage was on invoices already).
+    invoice_id bigint,
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (customer_id, subscription_id, recurring, level),
     FOREIGN KEY (customer_id, invoice_id) REFERENCES billing.invoices (customer_id, id)
@@ -52,9 +53,10 @@ BEGIN
         PERFORM billing._invalid('thresholds must be a JSON array', format('got %s', thresholds),
             'write [{"amount": "100"}, {"amount": "50", "recurring": true}], or [] to remove them');
     END IF;
-    IF (SELECT count(*) FROM jsonb_array_elements(thresholds) t WHERE t -> 'recurring' = 'true') > 1 THEN
-        PERFORM billing._invalid('a plan version has at most one recurring threshold', format('got %s', thresholds),
-            'keep one recurring threshold; the others fixed');
+    IF (SELECT count(*) FROM jsonb_array_elements(thresholds) t WHERE t -> 'recurring' = 'true') > 1
+       OR (SELECT count(DISTINCT (t ->> 'amount', coalesce(t ->> 'recurring', 'false'))) <> count(*) FROM jsonb_array_elements(thresholds) t) THEN
+        PERFORM billing._invalid('a plan version has at most one recurring threshold, and each amount once', format('got %s', thresholds),
+            'keep one recurring threshold; the others fixed, each its own amount');
     END IF;
     DELETE FROM billing.usage_thresholds t WHERE t.plan_version_id = version.id;
     FOR threshold IN SELECT value FROM jsonb_array_elements(thresholds) LOOP
@@ -91,7 +93,9 @@ BEGIN
     FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
     WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.fee_type IN ('charge', 'adjustment')
       AND i.invoice_type = 'subscription' AND i.status <> 'voided' AND fe.from_datetime < window_from;
-    SELECT coalesce(sum(u.amount), 0) INTO open_period FROM billing._usage(sub, cust, window_from, as_of) u;
+    -- Lines without usage do not count (a first tier's flat fee at zero units).
+    SELECT coalesce(sum(u.amount), 0) INTO open_period FROM billing._usage(sub, cust, window_from, as_of) u
+    WHERE u.units <> 0 OR u.events_count <> 0;
     RETURN invoiced + open_period;
 END $$;
 
@@ -112,7 +116,8 @@ DECLARE
     lines billing.usage_line[];
     invoice_id bigint;
 BEGIN
-    IF sub.status <> 'active' OR as_of >= coalesce(sub.terminated_at, 'infinity')
+    -- Active until the termination (a scheduled one included).
+    IF sub.status = 'pending' OR as_of >= coalesce(sub.terminated_at, 'infinity')
        OR NOT EXISTS (SELECT 1 FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id) THEN
         RETURN NULL;
     END IF;
@@ -129,17 +134,21 @@ BEGIN
     lifetime := billing._lifetime_usage(sub, cust, window_from, as_of);
     SELECT max(t.amount) INTO highest_fixed FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id AND NOT t.recurring;
     SELECT * INTO recurring FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id AND t.recurring;
-    -- The levels crossed and not applied yet: (threshold, level) pairs.
+    -- The levels crossed and not applied yet, as (recurring, level) pairs: the fixed
+    -- thresholds reached, and the recurring one's highest step reached if it is above the
+    -- highest recorded (one row stands for the steps up to it).
     SELECT jsonb_agg(jsonb_build_array(c.recurring, c.level) ORDER BY c.level) INTO crossed
     FROM (SELECT false AS recurring, t.amount AS level FROM billing.usage_thresholds t
           WHERE t.plan_version_id = sub.plan_version_id AND NOT t.recurring AND t.amount <= lifetime
+            AND NOT EXISTS (SELECT 1 FROM billing.applied_usage_thresholds a
+                            WHERE a.customer_id = sub.customer_id AND a.subscription_id = sub.id AND NOT a.recurring AND a.level = t.amount)
           UNION ALL
-          SELECT true, coalesce(highest_fixed, 0) + k * recurring.amount
-          FROM generate_series(1, CASE WHEN recurring.id IS NULL THEN 0
-                                       ELSE floor(greatest(lifetime - coalesce(highest_fixed, 0), 0) / recurring.amount)::integer END) k) c
-    WHERE NOT EXISTS (SELECT 1 FROM billing.applied_usage_thresholds a
-                      WHERE a.customer_id = sub.customer_id AND a.subscription_id = sub.id
-                        AND a.recurring = c.recurring AND a.level = c.level);
+          SELECT true, s.level
+          FROM (SELECT coalesce(highest_fixed, 0)
+                       + floor(greatest(lifetime - coalesce(highest_fixed, 0), 0) / recurring.amount) * recurring.amount AS level) s
+          WHERE recurring.id IS NOT NULL AND s.level > coalesce(highest_fixed, 0)
+            AND s.level > coalesce((SELECT max(a.level) FROM billing.applied_usage_thresholds a
+                                    WHERE a.customer_id = sub.customer_id AND a.subscription_id = sub.id AND a.recurring), 0)) c;
     IF crossed IS NULL THEN
         RETURN NULL;
     END IF;
@@ -168,7 +177,13 @@ BEGIN
                  AND i.status <> 'voided' AND fe.from_datetime = window_from
                GROUP BY 1, 2, 3) earlier
       ON earlier.charge_id = u.charge_id AND earlier.charge_filter_id IS NOT DISTINCT FROM u.filter_id AND earlier.grouped_by = u.grouped_by
-    WHERE u.amount - coalesce(earlier.amount, 0) > 0;
+    WHERE u.amount - coalesce(earlier.amount, 0) > 0 AND (u.units <> 0 OR u.events_count <> 0);
+    -- Nothing left to bill (the usage is on invoices already): the levels are crossed all the
+    -- same, without an invoice.
+    IF NOT EXISTS (SELECT 1 FROM billing.fees fe WHERE fe.customer_id = sub.customer_id AND fe.invoice_id = invoice_id) THEN
+        DELETE FROM billing.invoices i WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+        invoice_id := NULL;
+    END IF;
     INSERT INTO billing.applied_usage_thresholds (customer_id, subscription_id, recurring, level, lifetime_usage_amount, invoice_id)
     SELECT sub.customer_id, sub.id, (c ->> 0)::boolean, (c ->> 1)::numeric, lifetime, invoice_id FROM jsonb_array_elements(crossed) c;
     RETURN invoice_id;

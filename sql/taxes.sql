@@ -211,8 +211,9 @@ BEGIN
     INTO map_charge, map_tax FROM billing.charge_taxes ct;
     map_charge := coalesce(map_charge, '{}') || array_fill(0::bigint, ARRAY[coalesce(cardinality(default_taxes), 0)]);
     map_tax := coalesce(map_tax, '{}') || coalesce(default_taxes, '{}');
-    -- Only one-off items name taxes of their own.
-    IF cardinality(map_tax) > 0 OR inv.invoice_type = 'one_off' THEN
+    -- Fees that name taxes of their own: one-off items, fixed charges of a taxed add-on.
+    IF cardinality(map_tax) > 0
+       OR EXISTS (SELECT 1 FROM billing.fees fe WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.tax_ids IS NOT NULL) THEN
         INSERT INTO billing.fee_taxes (customer_id, invoice_id, fee_id, tax_id, tax_code, tax_name, tax_rate, base_amount, precise_amount)
         SELECT fe.customer_id, fe.invoice_id, fe.id, t.id, t.code, t.name, t.rate, fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount,
                trim_scale((fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount) * t.rate * 0.01)

@@ -45,6 +45,13 @@ SELECT l ->> 'description' AS line, l ->> 'units' AS units, l -> 'details' ->> '
 FROM billing.invoices i, jsonb_array_elements(billing.invoice_document(i.id) -> 'lines') l
 WHERE i.billing_at = '2026-05-01 00:00+00' AND l ->> 'fee_type' = 'fixed_charge';
 
+-- An add-on's taxes reach its fixed charge fees even when nothing else is taxed: VAT 20%
+-- on seats. June: base 20.00 (untaxed) + 5 seats 50.00 (VAT 10.00) + support in advance
+-- for July, 3 units, 240.00 (untaxed): 310.00 + 10.00.
+SELECT code FROM billing.create_tax('vat', 'VAT', 20);
+SELECT billing.set_taxes('add_on', 'seat', '{vat}');
+SELECT fees_amount, taxes_amount, total_amount FROM billing.bill_subscription('s1', '2026-06-01 00:05+00');
+
 -- Errors: nothing is written.
 SELECT billing.add_fixed_charge('nope', 'seat', 'standard', '{"amount": "1"}');
 SELECT billing.add_fixed_charge('team', 'nope', 'standard', '{"amount": "1"}');

@@ -57,6 +57,34 @@ SELECT l ->> 'amount' AS amount, l ->> 'progressive_credit_amount' AS progressiv
 FROM billing.invoices i, jsonb_array_elements(billing.invoice_document(i.id) -> 'lines') l
 WHERE i.invoice_type = 'subscription' AND i.billing_at = '2026-04-01 00:00+00';
 
+-- With a grace period: p2 (entity grace, 3 days) has a termination scheduled for June 30,
+-- 2027: it bills until then. 12 calls on March 5: the run of March 6 issues a progressive
+-- draft of 12.00 + 2.40. April 1 bills March: 12.00 less the 12.00 of the draft, 0.00.
+-- Refreshed and finalized, the period's invoice first, the progressive one keeps its 12.00.
+SELECT code FROM billing.create_billing_entity('grace', 'Grace Ltd', 'EUR', 'UTC', 'GR', grace_period_days => 3);
+SELECT billing.set_taxes('billing_entity', 'grace', '{vat}');
+SELECT external_id FROM billing.create_customer('p2', 'P2', 'EUR', 'UTC', billing_entity => 'grace');
+SELECT status FROM billing.create_subscription('s2', 'p2', 'prog', '2026-03-01 00:00+00');
+SELECT status FROM billing.terminate_subscription('s2', '2027-06-30 00:00+00');
+SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 's2', 'code', 'calls',
+  'transaction_id', 's2-' || i, 'timestamp', '2026-03-05T10:00:00Z')) FROM generate_series(1, 12) i));
+SELECT invoice_type, status, total_amount FROM billing.bill_subscription('s2', '2026-03-06 00:00+00');
+SELECT invoice_type, status, fees_amount, progressive_billing_credit_amount, total_amount FROM billing.bill_subscription('s2', '2026-04-01 00:05+00');
+SELECT invoice_type, status, fees_amount, progressive_billing_credit_amount, total_amount FROM billing.finalize_invoice(
+  (SELECT i.id FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id WHERE c.external_id = 'p2' AND i.invoice_type = 'subscription'));
+SELECT invoice_type, status, fees_amount, total_amount FROM billing.finalize_invoice(
+  (SELECT i.id FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id WHERE c.external_id = 'p2' AND i.invoice_type = 'progressive_billing'));
+-- A threshold crossed by usage already on the period's invoice bills nothing: no empty
+-- invoice, the level is crossed all the same. p3: 22 calls on March 31, billed on April 1
+-- (22.00); the run's check at April 1 00:05 finds lifetime 22.00 and nothing to bill.
+SELECT external_id FROM billing.create_customer('p3', 'P3', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('s3', 'p3', 'prog', '2026-03-01 00:00+00');
+SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 's3', 'code', 'calls',
+  'transaction_id', 's3-' || i, 'timestamp', '2026-03-31T10:00:00Z')) FROM generate_series(1, 22) i));
+SELECT invoice_type, total_amount FROM billing.bill_subscription('s3', '2026-04-01 00:05+00');
+SELECT recurring, level, invoice_id IS NULL AS without_invoice FROM billing.applied_usage_thresholds
+WHERE subscription_id = (SELECT subscription_id FROM billing.subscription_directory WHERE external_id = 's3') ORDER BY level;
+
 -- Errors: nothing is written.
 SELECT billing.set_usage_thresholds('nope', '[]');
 SELECT billing.set_usage_thresholds('prog', '{"amount": 10}');
