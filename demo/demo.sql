@@ -167,8 +167,24 @@ FROM jsonb_array_elements(billing.invoice_document(:draft) -> 'taxes') tax;
 SELECT billing.invoice_document(:draft) -> 'totals' ->> 'total_amount' AS total_due,
        billing.invoice_document(:draft) ->> 'due_date' AS due_date;
 
+\echo '== Checked against the raw events (billing.verify_invoice): every usage line as billed, totals consistent'
+SELECT r -> 'lines_checked' AS lines_checked, jsonb_array_length(r -> 'drifting_lines') AS drifting_lines,
+       r -> 'totals_consistent' AS totals_consistent
+FROM billing.verify_invoice(:draft) r;
+
+\echo '== A goodwill credit note of 500.00 on the tokens line (tax credited in proportion), kept as credit'
+SELECT number, sub_total_excluding_taxes, taxes_amount, total_amount, credit_status
+FROM billing.create_credit_note(:draft, (SELECT jsonb_build_array(jsonb_build_object('fee_id', f.id, 'amount', '500.00'))
+                                         FROM billing.fees f WHERE f.invoice_id = :draft AND f.billable_metric_code = 'tokens'
+                                         ORDER BY f.amount DESC LIMIT 1), 'product_unsatisfactory', description => 'latency incident');
+
+\echo '== Next month, previewed with the usage so far (billing.preview_invoice writes nothing): the credit comes off'
+SELECT p #>> '{totals,fees_amount}' AS fees, p #>> '{totals,taxes_amount}' AS taxes,
+       p #>> '{totals,credit_notes_amount}' AS credit, p #>> '{totals,total_amount}' AS total_due
+FROM billing.preview_invoice('growth-ai-main', :'billing_time'::timestamptz + interval '1 day') p;
+
 \echo '== What the application is told (billing.outbox, announced with pg_notify)'
-SELECT type, payload ->> 'number' AS number, payload ->> 'total_amount' AS total FROM billing.outbox ORDER BY id;
+SELECT type, coalesce(payload ->> 'number', '') AS number, payload ->> 'total_amount' AS total FROM billing.outbox ORDER BY id;
 
 \echo '== Revenue, as a BI tool logged in with billing_reader sees it'
 SELECT month, currency, invoices, fees_amount, taxes_amount, total_amount FROM billing_bi.revenue_by_month;
