@@ -201,6 +201,10 @@ DECLARE
     map_tax bigint[];
     total numeric;
 BEGIN
+    -- Without any tax there is nothing to do (nor any fee tax to remove: they reference a tax).
+    IF NOT EXISTS (SELECT 1 FROM billing.taxes) THEN
+        RETURN 0;
+    END IF;
     SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
     DELETE FROM billing.fee_taxes ft WHERE ft.customer_id = customer_id AND ft.invoice_id = invoice_id;
     SELECT v.plan_id INTO plan_id FROM billing.subscriptions s JOIN billing.plan_versions v ON v.id = s.plan_version_id
@@ -1365,6 +1369,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     inv billing.invoices;
 BEGIN
+    -- A customer that never crossed a threshold has no progressive invoice to deduct.
+    IF NOT EXISTS (SELECT 1 FROM billing.applied_usage_thresholds a WHERE a.customer_id = customer_id) THEN
+        RETURN;
+    END IF;
     SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
     IF inv.invoice_type <> 'subscription' OR NOT EXISTS (
         SELECT 1 FROM billing.invoices i WHERE i.customer_id = customer_id AND i.subscription_id = inv.subscription_id

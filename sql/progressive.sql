@@ -197,6 +197,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     inv billing.invoices;
 BEGIN
+    -- A customer that never crossed a threshold has no progressive invoice to deduct.
+    IF NOT EXISTS (SELECT 1 FROM billing.applied_usage_thresholds a WHERE a.customer_id = customer_id) THEN
+        RETURN;
+    END IF;
     SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
     IF inv.invoice_type <> 'subscription' OR NOT EXISTS (
         SELECT 1 FROM billing.invoices i WHERE i.customer_id = customer_id AND i.subscription_id = inv.subscription_id

@@ -196,6 +196,10 @@ DECLARE
     map_tax bigint[];
     total numeric;
 BEGIN
+    -- Without any tax there is nothing to do (nor any fee tax to remove: they reference a tax).
+    IF NOT EXISTS (SELECT 1 FROM billing.taxes) THEN
+        RETURN 0;
+    END IF;
     SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
     DELETE FROM billing.fee_taxes ft WHERE ft.customer_id = customer_id AND ft.invoice_id = invoice_id;
     SELECT v.plan_id INTO plan_id FROM billing.subscriptions s JOIN billing.plan_versions v ON v.id = s.plan_version_id
