@@ -165,11 +165,7 @@ DECLARE
     applied billing.applied_coupons;
     fixed_amount numeric;
 BEGIN
-    SELECT c.* INTO cust FROM billing.customer_directory d JOIN billing.customers c ON c.id = d.customer_id
-    WHERE d.external_id = customer;
-    IF NOT FOUND THEN
-        PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
-    END IF;
+    cust := billing._customer(customer);
     IF found_coupon.expires_at <= now() THEN
         PERFORM billing._raise('55000', format('coupon "%s" has expired', coupon), format('it expired at %s', found_coupon.expires_at),
             'create a new coupon');

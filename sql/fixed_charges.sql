@@ -39,11 +39,7 @@ DECLARE
     found_add_on billing.add_ons;
     created billing.fixed_charges;
 BEGIN
-    SELECT v.* INTO version FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
-    WHERE p.code = plan ORDER BY v.version DESC LIMIT 1;
-    IF NOT FOUND THEN
-        PERFORM billing._unknown('plan', plan, 'create it with billing.create_plan');
-    END IF;
+    version := billing._plan_version(plan);
     SELECT * INTO found_add_on FROM billing.add_ons a WHERE a.code = add_on;
     IF NOT FOUND THEN
         PERFORM billing._unknown('add-on', add_on, 'create it with billing.create_add_on');

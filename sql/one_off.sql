@@ -64,10 +64,7 @@ DECLARE
     at timestamptz := now();
     inv billing.invoices;
 BEGIN
-    SELECT c.* INTO cust FROM billing.customer_directory d JOIN billing.customers c ON c.id = d.customer_id WHERE d.external_id = customer;
-    IF NOT FOUND THEN
-        PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
-    END IF;
+    cust := billing._customer(customer);
     IF jsonb_typeof(items) IS DISTINCT FROM 'array' OR jsonb_array_length(items) = 0 THEN
         PERFORM billing._invalid('items must be a non-empty JSON array of one-off items', format('got %s', items),
             'write [{"add_on_code": "setup"}] or [{"description": "Consulting", "units": 3, "unit_amount": "150"}]');

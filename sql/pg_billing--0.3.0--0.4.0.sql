@@ -199,7 +199,6 @@ DECLARE
     -- taxes every fee from the same attachments, whatever changes meanwhile.
     map_charge bigint[];
     map_tax bigint[];
-    total numeric;
 BEGIN
     -- Without any tax there is nothing to do (nor any fee tax to remove: they reference a tax).
     IF NOT EXISTS (SELECT 1 FROM billing.taxes) THEN
@@ -236,14 +235,24 @@ BEGIN
         JOIN billing.taxes t ON t.id = applicable.tax_id
         WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
     END IF;
-    SELECT coalesce(sum(billing.round_money(per_tax.amount, inv.currency)), 0) INTO total
+    RETURN billing._invoice_taxes_amount(customer_id, invoice_id, inv.currency);
+END $$;
+
+-- An invoice's tax total from its fees' taxes: each tax's exact sum rounded once, added up.
+CREATE FUNCTION billing._invoice_taxes_amount(customer_id bigint, invoice_id bigint, currency text) RETURNS numeric
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    total numeric;
+BEGIN
+    SELECT coalesce(sum(billing.round_money(per_tax.amount, currency)), 0) INTO total
     FROM (SELECT sum(ft.precise_amount) AS amount FROM billing.fee_taxes ft
           WHERE ft.customer_id = customer_id AND ft.invoice_id = invoice_id GROUP BY ft.tax_id) per_tax;
     RETURN total;
 END $$;
 
 REVOKE ALL ON FUNCTION billing._tax(text), billing._check_tax_rate(numeric),
-    billing._tax_fees(bigint, bigint) FROM PUBLIC;
+    billing._tax_fees(bigint, bigint), billing._invoice_taxes_amount(bigint, bigint, text) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the tables belong to the extension).
 SELECT pg_catalog.pg_extension_config_dump('billing.taxes', '');
@@ -253,6 +262,37 @@ SELECT pg_catalog.pg_extension_config_dump('billing.plan_taxes', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.charge_taxes', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.customer_taxes', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.fee_taxes', '');
+
+-- Lookups of a customer by external id and of a plan's current version.
+-- The customer with this external id, or 23503.
+CREATE FUNCTION billing._customer(external_id text) RETURNS billing.customers
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    found_customer billing.customers;
+BEGIN
+    SELECT c.* INTO found_customer FROM billing.customer_directory d JOIN billing.customers c ON c.id = d.customer_id
+    WHERE d.external_id = external_id;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('customer', external_id, 'create it with billing.create_customer');
+    END IF;
+    RETURN found_customer;
+END $$;
+-- The current (latest) version of the plan with this code, or 23503.
+CREATE FUNCTION billing._plan_version(code text) RETURNS billing.plan_versions
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    version billing.plan_versions;
+BEGIN
+    SELECT v.* INTO version FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
+    WHERE p.code = code ORDER BY v.version DESC LIMIT 1;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('plan', code, 'create it with billing.create_plan');
+    END IF;
+    RETURN version;
+END $$;
+REVOKE ALL ON FUNCTION billing._customer(text), billing._plan_version(text) FROM PUBLIC;
 
 -- Usage can be read from the raw events alone (from_events), for billing.verify_invoice.
 -- Units per dimension set of one metric in [from_ts, to_ts]. Day-aligned windows read
@@ -685,11 +725,7 @@ DECLARE
     applied billing.applied_coupons;
     fixed_amount numeric;
 BEGIN
-    SELECT c.* INTO cust FROM billing.customer_directory d JOIN billing.customers c ON c.id = d.customer_id
-    WHERE d.external_id = customer;
-    IF NOT FOUND THEN
-        PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
-    END IF;
+    cust := billing._customer(customer);
     IF found_coupon.expires_at <= now() THEN
         PERFORM billing._raise('55000', format('coupon "%s" has expired', coupon), format('it expired at %s', found_coupon.expires_at),
             'create a new coupon');
@@ -921,10 +957,7 @@ DECLARE
     at timestamptz := now();
     inv billing.invoices;
 BEGIN
-    SELECT c.* INTO cust FROM billing.customer_directory d JOIN billing.customers c ON c.id = d.customer_id WHERE d.external_id = customer;
-    IF NOT FOUND THEN
-        PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
-    END IF;
+    cust := billing._customer(customer);
     IF jsonb_typeof(items) IS DISTINCT FROM 'array' OR jsonb_array_length(items) = 0 THEN
         PERFORM billing._invalid('items must be a non-empty JSON array of one-off items', format('got %s', items),
             'write [{"add_on_code": "setup"}] or [{"description": "Consulting", "units": 3, "unit_amount": "150"}]');
@@ -1040,11 +1073,7 @@ DECLARE
     found_add_on billing.add_ons;
     created billing.fixed_charges;
 BEGIN
-    SELECT v.* INTO version FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
-    WHERE p.code = plan ORDER BY v.version DESC LIMIT 1;
-    IF NOT FOUND THEN
-        PERFORM billing._unknown('plan', plan, 'create it with billing.create_plan');
-    END IF;
+    version := billing._plan_version(plan);
     SELECT * INTO found_add_on FROM billing.add_ons a WHERE a.code = add_on;
     IF NOT FOUND THEN
         PERFORM billing._unknown('add-on', add_on, 'create it with billing.create_add_on');
@@ -1216,11 +1245,9 @@ DECLARE
     position integer := 0;
     amount numeric;
 BEGIN
-    SELECT v.* INTO version FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
-    WHERE p.code = plan ORDER BY v.version DESC LIMIT 1 FOR UPDATE OF v;
-    IF NOT FOUND THEN
-        PERFORM billing._unknown('plan', plan, 'create it with billing.create_plan');
-    END IF;
+    version := billing._plan_version(plan);
+    -- Two calls for one version take turns.
+    PERFORM 1 FROM billing.plan_versions v WHERE v.id = version.id FOR UPDATE;
     IF jsonb_typeof(thresholds) IS DISTINCT FROM 'array' THEN
         PERFORM billing._invalid('thresholds must be a JSON array', format('got %s', thresholds),
             'write [{"amount": "100"}, {"amount": "50", "recurring": true}], or [] to remove them');
@@ -1756,11 +1783,7 @@ BEGIN
     END IF;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
     IF plan IS NOT NULL THEN
-        SELECT v.* INTO what_if FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
-        WHERE p.code = plan ORDER BY v.version DESC LIMIT 1;
-        IF NOT FOUND THEN
-            PERFORM billing._unknown('plan', plan, 'create it with billing.create_plan');
-        END IF;
+        what_if := billing._plan_version(plan);
         IF what_if.currency <> cust.currency THEN
             PERFORM billing._invalid(format('plan "%s" is priced in %s, customer "%s" is billed in %s', plan, what_if.currency,
                                             cust.external_id, cust.currency),
@@ -1900,9 +1923,7 @@ BEGIN
     WHERE ic.customer_id = inv.customer_id AND ic.invoice_id = inv.id;
     SELECT coalesce(sum(icn.amount), 0) INTO credits FROM billing.invoice_credit_notes icn
     WHERE icn.customer_id = inv.customer_id AND icn.invoice_id = inv.id;
-    SELECT coalesce(sum(billing.round_money(t.amount, inv.currency)), 0) INTO taxes
-    FROM (SELECT sum(ft.precise_amount) AS amount FROM billing.fee_taxes ft
-          WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id GROUP BY ft.tax_id) t;
+    taxes := billing._invoice_taxes_amount(inv.customer_id, inv.id, inv.currency);
     consistent := inv.fees_amount = fees AND inv.progressive_billing_credit_amount = progressive AND inv.coupons_amount = coupons
         AND inv.taxes_amount = taxes AND inv.credit_notes_amount = credits
         AND inv.sub_total_excluding_taxes = inv.fees_amount - inv.progressive_billing_credit_amount - inv.coupons_amount
@@ -2672,7 +2693,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON billing.taxes, bil
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE billing.taxes_id_seq, billing.coupons_id_seq, billing.applied_coupons_id_seq,
     billing.invoice_verifications_id_seq, billing.add_ons_id_seq, billing.credit_notes_id_seq, billing.usage_thresholds_id_seq,
     billing.fixed_charges_id_seq TO billing_admin;
-GRANT EXECUTE ON FUNCTION billing._tax(text), billing._check_tax_rate(numeric),
+GRANT EXECUTE ON FUNCTION billing._customer(text), billing._plan_version(text), billing._invoice_taxes_amount(bigint, bigint, text), billing._tax(text), billing._check_tax_rate(numeric),
     billing.create_tax(text, text, numeric, text), billing.update_tax(text, numeric, text, text),
     billing.set_taxes(text, text, text[]), billing._tax_fees(bigint, bigint), billing._coupon(text),
     billing.create_coupon(text, text, text, numeric, text, numeric, text, integer, timestamptz, text[], text[]),
@@ -2752,3 +2773,6 @@ COMMENT ON FUNCTION billing.add_fixed_charge(text, text, text, jsonb, numeric, b
 COMMENT ON FUNCTION billing.set_fixed_charge_units(text, text, numeric, timestamptz) IS 'Sets a subscription''s units of a fixed charge (by add-on code) from at on; a change during a period is prorated when the charge is. 23503 unknown subscription or fixed charge, 22023 bad units or instant.';
 COMMENT ON FUNCTION billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz) IS 'Private: the fees of a subscription''s fixed charges paid in advance or in arrears for one period: units in force (or, prorated, each count weighted by its days over the period''s days), priced, with the add-on''s taxes.';
 COMMENT ON FUNCTION billing._fixed_charge_units(bigint, bigint, bigint, timestamptz) IS 'Private: a subscription''s own units of a fixed charge set at or before an instant, oldest first.';
+COMMENT ON FUNCTION billing._customer(text) IS 'Private: the customer with this external id, or 23503.';
+COMMENT ON FUNCTION billing._plan_version(text) IS 'Private: the current (latest) version of the plan with this code, or 23503.';
+COMMENT ON FUNCTION billing._invoice_taxes_amount(bigint, bigint, text) IS 'Private: an invoice''s tax total from its fees'' taxes, each tax''s exact sum rounded once to the currency.';

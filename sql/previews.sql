@@ -27,11 +27,7 @@ BEGIN
     END IF;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
     IF plan IS NOT NULL THEN
-        SELECT v.* INTO what_if FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
-        WHERE p.code = plan ORDER BY v.version DESC LIMIT 1;
-        IF NOT FOUND THEN
-            PERFORM billing._unknown('plan', plan, 'create it with billing.create_plan');
-        END IF;
+        what_if := billing._plan_version(plan);
         IF what_if.currency <> cust.currency THEN
             PERFORM billing._invalid(format('plan "%s" is priced in %s, customer "%s" is billed in %s', plan, what_if.currency,
                                             cust.external_id, cust.currency),
@@ -171,9 +167,7 @@ BEGIN
     WHERE ic.customer_id = inv.customer_id AND ic.invoice_id = inv.id;
     SELECT coalesce(sum(icn.amount), 0) INTO credits FROM billing.invoice_credit_notes icn
     WHERE icn.customer_id = inv.customer_id AND icn.invoice_id = inv.id;
-    SELECT coalesce(sum(billing.round_money(t.amount, inv.currency)), 0) INTO taxes
-    FROM (SELECT sum(ft.precise_amount) AS amount FROM billing.fee_taxes ft
-          WHERE ft.customer_id = inv.customer_id AND ft.invoice_id = inv.id GROUP BY ft.tax_id) t;
+    taxes := billing._invoice_taxes_amount(inv.customer_id, inv.id, inv.currency);
     consistent := inv.fees_amount = fees AND inv.progressive_billing_credit_amount = progressive AND inv.coupons_amount = coupons
         AND inv.taxes_amount = taxes AND inv.credit_notes_amount = credits
         AND inv.sub_total_excluding_taxes = inv.fees_amount - inv.progressive_billing_credit_amount - inv.coupons_amount

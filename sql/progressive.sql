@@ -44,11 +44,9 @@ DECLARE
     position integer := 0;
     amount numeric;
 BEGIN
-    SELECT v.* INTO version FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
-    WHERE p.code = plan ORDER BY v.version DESC LIMIT 1 FOR UPDATE OF v;
-    IF NOT FOUND THEN
-        PERFORM billing._unknown('plan', plan, 'create it with billing.create_plan');
-    END IF;
+    version := billing._plan_version(plan);
+    -- Two calls for one version take turns.
+    PERFORM 1 FROM billing.plan_versions v WHERE v.id = version.id FOR UPDATE;
     IF jsonb_typeof(thresholds) IS DISTINCT FROM 'array' THEN
         PERFORM billing._invalid('thresholds must be a JSON array', format('got %s', thresholds),
             'write [{"amount": "100"}, {"amount": "50", "recurring": true}], or [] to remove them');

@@ -194,7 +194,6 @@ DECLARE
     -- taxes every fee from the same attachments, whatever changes meanwhile.
     map_charge bigint[];
     map_tax bigint[];
-    total numeric;
 BEGIN
     -- Without any tax there is nothing to do (nor any fee tax to remove: they reference a tax).
     IF NOT EXISTS (SELECT 1 FROM billing.taxes) THEN
@@ -231,14 +230,24 @@ BEGIN
         JOIN billing.taxes t ON t.id = applicable.tax_id
         WHERE fe.customer_id = customer_id AND fe.invoice_id = invoice_id AND fe.invoiceable;
     END IF;
-    SELECT coalesce(sum(billing.round_money(per_tax.amount, inv.currency)), 0) INTO total
+    RETURN billing._invoice_taxes_amount(customer_id, invoice_id, inv.currency);
+END $$;
+
+-- An invoice's tax total from its fees' taxes: each tax's exact sum rounded once, added up.
+CREATE FUNCTION billing._invoice_taxes_amount(customer_id bigint, invoice_id bigint, currency text) RETURNS numeric
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    total numeric;
+BEGIN
+    SELECT coalesce(sum(billing.round_money(per_tax.amount, currency)), 0) INTO total
     FROM (SELECT sum(ft.precise_amount) AS amount FROM billing.fee_taxes ft
           WHERE ft.customer_id = customer_id AND ft.invoice_id = invoice_id GROUP BY ft.tax_id) per_tax;
     RETURN total;
 END $$;
 
 REVOKE ALL ON FUNCTION billing._tax(text), billing._check_tax_rate(numeric),
-    billing._tax_fees(bigint, bigint) FROM PUBLIC;
+    billing._tax_fees(bigint, bigint), billing._invoice_taxes_amount(bigint, bigint, text) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the tables belong to the extension).
 SELECT pg_catalog.pg_extension_config_dump('billing.taxes', '');

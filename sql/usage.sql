@@ -250,6 +250,36 @@ BEGIN
     RETURN found_subscription;
 END $$;
 
+-- The customer with this external id, or 23503.
+CREATE FUNCTION billing._customer(external_id text) RETURNS billing.customers
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    found_customer billing.customers;
+BEGIN
+    SELECT c.* INTO found_customer FROM billing.customer_directory d JOIN billing.customers c ON c.id = d.customer_id
+    WHERE d.external_id = external_id;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('customer', external_id, 'create it with billing.create_customer');
+    END IF;
+    RETURN found_customer;
+END $$;
+
+-- The current (latest) version of the plan with this code, or 23503.
+CREATE FUNCTION billing._plan_version(code text) RETURNS billing.plan_versions
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    version billing.plan_versions;
+BEGIN
+    SELECT v.* INTO version FROM billing.plans p JOIN billing.plan_versions v ON v.plan_id = p.id
+    WHERE p.code = code ORDER BY v.version DESC LIMIT 1;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('plan', code, 'create it with billing.create_plan');
+    END IF;
+    RETURN version;
+END $$;
+
 -- One line of usage: a charge, filter and pricing group of a subscription in a window.
 CREATE TYPE billing.usage_line AS (
     charge_id bigint, billable_metric_code text, aggregation text, charge_model text,
@@ -383,7 +413,7 @@ BEGIN
     RETURN QUERY SELECT * FROM billing._usage(sub, cust, greatest(bounds.from_datetime, starts), least(bounds.to_datetime, ends));
 END $$;
 
-REVOKE ALL ON FUNCTION billing._subscription(text), billing._charge_filter(bigint, jsonb), billing._group_of(text[], jsonb),
+REVOKE ALL ON FUNCTION billing._subscription(text), billing._customer(text), billing._plan_version(text), billing._charge_filter(bigint, jsonb), billing._group_of(text[], jsonb),
     billing._usage(billing.subscriptions, billing.customers, timestamptz, timestamptz, boolean),
     billing._round_units(numeric, text, integer), billing._stored_day(timestamptz, integer),
     billing._metric_units(bigint, bigint, billing.billable_metrics, timestamptz, timestamptz, text, boolean),
