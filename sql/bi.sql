@@ -189,6 +189,19 @@ LEFT JOIN (SELECT DISTINCT ON (x.customer_id, x.invoice_id) x.customer_id, x.inv
        ON v.customer_id = i.customer_id AND v.invoice_id = i.id
 WHERE i.status = 'finalized' AND (v.verified_at IS NULL OR v.drifting_lines > 0 OR NOT v.totals_consistent);
 
+-- Every plan change, with the plans on both sides: pending until its instant has come.
+CREATE VIEW billing_bi.plan_changes AS
+SELECT s.external_id AS subscription_external_id, c.external_id AS customer_external_id, pc.kind::text AS kind,
+       fp.code AS from_plan_code, fv.version AS from_plan_version, tp.code AS to_plan_code, tv.version AS to_plan_version,
+       pc.effective_at, CASE WHEN pc.effective_at > now() THEN 'pending' ELSE 'effective' END AS status, pc.requested_at
+FROM billing.plan_changes pc
+JOIN billing.subscriptions s ON s.customer_id = pc.customer_id AND s.id = pc.subscription_id
+JOIN billing.customers c ON c.id = pc.customer_id
+JOIN billing.plan_versions fv ON fv.id = pc.from_plan_version_id
+JOIN billing.plans fp ON fp.id = fv.plan_id
+JOIN billing.plan_versions tv ON tv.id = pc.to_plan_version_id
+JOIN billing.plans tp ON tp.id = tv.plan_id;
+
 GRANT USAGE ON SCHEMA billing_bi TO billing_reader, billing_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA billing_bi TO billing_reader, billing_admin;
 

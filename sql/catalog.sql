@@ -147,6 +147,9 @@ CREATE TABLE billing.subscription_directory (
     timezone text NOT NULL,
     active_from timestamptz NOT NULL,
     active_until timestamptz,
+    -- Every plan version the subscription is billed on (past, current and pending, after
+    -- plan changes): ingestion keeps the event properties that any of them splits usage by.
+    plan_version_ids bigint[] NOT NULL,
     UNIQUE (customer_id, subscription_id)
 );
 
@@ -450,9 +453,10 @@ BEGIN
             billing_time::billing.billing_time, subscription_at,
             CASE WHEN subscription_at > now() THEN NULL ELSE subscription_at END)
     RETURNING * INTO created;
-    INSERT INTO billing.subscription_directory (external_id, customer_id, subscription_id, plan_version_id, timezone, active_from)
+    INSERT INTO billing.subscription_directory (external_id, customer_id, subscription_id, plan_version_id, timezone, active_from,
+                                                plan_version_ids)
     VALUES (created.external_id, created.customer_id, created.id, created.plan_version_id, customer_timezone,
-            coalesce(created.started_at, created.subscription_at));
+            coalesce(created.started_at, created.subscription_at), ARRAY[created.plan_version_id]);
     RETURN created;
 END $$;
 
@@ -463,6 +467,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     entry billing.subscription_directory;
     subscription billing.subscriptions;
+    in_force bigint;
 BEGIN
     SELECT * INTO entry FROM billing.subscription_directory d WHERE d.external_id = terminate_subscription.external_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -478,11 +483,17 @@ BEGIN
         PERFORM billing._invalid('terminated_at is before the subscription started',
             format('got %s, started %s', terminated_at, subscription.subscription_at), 'terminate at or after the start');
     END IF;
+    -- Plan changes from the termination on never take effect; the plan in force then stays.
+    in_force := ((billing._in_force(subscription, terminated_at)).billed).plan_version_id;
+    DELETE FROM billing.plan_changes pc
+    WHERE pc.customer_id = entry.customer_id AND pc.subscription_id = entry.subscription_id AND pc.effective_at >= terminated_at;
     UPDATE billing.subscriptions s SET status = 'terminated', terminated_at = terminate_subscription.terminated_at,
-        started_at = coalesce(s.started_at, s.subscription_at)
+        started_at = coalesce(s.started_at, s.subscription_at),
+        plan_version_id = CASE WHEN terminate_subscription.terminated_at <= now() THEN in_force ELSE s.plan_version_id END
     WHERE s.customer_id = entry.customer_id AND s.id = entry.subscription_id RETURNING * INTO subscription;
-    UPDATE billing.subscription_directory d SET active_until = subscription.terminated_at
+    UPDATE billing.subscription_directory d SET active_until = subscription.terminated_at, plan_version_id = subscription.plan_version_id
     WHERE d.external_id = entry.external_id;
+    PERFORM billing._note_plan_versions(subscription);
     -- A termination that has happened is billed at once: the final invoice.
     IF subscription.terminated_at <= now() THEN
         PERFORM billing._bill_subscription(subscription.customer_id, subscription.id, now());
@@ -514,8 +525,9 @@ REVOKE ALL ON FUNCTION billing._raise(text, text, text, text), billing._invalid(
     billing._check_timezone(text), billing._check_currency(text),
     billing._unknown(text, text, text), billing._check_prorated(integer, billing.billable_metrics, text, boolean) FROM PUBLIC;
 
--- Pending subscriptions whose start has come become active (the billing cycle calls this;
--- pg_cron can too). Ingestion already accepts their events from subscription_at on.
+-- Pending subscriptions whose start has come become active, and plan changes whose instant
+-- has come take effect (the billing cycle calls this; pg_cron can too). Ingestion already
+-- accepts their events from subscription_at on; billing already bills each plan for its time.
 -- (PL/pgSQL: Citus plans no SQL-language function that reads a distributed table with
 -- parameters.)
 CREATE FUNCTION billing.activate_subscriptions(as_of timestamptz DEFAULT now()) RETURNS integer
@@ -527,5 +539,6 @@ BEGIN
     UPDATE billing.subscriptions s SET status = 'active', started_at = s.subscription_at
     WHERE s.status = 'pending' AND s.subscription_at <= as_of;
     GET DIAGNOSTICS activated = ROW_COUNT;
+    PERFORM billing._apply_plan_changes(as_of);
     RETURN activated;
 END $$;

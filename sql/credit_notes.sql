@@ -25,8 +25,9 @@ CREATE TABLE billing.credit_notes (
     -- What is left of the credit for later invoices.
     balance_amount numeric NOT NULL,
     credit_status billing.credit_status NOT NULL,
-    -- The subscription whose termination credited its unused days (NULL: created by hand).
-    terminated_subscription_id bigint,
+    -- The base fee paid in advance whose unused days it gives back, after a termination or an
+    -- upgrade (NULL: created by hand).
+    unused_days_fee_id bigint,
     created_at timestamptz NOT NULL DEFAULT now(),
     voided_at timestamptz,
     PRIMARY KEY (customer_id, id),
@@ -235,46 +236,50 @@ BEGIN
     RETURN voided;
 END $$;
 
--- The credit note of a terminated subscription paid in advance: the unused days of its base
--- fee after the termination day (plan amount / period days × days, pricing.md), less the
--- fee's coupon share, with its taxes, at most what is left creditable of the fee. Once per
--- subscription, and only for a base fee on a finalized invoice.
-CREATE FUNCTION billing._credit_unused_days(sub billing.subscriptions, cust billing.customers) RETURNS void
+-- The credit note for the unused days of a base fee paid in advance, when its plan ends
+-- early: from first_unused_day (the day after a termination, the day of an upgrade) to the
+-- period's end (plan amount / period days x days, pricing.md), less the fee's coupon share,
+-- with its taxes, at most what is left creditable of the fee. `within` is an instant of the
+-- plan's last period (the termination, or the instant before the change). Once per fee, and
+-- only for a fee on a finalized invoice.
+CREATE FUNCTION billing._credit_unused_days(
+    sub billing.subscriptions, cust billing.customers, plan_version_id bigint, within timestamptz, first_unused_day date
+) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     plan billing.plan_versions;
     fee billing.fees;
-    termination_day date := (sub.terminated_at AT TIME ZONE cust.timezone)::date;
     period record;
     unused numeric;
     left_to_credit numeric;
     item numeric;
     note billing.credit_notes;
 BEGIN
-    SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = sub.plan_version_id;
-    IF NOT plan.pay_in_advance OR sub.terminated_at IS NULL
-       OR EXISTS (SELECT 1 FROM billing.credit_notes cn WHERE cn.customer_id = sub.customer_id AND cn.terminated_subscription_id = sub.id) THEN
+    SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = plan_version_id;
+    IF NOT plan.pay_in_advance THEN
         RETURN;
     END IF;
+    -- The plan's own fee (a later plan's starts after `within`).
     SELECT fe.* INTO fee FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
     WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.fee_type = 'subscription' AND fe.amount > 0
-      AND fe.from_datetime <= sub.terminated_at AND sub.terminated_at <= fe.to_datetime AND i.status = 'finalized'
+      AND fe.from_datetime <= within AND within <= fe.to_datetime AND i.status = 'finalized'
     ORDER BY fe.from_datetime DESC LIMIT 1;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR EXISTS (SELECT 1 FROM billing.credit_notes cn WHERE cn.customer_id = sub.customer_id AND cn.unused_days_fee_id = fee.id) THEN
         RETURN;
     END IF;
     SELECT * INTO period FROM billing._period_dates(plan.interval::text, sub.billing_time::text,
-        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, termination_day);
-    unused := billing._period_share(plan.amount, period.to_date - termination_day, period.to_date - period.from_date + 1);
+        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, (within AT TIME ZONE cust.timezone)::date);
+    unused := billing._period_share(plan.amount, greatest(period.to_date - first_unused_day + 1, 0), period.to_date - period.from_date + 1);
     SELECT c.creditable INTO left_to_credit FROM billing._creditable(sub.customer_id, fee.invoice_id) c WHERE c.fee_id = fee.id;
     item := least(billing.round_money(unused * (1 - fee.precise_coupons_amount / fee.amount), cust.currency), left_to_credit);
     IF item <= 0 THEN
         RETURN;
     END IF;
     note := billing.create_credit_note(fee.invoice_id, jsonb_build_array(jsonb_build_object('fee_id', fee.id, 'amount', item)),
-        'order_cancellation', description => format('unused days after the termination on %s', termination_day));
-    UPDATE billing.credit_notes cn SET terminated_subscription_id = sub.id WHERE cn.customer_id = note.customer_id AND cn.id = note.id;
+        CASE WHEN sub.terminated_at IS NOT NULL AND within = sub.terminated_at THEN 'order_cancellation' ELSE 'order_change' END::text,
+        description => format('unused days from %s', first_unused_day));
+    UPDATE billing.credit_notes cn SET unused_days_fee_id = fee.id WHERE cn.customer_id = note.customer_id AND cn.id = note.id;
 END $$;
 
 -- Consumes the customer's available credit notes (oldest first) on an invoice being
@@ -314,7 +319,7 @@ END $$;
 
 REVOKE ALL ON FUNCTION billing._creditable(bigint, bigint), billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text),
     billing.void_credit_note(bigint), billing._apply_credit_notes(billing.invoices),
-    billing._credit_unused_days(billing.subscriptions, billing.customers) FROM PUBLIC;
+    billing._credit_unused_days(billing.subscriptions, billing.customers, bigint, timestamptz, date) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the tables belong to the extension).
 SELECT pg_catalog.pg_extension_config_dump('billing.credit_notes', '');

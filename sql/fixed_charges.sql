@@ -85,12 +85,13 @@ BEGIN
 END $$;
 
 -- The fees of a subscription's fixed charges for one period (from_day to to_day, billed
--- from `billed_from` to `billed_to`), paid in advance or in arrears as `in_advance` says.
+-- from `billed_from` to `billed_to`, named period_key in the fees' keys), paid in advance or
+-- in arrears as `in_advance` says.
 -- Units: those in force at the start of what is billed, or, prorated, each count weighted
 -- by its days in it over the period's days.
 CREATE FUNCTION billing._add_fixed_charge_fees(
     sub billing.subscriptions, cust billing.customers, invoice_id bigint, in_advance boolean, from_day date, to_day date,
-    billed_from timestamptz, billed_to timestamptz
+    billed_from timestamptz, billed_to timestamptz, period_key text
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -130,7 +131,7 @@ BEGIN
         END IF;
         INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, description, units,
                                   precise_unit_amount, precise_amount, amount, amount_details, from_datetime, to_datetime, add_on_id, tax_ids)
-        VALUES (sub.customer_id, invoice_id, sub.id, 'fixed_charge', format('fixed_charge:%s:%s', charge.id, to_char(from_day, 'YYYY-MM-DD')),
+        VALUES (sub.customer_id, invoice_id, sub.id, 'fixed_charge', format('fixed_charge:%s:%s', charge.id, period_key),
                 charge.name, units,
                 CASE WHEN units = 0 THEN 0 ELSE billing.amount(charge.price::billing.price, units) / units END,
                 billing.amount(charge.price::billing.price, units),
@@ -153,7 +154,7 @@ END $$;
 
 REVOKE ALL ON FUNCTION billing.add_fixed_charge(text, text, text, jsonb, numeric, boolean, boolean),
     billing.set_fixed_charge_units(text, text, numeric, timestamptz),
-    billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz),
+    billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz, text),
     billing._fixed_charge_units(bigint, bigint, bigint, timestamptz) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the tables belong to the extension).

@@ -256,15 +256,16 @@ BEGIN
 END $$;
 
 -- The base fee of a period (from_day to to_day) for `days` of its days, on an invoice, which
--- then names the base fee's period.
+-- then names the base fee's period. period_key names the period (and the plan, after a
+-- plan change) in the fee's key.
 CREATE FUNCTION billing._add_base_fee(
     sub billing.subscriptions, cust billing.customers, invoice_id bigint, plan billing.plan_versions, plan_name text,
-    from_day date, to_day date, days integer, from_datetime timestamptz, to_datetime timestamptz
+    from_day date, to_day date, days integer, from_datetime timestamptz, to_datetime timestamptz, period_key text
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 BEGIN
-    PERFORM billing._add_fee(sub, cust, invoice_id, 'subscription', 'subscription:' || to_char(from_day, 'YYYY-MM-DD'), plan_name,
+    PERFORM billing._add_fee(sub, cust, invoice_id, 'subscription', 'subscription:' || period_key, plan_name,
         billing._period_share(plan.amount, days, to_day - from_day + 1), from_datetime, to_datetime);
     UPDATE billing.invoices i SET subscription_from = from_datetime, subscription_to = to_datetime
     WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
@@ -445,25 +446,67 @@ BEGIN
     END LOOP;
 END $$;
 
--- Bills a subscription up to `as_of`: walks its periods from the start and adds, on the
--- invoice of each billing instant, what falls due there. With `only_at`, recomputes the
--- fees of that one instant (a draft's refresh); without it, bills every instant after the
--- last one invoiced. Returns the invoices it created.
+-- Bills a subscription up to `as_of`: walks its plans (billing._plan_segments) and each
+-- one's periods from the start, and adds, on the invoice of each billing instant, what falls
+-- due there. With `only_at`, recomputes the fees of that one instant (a draft's refresh);
+-- without it, bills every instant after the last one invoiced. Returns the invoices it
+-- created.
 CREATE FUNCTION billing._bill_periods(sub billing.subscriptions, as_of timestamptz, only_at timestamptz DEFAULT NULL)
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     cust billing.customers;
+    tz text;
+    first_start timestamptz := coalesce(sub.started_at, sub.subscription_at);
+    anchor date;
+    last_billed timestamptz;
+    created bigint[] := '{}';
+    segment record;
+BEGIN
+    IF first_start > as_of THEN
+        RETURN;
+    END IF;
+    SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
+    tz := cust.timezone;
+    -- Every plan keeps the subscription's original anniversary.
+    anchor := (first_start AT TIME ZONE tz)::date;
+    SELECT max(i.billing_at) INTO last_billed FROM billing.invoices i
+    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'subscription';
+    FOR segment IN SELECT * FROM billing._plan_segments(sub) LOOP
+        EXIT WHEN segment.from_at > as_of OR segment.from_at >= coalesce(sub.terminated_at, 'infinity');
+        created := created || ARRAY(SELECT billing._bill_plan_periods(sub, cust, segment.plan_version_id, segment.from_at,
+                                                                      segment.until_at, segment.from_at = first_start, anchor,
+                                                                      last_billed, as_of, only_at));
+    END LOOP;
+    RETURN QUERY SELECT DISTINCT unnest(created);
+END $$;
+
+-- The periods of one plan of a subscription, in force from `from_at` to `until_at` (the next
+-- plan's instant; NULL: to the termination or for good), as billing._bill_periods bills them.
+-- A plan that gives way to another is billed through the day before the change; its last
+-- fees go on the invoice of the change's instant, with the next plan's first ones. The fees
+-- of a plan after the first carry its instant in their keys.
+CREATE FUNCTION billing._bill_plan_periods(
+    sub billing.subscriptions, cust billing.customers, plan_version_id bigint, from_at timestamptz, until_at timestamptz,
+    first_plan boolean, anchor date, last_billed timestamptz, as_of timestamptz, only_at timestamptz
+) RETURNS SETOF bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
     plan billing.plan_versions;
     plan_name text;
-    tz text;
-    starts timestamptz := coalesce(sub.started_at, sub.subscription_at);
-    ends timestamptz := coalesce(sub.terminated_at, 'infinity');
+    tz text := cust.timezone;
+    starts timestamptz := from_at;
+    -- The plan's last instant, and the instant its last fees are billed at.
+    ends timestamptz := coalesce(until_at - interval '1 microsecond', sub.terminated_at, 'infinity');
+    ends_at timestamptz := coalesce(until_at, sub.terminated_at, 'infinity');
+    key_suffix text := CASE WHEN first_plan THEN '' ELSE '@' || to_char(from_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') END;
+    billed_sub billing.subscriptions := sub;
     trial_end timestamptz;
-    anchor date;
     start_day date;
     paid_from_day date;
+    last_day date;
     day date;
     p record;
     period_from timestamptz;
@@ -471,30 +514,22 @@ DECLARE
     billed_from timestamptz;
     billed_to timestamptz;
     closes_at timestamptz;
-    last_billed timestamptz;
     at timestamptz;
     invoice_id bigint;
-    created bigint[] := '{}';
     days integer;
     period_key text;
     committed numeric;
     missing numeric;
     advance_fixed_charges boolean;
 BEGIN
-    IF starts > as_of THEN
-        RETURN;
-    END IF;
-    SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
-    SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = sub.plan_version_id;
+    billed_sub.plan_version_id := plan_version_id;
+    SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = plan_version_id;
     SELECT pl.name INTO plan_name FROM billing.plans pl WHERE pl.id = plan.plan_id;
-    tz := cust.timezone;
-    trial_end := CASE WHEN plan.trial_days > 0 THEN starts + plan.trial_days * interval '1 day' END;
+    -- The trial runs from the subscription's first start, whatever plan it is on now.
+    trial_end := CASE WHEN plan.trial_days > 0 THEN coalesce(sub.started_at, sub.subscription_at) + plan.trial_days * interval '1 day' END;
     advance_fixed_charges := EXISTS (SELECT 1 FROM billing.fixed_charges fc WHERE fc.plan_version_id = plan.id AND fc.pay_in_advance);
     start_day := (starts AT TIME ZONE tz)::date;
-    anchor := start_day;
     paid_from_day := greatest(start_day, (trial_end AT TIME ZONE tz)::date);
-    SELECT max(i.billing_at) INTO last_billed FROM billing.invoices i
-    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'subscription';
     -- Instants up to the last one billed are done: start from the period holding it.
     day := greatest(start_day, ((coalesce(only_at, last_billed) - interval '1 microsecond') AT TIME ZONE tz)::date);
     LOOP
@@ -504,39 +539,45 @@ BEGIN
         billed_from := greatest(period_from, starts);
         billed_to := least(period_to, ends);
         EXIT WHEN billed_from > as_of OR billed_from > billed_to;
-        period_key := to_char(p.from_date, 'YYYY-MM-DD');
+        period_key := to_char(p.from_date, 'YYYY-MM-DD') || key_suffix;
+        -- The last day the base fee and minimums count: through the day before a change.
+        last_day := CASE WHEN until_at IS NOT NULL AND ends <= period_to THEN (until_at AT TIME ZONE tz)::date - 1
+                         ELSE (billed_to AT TIME ZONE tz)::date END;
 
         -- In advance: the base fee and the fixed charges paid in advance when the period starts
-        -- (or the subscription, or the trial ends), for the days from then to the period's end.
+        -- (or the plan, or the trial ends), for the days from then to the period's end.
         at := greatest(billed_from, trial_end);
         IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges) AND at <= period_to AND at < ends AND at <= as_of
            AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
             invoice_id := billing._invoice_at(sub, cust, at);
-            created := created || invoice_id;
+            RETURN NEXT invoice_id;
             IF plan.pay_in_advance AND plan.amount > 0 THEN
-                PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date,
-                                              p.to_date - greatest(p.from_date, paid_from_day) + 1, greatest(period_from, at), period_to);
+                PERFORM billing._add_base_fee(billed_sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date,
+                                              p.to_date - greatest(p.from_date, paid_from_day) + 1, greatest(period_from, at), period_to,
+                                              period_key);
             END IF;
-            PERFORM billing._add_fixed_charge_fees(sub, cust, invoice_id, true, p.from_date, p.to_date, greatest(period_from, at), period_to);
+            PERFORM billing._add_fixed_charge_fees(billed_sub, cust, invoice_id, true, p.from_date, p.to_date, greatest(period_from, at),
+                                                   period_to, period_key);
         END IF;
 
-        -- At the period's close (or the termination): arrears base fee, usage, minimums.
-        closes_at := CASE WHEN ends <= period_to THEN ends ELSE period_to + interval '1 microsecond' END;
+        -- At the period's close (or the plan's end): arrears base fee, usage, minimums.
+        closes_at := CASE WHEN ends <= period_to THEN ends_at ELSE period_to + interval '1 microsecond' END;
         EXIT WHEN closes_at > as_of;
         IF only_at = closes_at OR (only_at IS NULL AND closes_at > coalesce(last_billed, '-infinity')) THEN
             invoice_id := billing._invoice_at(sub, cust, closes_at);
-            created := created || invoice_id;
-            days := (billed_to AT TIME ZONE tz)::date - greatest(p.from_date, paid_from_day) + 1;
+            RETURN NEXT invoice_id;
+            days := last_day - greatest(p.from_date, paid_from_day) + 1;
             IF NOT plan.pay_in_advance AND plan.amount > 0 AND days > 0 THEN
-                PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date, days, billed_from, billed_to);
+                PERFORM billing._add_base_fee(billed_sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date, days, billed_from,
+                                              billed_to, period_key);
             END IF;
             -- Fixed charges in arrears, from the trial's end.
             IF days > 0 THEN
-                PERFORM billing._add_fixed_charge_fees(sub, cust, invoice_id, false, p.from_date, p.to_date,
-                                                       greatest(billed_from, coalesce(trial_end, billed_from)), billed_to);
+                PERFORM billing._add_fixed_charge_fees(billed_sub, cust, invoice_id, false, p.from_date, p.to_date,
+                                                       greatest(billed_from, coalesce(trial_end, billed_from)), billed_to, period_key);
             END IF;
-            days := (billed_to AT TIME ZONE tz)::date - greatest(p.from_date, start_day) + 1;
-            PERFORM billing._add_usage_fees(sub, cust, invoice_id, billed_from, billed_to, days, p.to_date - p.from_date + 1);
+            days := last_day - greatest(p.from_date, start_day) + 1;
+            PERFORM billing._add_usage_fees(billed_sub, cust, invoice_id, billed_from, billed_to, days, p.to_date - p.from_date + 1);
             UPDATE billing.invoices i SET charges_from = billed_from, charges_to = billed_to
             WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
             -- The plan's minimum commitment, against every fee of the period wherever it was
@@ -551,7 +592,7 @@ BEGIN
                     billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency),
                     committed);
                 IF missing > 0 THEN
-                    PERFORM billing._add_fee(sub, cust, invoice_id, 'commitment', 'commitment:' || period_key,
+                    PERFORM billing._add_fee(billed_sub, cust, invoice_id, 'commitment', 'commitment:' || period_key,
                                              plan_name || ' (minimum commitment)', missing, billed_from, billed_to);
                 END IF;
             END IF;
@@ -559,7 +600,6 @@ BEGIN
         EXIT WHEN ends <= period_to;
         day := p.to_date + 1;
     END LOOP;
-    RETURN QUERY SELECT DISTINCT unnest(created);
 END $$;
 
 -- Sets an invoice's totals from its invoiceable fees (taxes, coupons, credit notes and
@@ -681,18 +721,31 @@ DECLARE
     created bigint[];
     invoice_id bigint;
     inv billing.invoices;
+    upgrades billing.plan_changes[];
+    upgrade billing.plan_changes;
 BEGIN
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id FOR UPDATE;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = customer_id;
     SELECT e.grace_period_days INTO grace FROM billing.billing_entities e WHERE e.id = cust.billing_entity_id;
-    -- A termination paid in advance credits its unused days first: the termination invoice
-    -- is the first to consume that credit.
+    upgrades := ARRAY(SELECT pc FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id
+                      AND pc.kind = 'upgrade' AND pc.effective_at <= as_of ORDER BY pc.effective_at);
+    IF EXISTS (SELECT 1 FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id) THEN
+        PERFORM billing._apply_plan_changes(as_of, customer_id, subscription_id);
+        SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id;
+    END IF;
+    -- A plan paid in advance that ends early (an upgrade, a termination) credits its unused
+    -- days first: the invoice of that instant is the first to consume the credit.
+    FOREACH upgrade IN ARRAY upgrades LOOP
+        PERFORM billing._credit_unused_days(sub, cust, upgrade.from_plan_version_id, upgrade.effective_at - interval '1 microsecond',
+                                            (upgrade.effective_at AT TIME ZONE cust.timezone)::date);
+    END LOOP;
     IF sub.status = 'terminated' AND sub.terminated_at <= as_of THEN
-        PERFORM billing._credit_unused_days(sub, cust);
+        PERFORM billing._credit_unused_days(sub, cust, ((billing._in_force(sub, sub.terminated_at)).billed).plan_version_id,
+                                            sub.terminated_at, (sub.terminated_at AT TIME ZONE cust.timezone)::date + 1);
     END IF;
     created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
-    -- Usage thresholds crossed in the open period: a progressive-billing invoice.
-    invoice_id := billing._bill_usage_thresholds(sub, cust, as_of);
+    -- Usage thresholds crossed in the open period (of the plan in force): a progressive-billing invoice.
+    invoice_id := billing._bill_usage_thresholds((billing._in_force(sub, as_of)).billed, cust, as_of);
     IF invoice_id IS NOT NULL THEN
         created := created || invoice_id;
     END IF;
@@ -995,14 +1048,16 @@ SELECT pg_catalog.pg_extension_config_dump('billing.outbox_id_seq', '');
 REVOKE ALL ON FUNCTION billing._invoice_immutable(), billing._fee_immutable(), billing._emit(bigint, text, jsonb),
     billing._invoice_event(billing.invoices), billing._invoice_at(billing.subscriptions, billing.customers, timestamptz),
     billing._add_fee(billing.subscriptions, billing.customers, bigint, billing.fee_type, text, text, numeric, timestamptz, timestamptz, numeric, bigint, boolean),
-    billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz),
+    billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz, text),
     billing._window_events(bigint, bigint, bigint, timestamptz, timestamptz, text),
     billing._record_window(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, bigint),
     billing._usage_fee_key(text, bigint, bigint, jsonb, timestamptz, timestamptz),
     billing._add_usage_fees(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, integer, integer),
     billing._late_windows(billing.subscriptions, billing.customers, bigint),
     billing._add_adjustments(billing.subscriptions, billing.customers, bigint, timestamptz),
-    billing._bill_periods(billing.subscriptions, timestamptz, timestamptz), billing._total_invoice(bigint, bigint),
+    billing._bill_periods(billing.subscriptions, timestamptz, timestamptz),
+    billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz),
+    billing._total_invoice(bigint, bigint),
     billing._zero_padded(bigint, integer), billing._finalize(billing.invoices), billing._refresh(billing.invoices),
     billing._bill_subscription(bigint, bigint, timestamptz), billing._attempt(bigint, bigint, timestamptz, bigint), billing._invoice(bigint),
     billing._require_status(billing.invoices, billing.invoice_status, text),

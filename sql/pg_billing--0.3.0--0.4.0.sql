@@ -1119,12 +1119,13 @@ BEGIN
 END $$;
 
 -- The fees of a subscription's fixed charges for one period (from_day to to_day, billed
--- from `billed_from` to `billed_to`), paid in advance or in arrears as `in_advance` says.
+-- from `billed_from` to `billed_to`, named period_key in the fees' keys), paid in advance or
+-- in arrears as `in_advance` says.
 -- Units: those in force at the start of what is billed, or, prorated, each count weighted
 -- by its days in it over the period's days.
 CREATE FUNCTION billing._add_fixed_charge_fees(
     sub billing.subscriptions, cust billing.customers, invoice_id bigint, in_advance boolean, from_day date, to_day date,
-    billed_from timestamptz, billed_to timestamptz
+    billed_from timestamptz, billed_to timestamptz, period_key text
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -1164,7 +1165,7 @@ BEGIN
         END IF;
         INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, description, units,
                                   precise_unit_amount, precise_amount, amount, amount_details, from_datetime, to_datetime, add_on_id, tax_ids)
-        VALUES (sub.customer_id, invoice_id, sub.id, 'fixed_charge', format('fixed_charge:%s:%s', charge.id, to_char(from_day, 'YYYY-MM-DD')),
+        VALUES (sub.customer_id, invoice_id, sub.id, 'fixed_charge', format('fixed_charge:%s:%s', charge.id, period_key),
                 charge.name, units,
                 CASE WHEN units = 0 THEN 0 ELSE billing.amount(charge.price::billing.price, units) / units END,
                 billing.amount(charge.price::billing.price, units),
@@ -1187,7 +1188,7 @@ END $$;
 
 REVOKE ALL ON FUNCTION billing.add_fixed_charge(text, text, text, jsonb, numeric, boolean, boolean),
     billing.set_fixed_charge_units(text, text, numeric, timestamptz),
-    billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz),
+    billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz, text),
     billing._fixed_charge_units(bigint, bigint, bigint, timestamptz) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the tables belong to the extension).
@@ -1455,8 +1456,9 @@ CREATE TABLE billing.credit_notes (
     -- What is left of the credit for later invoices.
     balance_amount numeric NOT NULL,
     credit_status billing.credit_status NOT NULL,
-    -- The subscription whose termination credited its unused days (NULL: created by hand).
-    terminated_subscription_id bigint,
+    -- The base fee paid in advance whose unused days it gives back, after a termination or an
+    -- upgrade (NULL: created by hand).
+    unused_days_fee_id bigint,
     created_at timestamptz NOT NULL DEFAULT now(),
     voided_at timestamptz,
     PRIMARY KEY (customer_id, id),
@@ -1665,46 +1667,50 @@ BEGIN
     RETURN voided;
 END $$;
 
--- The credit note of a terminated subscription paid in advance: the unused days of its base
--- fee after the termination day (plan amount / period days × days, pricing.md), less the
--- fee's coupon share, with its taxes, at most what is left creditable of the fee. Once per
--- subscription, and only for a base fee on a finalized invoice.
-CREATE FUNCTION billing._credit_unused_days(sub billing.subscriptions, cust billing.customers) RETURNS void
+-- The credit note for the unused days of a base fee paid in advance, when its plan ends
+-- early: from first_unused_day (the day after a termination, the day of an upgrade) to the
+-- period's end (plan amount / period days x days, pricing.md), less the fee's coupon share,
+-- with its taxes, at most what is left creditable of the fee. `within` is an instant of the
+-- plan's last period (the termination, or the instant before the change). Once per fee, and
+-- only for a fee on a finalized invoice.
+CREATE FUNCTION billing._credit_unused_days(
+    sub billing.subscriptions, cust billing.customers, plan_version_id bigint, within timestamptz, first_unused_day date
+) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     plan billing.plan_versions;
     fee billing.fees;
-    termination_day date := (sub.terminated_at AT TIME ZONE cust.timezone)::date;
     period record;
     unused numeric;
     left_to_credit numeric;
     item numeric;
     note billing.credit_notes;
 BEGIN
-    SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = sub.plan_version_id;
-    IF NOT plan.pay_in_advance OR sub.terminated_at IS NULL
-       OR EXISTS (SELECT 1 FROM billing.credit_notes cn WHERE cn.customer_id = sub.customer_id AND cn.terminated_subscription_id = sub.id) THEN
+    SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = plan_version_id;
+    IF NOT plan.pay_in_advance THEN
         RETURN;
     END IF;
+    -- The plan's own fee (a later plan's starts after `within`).
     SELECT fe.* INTO fee FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
     WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.fee_type = 'subscription' AND fe.amount > 0
-      AND fe.from_datetime <= sub.terminated_at AND sub.terminated_at <= fe.to_datetime AND i.status = 'finalized'
+      AND fe.from_datetime <= within AND within <= fe.to_datetime AND i.status = 'finalized'
     ORDER BY fe.from_datetime DESC LIMIT 1;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR EXISTS (SELECT 1 FROM billing.credit_notes cn WHERE cn.customer_id = sub.customer_id AND cn.unused_days_fee_id = fee.id) THEN
         RETURN;
     END IF;
     SELECT * INTO period FROM billing._period_dates(plan.interval::text, sub.billing_time::text,
-        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, termination_day);
-    unused := billing._period_share(plan.amount, period.to_date - termination_day, period.to_date - period.from_date + 1);
+        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, (within AT TIME ZONE cust.timezone)::date);
+    unused := billing._period_share(plan.amount, greatest(period.to_date - first_unused_day + 1, 0), period.to_date - period.from_date + 1);
     SELECT c.creditable INTO left_to_credit FROM billing._creditable(sub.customer_id, fee.invoice_id) c WHERE c.fee_id = fee.id;
     item := least(billing.round_money(unused * (1 - fee.precise_coupons_amount / fee.amount), cust.currency), left_to_credit);
     IF item <= 0 THEN
         RETURN;
     END IF;
     note := billing.create_credit_note(fee.invoice_id, jsonb_build_array(jsonb_build_object('fee_id', fee.id, 'amount', item)),
-        'order_cancellation', description => format('unused days after the termination on %s', termination_day));
-    UPDATE billing.credit_notes cn SET terminated_subscription_id = sub.id WHERE cn.customer_id = note.customer_id AND cn.id = note.id;
+        CASE WHEN sub.terminated_at IS NOT NULL AND within = sub.terminated_at THEN 'order_cancellation' ELSE 'order_change' END::text,
+        description => format('unused days from %s', first_unused_day));
+    UPDATE billing.credit_notes cn SET unused_days_fee_id = fee.id WHERE cn.customer_id = note.customer_id AND cn.id = note.id;
 END $$;
 
 -- Consumes the customer's available credit notes (oldest first) on an invoice being
@@ -1744,7 +1750,7 @@ END $$;
 
 REVOKE ALL ON FUNCTION billing._creditable(bigint, bigint), billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text),
     billing.void_credit_note(bigint), billing._apply_credit_notes(billing.invoices),
-    billing._credit_unused_days(billing.subscriptions, billing.customers) FROM PUBLIC;
+    billing._credit_unused_days(billing.subscriptions, billing.customers, bigint, timestamptz, date) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the tables belong to the extension).
 SELECT pg_catalog.pg_extension_config_dump('billing.credit_notes', '');
@@ -1752,6 +1758,513 @@ SELECT pg_catalog.pg_extension_config_dump('billing.credit_notes_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.credit_note_items', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.credit_note_taxes', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.invoice_credit_notes', '');
+
+-- Plan changes (sql/plan_changes.sql): ingestion splits a subscription's events by the
+-- keys of every plan it is billed on.
+ALTER TABLE billing.subscription_directory ADD COLUMN plan_version_ids bigint[];
+UPDATE billing.subscription_directory SET plan_version_ids = ARRAY[plan_version_id];
+ALTER TABLE billing.subscription_directory ALTER COLUMN plan_version_ids SET NOT NULL;
+
+-- Plan changes. A subscription keeps its id, external id and events through a change of
+-- plan; what changes is the plan version in force, from an instant on. Billing walks the
+-- subscription's plans one after the other (billing._plan_segments): each is billed on its
+-- own terms for the time it was in force, so usage is billed on the plan version in force
+-- when it happened, and the periods keep the subscription's original anniversary.
+CREATE TYPE billing.plan_change_kind AS ENUM ('upgrade', 'downgrade');
+
+-- Each change: from `effective_at` on, the subscription is billed on `to_plan_version_id`.
+-- A change whose instant has not come yet is pending (billing.cancel_plan_change removes it).
+CREATE TABLE billing.plan_changes (
+    customer_id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    effective_at timestamptz NOT NULL,
+    from_plan_version_id bigint NOT NULL REFERENCES billing.plan_versions,
+    to_plan_version_id bigint NOT NULL REFERENCES billing.plan_versions,
+    kind billing.plan_change_kind NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, subscription_id, effective_at),
+    FOREIGN KEY (customer_id, subscription_id) REFERENCES billing.subscriptions (customer_id, id)
+);
+
+-- The plans of a subscription, oldest first: each version with the instant it took effect
+-- and the instant the next one did (NULL for the last), pending ones included.
+CREATE FUNCTION billing._plan_segments(sub billing.subscriptions)
+RETURNS TABLE (plan_version_id bigint, from_at timestamptz, until_at timestamptz)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    changes billing.plan_changes[];
+BEGIN
+    changes := ARRAY(SELECT pc FROM billing.plan_changes pc
+                     WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id ORDER BY pc.effective_at);
+    IF cardinality(changes) = 0 THEN
+        RETURN QUERY SELECT sub.plan_version_id, coalesce(sub.started_at, sub.subscription_at), NULL::timestamptz;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT changes[1].from_plan_version_id, coalesce(sub.started_at, sub.subscription_at), changes[1].effective_at
+    UNION ALL
+    SELECT c.to_plan_version_id, c.effective_at, lead(c.effective_at) OVER (ORDER BY c.effective_at)
+    FROM unnest(changes) c;
+END $$;
+
+-- The subscription as billed at an instant: its row with the plan version in force then, and
+-- the instant that plan took effect.
+CREATE FUNCTION billing._in_force(sub billing.subscriptions, at timestamptz, OUT billed billing.subscriptions, OUT since timestamptz)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    segment record;
+BEGIN
+    billed := sub;
+    SELECT * INTO segment FROM billing._plan_segments(sub) s WHERE s.from_at <= at ORDER BY s.from_at DESC LIMIT 1;
+    IF FOUND THEN
+        billed.plan_version_id := segment.plan_version_id;
+        since := segment.from_at;
+    ELSE
+        since := coalesce(sub.started_at, sub.subscription_at);
+    END IF;
+END $$;
+
+-- A plan's price over a year, which decides whether a change is an upgrade (pricing.md).
+CREATE FUNCTION billing._yearly_amount(plan billing.plan_versions) RETURNS numeric
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT plan.amount * CASE plan.interval WHEN 'weekly' THEN 52 WHEN 'monthly' THEN 12 WHEN 'quarterly' THEN 4
+                                            WHEN 'semiannual' THEN 2 ELSE 1 END
+$$;
+
+-- Keeps the subscription row and the directory in step with the plan changes whose instant
+-- has come by as_of: the subscription names the plan in force, and ingestion splits events
+-- by the property keys of every plan the subscription has had or will have. Returns how
+-- many subscriptions changed plan.
+CREATE FUNCTION billing._apply_plan_changes(as_of timestamptz, only_customer_id bigint DEFAULT NULL, only_subscription_id bigint DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    changed record;
+    applied integer := 0;
+BEGIN
+    -- Never ahead of time: a pending change stays cancellable until its instant.
+    as_of := least(as_of, now());
+    FOR changed IN
+        UPDATE billing.subscriptions s SET plan_version_id = due.to_plan_version_id
+        FROM (SELECT DISTINCT ON (pc.customer_id, pc.subscription_id) pc.customer_id, pc.subscription_id, pc.to_plan_version_id
+              FROM billing.plan_changes pc
+              WHERE pc.effective_at <= as_of
+                AND (only_customer_id IS NULL OR (pc.customer_id = only_customer_id AND pc.subscription_id = only_subscription_id))
+              ORDER BY pc.customer_id, pc.subscription_id, pc.effective_at DESC) due
+        WHERE s.customer_id = due.customer_id AND s.id = due.subscription_id AND s.plan_version_id <> due.to_plan_version_id
+        RETURNING s.customer_id, s.id, s.plan_version_id
+    LOOP
+        UPDATE billing.subscription_directory d SET plan_version_id = changed.plan_version_id
+        WHERE d.customer_id = changed.customer_id AND d.subscription_id = changed.id;
+        applied := applied + 1;
+    END LOOP;
+    RETURN applied;
+END $$;
+
+-- The directory's list of the plan versions ingestion splits a subscription's events for.
+CREATE FUNCTION billing._note_plan_versions(sub billing.subscriptions) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    versions bigint[];
+BEGIN
+    versions := ARRAY(SELECT DISTINCT s.plan_version_id FROM billing._plan_segments(sub) s ORDER BY 1);
+    UPDATE billing.subscription_directory d SET plan_version_ids = versions
+    WHERE d.customer_id = sub.customer_id AND d.subscription_id = sub.id AND d.plan_version_ids <> versions;
+END $$;
+
+-- Moves a subscription to another plan (its current version). An upgrade (the new plan
+-- costs at least as much per year) takes effect at `at`: the old plan is billed through the
+-- day before, the new one from the change day, on one invoice (created at once when `at` has
+-- come), and an old plan paid in advance gets a credit note for its unused days from the
+-- change day on. A downgrade takes effect at the end of the current period and is pending
+-- until then. A change replaces a pending one.
+CREATE FUNCTION billing.change_plan(external_subscription_id text, plan text, at timestamptz DEFAULT now())
+RETURNS billing.plan_changes
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions := billing._subscription(external_subscription_id);
+    cust billing.customers;
+    current_plan billing.plan_versions;
+    new_plan billing.plan_versions;
+    last_billed timestamptz;
+    last_change timestamptz;
+    period record;
+    change billing.plan_changes;
+BEGIN
+    SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = sub.customer_id AND s.id = sub.id FOR UPDATE;
+    SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
+    new_plan := billing._plan_version(plan);
+    IF at IS NULL OR NOT isfinite(at) THEN
+        PERFORM billing._invalid('at must be an instant', format('got %s', at), 'give the instant of the change, or leave it to now()');
+    END IF;
+    IF sub.status = 'terminated' THEN
+        PERFORM billing._raise('55000', format('subscription "%s" is terminated', external_subscription_id),
+            format('terminated at %s', sub.terminated_at), 'create a new subscription on the plan');
+    END IF;
+    IF at < coalesce(sub.started_at, sub.subscription_at) THEN
+        PERFORM billing._invalid('the plan change is before the subscription started',
+            format('got %s, started %s', at, coalesce(sub.started_at, sub.subscription_at)), 'change the plan at or after the start');
+    END IF;
+    SELECT max(i.billing_at) INTO last_billed FROM billing.invoices i
+    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'subscription';
+    IF at <= last_billed THEN
+        PERFORM billing._raise('55000', format('subscription "%s" is invoiced through %s', external_subscription_id, last_billed),
+            format('got a plan change at %s', at), 'change the plan at a later instant; correct billed periods with a credit note');
+    END IF;
+    IF new_plan.currency <> cust.currency THEN
+        PERFORM billing._invalid(format('plan "%s" is priced in %s, but customer "%s" is billed in %s', plan, new_plan.currency,
+                                        cust.external_id, cust.currency),
+            format('got plan %s', plan), format('change to a plan priced in %s', cust.currency));
+    END IF;
+    -- A change that has taken effect stays; pending ones give way to this one.
+    SELECT max(pc.effective_at) INTO last_change FROM billing.plan_changes pc
+    WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id AND pc.effective_at <= now();
+    IF at <= last_change THEN
+        PERFORM billing._raise('55000', format('subscription "%s" changed plan at %s', external_subscription_id, last_change),
+            format('got a plan change at %s', at), 'change the plan after the last change that took effect');
+    END IF;
+    DELETE FROM billing.plan_changes pc WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id AND pc.effective_at >= at;
+    SELECT * INTO current_plan FROM billing.plan_versions v WHERE v.id = ((billing._in_force(sub, at)).billed).plan_version_id;
+    IF new_plan.id = current_plan.id THEN
+        PERFORM billing._invalid(format('subscription "%s" is already on plan "%s"', external_subscription_id, plan),
+            format('plan "%s" version %s is the plan in force at the change', plan, new_plan.version), 'name another plan');
+    END IF;
+    change := ROW(sub.customer_id, sub.id, at, current_plan.id, new_plan.id, 'upgrade'::billing.plan_change_kind, now());
+    IF billing._yearly_amount(new_plan) < billing._yearly_amount(current_plan) THEN
+        SELECT * INTO period FROM billing.period_bounds(current_plan.interval::text, sub.billing_time::text,
+            (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, at, cust.timezone) pb;
+        change.effective_at := period.to_datetime + interval '1 microsecond';
+        change.kind := 'downgrade';
+        IF sub.terminated_at <= change.effective_at THEN
+            PERFORM billing._raise('55000', format('subscription "%s" ends before the downgrade would take effect', external_subscription_id),
+                format('terminated at %s; the current period ends at %s', sub.terminated_at, period.to_datetime),
+                'a downgrade takes effect at the end of the current period');
+        END IF;
+    END IF;
+    INSERT INTO billing.plan_changes VALUES (change.*);
+    PERFORM billing._note_plan_versions(sub);
+    PERFORM billing._emit(sub.customer_id, 'subscription.plan_changed',
+        jsonb_build_object('subscription_external_id', sub.external_id, 'customer_external_id', cust.external_id,
+                           'kind', change.kind, 'effective_at', change.effective_at,
+                           'from_plan_code', (SELECT p.code FROM billing.plans p WHERE p.id = current_plan.plan_id), 'to_plan_code', plan));
+    IF change.effective_at <= now() THEN
+        PERFORM billing._apply_plan_changes(now(), sub.customer_id, sub.id);
+        -- An upgrade that has happened is billed at once, up to its instant: the invoice
+        -- with the old plan's last fees and the new plan's first fees paid in advance.
+        IF change.kind = 'upgrade' THEN
+            PERFORM billing._bill_subscription(sub.customer_id, sub.id, change.effective_at);
+        END IF;
+    END IF;
+    RETURN change;
+END $$;
+
+-- Cancels a subscription's pending plan change (a scheduled downgrade, or an upgrade at a
+-- later instant; the latest if there are several); returns it.
+CREATE FUNCTION billing.cancel_plan_change(external_subscription_id text)
+RETURNS billing.plan_changes
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions := billing._subscription(external_subscription_id);
+    canceled billing.plan_changes;
+BEGIN
+    PERFORM 1 FROM billing.subscriptions s WHERE s.customer_id = sub.customer_id AND s.id = sub.id FOR UPDATE;
+    DELETE FROM billing.plan_changes pc
+    WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id
+      AND pc.effective_at = (SELECT max(p.effective_at) FROM billing.plan_changes p
+                             WHERE p.customer_id = sub.customer_id AND p.subscription_id = sub.id AND p.effective_at > now())
+    RETURNING * INTO canceled;
+    IF canceled.effective_at IS NULL THEN
+        PERFORM billing._raise('55000', format('subscription "%s" has no pending plan change', external_subscription_id),
+            'no change of its plan takes effect after now', 'list changes in billing_bi.plan_changes');
+    END IF;
+    PERFORM billing._note_plan_versions(sub);
+    RETURN canceled;
+END $$;
+
+REVOKE ALL ON FUNCTION billing._plan_segments(billing.subscriptions), billing._in_force(billing.subscriptions, timestamptz),
+    billing._yearly_amount(billing.plan_versions), billing._apply_plan_changes(timestamptz, bigint, bigint),
+    billing._note_plan_versions(billing.subscriptions), billing.change_plan(text, text, timestamptz),
+    billing.cancel_plan_change(text) FROM PUBLIC;
+
+-- pg_dump keeps the rows (the table belongs to the extension).
+SELECT pg_catalog.pg_extension_config_dump('billing.plan_changes', '');
+
+-- A base fee's key names its plan after a plan change.
+DROP FUNCTION billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz);
+-- The base fee of a period (from_day to to_day) for `days` of its days, on an invoice, which
+-- then names the base fee's period. period_key names the period (and the plan, after a
+-- plan change) in the fee's key.
+CREATE FUNCTION billing._add_base_fee(
+    sub billing.subscriptions, cust billing.customers, invoice_id bigint, plan billing.plan_versions, plan_name text,
+    from_day date, to_day date, days integer, from_datetime timestamptz, to_datetime timestamptz, period_key text
+) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+BEGIN
+    PERFORM billing._add_fee(sub, cust, invoice_id, 'subscription', 'subscription:' || period_key, plan_name,
+        billing._period_share(plan.amount, days, to_day - from_day + 1), from_datetime, to_datetime);
+    UPDATE billing.invoices i SET subscription_from = from_datetime, subscription_to = to_datetime
+    WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+END $$;
+-- The periods of one plan of a subscription, in force from `from_at` to `until_at` (the next
+-- plan's instant; NULL: to the termination or for good), as billing._bill_periods bills them.
+-- A plan that gives way to another is billed through the day before the change; its last
+-- fees go on the invoice of the change's instant, with the next plan's first ones. The fees
+-- of a plan after the first carry its instant in their keys.
+CREATE FUNCTION billing._bill_plan_periods(
+    sub billing.subscriptions, cust billing.customers, plan_version_id bigint, from_at timestamptz, until_at timestamptz,
+    first_plan boolean, anchor date, last_billed timestamptz, as_of timestamptz, only_at timestamptz
+) RETURNS SETOF bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    plan billing.plan_versions;
+    plan_name text;
+    tz text := cust.timezone;
+    starts timestamptz := from_at;
+    -- The plan's last instant, and the instant its last fees are billed at.
+    ends timestamptz := coalesce(until_at - interval '1 microsecond', sub.terminated_at, 'infinity');
+    ends_at timestamptz := coalesce(until_at, sub.terminated_at, 'infinity');
+    key_suffix text := CASE WHEN first_plan THEN '' ELSE '@' || to_char(from_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') END;
+    billed_sub billing.subscriptions := sub;
+    trial_end timestamptz;
+    start_day date;
+    paid_from_day date;
+    last_day date;
+    day date;
+    p record;
+    period_from timestamptz;
+    period_to timestamptz;
+    billed_from timestamptz;
+    billed_to timestamptz;
+    closes_at timestamptz;
+    at timestamptz;
+    invoice_id bigint;
+    days integer;
+    period_key text;
+    committed numeric;
+    missing numeric;
+    advance_fixed_charges boolean;
+BEGIN
+    billed_sub.plan_version_id := plan_version_id;
+    SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = plan_version_id;
+    SELECT pl.name INTO plan_name FROM billing.plans pl WHERE pl.id = plan.plan_id;
+    -- The trial runs from the subscription's first start, whatever plan it is on now.
+    trial_end := CASE WHEN plan.trial_days > 0 THEN coalesce(sub.started_at, sub.subscription_at) + plan.trial_days * interval '1 day' END;
+    advance_fixed_charges := EXISTS (SELECT 1 FROM billing.fixed_charges fc WHERE fc.plan_version_id = plan.id AND fc.pay_in_advance);
+    start_day := (starts AT TIME ZONE tz)::date;
+    paid_from_day := greatest(start_day, (trial_end AT TIME ZONE tz)::date);
+    -- Instants up to the last one billed are done: start from the period holding it.
+    day := greatest(start_day, ((coalesce(only_at, last_billed) - interval '1 microsecond') AT TIME ZONE tz)::date);
+    LOOP
+        SELECT * INTO p FROM billing._period_dates(plan.interval::text, sub.billing_time::text, anchor, day);
+        period_from := (p.from_date::timestamp AT TIME ZONE tz);
+        period_to := ((p.to_date + 1)::timestamp AT TIME ZONE tz) - interval '1 microsecond';
+        billed_from := greatest(period_from, starts);
+        billed_to := least(period_to, ends);
+        EXIT WHEN billed_from > as_of OR billed_from > billed_to;
+        period_key := to_char(p.from_date, 'YYYY-MM-DD') || key_suffix;
+        -- The last day the base fee and minimums count: through the day before a change.
+        last_day := CASE WHEN until_at IS NOT NULL AND ends <= period_to THEN (until_at AT TIME ZONE tz)::date - 1
+                         ELSE (billed_to AT TIME ZONE tz)::date END;
+
+        -- In advance: the base fee and the fixed charges paid in advance when the period starts
+        -- (or the plan, or the trial ends), for the days from then to the period's end.
+        at := greatest(billed_from, trial_end);
+        IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges) AND at <= period_to AND at < ends AND at <= as_of
+           AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
+            invoice_id := billing._invoice_at(sub, cust, at);
+            RETURN NEXT invoice_id;
+            IF plan.pay_in_advance AND plan.amount > 0 THEN
+                PERFORM billing._add_base_fee(billed_sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date,
+                                              p.to_date - greatest(p.from_date, paid_from_day) + 1, greatest(period_from, at), period_to,
+                                              period_key);
+            END IF;
+            PERFORM billing._add_fixed_charge_fees(billed_sub, cust, invoice_id, true, p.from_date, p.to_date, greatest(period_from, at),
+                                                   period_to, period_key);
+        END IF;
+
+        -- At the period's close (or the plan's end): arrears base fee, usage, minimums.
+        closes_at := CASE WHEN ends <= period_to THEN ends_at ELSE period_to + interval '1 microsecond' END;
+        EXIT WHEN closes_at > as_of;
+        IF only_at = closes_at OR (only_at IS NULL AND closes_at > coalesce(last_billed, '-infinity')) THEN
+            invoice_id := billing._invoice_at(sub, cust, closes_at);
+            RETURN NEXT invoice_id;
+            days := last_day - greatest(p.from_date, paid_from_day) + 1;
+            IF NOT plan.pay_in_advance AND plan.amount > 0 AND days > 0 THEN
+                PERFORM billing._add_base_fee(billed_sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date, days, billed_from,
+                                              billed_to, period_key);
+            END IF;
+            -- Fixed charges in arrears, from the trial's end.
+            IF days > 0 THEN
+                PERFORM billing._add_fixed_charge_fees(billed_sub, cust, invoice_id, false, p.from_date, p.to_date,
+                                                       greatest(billed_from, coalesce(trial_end, billed_from)), billed_to, period_key);
+            END IF;
+            days := last_day - greatest(p.from_date, start_day) + 1;
+            PERFORM billing._add_usage_fees(billed_sub, cust, invoice_id, billed_from, billed_to, days, p.to_date - p.from_date + 1);
+            UPDATE billing.invoices i SET charges_from = billed_from, charges_to = billed_to
+            WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+            -- The plan's minimum commitment, against every fee of the period wherever it was
+            -- billed (an in-advance base fee is on an earlier invoice).
+            IF plan.minimum_commitment IS NOT NULL THEN
+                SELECT coalesce(sum(fe.amount), 0) INTO committed FROM billing.fees fe
+                JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id AND i.status <> 'voided'
+                WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.invoiceable
+                  AND (fe.fee_key = 'subscription:' || period_key OR fe.fee_key LIKE 'fixed\_charge:%:' || period_key
+                       OR (fe.invoice_id = invoice_id AND fe.fee_type IN ('charge', 'charge_minimum') AND fe.from_datetime = billed_from));
+                missing := billing._shortfall(
+                    billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency),
+                    committed);
+                IF missing > 0 THEN
+                    PERFORM billing._add_fee(billed_sub, cust, invoice_id, 'commitment', 'commitment:' || period_key,
+                                             plan_name || ' (minimum commitment)', missing, billed_from, billed_to);
+                END IF;
+            END IF;
+        END IF;
+        EXIT WHEN ends <= period_to;
+        day := p.to_date + 1;
+    END LOOP;
+END $$;
+REVOKE ALL ON FUNCTION billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz, text),
+    billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz) FROM PUBLIC;
+-- Usage of the open billing period on the plan in force (from the later of the period
+-- start and the plan's start, to the earlier of the period end and the termination); for a
+-- terminated subscription, its last period.
+CREATE OR REPLACE FUNCTION billing.current_usage(external_subscription_id text)
+RETURNS SETOF billing.usage_line
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions;
+    cust billing.customers;
+    starts timestamptz;
+    ends timestamptz;
+    bounds record;
+    in_force record;
+BEGIN
+    sub := billing._subscription(external_subscription_id);
+    SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
+    ends := coalesce(sub.terminated_at, 'infinity');
+    SELECT * INTO in_force FROM billing._in_force(sub, least(now(), ends));
+    sub := in_force.billed;
+    starts := in_force.since;
+    SELECT * INTO bounds FROM billing.period_bounds(
+        (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time::text,
+        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, least(now(), ends), cust.timezone) pb;
+    RETURN QUERY SELECT * FROM billing._usage(sub, cust, greatest(bounds.from_datetime, starts), least(bounds.to_datetime, ends));
+END $$;
+
+CREATE OR REPLACE FUNCTION billing.create_subscription(
+    external_id text, customer text, plan text, subscription_at timestamptz DEFAULT now(),
+    billing_time text DEFAULT 'calendar', plan_version integer DEFAULT NULL
+) RETURNS billing.subscriptions
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    customer_id bigint;
+    customer_currency text;
+    customer_timezone text;
+    version_id bigint;
+    version_number integer;
+    plan_currency text;
+    created billing.subscriptions;
+BEGIN
+    PERFORM billing._check_label('billing_time', billing_time, enum_range(NULL::billing.billing_time)::text[]);
+    SELECT d.customer_id INTO customer_id FROM billing.customer_directory d WHERE d.external_id = create_subscription.customer;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('customer', customer, 'create it with billing.create_customer');
+    END IF;
+    SELECT c.currency, c.timezone INTO customer_currency, customer_timezone FROM billing.customers c WHERE c.id = customer_id;
+    SELECT v.id, v.version, v.currency INTO version_id, version_number, plan_currency FROM billing.plan_versions v JOIN billing.plans p ON p.id = v.plan_id
+    WHERE p.code = create_subscription.plan AND (create_subscription.plan_version IS NULL OR v.version = create_subscription.plan_version)
+    ORDER BY v.version DESC LIMIT 1;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('plan', plan || coalesce(' version ' || plan_version, ''), 'create it with billing.create_plan');
+    END IF;
+    -- Usage is priced in the customer's currency: a plan in another one would be billed
+    -- with its amounts read as the wrong money.
+    IF plan_currency <> customer_currency THEN
+        PERFORM billing._invalid(format('plan "%s" is priced in %s, but customer "%s" is billed in %s', plan, plan_currency, customer, customer_currency),
+            format('plan "%s" version %s has currency %s; customer "%s" has currency %s', plan, version_number, plan_currency, customer, customer_currency),
+            format('subscribe the customer to a plan priced in %s (create one with billing.create_plan(..., currency => %L))', customer_currency, customer_currency));
+    END IF;
+    INSERT INTO billing.subscriptions (external_id, customer_id, plan_version_id, status, billing_time, subscription_at, started_at)
+    VALUES (external_id, customer_id, version_id,
+            CASE WHEN subscription_at > now() THEN 'pending' ELSE 'active' END::billing.subscription_status,
+            billing_time::billing.billing_time, subscription_at,
+            CASE WHEN subscription_at > now() THEN NULL ELSE subscription_at END)
+    RETURNING * INTO created;
+    INSERT INTO billing.subscription_directory (external_id, customer_id, subscription_id, plan_version_id, timezone, active_from,
+                                                plan_version_ids)
+    VALUES (created.external_id, created.customer_id, created.id, created.plan_version_id, customer_timezone,
+            coalesce(created.started_at, created.subscription_at), ARRAY[created.plan_version_id]);
+    RETURN created;
+END $$;
+
+CREATE OR REPLACE FUNCTION billing.terminate_subscription(external_id text, terminated_at timestamptz DEFAULT now())
+RETURNS billing.subscriptions
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    entry billing.subscription_directory;
+    subscription billing.subscriptions;
+    in_force bigint;
+BEGIN
+    SELECT * INTO entry FROM billing.subscription_directory d WHERE d.external_id = terminate_subscription.external_id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('subscription', external_id, 'check the external_id');
+    END IF;
+    SELECT * INTO subscription FROM billing.subscriptions s
+    WHERE s.customer_id = entry.customer_id AND s.id = entry.subscription_id FOR UPDATE;
+    IF subscription.status = 'terminated' THEN
+        PERFORM billing._raise('55000', format('subscription "%s" is already terminated', external_id),
+                               format('terminated at %s', subscription.terminated_at), 'create a new subscription');
+    END IF;
+    IF terminated_at < subscription.subscription_at THEN
+        PERFORM billing._invalid('terminated_at is before the subscription started',
+            format('got %s, started %s', terminated_at, subscription.subscription_at), 'terminate at or after the start');
+    END IF;
+    -- Plan changes from the termination on never take effect; the plan in force then stays.
+    in_force := ((billing._in_force(subscription, terminated_at)).billed).plan_version_id;
+    DELETE FROM billing.plan_changes pc
+    WHERE pc.customer_id = entry.customer_id AND pc.subscription_id = entry.subscription_id AND pc.effective_at >= terminated_at;
+    UPDATE billing.subscriptions s SET status = 'terminated', terminated_at = terminate_subscription.terminated_at,
+        started_at = coalesce(s.started_at, s.subscription_at),
+        plan_version_id = CASE WHEN terminate_subscription.terminated_at <= now() THEN in_force ELSE s.plan_version_id END
+    WHERE s.customer_id = entry.customer_id AND s.id = entry.subscription_id RETURNING * INTO subscription;
+    UPDATE billing.subscription_directory d SET active_until = subscription.terminated_at, plan_version_id = subscription.plan_version_id
+    WHERE d.external_id = entry.external_id;
+    PERFORM billing._note_plan_versions(subscription);
+    -- A termination that has happened is billed at once: the final invoice.
+    IF subscription.terminated_at <= now() THEN
+        PERFORM billing._bill_subscription(subscription.customer_id, subscription.id, now());
+    END IF;
+    RETURN subscription;
+END $$;
+
+-- Pending subscriptions whose start has come become active, and plan changes whose instant
+-- has come take effect (the billing cycle calls this; pg_cron can too). Ingestion already
+-- accepts their events from subscription_at on; billing already bills each plan for its time.
+-- (PL/pgSQL: Citus plans no SQL-language function that reads a distributed table with
+-- parameters.)
+CREATE OR REPLACE FUNCTION billing.activate_subscriptions(as_of timestamptz DEFAULT now()) RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    activated integer;
+BEGIN
+    UPDATE billing.subscriptions s SET status = 'active', started_at = s.subscription_at
+    WHERE s.status = 'pending' AND s.subscription_at <= as_of;
+    GET DIAGNOSTICS activated = ROW_COUNT;
+    PERFORM billing._apply_plan_changes(as_of);
+    RETURN activated;
+END $$;
 
 -- Previews (sql/previews.sql).
 -- Previews and verification. A preview is the invoice a subscription would get, computed by
@@ -1772,6 +2285,7 @@ DECLARE
     sub billing.subscriptions := billing._subscription(external_subscription_id);
     cust billing.customers;
     what_if billing.plan_versions;
+    billed_plan bigint;
     bounds record;
     bill_at timestamptz;
     preview billing.invoices;
@@ -1790,8 +2304,9 @@ BEGIN
                 format('got plan %s', plan), 'preview a plan priced in the customer''s currency');
         END IF;
     END IF;
+    billed_plan := coalesce(what_if.id, ((billing._in_force(sub, as_of)).billed).plan_version_id);
     SELECT * INTO bounds FROM billing.period_bounds(
-        (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = coalesce(what_if.id, sub.plan_version_id)),
+        (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = billed_plan),
         sub.billing_time::text, (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date,
         greatest(as_of, coalesce(sub.started_at, sub.subscription_at)), cust.timezone);
     -- The period's close, or the termination; once the termination has passed, the run bills
@@ -1808,6 +2323,8 @@ BEGIN
             PERFORM billing.finalize_invoice(draft.id);
         END LOOP;
         IF what_if.id IS NOT NULL THEN
+            -- The whole history re-rated on the what-if plan, plan changes set aside.
+            DELETE FROM billing.plan_changes pc WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id;
             UPDATE billing.subscriptions s SET plan_version_id = what_if.id WHERE s.customer_id = sub.customer_id AND s.id = sub.id;
         END IF;
         SELECT * INTO preview FROM billing._bill_subscription(sub.customer_id, sub.id, bill_at) i
@@ -2201,18 +2718,31 @@ DECLARE
     created bigint[];
     invoice_id bigint;
     inv billing.invoices;
+    upgrades billing.plan_changes[];
+    upgrade billing.plan_changes;
 BEGIN
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id FOR UPDATE;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = customer_id;
     SELECT e.grace_period_days INTO grace FROM billing.billing_entities e WHERE e.id = cust.billing_entity_id;
-    -- A termination paid in advance credits its unused days first: the termination invoice
-    -- is the first to consume that credit.
+    upgrades := ARRAY(SELECT pc FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id
+                      AND pc.kind = 'upgrade' AND pc.effective_at <= as_of ORDER BY pc.effective_at);
+    IF EXISTS (SELECT 1 FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id) THEN
+        PERFORM billing._apply_plan_changes(as_of, customer_id, subscription_id);
+        SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id;
+    END IF;
+    -- A plan paid in advance that ends early (an upgrade, a termination) credits its unused
+    -- days first: the invoice of that instant is the first to consume the credit.
+    FOREACH upgrade IN ARRAY upgrades LOOP
+        PERFORM billing._credit_unused_days(sub, cust, upgrade.from_plan_version_id, upgrade.effective_at - interval '1 microsecond',
+                                            (upgrade.effective_at AT TIME ZONE cust.timezone)::date);
+    END LOOP;
     IF sub.status = 'terminated' AND sub.terminated_at <= as_of THEN
-        PERFORM billing._credit_unused_days(sub, cust);
+        PERFORM billing._credit_unused_days(sub, cust, ((billing._in_force(sub, sub.terminated_at)).billed).plan_version_id,
+                                            sub.terminated_at, (sub.terminated_at AT TIME ZONE cust.timezone)::date + 1);
     END IF;
     created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
-    -- Usage thresholds crossed in the open period: a progressive-billing invoice.
-    invoice_id := billing._bill_usage_thresholds(sub, cust, as_of);
+    -- Usage thresholds crossed in the open period (of the plan in force): a progressive-billing invoice.
+    invoice_id := billing._bill_usage_thresholds((billing._in_force(sub, as_of)).billed, cust, as_of);
     IF invoice_id IS NOT NULL THEN
         created := created || invoice_id;
     END IF;
@@ -2278,119 +2808,38 @@ BEGIN
     END LOOP;
 END $$;
 
--- Bills a subscription up to `as_of`: walks its periods from the start and adds, on the
--- invoice of each billing instant, what falls due there. With `only_at`, recomputes the
--- fees of that one instant (a draft's refresh); without it, bills every instant after the
--- last one invoiced. Returns the invoices it created.
+-- Bills a subscription up to `as_of`: walks its plans (billing._plan_segments) and each
+-- one's periods from the start, and adds, on the invoice of each billing instant, what falls
+-- due there. With `only_at`, recomputes the fees of that one instant (a draft's refresh);
+-- without it, bills every instant after the last one invoiced. Returns the invoices it
+-- created.
 CREATE OR REPLACE FUNCTION billing._bill_periods(sub billing.subscriptions, as_of timestamptz, only_at timestamptz DEFAULT NULL)
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     cust billing.customers;
-    plan billing.plan_versions;
-    plan_name text;
     tz text;
-    starts timestamptz := coalesce(sub.started_at, sub.subscription_at);
-    ends timestamptz := coalesce(sub.terminated_at, 'infinity');
-    trial_end timestamptz;
+    first_start timestamptz := coalesce(sub.started_at, sub.subscription_at);
     anchor date;
-    start_day date;
-    paid_from_day date;
-    day date;
-    p record;
-    period_from timestamptz;
-    period_to timestamptz;
-    billed_from timestamptz;
-    billed_to timestamptz;
-    closes_at timestamptz;
     last_billed timestamptz;
-    at timestamptz;
-    invoice_id bigint;
     created bigint[] := '{}';
-    days integer;
-    period_key text;
-    committed numeric;
-    missing numeric;
-    advance_fixed_charges boolean;
+    segment record;
 BEGIN
-    IF starts > as_of THEN
+    IF first_start > as_of THEN
         RETURN;
     END IF;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
-    SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = sub.plan_version_id;
-    SELECT pl.name INTO plan_name FROM billing.plans pl WHERE pl.id = plan.plan_id;
     tz := cust.timezone;
-    trial_end := CASE WHEN plan.trial_days > 0 THEN starts + plan.trial_days * interval '1 day' END;
-    advance_fixed_charges := EXISTS (SELECT 1 FROM billing.fixed_charges fc WHERE fc.plan_version_id = plan.id AND fc.pay_in_advance);
-    start_day := (starts AT TIME ZONE tz)::date;
-    anchor := start_day;
-    paid_from_day := greatest(start_day, (trial_end AT TIME ZONE tz)::date);
+    -- Every plan keeps the subscription's original anniversary.
+    anchor := (first_start AT TIME ZONE tz)::date;
     SELECT max(i.billing_at) INTO last_billed FROM billing.invoices i
     WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'subscription';
-    -- Instants up to the last one billed are done: start from the period holding it.
-    day := greatest(start_day, ((coalesce(only_at, last_billed) - interval '1 microsecond') AT TIME ZONE tz)::date);
-    LOOP
-        SELECT * INTO p FROM billing._period_dates(plan.interval::text, sub.billing_time::text, anchor, day);
-        period_from := (p.from_date::timestamp AT TIME ZONE tz);
-        period_to := ((p.to_date + 1)::timestamp AT TIME ZONE tz) - interval '1 microsecond';
-        billed_from := greatest(period_from, starts);
-        billed_to := least(period_to, ends);
-        EXIT WHEN billed_from > as_of OR billed_from > billed_to;
-        period_key := to_char(p.from_date, 'YYYY-MM-DD');
-
-        -- In advance: the base fee and the fixed charges paid in advance when the period starts
-        -- (or the subscription, or the trial ends), for the days from then to the period's end.
-        at := greatest(billed_from, trial_end);
-        IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges) AND at <= period_to AND at < ends AND at <= as_of
-           AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
-            invoice_id := billing._invoice_at(sub, cust, at);
-            created := created || invoice_id;
-            IF plan.pay_in_advance AND plan.amount > 0 THEN
-                PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date,
-                                              p.to_date - greatest(p.from_date, paid_from_day) + 1, greatest(period_from, at), period_to);
-            END IF;
-            PERFORM billing._add_fixed_charge_fees(sub, cust, invoice_id, true, p.from_date, p.to_date, greatest(period_from, at), period_to);
-        END IF;
-
-        -- At the period's close (or the termination): arrears base fee, usage, minimums.
-        closes_at := CASE WHEN ends <= period_to THEN ends ELSE period_to + interval '1 microsecond' END;
-        EXIT WHEN closes_at > as_of;
-        IF only_at = closes_at OR (only_at IS NULL AND closes_at > coalesce(last_billed, '-infinity')) THEN
-            invoice_id := billing._invoice_at(sub, cust, closes_at);
-            created := created || invoice_id;
-            days := (billed_to AT TIME ZONE tz)::date - greatest(p.from_date, paid_from_day) + 1;
-            IF NOT plan.pay_in_advance AND plan.amount > 0 AND days > 0 THEN
-                PERFORM billing._add_base_fee(sub, cust, invoice_id, plan, plan_name, p.from_date, p.to_date, days, billed_from, billed_to);
-            END IF;
-            -- Fixed charges in arrears, from the trial's end.
-            IF days > 0 THEN
-                PERFORM billing._add_fixed_charge_fees(sub, cust, invoice_id, false, p.from_date, p.to_date,
-                                                       greatest(billed_from, coalesce(trial_end, billed_from)), billed_to);
-            END IF;
-            days := (billed_to AT TIME ZONE tz)::date - greatest(p.from_date, start_day) + 1;
-            PERFORM billing._add_usage_fees(sub, cust, invoice_id, billed_from, billed_to, days, p.to_date - p.from_date + 1);
-            UPDATE billing.invoices i SET charges_from = billed_from, charges_to = billed_to
-            WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
-            -- The plan's minimum commitment, against every fee of the period wherever it was
-            -- billed (an in-advance base fee is on an earlier invoice).
-            IF plan.minimum_commitment IS NOT NULL THEN
-                SELECT coalesce(sum(fe.amount), 0) INTO committed FROM billing.fees fe
-                JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id AND i.status <> 'voided'
-                WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.invoiceable
-                  AND (fe.fee_key = 'subscription:' || period_key OR fe.fee_key LIKE 'fixed\_charge:%:' || period_key
-                       OR (fe.invoice_id = invoice_id AND fe.fee_type IN ('charge', 'charge_minimum') AND fe.from_datetime = billed_from));
-                missing := billing._shortfall(
-                    billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency),
-                    committed);
-                IF missing > 0 THEN
-                    PERFORM billing._add_fee(sub, cust, invoice_id, 'commitment', 'commitment:' || period_key,
-                                             plan_name || ' (minimum commitment)', missing, billed_from, billed_to);
-                END IF;
-            END IF;
-        END IF;
-        EXIT WHEN ends <= period_to;
-        day := p.to_date + 1;
+    FOR segment IN SELECT * FROM billing._plan_segments(sub) LOOP
+        EXIT WHEN segment.from_at > as_of OR segment.from_at >= coalesce(sub.terminated_at, 'infinity');
+        created := created || ARRAY(SELECT billing._bill_plan_periods(sub, cust, segment.plan_version_id, segment.from_at,
+                                                                      segment.until_at, segment.from_at = first_start, anchor,
+                                                                      last_billed, as_of, only_at));
     END LOOP;
     RETURN QUERY SELECT DISTINCT unnest(created);
 END $$;
@@ -2582,7 +3031,20 @@ LEFT JOIN (SELECT DISTINCT ON (x.customer_id, x.invoice_id) x.customer_id, x.inv
        ON v.customer_id = i.customer_id AND v.invoice_id = i.id
 WHERE i.status = 'finalized' AND (v.verified_at IS NULL OR v.drifting_lines > 0 OR NOT v.totals_consistent);
 
-GRANT SELECT ON billing_bi.taxes_collected, billing_bi.coupons_redeemed, billing_bi.credit_notes, billing_bi.invoices_to_verify TO billing_reader, billing_admin;
+-- Every plan change, with the plans on both sides: pending until its instant has come.
+CREATE VIEW billing_bi.plan_changes AS
+SELECT s.external_id AS subscription_external_id, c.external_id AS customer_external_id, pc.kind::text AS kind,
+       fp.code AS from_plan_code, fv.version AS from_plan_version, tp.code AS to_plan_code, tv.version AS to_plan_version,
+       pc.effective_at, CASE WHEN pc.effective_at > now() THEN 'pending' ELSE 'effective' END AS status, pc.requested_at
+FROM billing.plan_changes pc
+JOIN billing.subscriptions s ON s.customer_id = pc.customer_id AND s.id = pc.subscription_id
+JOIN billing.customers c ON c.id = pc.customer_id
+JOIN billing.plan_versions fv ON fv.id = pc.from_plan_version_id
+JOIN billing.plans fp ON fp.id = fv.plan_id
+JOIN billing.plan_versions tv ON tv.id = pc.to_plan_version_id
+JOIN billing.plans tp ON tp.id = tv.plan_id;
+
+GRANT SELECT ON billing_bi.taxes_collected, billing_bi.coupons_redeemed, billing_bi.credit_notes, billing_bi.invoices_to_verify, billing_bi.plan_changes TO billing_reader, billing_admin;
 
 -- billing.distribute() places the tax tables.
 -- Scale-out on Citus: billing.distribute() turns a pg_billing database on a Citus
@@ -2608,7 +3070,7 @@ DECLARE
                                         'billing_failures', 'outbox', 'customer_taxes', 'fee_taxes', 'applied_coupons',
                                         'invoice_coupons', 'invoice_verifications', 'credit_notes', 'credit_note_items',
                                         'credit_note_taxes', 'invoice_credit_notes', 'applied_usage_thresholds',
-                                        'subscription_fixed_charge_units'];
+                                        'subscription_fixed_charge_units', 'plan_changes'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;
@@ -2689,7 +3151,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON billing.taxes, bil
     billing.charge_taxes, billing.customer_taxes, billing.fee_taxes, billing.coupons, billing.coupon_plans,
     billing.coupon_billable_metrics, billing.applied_coupons, billing.invoice_coupons, billing.invoice_verifications, billing.add_ons,
     billing.add_on_taxes, billing.credit_notes, billing.credit_note_items, billing.credit_note_taxes, billing.invoice_credit_notes,
-    billing.usage_thresholds, billing.applied_usage_thresholds, billing.fixed_charges, billing.subscription_fixed_charge_units TO billing_admin;
+    billing.usage_thresholds, billing.applied_usage_thresholds, billing.fixed_charges, billing.subscription_fixed_charge_units,
+    billing.plan_changes TO billing_admin;
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE billing.taxes_id_seq, billing.coupons_id_seq, billing.applied_coupons_id_seq,
     billing.invoice_verifications_id_seq, billing.add_ons_id_seq, billing.credit_notes_id_seq, billing.usage_thresholds_id_seq,
     billing.fixed_charges_id_seq TO billing_admin;
@@ -2701,15 +3164,22 @@ GRANT EXECUTE ON FUNCTION billing._customer(text), billing._plan_version(text), 
     billing.preview_invoice(text, timestamptz, text), billing.verify_invoice(bigint), billing.create_add_on(text, text, numeric, text, text),
     billing.create_one_off_invoice(text, jsonb), billing._creditable(bigint, bigint),
     billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text), billing.void_credit_note(bigint),
-    billing._apply_credit_notes(billing.invoices), billing._credit_unused_days(billing.subscriptions, billing.customers),
+    billing._apply_credit_notes(billing.invoices), billing._credit_unused_days(billing.subscriptions, billing.customers, bigint, timestamptz, date),
     billing.set_usage_thresholds(text, jsonb), billing._lifetime_usage(billing.subscriptions, billing.customers, timestamptz, timestamptz),
     billing._bill_usage_thresholds(billing.subscriptions, billing.customers, timestamptz), billing._credit_progressive_billing(bigint, bigint),
     billing.add_fixed_charge(text, text, text, jsonb, numeric, boolean, boolean), billing.set_fixed_charge_units(text, text, numeric, timestamptz),
-    billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz),
-    billing._fixed_charge_units(bigint, bigint, bigint, timestamptz) TO billing_admin;
+    billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz, text),
+    billing._fixed_charge_units(bigint, bigint, bigint, timestamptz), billing._plan_segments(billing.subscriptions),
+    billing._in_force(billing.subscriptions, timestamptz), billing._yearly_amount(billing.plan_versions),
+    billing._apply_plan_changes(timestamptz, bigint, bigint), billing._note_plan_versions(billing.subscriptions),
+    billing.change_plan(text, text, timestamptz), billing.cancel_plan_change(text),
+    billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz, text),
+    billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz)
+    TO billing_admin;
 
 COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds, subscription_fixed_charge_units and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the fixed charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices, and to their taxes (55000).';
+COMMENT ON FUNCTION billing.activate_subscriptions(timestamptz) IS 'Marks pending subscriptions whose start has come as active and applies the plan changes whose instant has come; returns how many subscriptions it activated.';
 COMMENT ON TABLE billing.taxes IS 'Taxes: code, name, rate in percent (0 to 100) and description. A rate change applies to invoices whose totals are computed afterwards, never to finalized ones.';
 COMMENT ON TABLE billing.billing_entity_taxes IS 'The default taxes of a billing entity''s customers (the last in precedence: charge, plan, customer, billing entity).';
 COMMENT ON TABLE billing.plan_taxes IS 'The taxes of a plan''s fees (base, usage without charge taxes, minimums and commitment), before the customer''s and the entity''s.';
@@ -2759,7 +3229,7 @@ COMMENT ON FUNCTION billing.void_credit_note(bigint) IS 'Gives up what is left o
 COMMENT ON FUNCTION billing._creditable(bigint, bigint) IS 'Private: what is left creditable of each invoiced fee of an invoice (before tax).';
 COMMENT ON FUNCTION billing._apply_credit_notes(billing.invoices) IS 'Private: consumes the customer''s available credit notes, oldest first, on an invoice being finalized, up to its sub-total including taxes; returns whether any was used.';
 COMMENT ON VIEW billing_bi.credit_notes IS 'One row per credit note: number, invoice number, customer, reason, currency, totals before and with tax, refund, credit, the credit left and its status.';
-COMMENT ON FUNCTION billing._credit_unused_days(billing.subscriptions, billing.customers) IS 'Private: once per terminated subscription paid in advance, a credit note for its base fee''s unused days after the termination day (plan amount / period days x days, less the coupon share, with taxes, at most what is left creditable).';
+COMMENT ON FUNCTION billing._credit_unused_days(billing.subscriptions, billing.customers, bigint, timestamptz, date) IS 'Private: once per base fee paid in advance whose plan ended early (termination, upgrade), a credit note for its unused days (plan amount / period days x days, less the coupon share, with taxes, at most what is left creditable).';
 COMMENT ON TABLE billing.usage_thresholds IS 'Progressive billing: the usage thresholds of a plan version (amount; recurring or not, at most one recurring), compared by the billing run with each subscription''s lifetime usage amount.';
 COMMENT ON TABLE billing.applied_usage_thresholds IS 'Each threshold level a subscription crossed, known by kind (recurring) and level (a fixed threshold''s amount, or the highest fixed amount plus a multiple of the recurring one), with the lifetime usage amount then and the progressive-billing invoice it issued.';
 COMMENT ON COLUMN billing.fees.progressive_credit_amount IS 'On a subscription invoice''s usage fee: what the period''s progressive-billing invoices billed of this usage line, deducted before coupons and tax (at most the fee).';
@@ -2771,8 +3241,20 @@ COMMENT ON TABLE billing.fixed_charges IS 'Fixed charges of a plan version: unit
 COMMENT ON TABLE billing.subscription_fixed_charge_units IS 'A subscription''s own units of a fixed charge from effective_at on (the latest at or before an instant is in force); before any, the plan''s default.';
 COMMENT ON FUNCTION billing.add_fixed_charge(text, text, text, jsonb, numeric, boolean, boolean) IS 'Adds a fixed charge to a plan''s current version: an add-on''s units priced with standard, graduated or volume and its properties; default units, pay_in_advance, prorated. 23503 unknown plan or add-on, 22023 bad model, price, units or currency, 23505 the add-on is charged already.';
 COMMENT ON FUNCTION billing.set_fixed_charge_units(text, text, numeric, timestamptz) IS 'Sets a subscription''s units of a fixed charge (by add-on code) from at on; a change during a period is prorated when the charge is. 23503 unknown subscription or fixed charge, 22023 bad units or instant.';
-COMMENT ON FUNCTION billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz) IS 'Private: the fees of a subscription''s fixed charges paid in advance or in arrears for one period: units in force (or, prorated, each count weighted by its days over the period''s days), priced, with the add-on''s taxes.';
+COMMENT ON FUNCTION billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz, text) IS 'Private: the fees of a subscription''s fixed charges paid in advance or in arrears for one period: units in force (or, prorated, each count weighted by its days over the period''s days), priced, with the add-on''s taxes.';
 COMMENT ON FUNCTION billing._fixed_charge_units(bigint, bigint, bigint, timestamptz) IS 'Private: a subscription''s own units of a fixed charge set at or before an instant, oldest first.';
 COMMENT ON FUNCTION billing._customer(text) IS 'Private: the customer with this external id, or 23503.';
 COMMENT ON FUNCTION billing._plan_version(text) IS 'Private: the current (latest) version of the plan with this code, or 23503.';
 COMMENT ON FUNCTION billing._invoice_taxes_amount(bigint, bigint, text) IS 'Private: an invoice''s tax total from its fees'' taxes, each tax''s exact sum rounded once to the currency.';
+COMMENT ON TYPE billing.plan_change_kind IS 'A plan change: upgrade (the new plan costs at least as much per year; effective at once) or downgrade (effective at the end of the current period).';
+COMMENT ON TABLE billing.plan_changes IS 'Each change of a subscription''s plan: from effective_at on it is billed on to_plan_version_id; pending until that instant (billing.cancel_plan_change removes it).';
+COMMENT ON COLUMN billing.subscription_directory.plan_version_ids IS 'Every plan version the subscription is billed on (past, current and pending): ingestion keeps the event properties any of them splits usage by.';
+COMMENT ON FUNCTION billing.change_plan(text, text, timestamptz) IS 'Moves a subscription to another plan''s current version: an upgrade (yearly-equivalent amount at least the old one''s) at `at`, billed at once when it has happened, with a credit note for an in-advance fee''s unused days; a downgrade at the end of the current period, pending until then. Replaces a pending change. 23503 unknown subscription or plan; 22023 same plan, other currency, bad instant; 55000 terminated, or `at` within an invoiced period or before the last change.';
+COMMENT ON FUNCTION billing.cancel_plan_change(text) IS 'Cancels a subscription''s pending plan change (the latest) and returns it. 23503 unknown subscription, 55000 nothing pending.';
+COMMENT ON FUNCTION billing._plan_segments(billing.subscriptions) IS 'Private: the plans of a subscription, oldest first, each with the instant it took effect and the next one''s (pending ones included).';
+COMMENT ON FUNCTION billing._in_force(billing.subscriptions, timestamptz) IS 'Private: the subscription row with the plan version in force at an instant, and the instant that plan took effect.';
+COMMENT ON FUNCTION billing._yearly_amount(billing.plan_versions) IS 'Private: a plan''s amount per year (weekly x 52, monthly x 12, quarterly x 4, semiannual x 2), which decides upgrade or downgrade.';
+COMMENT ON FUNCTION billing._apply_plan_changes(timestamptz, bigint, bigint) IS 'Private: points subscriptions and the directory at the plan of the latest change whose instant has come (never ahead of now); returns how many changed.';
+COMMENT ON FUNCTION billing._note_plan_versions(billing.subscriptions) IS 'Private: records in the directory every plan version a subscription is billed on, for ingestion.';
+COMMENT ON FUNCTION billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz) IS 'Private: bills the periods of one plan of a subscription for the time it was in force (through the day before a change), on the invoices of their billing instants.';
+COMMENT ON VIEW billing_bi.plan_changes IS 'One row per plan change: subscription, customer, upgrade or downgrade, the plans and versions on both sides, the instant it takes effect, pending or effective.';

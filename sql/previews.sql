@@ -16,6 +16,7 @@ DECLARE
     sub billing.subscriptions := billing._subscription(external_subscription_id);
     cust billing.customers;
     what_if billing.plan_versions;
+    billed_plan bigint;
     bounds record;
     bill_at timestamptz;
     preview billing.invoices;
@@ -34,8 +35,9 @@ BEGIN
                 format('got plan %s', plan), 'preview a plan priced in the customer''s currency');
         END IF;
     END IF;
+    billed_plan := coalesce(what_if.id, ((billing._in_force(sub, as_of)).billed).plan_version_id);
     SELECT * INTO bounds FROM billing.period_bounds(
-        (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = coalesce(what_if.id, sub.plan_version_id)),
+        (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = billed_plan),
         sub.billing_time::text, (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date,
         greatest(as_of, coalesce(sub.started_at, sub.subscription_at)), cust.timezone);
     -- The period's close, or the termination; once the termination has passed, the run bills
@@ -52,6 +54,8 @@ BEGIN
             PERFORM billing.finalize_invoice(draft.id);
         END LOOP;
         IF what_if.id IS NOT NULL THEN
+            -- The whole history re-rated on the what-if plan, plan changes set aside.
+            DELETE FROM billing.plan_changes pc WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id;
             UPDATE billing.subscriptions s SET plan_version_id = what_if.id WHERE s.customer_id = sub.customer_id AND s.id = sub.id;
         END IF;
         SELECT * INTO preview FROM billing._bill_subscription(sub.customer_id, sub.id, bill_at) i

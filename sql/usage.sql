@@ -389,8 +389,8 @@ BEGIN
     RETURN QUERY SELECT * FROM billing._usage(sub, cust, window_from, window_to);
 END $$;
 
--- Usage of the open billing period (from the later of the period start and the
--- subscription start, to the earlier of the period end and the termination); for a
+-- Usage of the open billing period on the plan in force (from the later of the period
+-- start and the plan's start, to the earlier of the period end and the termination); for a
 -- terminated subscription, its last period.
 CREATE FUNCTION billing.current_usage(external_subscription_id text)
 RETURNS SETOF billing.usage_line
@@ -402,14 +402,17 @@ DECLARE
     starts timestamptz;
     ends timestamptz;
     bounds record;
+    in_force record;
 BEGIN
     sub := billing._subscription(external_subscription_id);
     SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
-    starts := coalesce(sub.started_at, sub.subscription_at);
     ends := coalesce(sub.terminated_at, 'infinity');
+    SELECT * INTO in_force FROM billing._in_force(sub, least(now(), ends));
+    sub := in_force.billed;
+    starts := in_force.since;
     SELECT * INTO bounds FROM billing.period_bounds(
         (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time::text,
-        (starts AT TIME ZONE cust.timezone)::date, least(now(), ends), cust.timezone) pb;
+        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, least(now(), ends), cust.timezone) pb;
     RETURN QUERY SELECT * FROM billing._usage(sub, cust, greatest(bounds.from_datetime, starts), least(bounds.to_datetime, ends));
 END $$;
 

@@ -50,7 +50,8 @@ pgrx::extension_sql_file!("../sql/one_off.sql", name = "one_off", requires = ["c
 pgrx::extension_sql_file!("../sql/fixed_charges.sql", name = "fixed_charges", requires = ["one_off"]);
 pgrx::extension_sql_file!("../sql/credit_notes.sql", name = "credit_notes", requires = ["fixed_charges"]);
 pgrx::extension_sql_file!("../sql/progressive.sql", name = "progressive", requires = ["credit_notes"]);
-pgrx::extension_sql_file!("../sql/previews.sql", name = "previews", requires = ["progressive"]);
+pgrx::extension_sql_file!("../sql/plan_changes.sql", name = "plan_changes", requires = ["progressive"]);
+pgrx::extension_sql_file!("../sql/previews.sql", name = "previews", requires = ["plan_changes"]);
 pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["previews"]);
 pgrx::extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["invoicing"]);
 pgrx::extension_sql_file!(

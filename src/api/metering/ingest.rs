@@ -257,7 +257,7 @@ fn load_catalog(inputs: &[Input<'_>]) -> CachedCatalog {
                 let subscription = SubscriptionRow {
                     id: row.get(2).unwrap(),
                     customer_id: row.get(3).unwrap(),
-                    plan_version_id: row.get(4).unwrap(),
+                    plan_version_ids: row.get(4).unwrap(),
                     timezone: row.get(5).unwrap(),
                     // Microseconds since 2000-01-01 UTC, as events' instants are validated.
                     active_from: row.get::<TimestampWithTimeZone>(6).unwrap().into(),
@@ -283,7 +283,7 @@ fn load_catalog(inputs: &[Input<'_>]) -> CachedCatalog {
         let mut plan_versions: Vec<i64> = external_ids
             .iter()
             .filter_map(|id| catalog.subscriptions.get(*id))
-            .map(|s| s.plan_version_id)
+            .flat_map(|s| s.plan_version_ids.iter().copied())
             .filter(|v| !cached.plan_versions.contains(v))
             .collect();
         plan_versions.sort_unstable();
@@ -312,12 +312,12 @@ fn load_catalog(inputs: &[Input<'_>]) -> CachedCatalog {
     cached
 }
 
-/// Whether the dimension keys of every known subscription's plan version are cached.
+/// Whether the dimension keys of every known subscription's plan versions are cached.
 fn cached_versions_cover(cached: &CachedCatalog, external_ids: &[&str]) -> bool {
     external_ids
         .iter()
         .filter_map(|id| cached.catalog.subscriptions.get(*id))
-        .all(|s| cached.plan_versions.contains(&s.plan_version_id))
+        .all(|s| s.plan_version_ids.iter().all(|v| cached.plan_versions.contains(v)))
 }
 
 /// Which statement stores events that the direct path does not.

@@ -168,7 +168,8 @@ impl Aggregation {
 pub struct SubscriptionRow {
     pub id: i64,
     pub customer_id: i64,
-    pub plan_version_id: i64,
+    /// Every plan version the subscription is billed on (more than one after plan changes).
+    pub plan_version_ids: Vec<i64>,
     pub timezone: String,
     /// Microseconds since 2000-01-01 UTC.
     pub active_from: i64,
@@ -381,12 +382,16 @@ pub fn validate<J: JsonView>(
     }
     let precise_total_amount_cents =
         raw.precise_total_amount_cents.as_deref().map(|t| numeric(t, "precise_total_amount_cents")).transpose()?;
-    let dims = catalog
-        .dimension_keys
-        .get(&(subscription.plan_version_id, metric.id))
-        .map(|keys| keys.iter().filter_map(|k| Some((k.clone(), property(k)?.to_value()))).collect::<Map<_, _>>())
-        .filter(|dims| !dims.is_empty())
-        .map(Value::Object);
+    // The keys of every plan the subscription is billed on: usage of a period is priced on
+    // the plan in force when it happened, whenever the event arrives.
+    let dims = subscription
+        .plan_version_ids
+        .iter()
+        .filter_map(|version| catalog.dimension_keys.get(&(*version, metric.id)))
+        .flatten()
+        .filter_map(|k| Some((k.clone(), property(k)?.to_value())))
+        .collect::<Map<_, _>>();
+    let dims = Some(dims).filter(|dims| !dims.is_empty()).map(Value::Object);
     if let Some(dims) = &dims {
         let size = dims.to_string().len();
         if size > MAX_DIMENSIONS_BYTES {
@@ -513,7 +518,7 @@ mod tests {
             SubscriptionRow {
                 id: 1,
                 customer_id: 7,
-                plan_version_id: 3,
+                plan_version_ids: vec![3],
                 timezone: "UTC".into(),
                 active_from: 0,
                 active_until: None,
@@ -524,7 +529,7 @@ mod tests {
             SubscriptionRow {
                 id: 2,
                 customer_id: 7,
-                plan_version_id: 3,
+                plan_version_ids: vec![3],
                 timezone: "UTC".into(),
                 active_from: 2_000_000_000_000,
                 active_until: None,

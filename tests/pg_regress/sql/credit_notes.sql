@@ -102,7 +102,7 @@ SELECT number, sub_total_including_taxes, credit_notes_amount, total_amount
 FROM billing.invoices WHERE customer_id = (SELECT id FROM billing.customers WHERE external_id = 'c3') ORDER BY id;
 -- Once: billing the subscription again credits nothing more.
 SELECT count(*) FROM billing.bill_subscription('s3', '2026-04-01 00:05+00');
-SELECT count(*) AS termination_credit_notes FROM billing.credit_notes WHERE terminated_subscription_id IS NOT NULL;
+SELECT count(*) AS termination_credit_notes FROM billing.credit_notes WHERE unused_days_fee_id IS NOT NULL;
 
 -- The invoice, not only each fee, bounds what its credit notes take. Plan trio: calls at
 -- 0.10 per project; c4 has a 10.00 coupon; 100 calls in each of 3 projects: fees 10.00 ×
