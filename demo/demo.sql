@@ -183,6 +183,13 @@ SELECT p #>> '{totals,fees_amount}' AS fees, p #>> '{totals,taxes_amount}' AS ta
        p #>> '{totals,credit_notes_amount}' AS credit, p #>> '{totals,total_amount}' AS total_due
 FROM billing.preview_invoice('growth-ai-main', :'billing_time'::timestamptz + interval '1 day') p;
 
+\echo '== growth-ai moves up to AI Scale on the 10th of next month: an upgrade, pending until then'
+-- On that day AI Pro is billed through the 9th and AI Scale from the 10th, on one invoice.
+SELECT version, amount FROM billing.create_plan('ai-scale', 'AI Scale', 'monthly', 499, 'USD', '[
+  {"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "0.001"}}]');
+SELECT kind, effective_at FROM billing.change_plan('growth-ai-main', 'ai-scale', :'billing_time'::timestamptz + interval '9 days');
+SELECT subscription_external_id, kind, from_plan_code, to_plan_code, status FROM billing_bi.plan_changes;
+
 \echo '== What the application is told (billing.outbox, announced with pg_notify)'
 SELECT type, coalesce(payload ->> 'number', '') AS number, payload ->> 'total_amount' AS total FROM billing.outbox ORDER BY id;
 

@@ -483,13 +483,19 @@ BEGIN
         PERFORM billing._invalid('terminated_at is before the subscription started',
             format('got %s, started %s', terminated_at, subscription.subscription_at), 'terminate at or after the start');
     END IF;
-    -- Plan changes from the termination on never take effect; the plan in force then stays.
-    in_force := ((billing._in_force(subscription, terminated_at)).billed).plan_version_id;
+    IF EXISTS (SELECT 1 FROM billing.plan_changes pc WHERE pc.customer_id = entry.customer_id AND pc.subscription_id = entry.subscription_id
+               AND pc.effective_at >= terminated_at AND pc.effective_at <= now()) THEN
+        PERFORM billing._raise('55000', format('subscription "%s" changed plan at or after %s', external_id, terminated_at),
+            'a plan change that has taken effect is billed on its plan', 'terminate after the last plan change that took effect');
+    END IF;
+    -- Pending plan changes from the termination on never take effect; the plan in force then stays.
+    in_force := CASE WHEN terminated_at <= now() THEN ((billing._in_force(subscription, terminated_at)).billed).plan_version_id
+                     ELSE subscription.plan_version_id END;
     DELETE FROM billing.plan_changes pc
     WHERE pc.customer_id = entry.customer_id AND pc.subscription_id = entry.subscription_id AND pc.effective_at >= terminated_at;
     UPDATE billing.subscriptions s SET status = 'terminated', terminated_at = terminate_subscription.terminated_at,
         started_at = coalesce(s.started_at, s.subscription_at),
-        plan_version_id = CASE WHEN terminate_subscription.terminated_at <= now() THEN in_force ELSE s.plan_version_id END
+        plan_version_id = in_force
     WHERE s.customer_id = entry.customer_id AND s.id = entry.subscription_id RETURNING * INTO subscription;
     UPDATE billing.subscription_directory d SET active_until = subscription.terminated_at, plan_version_id = subscription.plan_version_id
     WHERE d.external_id = entry.external_id;

@@ -574,7 +574,9 @@ BEGIN
             -- Fixed charges in arrears, from the trial's end.
             IF days > 0 THEN
                 PERFORM billing._add_fixed_charge_fees(billed_sub, cust, invoice_id, false, p.from_date, p.to_date,
-                                                       greatest(billed_from, coalesce(trial_end, billed_from)), billed_to, period_key);
+                                                       greatest(billed_from, coalesce(trial_end, billed_from)),
+                                                       least(billed_to, ((last_day + 1)::timestamp AT TIME ZONE tz) - interval '1 microsecond'),
+                                                       period_key);
             END IF;
             days := last_day - greatest(p.from_date, start_day) + 1;
             PERFORM billing._add_usage_fees(billed_sub, cust, invoice_id, billed_from, billed_to, days, p.to_date - p.from_date + 1);
@@ -704,6 +706,25 @@ BEGIN
     PERFORM billing._total_invoice(inv.customer_id, inv.id);
 END $$;
 
+-- The credit notes for the unused days of plans paid in advance that ended early by as_of:
+-- the plans left by upgrades (their instants and plans given) and a termination.
+CREATE FUNCTION billing._credit_ended_plans(
+    sub billing.subscriptions, cust billing.customers, upgrades timestamptz[], upgraded_from bigint[], as_of timestamptz
+) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+BEGIN
+    FOR n IN 1 .. cardinality(upgrades) LOOP
+        CONTINUE WHEN upgrades[n] > as_of;
+        PERFORM billing._credit_unused_days(sub, cust, upgraded_from[n], upgrades[n] - interval '1 microsecond',
+                                            (upgrades[n] AT TIME ZONE cust.timezone)::date);
+    END LOOP;
+    IF sub.status = 'terminated' AND sub.terminated_at <= as_of THEN
+        PERFORM billing._credit_unused_days(sub, cust, ((billing._in_force(sub, sub.terminated_at)).billed).plan_version_id,
+                                            sub.terminated_at, (sub.terminated_at AT TIME ZONE cust.timezone)::date + 1);
+    END IF;
+END $$;
+
 -- Bills one subscription up to as_of, in the caller's transaction: creates the invoices of
 -- every billing instant due and not yet billed, each with the late usage of periods already
 -- invoiced, and finalizes those the billing entity's grace period does not keep as drafts.
@@ -721,27 +742,29 @@ DECLARE
     created bigint[];
     invoice_id bigint;
     inv billing.invoices;
-    upgrades billing.plan_changes[];
-    upgrade billing.plan_changes;
+    -- The upgrades that have happened: their instants and the plans they left.
+    upgrades timestamptz[];
+    upgraded_from bigint[];
+    ends_early boolean;
 BEGIN
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id FOR UPDATE;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = customer_id;
     SELECT e.grace_period_days INTO grace FROM billing.billing_entities e WHERE e.id = cust.billing_entity_id;
-    upgrades := ARRAY(SELECT pc FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id
-                      AND pc.kind = 'upgrade' AND pc.effective_at <= as_of ORDER BY pc.effective_at);
+    SELECT coalesce(array_agg(pc.effective_at ORDER BY pc.effective_at), '{}'),
+           coalesce(array_agg(pc.from_plan_version_id ORDER BY pc.effective_at), '{}')
+    INTO upgrades, upgraded_from
+    FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id
+      AND pc.kind = 'upgrade' AND pc.effective_at <= as_of;
     IF EXISTS (SELECT 1 FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id) THEN
         PERFORM billing._apply_plan_changes(as_of, customer_id, subscription_id);
         SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id;
     END IF;
     -- A plan paid in advance that ends early (an upgrade, a termination) credits its unused
-    -- days first: the invoice of that instant is the first to consume the credit.
-    FOREACH upgrade IN ARRAY upgrades LOOP
-        PERFORM billing._credit_unused_days(sub, cust, upgrade.from_plan_version_id, upgrade.effective_at - interval '1 microsecond',
-                                            (upgrade.effective_at AT TIME ZONE cust.timezone)::date);
-    END LOOP;
-    IF sub.status = 'terminated' AND sub.terminated_at <= as_of THEN
-        PERFORM billing._credit_unused_days(sub, cust, ((billing._in_force(sub, sub.terminated_at)).billed).plan_version_id,
-                                            sub.terminated_at, (sub.terminated_at AT TIME ZONE cust.timezone)::date + 1);
+    -- days before the invoice of that instant is finalized, which is the first to consume the
+    -- credit: here for fees invoiced before, below for fees invoiced in this call.
+    ends_early := cardinality(upgrades) > 0 OR (sub.status = 'terminated' AND sub.terminated_at <= as_of);
+    IF ends_early THEN
+        PERFORM billing._credit_ended_plans(sub, cust, upgrades, upgraded_from, as_of);
     END IF;
     created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
     -- Usage thresholds crossed in the open period (of the plan in force): a progressive-billing invoice.
@@ -760,6 +783,9 @@ BEGIN
     END IF;
     FOREACH invoice_id IN ARRAY created LOOP
         SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
+        IF ends_early THEN
+            PERFORM billing._credit_ended_plans(sub, cust, upgrades, upgraded_from, inv.billing_at);
+        END IF;
         -- Late usage goes on subscription invoices, which the adjustments count.
         IF inv.invoice_type = 'subscription' THEN
             PERFORM billing._add_adjustments(sub, cust, invoice_id, inv.billing_at);
@@ -1056,6 +1082,7 @@ REVOKE ALL ON FUNCTION billing._invoice_immutable(), billing._fee_immutable(), b
     billing._late_windows(billing.subscriptions, billing.customers, bigint),
     billing._add_adjustments(billing.subscriptions, billing.customers, bigint, timestamptz),
     billing._bill_periods(billing.subscriptions, timestamptz, timestamptz),
+    billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz),
     billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz),
     billing._total_invoice(bigint, bigint),
     billing._zero_padded(bigint, integer), billing._finalize(billing.invoices), billing._refresh(billing.invoices),

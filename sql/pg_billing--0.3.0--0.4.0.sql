@@ -1330,7 +1330,8 @@ BEGIN
     SELECT * INTO bounds FROM billing.period_bounds(
         (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time::text,
         (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, as_of, cust.timezone);
-    window_from := greatest(bounds.from_datetime, coalesce(sub.started_at, sub.subscription_at));
+    -- From the period's start, or the start of the plan in force (after a plan change).
+    window_from := greatest(bounds.from_datetime, (billing._in_force(sub, as_of)).since);
     lifetime := billing._lifetime_usage(sub, cust, window_from, as_of);
     SELECT max(t.amount) INTO highest_fixed FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id AND NOT t.recurring;
     SELECT * INTO recurring FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id AND t.recurring;
@@ -1793,19 +1794,23 @@ RETURNS TABLE (plan_version_id bigint, from_at timestamptz, until_at timestamptz
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
-    changes billing.plan_changes[];
+    -- (Scalars: on Citus a query with a whole row of a distributed table as a value fails.)
+    customer_id bigint := sub.customer_id;
+    subscription_id bigint := sub.id;
+    instants timestamptz[];
+    from_versions bigint[];
+    to_versions bigint[];
 BEGIN
-    changes := ARRAY(SELECT pc FROM billing.plan_changes pc
-                     WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id ORDER BY pc.effective_at);
-    IF cardinality(changes) = 0 THEN
-        RETURN QUERY SELECT sub.plan_version_id, coalesce(sub.started_at, sub.subscription_at), NULL::timestamptz;
-        RETURN;
-    END IF;
+    SELECT coalesce(array_agg(pc.effective_at ORDER BY pc.effective_at), '{}'),
+           coalesce(array_agg(pc.from_plan_version_id ORDER BY pc.effective_at), '{}'),
+           coalesce(array_agg(pc.to_plan_version_id ORDER BY pc.effective_at), '{}')
+    INTO instants, from_versions, to_versions
+    FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id;
     RETURN QUERY
-    SELECT changes[1].from_plan_version_id, coalesce(sub.started_at, sub.subscription_at), changes[1].effective_at
+    SELECT coalesce(from_versions[1], sub.plan_version_id), coalesce(sub.started_at, sub.subscription_at), instants[1]
     UNION ALL
-    SELECT c.to_plan_version_id, c.effective_at, lead(c.effective_at) OVER (ORDER BY c.effective_at)
-    FROM unnest(changes) c;
+    SELECT c.to_version, c.instant, instants[(c.n + 1)::integer]
+    FROM unnest(instants, to_versions) WITH ORDINALITY c(instant, to_version, n);
 END $$;
 
 -- The subscription as billed at an instant: its row with the plan version in force then, and
@@ -1842,23 +1847,35 @@ RETURNS integer
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
-    changed record;
+    customers bigint[];
+    subscriptions bigint[];
+    versions bigint[];
     applied integer := 0;
 BEGIN
     -- Never ahead of time: a pending change stays cancellable until its instant.
     as_of := least(as_of, now());
-    FOR changed IN
-        UPDATE billing.subscriptions s SET plan_version_id = due.to_plan_version_id
+    -- What is due is read first and each subscription then updated by its key (on Citus, one
+    -- statement per shard: a statement over every shard may not precede the directory's
+    -- update in a transaction).
+    IF only_customer_id IS NOT NULL THEN
+        SELECT array_agg(d.customer_id), array_agg(d.subscription_id), array_agg(d.to_plan_version_id)
+        INTO customers, subscriptions, versions
+        FROM (SELECT pc.customer_id, pc.subscription_id, pc.to_plan_version_id FROM billing.plan_changes pc
+              WHERE pc.customer_id = only_customer_id AND pc.subscription_id = only_subscription_id AND pc.effective_at <= as_of
+              ORDER BY pc.effective_at DESC LIMIT 1) d;
+    ELSE
+        SELECT array_agg(d.customer_id), array_agg(d.subscription_id), array_agg(d.to_plan_version_id)
+        INTO customers, subscriptions, versions
         FROM (SELECT DISTINCT ON (pc.customer_id, pc.subscription_id) pc.customer_id, pc.subscription_id, pc.to_plan_version_id
-              FROM billing.plan_changes pc
-              WHERE pc.effective_at <= as_of
-                AND (only_customer_id IS NULL OR (pc.customer_id = only_customer_id AND pc.subscription_id = only_subscription_id))
-              ORDER BY pc.customer_id, pc.subscription_id, pc.effective_at DESC) due
-        WHERE s.customer_id = due.customer_id AND s.id = due.subscription_id AND s.plan_version_id <> due.to_plan_version_id
-        RETURNING s.customer_id, s.id, s.plan_version_id
-    LOOP
-        UPDATE billing.subscription_directory d SET plan_version_id = changed.plan_version_id
-        WHERE d.customer_id = changed.customer_id AND d.subscription_id = changed.id;
+              FROM billing.plan_changes pc WHERE pc.effective_at <= as_of
+              ORDER BY pc.customer_id, pc.subscription_id, pc.effective_at DESC) d;
+    END IF;
+    FOR n IN 1 .. coalesce(cardinality(customers), 0) LOOP
+        UPDATE billing.subscriptions s SET plan_version_id = versions[n]
+        WHERE s.customer_id = customers[n] AND s.id = subscriptions[n] AND s.plan_version_id <> versions[n];
+        CONTINUE WHEN NOT FOUND;
+        UPDATE billing.subscription_directory d SET plan_version_id = versions[n]
+        WHERE d.customer_id = customers[n] AND d.subscription_id = subscriptions[n];
         applied := applied + 1;
     END LOOP;
     RETURN applied;
@@ -1896,13 +1913,15 @@ DECLARE
     period record;
     change billing.plan_changes;
 BEGIN
+    -- The directory row, then the subscription: the order billing.terminate_subscription locks them in.
+    PERFORM 1 FROM billing.subscription_directory d WHERE d.external_id = external_subscription_id FOR UPDATE;
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = sub.customer_id AND s.id = sub.id FOR UPDATE;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
     new_plan := billing._plan_version(plan);
     IF at IS NULL OR NOT isfinite(at) THEN
         PERFORM billing._invalid('at must be an instant', format('got %s', at), 'give the instant of the change, or leave it to now()');
     END IF;
-    IF sub.status = 'terminated' THEN
+    IF sub.terminated_at <= at THEN
         PERFORM billing._raise('55000', format('subscription "%s" is terminated', external_subscription_id),
             format('terminated at %s', sub.terminated_at), 'create a new subscription on the plan');
     END IF;
@@ -1946,7 +1965,8 @@ BEGIN
                 'a downgrade takes effect at the end of the current period');
         END IF;
     END IF;
-    INSERT INTO billing.plan_changes VALUES (change.*);
+    INSERT INTO billing.plan_changes (customer_id, subscription_id, effective_at, from_plan_version_id, to_plan_version_id, kind, requested_at)
+    VALUES (sub.customer_id, sub.id, change.effective_at, current_plan.id, new_plan.id, change.kind, change.requested_at);
     PERFORM billing._note_plan_versions(sub);
     PERFORM billing._emit(sub.customer_id, 'subscription.plan_changed',
         jsonb_build_object('subscription_external_id', sub.external_id, 'customer_external_id', cust.external_id,
@@ -1972,8 +1992,12 @@ LANGUAGE plpgsql AS $$
 DECLARE
     sub billing.subscriptions := billing._subscription(external_subscription_id);
     canceled billing.plan_changes;
+    last_billed timestamptz;
 BEGIN
+    PERFORM 1 FROM billing.subscription_directory d WHERE d.external_id = external_subscription_id FOR UPDATE;
     PERFORM 1 FROM billing.subscriptions s WHERE s.customer_id = sub.customer_id AND s.id = sub.id FOR UPDATE;
+    SELECT max(i.billing_at) INTO last_billed FROM billing.invoices i
+    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'subscription';
     DELETE FROM billing.plan_changes pc
     WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id
       AND pc.effective_at = (SELECT max(p.effective_at) FROM billing.plan_changes p
@@ -1982,6 +2006,12 @@ BEGIN
     IF canceled.effective_at IS NULL THEN
         PERFORM billing._raise('55000', format('subscription "%s" has no pending plan change', external_subscription_id),
             'no change of its plan takes effect after now', 'list changes in billing_bi.plan_changes');
+    END IF;
+    -- A change billed ahead of time (billing as of a later instant) stands.
+    IF canceled.effective_at <= last_billed THEN
+        PERFORM billing._raise('55000', format('the pending plan change of subscription "%s" is invoiced already', external_subscription_id),
+            format('it takes effect at %s; the subscription is invoiced through %s', canceled.effective_at, last_billed),
+            'change the plan again after that instant');
     END IF;
     PERFORM billing._note_plan_versions(sub);
     RETURN canceled;
@@ -2104,7 +2134,9 @@ BEGIN
             -- Fixed charges in arrears, from the trial's end.
             IF days > 0 THEN
                 PERFORM billing._add_fixed_charge_fees(billed_sub, cust, invoice_id, false, p.from_date, p.to_date,
-                                                       greatest(billed_from, coalesce(trial_end, billed_from)), billed_to, period_key);
+                                                       greatest(billed_from, coalesce(trial_end, billed_from)),
+                                                       least(billed_to, ((last_day + 1)::timestamp AT TIME ZONE tz) - interval '1 microsecond'),
+                                                       period_key);
             END IF;
             days := last_day - greatest(p.from_date, start_day) + 1;
             PERFORM billing._add_usage_fees(billed_sub, cust, invoice_id, billed_from, billed_to, days, p.to_date - p.from_date + 1);
@@ -2131,8 +2163,27 @@ BEGIN
         day := p.to_date + 1;
     END LOOP;
 END $$;
+-- The credit notes for the unused days of plans paid in advance that ended early by as_of:
+-- the plans left by upgrades (their instants and plans given) and a termination.
+CREATE FUNCTION billing._credit_ended_plans(
+    sub billing.subscriptions, cust billing.customers, upgrades timestamptz[], upgraded_from bigint[], as_of timestamptz
+) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+BEGIN
+    FOR n IN 1 .. cardinality(upgrades) LOOP
+        CONTINUE WHEN upgrades[n] > as_of;
+        PERFORM billing._credit_unused_days(sub, cust, upgraded_from[n], upgrades[n] - interval '1 microsecond',
+                                            (upgrades[n] AT TIME ZONE cust.timezone)::date);
+    END LOOP;
+    IF sub.status = 'terminated' AND sub.terminated_at <= as_of THEN
+        PERFORM billing._credit_unused_days(sub, cust, ((billing._in_force(sub, sub.terminated_at)).billed).plan_version_id,
+                                            sub.terminated_at, (sub.terminated_at AT TIME ZONE cust.timezone)::date + 1);
+    END IF;
+END $$;
 REVOKE ALL ON FUNCTION billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz, text),
-    billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz) FROM PUBLIC;
+    billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz),
+    billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz) FROM PUBLIC;
 -- Usage of the open billing period on the plan in force (from the later of the period
 -- start and the plan's start, to the earlier of the period end and the termination); for a
 -- terminated subscription, its last period.
@@ -2230,13 +2281,19 @@ BEGIN
         PERFORM billing._invalid('terminated_at is before the subscription started',
             format('got %s, started %s', terminated_at, subscription.subscription_at), 'terminate at or after the start');
     END IF;
-    -- Plan changes from the termination on never take effect; the plan in force then stays.
-    in_force := ((billing._in_force(subscription, terminated_at)).billed).plan_version_id;
+    IF EXISTS (SELECT 1 FROM billing.plan_changes pc WHERE pc.customer_id = entry.customer_id AND pc.subscription_id = entry.subscription_id
+               AND pc.effective_at >= terminated_at AND pc.effective_at <= now()) THEN
+        PERFORM billing._raise('55000', format('subscription "%s" changed plan at or after %s', external_id, terminated_at),
+            'a plan change that has taken effect is billed on its plan', 'terminate after the last plan change that took effect');
+    END IF;
+    -- Pending plan changes from the termination on never take effect; the plan in force then stays.
+    in_force := CASE WHEN terminated_at <= now() THEN ((billing._in_force(subscription, terminated_at)).billed).plan_version_id
+                     ELSE subscription.plan_version_id END;
     DELETE FROM billing.plan_changes pc
     WHERE pc.customer_id = entry.customer_id AND pc.subscription_id = entry.subscription_id AND pc.effective_at >= terminated_at;
     UPDATE billing.subscriptions s SET status = 'terminated', terminated_at = terminate_subscription.terminated_at,
         started_at = coalesce(s.started_at, s.subscription_at),
-        plan_version_id = CASE WHEN terminate_subscription.terminated_at <= now() THEN in_force ELSE s.plan_version_id END
+        plan_version_id = in_force
     WHERE s.customer_id = entry.customer_id AND s.id = entry.subscription_id RETURNING * INTO subscription;
     UPDATE billing.subscription_directory d SET active_until = subscription.terminated_at, plan_version_id = subscription.plan_version_id
     WHERE d.external_id = entry.external_id;
@@ -2286,6 +2343,7 @@ DECLARE
     cust billing.customers;
     what_if billing.plan_versions;
     billed_plan bigint;
+    last_billed timestamptz;
     bounds record;
     bill_at timestamptz;
     preview billing.invoices;
@@ -2323,9 +2381,20 @@ BEGIN
             PERFORM billing.finalize_invoice(draft.id);
         END LOOP;
         IF what_if.id IS NOT NULL THEN
-            -- The whole history re-rated on the what-if plan, plan changes set aside.
-            DELETE FROM billing.plan_changes pc WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id;
-            UPDATE billing.subscriptions s SET plan_version_id = what_if.id WHERE s.customer_id = sub.customer_id AND s.id = sub.id;
+            -- What is not invoiced yet is re-rated on the what-if plan: all of it before the
+            -- first invoice; otherwise, as a change just after the last invoice (its instant
+            -- kept apart from a change invoiced at that instant), pending changes set aside.
+            SELECT max(i.billing_at) INTO last_billed FROM billing.invoices i
+            WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'subscription';
+            DELETE FROM billing.plan_changes pc
+            WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id AND pc.effective_at > coalesce(last_billed, '-infinity');
+            IF last_billed IS NULL THEN
+                UPDATE billing.subscriptions s SET plan_version_id = what_if.id WHERE s.customer_id = sub.customer_id AND s.id = sub.id;
+            ELSE
+                billed_plan := ((billing._in_force(sub, last_billed)).billed).plan_version_id;
+                INSERT INTO billing.plan_changes (customer_id, subscription_id, effective_at, from_plan_version_id, to_plan_version_id, kind)
+                VALUES (sub.customer_id, sub.id, last_billed + interval '1 microsecond', billed_plan, what_if.id, 'upgrade');
+            END IF;
         END IF;
         SELECT * INTO preview FROM billing._bill_subscription(sub.customer_id, sub.id, bill_at) i
         ORDER BY i.billing_at DESC LIMIT 1;
@@ -2718,27 +2787,29 @@ DECLARE
     created bigint[];
     invoice_id bigint;
     inv billing.invoices;
-    upgrades billing.plan_changes[];
-    upgrade billing.plan_changes;
+    -- The upgrades that have happened: their instants and the plans they left.
+    upgrades timestamptz[];
+    upgraded_from bigint[];
+    ends_early boolean;
 BEGIN
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id FOR UPDATE;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = customer_id;
     SELECT e.grace_period_days INTO grace FROM billing.billing_entities e WHERE e.id = cust.billing_entity_id;
-    upgrades := ARRAY(SELECT pc FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id
-                      AND pc.kind = 'upgrade' AND pc.effective_at <= as_of ORDER BY pc.effective_at);
+    SELECT coalesce(array_agg(pc.effective_at ORDER BY pc.effective_at), '{}'),
+           coalesce(array_agg(pc.from_plan_version_id ORDER BY pc.effective_at), '{}')
+    INTO upgrades, upgraded_from
+    FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id
+      AND pc.kind = 'upgrade' AND pc.effective_at <= as_of;
     IF EXISTS (SELECT 1 FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id) THEN
         PERFORM billing._apply_plan_changes(as_of, customer_id, subscription_id);
         SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id;
     END IF;
     -- A plan paid in advance that ends early (an upgrade, a termination) credits its unused
-    -- days first: the invoice of that instant is the first to consume the credit.
-    FOREACH upgrade IN ARRAY upgrades LOOP
-        PERFORM billing._credit_unused_days(sub, cust, upgrade.from_plan_version_id, upgrade.effective_at - interval '1 microsecond',
-                                            (upgrade.effective_at AT TIME ZONE cust.timezone)::date);
-    END LOOP;
-    IF sub.status = 'terminated' AND sub.terminated_at <= as_of THEN
-        PERFORM billing._credit_unused_days(sub, cust, ((billing._in_force(sub, sub.terminated_at)).billed).plan_version_id,
-                                            sub.terminated_at, (sub.terminated_at AT TIME ZONE cust.timezone)::date + 1);
+    -- days before the invoice of that instant is finalized, which is the first to consume the
+    -- credit: here for fees invoiced before, below for fees invoiced in this call.
+    ends_early := cardinality(upgrades) > 0 OR (sub.status = 'terminated' AND sub.terminated_at <= as_of);
+    IF ends_early THEN
+        PERFORM billing._credit_ended_plans(sub, cust, upgrades, upgraded_from, as_of);
     END IF;
     created := ARRAY(SELECT b FROM billing._bill_periods(sub, as_of) b ORDER BY b);
     -- Usage thresholds crossed in the open period (of the plan in force): a progressive-billing invoice.
@@ -2757,6 +2828,9 @@ BEGIN
     END IF;
     FOREACH invoice_id IN ARRAY created LOOP
         SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = customer_id AND i.id = invoice_id;
+        IF ends_early THEN
+            PERFORM billing._credit_ended_plans(sub, cust, upgrades, upgraded_from, inv.billing_at);
+        END IF;
         -- Late usage goes on subscription invoices, which the adjustments count.
         IF inv.invoice_type = 'subscription' THEN
             PERFORM billing._add_adjustments(sub, cust, invoice_id, inv.billing_at);
@@ -3174,8 +3248,8 @@ GRANT EXECUTE ON FUNCTION billing._customer(text), billing._plan_version(text), 
     billing._apply_plan_changes(timestamptz, bigint, bigint), billing._note_plan_versions(billing.subscriptions),
     billing.change_plan(text, text, timestamptz), billing.cancel_plan_change(text),
     billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz, text),
-    billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz)
-    TO billing_admin;
+    billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz),
+    billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz) TO billing_admin;
 
 COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds, subscription_fixed_charge_units and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the fixed charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices, and to their taxes (55000).';
@@ -3249,8 +3323,8 @@ COMMENT ON FUNCTION billing._invoice_taxes_amount(bigint, bigint, text) IS 'Priv
 COMMENT ON TYPE billing.plan_change_kind IS 'A plan change: upgrade (the new plan costs at least as much per year; effective at once) or downgrade (effective at the end of the current period).';
 COMMENT ON TABLE billing.plan_changes IS 'Each change of a subscription''s plan: from effective_at on it is billed on to_plan_version_id; pending until that instant (billing.cancel_plan_change removes it).';
 COMMENT ON COLUMN billing.subscription_directory.plan_version_ids IS 'Every plan version the subscription is billed on (past, current and pending): ingestion keeps the event properties any of them splits usage by.';
-COMMENT ON FUNCTION billing.change_plan(text, text, timestamptz) IS 'Moves a subscription to another plan''s current version: an upgrade (yearly-equivalent amount at least the old one''s) at `at`, billed at once when it has happened, with a credit note for an in-advance fee''s unused days; a downgrade at the end of the current period, pending until then. Replaces a pending change. 23503 unknown subscription or plan; 22023 same plan, other currency, bad instant; 55000 terminated, or `at` within an invoiced period or before the last change.';
-COMMENT ON FUNCTION billing.cancel_plan_change(text) IS 'Cancels a subscription''s pending plan change (the latest) and returns it. 23503 unknown subscription, 55000 nothing pending.';
+COMMENT ON FUNCTION billing.change_plan(text, text, timestamptz) IS 'Moves a subscription to another plan''s current version: an upgrade (yearly-equivalent amount at least the old one''s) at `at`, billed at once when it has happened, with a credit note for an in-advance fee''s unused days; a downgrade at the end of the current period, pending until then. Replaces a pending change. 23503 unknown subscription or plan; 22023 same plan, other currency, bad instant; 55000 terminated at or before `at`, or `at` within an invoiced period or before the last change.';
+COMMENT ON FUNCTION billing.cancel_plan_change(text) IS 'Cancels a subscription''s pending plan change (the latest) and returns it. 23503 unknown subscription, 55000 nothing pending or the change invoiced already.';
 COMMENT ON FUNCTION billing._plan_segments(billing.subscriptions) IS 'Private: the plans of a subscription, oldest first, each with the instant it took effect and the next one''s (pending ones included).';
 COMMENT ON FUNCTION billing._in_force(billing.subscriptions, timestamptz) IS 'Private: the subscription row with the plan version in force at an instant, and the instant that plan took effect.';
 COMMENT ON FUNCTION billing._yearly_amount(billing.plan_versions) IS 'Private: a plan''s amount per year (weekly x 52, monthly x 12, quarterly x 4, semiannual x 2), which decides upgrade or downgrade.';
@@ -3258,3 +3332,4 @@ COMMENT ON FUNCTION billing._apply_plan_changes(timestamptz, bigint, bigint) IS 
 COMMENT ON FUNCTION billing._note_plan_versions(billing.subscriptions) IS 'Private: records in the directory every plan version a subscription is billed on, for ingestion.';
 COMMENT ON FUNCTION billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz) IS 'Private: bills the periods of one plan of a subscription for the time it was in force (through the day before a change), on the invoices of their billing instants.';
 COMMENT ON VIEW billing_bi.plan_changes IS 'One row per plan change: subscription, customer, upgrade or downgrade, the plans and versions on both sides, the instant it takes effect, pending or effective.';
+COMMENT ON FUNCTION billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz) IS 'Private: the credit notes for the unused days of plans paid in advance that ended early by as_of (upgrades, a termination); once per fee.';

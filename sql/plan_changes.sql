@@ -26,19 +26,23 @@ RETURNS TABLE (plan_version_id bigint, from_at timestamptz, until_at timestamptz
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
-    changes billing.plan_changes[];
+    -- (Scalars: on Citus a query with a whole row of a distributed table as a value fails.)
+    customer_id bigint := sub.customer_id;
+    subscription_id bigint := sub.id;
+    instants timestamptz[];
+    from_versions bigint[];
+    to_versions bigint[];
 BEGIN
-    changes := ARRAY(SELECT pc FROM billing.plan_changes pc
-                     WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id ORDER BY pc.effective_at);
-    IF cardinality(changes) = 0 THEN
-        RETURN QUERY SELECT sub.plan_version_id, coalesce(sub.started_at, sub.subscription_at), NULL::timestamptz;
-        RETURN;
-    END IF;
+    SELECT coalesce(array_agg(pc.effective_at ORDER BY pc.effective_at), '{}'),
+           coalesce(array_agg(pc.from_plan_version_id ORDER BY pc.effective_at), '{}'),
+           coalesce(array_agg(pc.to_plan_version_id ORDER BY pc.effective_at), '{}')
+    INTO instants, from_versions, to_versions
+    FROM billing.plan_changes pc WHERE pc.customer_id = customer_id AND pc.subscription_id = subscription_id;
     RETURN QUERY
-    SELECT changes[1].from_plan_version_id, coalesce(sub.started_at, sub.subscription_at), changes[1].effective_at
+    SELECT coalesce(from_versions[1], sub.plan_version_id), coalesce(sub.started_at, sub.subscription_at), instants[1]
     UNION ALL
-    SELECT c.to_plan_version_id, c.effective_at, lead(c.effective_at) OVER (ORDER BY c.effective_at)
-    FROM unnest(changes) c;
+    SELECT c.to_version, c.instant, instants[(c.n + 1)::integer]
+    FROM unnest(instants, to_versions) WITH ORDINALITY c(instant, to_version, n);
 END $$;
 
 -- The subscription as billed at an instant: its row with the plan version in force then, and
@@ -75,23 +79,35 @@ RETURNS integer
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
-    changed record;
+    customers bigint[];
+    subscriptions bigint[];
+    versions bigint[];
     applied integer := 0;
 BEGIN
     -- Never ahead of time: a pending change stays cancellable until its instant.
     as_of := least(as_of, now());
-    FOR changed IN
-        UPDATE billing.subscriptions s SET plan_version_id = due.to_plan_version_id
+    -- What is due is read first and each subscription then updated by its key (on Citus, one
+    -- statement per shard: a statement over every shard may not precede the directory's
+    -- update in a transaction).
+    IF only_customer_id IS NOT NULL THEN
+        SELECT array_agg(d.customer_id), array_agg(d.subscription_id), array_agg(d.to_plan_version_id)
+        INTO customers, subscriptions, versions
+        FROM (SELECT pc.customer_id, pc.subscription_id, pc.to_plan_version_id FROM billing.plan_changes pc
+              WHERE pc.customer_id = only_customer_id AND pc.subscription_id = only_subscription_id AND pc.effective_at <= as_of
+              ORDER BY pc.effective_at DESC LIMIT 1) d;
+    ELSE
+        SELECT array_agg(d.customer_id), array_agg(d.subscription_id), array_agg(d.to_plan_version_id)
+        INTO customers, subscriptions, versions
         FROM (SELECT DISTINCT ON (pc.customer_id, pc.subscription_id) pc.customer_id, pc.subscription_id, pc.to_plan_version_id
-              FROM billing.plan_changes pc
-              WHERE pc.effective_at <= as_of
-                AND (only_customer_id IS NULL OR (pc.customer_id = only_customer_id AND pc.subscription_id = only_subscription_id))
-              ORDER BY pc.customer_id, pc.subscription_id, pc.effective_at DESC) due
-        WHERE s.customer_id = due.customer_id AND s.id = due.subscription_id AND s.plan_version_id <> due.to_plan_version_id
-        RETURNING s.customer_id, s.id, s.plan_version_id
-    LOOP
-        UPDATE billing.subscription_directory d SET plan_version_id = changed.plan_version_id
-        WHERE d.customer_id = changed.customer_id AND d.subscription_id = changed.id;
+              FROM billing.plan_changes pc WHERE pc.effective_at <= as_of
+              ORDER BY pc.customer_id, pc.subscription_id, pc.effective_at DESC) d;
+    END IF;
+    FOR n IN 1 .. coalesce(cardinality(customers), 0) LOOP
+        UPDATE billing.subscriptions s SET plan_version_id = versions[n]
+        WHERE s.customer_id = customers[n] AND s.id = subscriptions[n] AND s.plan_version_id <> versions[n];
+        CONTINUE WHEN NOT FOUND;
+        UPDATE billing.subscription_directory d SET plan_version_id = versions[n]
+        WHERE d.customer_id = customers[n] AND d.subscription_id = subscriptions[n];
         applied := applied + 1;
     END LOOP;
     RETURN applied;
@@ -129,13 +145,15 @@ DECLARE
     period record;
     change billing.plan_changes;
 BEGIN
+    -- The directory row, then the subscription: the order billing.terminate_subscription locks them in.
+    PERFORM 1 FROM billing.subscription_directory d WHERE d.external_id = external_subscription_id FOR UPDATE;
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = sub.customer_id AND s.id = sub.id FOR UPDATE;
     SELECT * INTO cust FROM billing.customers c WHERE c.id = sub.customer_id;
     new_plan := billing._plan_version(plan);
     IF at IS NULL OR NOT isfinite(at) THEN
         PERFORM billing._invalid('at must be an instant', format('got %s', at), 'give the instant of the change, or leave it to now()');
     END IF;
-    IF sub.status = 'terminated' THEN
+    IF sub.terminated_at <= at THEN
         PERFORM billing._raise('55000', format('subscription "%s" is terminated', external_subscription_id),
             format('terminated at %s', sub.terminated_at), 'create a new subscription on the plan');
     END IF;
@@ -179,7 +197,8 @@ BEGIN
                 'a downgrade takes effect at the end of the current period');
         END IF;
     END IF;
-    INSERT INTO billing.plan_changes VALUES (change.*);
+    INSERT INTO billing.plan_changes (customer_id, subscription_id, effective_at, from_plan_version_id, to_plan_version_id, kind, requested_at)
+    VALUES (sub.customer_id, sub.id, change.effective_at, current_plan.id, new_plan.id, change.kind, change.requested_at);
     PERFORM billing._note_plan_versions(sub);
     PERFORM billing._emit(sub.customer_id, 'subscription.plan_changed',
         jsonb_build_object('subscription_external_id', sub.external_id, 'customer_external_id', cust.external_id,
@@ -205,8 +224,12 @@ LANGUAGE plpgsql AS $$
 DECLARE
     sub billing.subscriptions := billing._subscription(external_subscription_id);
     canceled billing.plan_changes;
+    last_billed timestamptz;
 BEGIN
+    PERFORM 1 FROM billing.subscription_directory d WHERE d.external_id = external_subscription_id FOR UPDATE;
     PERFORM 1 FROM billing.subscriptions s WHERE s.customer_id = sub.customer_id AND s.id = sub.id FOR UPDATE;
+    SELECT max(i.billing_at) INTO last_billed FROM billing.invoices i
+    WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'subscription';
     DELETE FROM billing.plan_changes pc
     WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id
       AND pc.effective_at = (SELECT max(p.effective_at) FROM billing.plan_changes p
@@ -215,6 +238,12 @@ BEGIN
     IF canceled.effective_at IS NULL THEN
         PERFORM billing._raise('55000', format('subscription "%s" has no pending plan change', external_subscription_id),
             'no change of its plan takes effect after now', 'list changes in billing_bi.plan_changes');
+    END IF;
+    -- A change billed ahead of time (billing as of a later instant) stands.
+    IF canceled.effective_at <= last_billed THEN
+        PERFORM billing._raise('55000', format('the pending plan change of subscription "%s" is invoiced already', external_subscription_id),
+            format('it takes effect at %s; the subscription is invoiced through %s', canceled.effective_at, last_billed),
+            'change the plan again after that instant');
     END IF;
     PERFORM billing._note_plan_versions(sub);
     RETURN canceled;

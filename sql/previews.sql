@@ -17,6 +17,7 @@ DECLARE
     cust billing.customers;
     what_if billing.plan_versions;
     billed_plan bigint;
+    last_billed timestamptz;
     bounds record;
     bill_at timestamptz;
     preview billing.invoices;
@@ -54,9 +55,20 @@ BEGIN
             PERFORM billing.finalize_invoice(draft.id);
         END LOOP;
         IF what_if.id IS NOT NULL THEN
-            -- The whole history re-rated on the what-if plan, plan changes set aside.
-            DELETE FROM billing.plan_changes pc WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id;
-            UPDATE billing.subscriptions s SET plan_version_id = what_if.id WHERE s.customer_id = sub.customer_id AND s.id = sub.id;
+            -- What is not invoiced yet is re-rated on the what-if plan: all of it before the
+            -- first invoice; otherwise, as a change just after the last invoice (its instant
+            -- kept apart from a change invoiced at that instant), pending changes set aside.
+            SELECT max(i.billing_at) INTO last_billed FROM billing.invoices i
+            WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'subscription';
+            DELETE FROM billing.plan_changes pc
+            WHERE pc.customer_id = sub.customer_id AND pc.subscription_id = sub.id AND pc.effective_at > coalesce(last_billed, '-infinity');
+            IF last_billed IS NULL THEN
+                UPDATE billing.subscriptions s SET plan_version_id = what_if.id WHERE s.customer_id = sub.customer_id AND s.id = sub.id;
+            ELSE
+                billed_plan := ((billing._in_force(sub, last_billed)).billed).plan_version_id;
+                INSERT INTO billing.plan_changes (customer_id, subscription_id, effective_at, from_plan_version_id, to_plan_version_id, kind)
+                VALUES (sub.customer_id, sub.id, last_billed + interval '1 microsecond', billed_plan, what_if.id, 'upgrade');
+            END IF;
         END IF;
         SELECT * INTO preview FROM billing._bill_subscription(sub.customer_id, sub.id, bill_at) i
         ORDER BY i.billing_at DESC LIMIT 1;

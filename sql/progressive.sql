@@ -128,7 +128,8 @@ BEGIN
     SELECT * INTO bounds FROM billing.period_bounds(
         (SELECT v.interval::text FROM billing.plan_versions v WHERE v.id = sub.plan_version_id), sub.billing_time::text,
         (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, as_of, cust.timezone);
-    window_from := greatest(bounds.from_datetime, coalesce(sub.started_at, sub.subscription_at));
+    -- From the period's start, or the start of the plan in force (after a plan change).
+    window_from := greatest(bounds.from_datetime, (billing._in_force(sub, as_of)).since);
     lifetime := billing._lifetime_usage(sub, cust, window_from, as_of);
     SELECT max(t.amount) INTO highest_fixed FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id AND NOT t.recurring;
     SELECT * INTO recurring FROM billing.usage_thresholds t WHERE t.plan_version_id = sub.plan_version_id AND t.recurring;

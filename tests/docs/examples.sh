@@ -5,7 +5,8 @@
 #
 #   tests/docs/examples.sh            every group below
 #   tests/docs/examples.sh GROUP...   only those groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes,
-#                                     coupons, previews, addons, creditnotes, progressive, fixedcharges
+#                                     coupons, previews, addons, creditnotes, progressive, fixedcharges,
+#                                     planchanges
 #
 # Each group runs in a fresh database (pg_billing_docs_<group>), in one psql session, so
 # that SET, temporary objects and the rows an example writes carry on to the next one:
@@ -23,6 +24,7 @@
 #   creditnotes docs/reference/credit-notes.md
 #   progressive docs/reference/progressive.md
 #   fixedcharges docs/reference/fixed-charges.md
+#   planchanges docs/reference/plan-changes.md
 #
 # How the pages are read: every ```sql block is split into statements (SQL up to a `;`
 # outside quotes and comments, or a psql backslash command on its own line; the data lines
@@ -79,10 +81,11 @@ GROUPS = [
     ("creditnotes", [("docs/reference/credit-notes.md", None)], True),
     ("progressive", [("docs/reference/progressive.md", None)], True),
     ("fixedcharges", [("docs/reference/fixed-charges.md", None)], True),
+    ("planchanges", [("docs/reference/plan-changes.md", None)], True),
 ]
 unknown = [g for g in wanted if g not in [name for name, _, _ in GROUPS]]
 if unknown:
-    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes, coupons, previews, addons, creditnotes, progressive, fixedcharges)")
+    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes, coupons, previews, addons, creditnotes, progressive, fixedcharges, planchanges)")
 
 PSQL = ["psql", "-X", "-P", "pager=off"]
 

@@ -104,6 +104,51 @@ FROM billing.cancel_plan_change('s-now');
 SELECT count(*) AS pending FROM billing_bi.plan_changes WHERE subscription_external_id = 's-now';
 SELECT cardinality(plan_version_ids) AS plans_for_ingestion FROM billing.subscription_directory WHERE external_id = 's-now';
 
+-- 5. An upgrade from a plan paid in advance whose period was not invoiced yet: the change
+-- invoices 1 March (starter, 31.00) first, then credits its 11 unused days (11.00) on the
+-- upgrade invoice: growth 33.00 - 11.00 = 22.00.
+SELECT status FROM billing.create_subscription('s-unbilled', 'acme', 'starter', '2024-03-01 00:00+00');
+SELECT kind FROM billing.change_plan('s-unbilled', 'growth', '2024-03-21 09:00+00');
+SELECT billing_at, fees_amount, credit_notes_amount, total_amount FROM billing.invoices
+WHERE subscription_id = (SELECT id FROM billing.subscriptions WHERE external_id = 's-unbilled') ORDER BY billing_at;
+
+-- 6. Prorated fixed charges end the day before the change: one seat at 31.00 a month on both
+-- plans; basic's 10 days: 10/31 = 0.32259 seats (rounded up) x 31 = 10.00029 -> 10.00, with
+-- the base 10.00: 20.00; pro's 21 days: 0.67742 x 31 = 21.00002 -> 21.00, with 42.00: 63.00.
+SELECT code FROM billing.create_add_on('seat', 'Seats', 31, 'EUR');
+SELECT version FROM billing.create_plan('basic-seats', 'Basic with seats', 'monthly', 31, 'EUR');
+SELECT version FROM billing.create_plan('pro-seats', 'Pro with seats', 'monthly', 62, 'EUR');
+SELECT units FROM billing.add_fixed_charge('basic-seats', 'seat', 'standard', '{"amount": "31"}', 1, prorated => true);
+SELECT units FROM billing.add_fixed_charge('pro-seats', 'seat', 'standard', '{"amount": "31"}', 1, prorated => true);
+SELECT status FROM billing.create_subscription('s-seats', 'acme', 'basic-seats', '2024-03-01 00:00+00');
+SELECT kind FROM billing.change_plan('s-seats', 'pro-seats', '2024-03-11 12:00+00');
+SELECT billing_at, fees_amount FROM billing.bill_subscription('s-seats', '2024-04-01 00:00+00');
+SELECT billing_at, fee_type, units, amount FROM lines WHERE sub = 's-seats' ORDER BY billing_at, fee_type;
+
+-- 7. Progressive billing after an upgrade bills the new plan's usage only: pro-thresholds
+-- (pro's terms, a 0.40 threshold) from 11 March; 30 calls on basic before (3.00, on the
+-- upgrade invoice with basic's 10 days: 13.00), 10 calls after: the threshold invoice bills
+-- 10 x 0.05 = 0.50, and the period's invoice deducts it: 42.00 + 0.50 - 0.50 = 42.00.
+SELECT version FROM billing.create_plan('pro-thresholds', 'Pro with thresholds', 'monthly', 62, 'EUR',
+  '[{"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "0.05"}}]',
+  usage_thresholds => '[{"amount": "0.40"}]');
+SELECT status FROM billing.create_subscription('s-prog', 'acme', 'basic', '2024-03-01 00:00+00');
+SELECT pg_temp.calls('s-prog', 30, '2024-03-05 10:00+00', 'p1');
+SELECT kind FROM billing.change_plan('s-prog', 'pro-thresholds', '2024-03-11 00:00+00');
+SELECT pg_temp.calls('s-prog', 10, '2024-03-15 10:00+00', 'p2');
+SELECT invoice_type, fees_amount, total_amount FROM billing.bill_subscription('s-prog', '2024-03-16 00:00+00');
+SELECT invoice_type, fees_amount, progressive_billing_credit_amount, total_amount
+FROM billing.bill_subscription('s-prog', '2024-04-01 00:00+00');
+
+-- 8. A what-if preview after a change re-rates what is not invoiced yet: s-up on basic from
+-- 1 May (after its last invoice): 31.00 for May, no calls.
+SELECT p #>> '{totals,fees_amount}' AS fees FROM billing.preview_invoice('s-up', '2024-05-10 00:00+00', 'basic') p;
+
+-- 9. A termination scheduled later leaves the plan free to change before it.
+SELECT status FROM billing.create_subscription('s-ends', 'acme', 'basic', '2024-03-01 00:00+00');
+SELECT status FROM billing.terminate_subscription('s-ends', now() + interval '60 days');
+SELECT kind FROM billing.change_plan('s-ends', 'pro', '2024-03-11 00:00+00');
+
 -- Errors, which write nothing.
 SELECT billing.change_plan('s-now', 'pro');                                 -- already on it: 22023
 SELECT billing.change_plan('s-now', 'dollars');                             -- another currency: 22023
@@ -112,6 +157,14 @@ SELECT billing.change_plan('nope', 'pro');                                  -- u
 SELECT billing.change_plan('s-up', 'basic', '2024-03-20 00:00+00');         -- invoiced through 1 May: 55000
 SELECT billing.change_plan('s-now', 'basic', '2000-01-01 00:00+00');        -- before the start: 22023
 SELECT billing.cancel_plan_change('s-now');                                 -- nothing pending: 55000
+SELECT billing.terminate_subscription('s-up', '2024-03-05 00:00+00');     -- before its upgrade: 55000
+-- A pending change invoiced ahead of time (billing as of a later instant) stands.
+SELECT status FROM billing.create_subscription('s-ahead', 'acme', 'basic', date_trunc('month', now()));
+SELECT kind FROM billing.change_plan('s-ahead', 'pro', date_trunc('month', now()) + interval '1 month 5 days');
+SELECT count(*) > 0 AS invoiced_ahead FROM billing.bill_subscription('s-ahead', date_trunc('month', now()) + interval '2 months');
+\set VERBOSITY terse
+SELECT billing.cancel_plan_change('s-ahead');                               -- invoiced: 55000
+\set VERBOSITY default
 SELECT status FROM billing.terminate_subscription('s-now');
 \set VERBOSITY terse
 SELECT billing.change_plan('s-now', 'basic');                               -- terminated: 55000
