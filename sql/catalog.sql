@@ -371,6 +371,9 @@ BEGIN
             PERFORM billing._check_prorated(charge_index, metric, charge ->> 'charge_model',
                                             coalesce((charge ->> 'pay_in_advance')::boolean, false));
         END IF;
+        IF coalesce((charge ->> 'pay_in_advance')::boolean, false) THEN
+            PERFORM billing._check_pay_in_advance(charge_index, metric, charge ->> 'charge_model');
+        END IF;
         IF jsonb_typeof(charge -> 'min_amount') = 'number' THEN
             PERFORM billing._invalid(format('charges[%s].min_amount must be a decimal string', charge_index),
                 format('got the JSON number %s', charge -> 'min_amount'),

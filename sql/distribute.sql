@@ -21,7 +21,7 @@ DECLARE
                                         'billing_failures', 'outbox', 'customer_taxes', 'fee_taxes', 'applied_coupons',
                                         'invoice_coupons', 'invoice_verifications', 'credit_notes', 'credit_note_items',
                                         'credit_note_taxes', 'invoice_credit_notes', 'applied_usage_thresholds',
-                                        'subscription_fixed_charge_units', 'plan_changes'];
+                                        'subscription_fixed_charge_units', 'plan_changes', 'in_advance_usage'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;

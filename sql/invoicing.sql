@@ -2,7 +2,7 @@
 -- fees, exactly once; drafts stay open during the billing entity's grace period, then are
 -- finalized (numbered, immutable) or voided; every change is reported through the outbox.
 
-CREATE TYPE billing.invoice_type AS ENUM ('subscription', 'one_off', 'progressive_billing');
+CREATE TYPE billing.invoice_type AS ENUM ('subscription', 'one_off', 'progressive_billing', 'pay_in_advance');
 CREATE TYPE billing.invoice_status AS ENUM ('draft', 'finalized', 'voided');
 CREATE TYPE billing.payment_status AS ENUM ('pending', 'succeeded', 'failed');
 CREATE TYPE billing.fee_type AS ENUM ('subscription', 'charge', 'charge_minimum', 'commitment', 'adjustment', 'add_on', 'fixed_charge');
@@ -332,11 +332,11 @@ BEGIN
     WITH prices AS MATERIALIZED (
         SELECT c.id AS charge_id, NULL::bigint AS filter_id, c.price::billing.price AS price, m.name AS description, c.invoiceable
         FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
-        WHERE c.plan_version_id = sub.plan_version_id
+        WHERE c.plan_version_id = sub.plan_version_id AND NOT c.pay_in_advance
         UNION ALL
         SELECT c.id, cf.id, cf.price::billing.price, coalesce(cf.invoice_display_name, m.name), c.invoiceable
         FROM billing.charge_filters cf JOIN billing.charges c ON c.id = cf.charge_id JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
-        WHERE c.plan_version_id = sub.plan_version_id
+        WHERE c.plan_version_id = sub.plan_version_id AND NOT c.pay_in_advance
     )
     SELECT sub.customer_id, invoice_id, sub.id, 'charge', billing._usage_fee_key('charge', u.charge_id, u.filter_id, u.grouped_by, window_from),
            u.charge_id, u.filter_id, u.billable_metric_code, u.charge_model, u.filter_values,
@@ -355,8 +355,10 @@ BEGIN
                billing._shortfall(billing._period_share(c.min_amount, used_days, period_days), coalesce(sum(fe.precise_amount), 0)) AS missing
         FROM billing.charges c
         JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
-        LEFT JOIN billing.fees fe ON fe.customer_id = sub.customer_id AND fe.invoice_id = _add_usage_fees.invoice_id
-                                 AND fe.fee_type = 'charge' AND fe.charge_id = c.id
+        -- The window's fees of the charge: on this invoice, or billed at ingestion (paid in advance).
+        LEFT JOIN billing.fees fe ON fe.customer_id = sub.customer_id AND fe.fee_type = 'charge' AND fe.charge_id = c.id
+                                 AND (fe.invoice_id = _add_usage_fees.invoice_id
+                                      OR (fe.subscription_id = sub.id AND fe.fee_key LIKE 'in\_advance:%' AND fe.from_datetime = window_from))
         WHERE c.plan_version_id = sub.plan_version_id AND c.min_amount IS NOT NULL
         GROUP BY c.id, c.min_amount, c.invoiceable, m.name
     LOOP
@@ -429,7 +431,8 @@ BEGIN
                u.amount - prior.precise_amount, billing.round_money(u.amount - prior.precise_amount, cust.currency),
                ch.invoiceable, w.from_datetime, w.to_datetime
         FROM billing._usage(billed_sub, cust, w.from_datetime, w.to_datetime) u
-        JOIN billing.charges ch ON ch.id = u.charge_id
+        -- Charges paid in advance bill late events at ingestion.
+        JOIN billing.charges ch ON ch.id = u.charge_id AND NOT ch.pay_in_advance
         JOIN billing.billable_metrics m ON m.id = ch.billable_metric_id
         CROSS JOIN LATERAL (
             -- Everything billed for this line so far, voided invoices included: voiding an
@@ -589,7 +592,8 @@ BEGIN
                 JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id AND i.status <> 'voided'
                 WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.invoiceable
                   AND (fe.fee_key = 'subscription:' || period_key OR fe.fee_key LIKE 'fixed\_charge:%:' || period_key
-                       OR (fe.invoice_id = invoice_id AND fe.fee_type IN ('charge', 'charge_minimum') AND fe.from_datetime = billed_from));
+                       OR (fe.invoice_id = invoice_id AND fe.fee_type IN ('charge', 'charge_minimum') AND fe.from_datetime = billed_from)
+                       OR (fe.fee_key LIKE 'in\_advance:%' AND fe.from_datetime = billed_from));
                 missing := billing._shortfall(
                     billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency),
                     committed);

@@ -2149,7 +2149,8 @@ BEGIN
                 JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id AND i.status <> 'voided'
                 WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.invoiceable
                   AND (fe.fee_key = 'subscription:' || period_key OR fe.fee_key LIKE 'fixed\_charge:%:' || period_key
-                       OR (fe.invoice_id = invoice_id AND fe.fee_type IN ('charge', 'charge_minimum') AND fe.from_datetime = billed_from));
+                       OR (fe.invoice_id = invoice_id AND fe.fee_type IN ('charge', 'charge_minimum') AND fe.from_datetime = billed_from)
+                       OR (fe.fee_key LIKE 'in\_advance:%' AND fe.from_datetime = billed_from));
                 missing := billing._shortfall(
                     billing.round_money(billing._period_share(plan.minimum_commitment, days, p.to_date - p.from_date + 1), cust.currency),
                     committed);
@@ -2323,6 +2324,257 @@ BEGIN
     RETURN activated;
 END $$;
 
+-- Charges paid in advance (sql/pay_in_advance.sql), billed on invoices of their own.
+ALTER TYPE billing.invoice_type ADD VALUE 'pay_in_advance';
+
+-- Charges paid in advance: each event of such a charge is billed when it is ingested, in the
+-- ingesting transaction. A charge's usage in a period keeps a high-water mark: an event
+-- bills price(high-water mark after it) - price(high-water mark before it), so usage that
+-- goes down and up again is not billed twice, and a decrease is never refunded within the
+-- period (pricing.md, Pay in advance). The fees of a subscription's ingestion day go on one
+-- draft invoice of type pay_in_advance, billed at the end of that day (customer-local) and
+-- finalized by the billing run like any draft; the period's invoice does not bill these
+-- charges again.
+
+-- Per charge, filter, pricing group and period of a subscription: the usage so far and the
+-- high-water mark billed. The row lock orders concurrent events of one line.
+CREATE TABLE billing.in_advance_usage (
+    customer_id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    charge_id bigint NOT NULL,
+    -- The charge filter the events fall into; 0 for the charge's default bucket.
+    charge_filter_id bigint NOT NULL,
+    grouped_by jsonb NOT NULL,
+    period_from timestamptz NOT NULL,
+    units numeric NOT NULL,
+    billed_units numeric NOT NULL,
+    events_count bigint NOT NULL,
+    billed_amount numeric NOT NULL,
+    PRIMARY KEY (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from)
+);
+
+-- The charge models and aggregations billed at ingestion: a model priced on the period's
+-- units (never per event), a metric whose units add up event by event.
+CREATE FUNCTION billing._check_pay_in_advance(charge_index integer, metric billing.billable_metrics, model text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    IF metric.aggregation NOT IN ('count', 'sum') OR metric.recurring THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be paid in advance: metric "%s" is a %s%s metric', charge_index, metric.code,
+                                        CASE WHEN metric.recurring THEN 'recurring ' ELSE '' END, metric.aggregation),
+            format('got "pay_in_advance": true for metric "%s"', metric.code),
+            'charges paid in advance bill count and sum metrics that reset every period; bill this one in arrears');
+    ELSIF model NOT IN ('standard', 'graduated', 'graduated_percentage', 'package', 'volume') THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be paid in advance with charge_model %s', charge_index, model),
+            format('got "pay_in_advance": true and charge_model %s', model),
+            'charges paid in advance use the standard, graduated, graduated_percentage, package or volume model; bill this one in arrears');
+    END IF;
+END $$;
+
+-- The subscription's draft invoice of pay-in-advance fees for the day of now() (customer-local),
+-- locked; created if it is not there yet (and announced). A day's invoice finalized already
+-- (by hand, before the day ended) is left alone: the fees go on one of this instant.
+CREATE FUNCTION billing._in_advance_invoice(sub billing.subscriptions, cust billing.customers) RETURNS bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    at timestamptz := (((now() AT TIME ZONE cust.timezone)::date + 1)::timestamp AT TIME ZONE cust.timezone);
+    found_invoice billing.invoices;
+BEGIN
+    FOR attempt IN 1 .. 2 LOOP
+        SELECT * INTO found_invoice FROM billing.invoices i
+        WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.billing_at = at AND i.invoice_type = 'pay_in_advance'
+        FOR UPDATE;
+        IF found_invoice.id IS NULL THEN
+            INSERT INTO billing.invoices (customer_id, subscription_id, billing_entity_id, invoice_type, currency, timezone, billing_at, issuing_date)
+            VALUES (sub.customer_id, sub.id, cust.billing_entity_id, 'pay_in_advance', cust.currency, cust.timezone, at,
+                    (at AT TIME ZONE cust.timezone)::date)
+            ON CONFLICT ON CONSTRAINT invoices_billing_key DO NOTHING
+            RETURNING * INTO found_invoice;
+            IF found_invoice.id IS NULL THEN
+                -- Created by a concurrent ingestion: take it, locked.
+                CONTINUE;
+            END IF;
+            PERFORM billing._emit(sub.customer_id, 'invoice.created', billing._invoice_event(found_invoice));
+            RETURN found_invoice.id;
+        END IF;
+        IF found_invoice.status = 'draft' THEN
+            RETURN found_invoice.id;
+        END IF;
+        at := now();
+        found_invoice := NULL;
+    END LOOP;
+    RETURN found_invoice.id;
+END $$;
+
+-- Bills the pay-in-advance charges of events just stored (one array element per event, in
+-- ingestion order: their customer, subscription, metric, instant, value and dimensions),
+-- called by ingestion when a batch holds events of such charges. Subscriptions in key order,
+-- each one's day invoice locked before its usage lines, so that concurrent ingestions wait on
+-- each other instead of deadlocking.
+CREATE FUNCTION billing._bill_in_advance(
+    customer_ids bigint[], subscription_ids bigint[], metric_ids bigint[], instants timestamptz[], event_values numeric[], dims jsonb[]
+) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    ev record;
+    sub billing.subscriptions;
+    cust billing.customers;
+    invoice_id bigint;
+    invoices bigint[] := '{}';
+    customers bigint[] := '{}';
+    invoice_at timestamptz;
+    in_force record;
+    plan billing.plan_versions;
+    ch record;
+    filter billing.charge_filters;
+    line_price billing.price;
+    bounds record;
+    window_from timestamptz;
+    period_to timestamptz;
+    fee_key text;
+    grouped jsonb;
+    line billing.in_advance_usage;
+    delta numeric;
+    high_water numeric;
+    fee numeric;
+BEGIN
+    FOR ev IN
+        SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims) WITH ORDINALITY
+                        AS e(customer_id, subscription_id, metric_id, at, value, dims, n)
+        ORDER BY e.customer_id, e.subscription_id, e.n
+    LOOP
+        IF sub.id IS DISTINCT FROM ev.subscription_id OR sub.customer_id IS DISTINCT FROM ev.customer_id THEN
+            SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = ev.customer_id AND s.id = ev.subscription_id;
+            SELECT * INTO cust FROM billing.customers c WHERE c.id = ev.customer_id;
+            invoice_id := billing._in_advance_invoice(sub, cust);
+            SELECT i.billing_at INTO invoice_at FROM billing.invoices i WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
+            invoices := invoices || invoice_id;
+            customers := customers || sub.customer_id;
+        END IF;
+        in_force := billing._in_force(sub, ev.at);
+        SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = (in_force.billed).plan_version_id;
+        SELECT * INTO bounds FROM billing.period_bounds(plan.interval::text, sub.billing_time::text,
+            (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, ev.at, cust.timezone) pb;
+        window_from := greatest(bounds.from_datetime, in_force.since);
+        FOR ch IN
+            SELECT c.id, c.price, c.pricing_group_keys, c.invoiceable, m.code AS metric_code, m.name,
+                   EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = c.id) AS filtered
+            FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+            WHERE c.plan_version_id = plan.id AND c.billable_metric_id = ev.metric_id AND c.pay_in_advance
+            ORDER BY c.position
+        LOOP
+            filter := NULL;
+            IF ch.filtered THEN
+                SELECT * INTO filter FROM billing.charge_filters cf WHERE cf.id = billing._charge_filter(ch.id, coalesce(ev.dims, '{}'));
+            END IF;
+            line_price := coalesce(filter.price, ch.price)::billing.price;
+            SELECT g.grouped_by INTO grouped FROM billing._group_of(ch.pricing_group_keys, coalesce(ev.dims, '{}')) g;
+            delta := coalesce(ev.value, 1);
+            INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
+                                                      units, billed_units, events_count, billed_amount)
+            VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, 0, 0, 0, 0)
+            ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO NOTHING;
+            SELECT * INTO line FROM billing.in_advance_usage u
+            WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
+              AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from
+            FOR UPDATE;
+            high_water := greatest(line.billed_units, line.units + delta);
+            -- price(after) - price(before), the line's first event with the price of 0 units
+            -- (a first tier's flat fee); a price that falls as units grow (volume tiers) bills
+            -- nothing, never a refund.
+            fee := greatest(billing.amount(line_price, high_water)
+                            - CASE WHEN line.events_count = 0 THEN 0 ELSE billing.amount(line_price, line.billed_units) END, 0);
+            UPDATE billing.in_advance_usage u
+            SET units = u.units + delta, billed_units = high_water, events_count = u.events_count + 1, billed_amount = u.billed_amount + fee
+            WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
+              AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from;
+            fee_key := billing._usage_fee_key('in_advance', ch.id, filter.id, grouped, window_from, invoice_at);
+            period_to := least(bounds.to_datetime, coalesce(sub.terminated_at, 'infinity'));
+            INSERT INTO billing.fees AS fe (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
+                                            billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
+                                            precise_unit_amount, precise_amount, amount, invoiceable, from_datetime, to_datetime)
+            VALUES (sub.customer_id, invoice_id, sub.id, 'charge', fee_key, ch.id, filter.id, ch.metric_code, ch.price ->> 'charge_model',
+                    filter."values", nullif(grouped, '{}'::jsonb), coalesce(filter.invoice_display_name, ch.name),
+                    high_water - line.billed_units, 1, CASE WHEN high_water = line.billed_units THEN 0 ELSE fee / (high_water - line.billed_units) END,
+                    fee, billing.round_money(fee, cust.currency), ch.invoiceable, window_from, period_to)
+            ON CONFLICT ON CONSTRAINT fees_billing_key DO UPDATE
+            SET units = fe.units + excluded.units, events_count = fe.events_count + 1, precise_amount = fe.precise_amount + excluded.precise_amount,
+                amount = billing.round_money(fe.precise_amount + excluded.precise_amount, cust.currency),
+                precise_unit_amount = CASE WHEN fe.units + excluded.units = 0 THEN 0
+                                           ELSE (fe.precise_amount + excluded.precise_amount) / (fe.units + excluded.units) END;
+        END LOOP;
+    END LOOP;
+    FOR n IN 1 .. cardinality(invoices) LOOP
+        PERFORM billing._total_invoice(customers[n], invoices[n]);
+    END LOOP;
+END $$;
+
+REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text),
+    billing._in_advance_invoice(billing.subscriptions, billing.customers),
+    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[]) FROM PUBLIC;
+
+-- pg_dump keeps the rows (the table belongs to the extension).
+SELECT pg_catalog.pg_extension_config_dump('billing.in_advance_usage', '');
+
+-- The usage fees of a window: one per charge, filter and pricing group, from the same
+-- lines billing.usage reports; then each charge's minimum spend true-up.
+CREATE OR REPLACE FUNCTION billing._add_usage_fees(
+    sub billing.subscriptions, cust billing.customers, invoice_id bigint, window_from timestamptz, window_to timestamptz,
+    used_days integer, period_days integer
+) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    minimum record;
+BEGIN
+    PERFORM billing._record_window(sub, cust, invoice_id, window_from, window_to, false,
+        billing._window_events(sub.customer_id, sub.id, sub.plan_version_id, window_from, window_to, cust.timezone));
+    INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
+                              billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
+                              precise_unit_amount, precise_amount, amount, amount_details, invoiceable, from_datetime, to_datetime)
+    -- Each price of the plan version parsed once, not once per line.
+    WITH prices AS MATERIALIZED (
+        SELECT c.id AS charge_id, NULL::bigint AS filter_id, c.price::billing.price AS price, m.name AS description, c.invoiceable
+        FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+        WHERE c.plan_version_id = sub.plan_version_id AND NOT c.pay_in_advance
+        UNION ALL
+        SELECT c.id, cf.id, cf.price::billing.price, coalesce(cf.invoice_display_name, m.name), c.invoiceable
+        FROM billing.charge_filters cf JOIN billing.charges c ON c.id = cf.charge_id JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+        WHERE c.plan_version_id = sub.plan_version_id AND NOT c.pay_in_advance
+    )
+    SELECT sub.customer_id, invoice_id, sub.id, 'charge', billing._usage_fee_key('charge', u.charge_id, u.filter_id, u.grouped_by, window_from),
+           u.charge_id, u.filter_id, u.billable_metric_code, u.charge_model, u.filter_values,
+           nullif(u.grouped_by, '{}'::jsonb),
+           p.description, u.units, u.events_count,
+           CASE WHEN u.units = 0 THEN 0 ELSE u.amount / u.units END,
+           u.amount, billing.round_money(u.amount, cust.currency),
+           CASE WHEN u.charge_model IN ('graduated', 'volume', 'graduated_percentage', 'package')
+                THEN billing.amount_details(p.price, u.units) END,
+           p.invoiceable, u.from_datetime, u.to_datetime
+    FROM billing._usage(sub, cust, window_from, window_to) u
+    JOIN prices p ON p.charge_id = u.charge_id AND p.filter_id IS NOT DISTINCT FROM u.filter_id;
+
+    FOR minimum IN
+        SELECT c.id, c.invoiceable, m.name,
+               billing._shortfall(billing._period_share(c.min_amount, used_days, period_days), coalesce(sum(fe.precise_amount), 0)) AS missing
+        FROM billing.charges c
+        JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+        -- The window's fees of the charge: on this invoice, or billed at ingestion (paid in advance).
+        LEFT JOIN billing.fees fe ON fe.customer_id = sub.customer_id AND fe.fee_type = 'charge' AND fe.charge_id = c.id
+                                 AND (fe.invoice_id = _add_usage_fees.invoice_id
+                                      OR (fe.subscription_id = sub.id AND fe.fee_key LIKE 'in\_advance:%' AND fe.from_datetime = window_from))
+        WHERE c.plan_version_id = sub.plan_version_id AND c.min_amount IS NOT NULL
+        GROUP BY c.id, c.min_amount, c.invoiceable, m.name
+    LOOP
+        CONTINUE WHEN minimum.missing = 0;
+        PERFORM billing._add_fee(sub, cust, invoice_id, 'charge_minimum',
+            billing._usage_fee_key('charge_minimum', minimum.id, NULL, '{}', window_from), minimum.name || ' (minimum spend)',
+            minimum.missing, window_from, window_to, 1, minimum.id, minimum.invoiceable);
+    END LOOP;
+END $$;
+
 -- Previews (sql/previews.sql).
 -- Previews and verification. A preview is the invoice a subscription would get, computed by
 -- the billing code itself and rolled back, so that a preview and the invoice the run creates
@@ -2447,6 +2699,7 @@ DECLARE
     billed_sub billing.subscriptions;
     w record;
     recomputed billing.usage_line[];
+    in_advance bigint[];
     checked integer := 0;
     drifts jsonb := '[]';
     window_drifts jsonb;
@@ -2474,7 +2727,10 @@ BEGIN
         billed_sub.plan_version_id := w.plan_version_id;
         -- Computed apart, not in the query below: on Citus that query runs on the customer's
         -- shard, where a function reading distributed tables cannot.
-        recomputed := ARRAY(SELECT u FROM billing._usage(billed_sub, cust, w.from_datetime, w.to_datetime, true) u);
+        -- (Charges paid in advance are billed at ingestion, on invoices of their own.)
+        in_advance := ARRAY(SELECT c.id FROM billing.charges c WHERE c.plan_version_id = w.plan_version_id AND c.pay_in_advance);
+        recomputed := ARRAY(SELECT u FROM billing._usage(billed_sub, cust, w.from_datetime, w.to_datetime, true) u
+                            WHERE NOT u.charge_id = ANY (in_advance));
         WITH billed AS (
             SELECT fe.charge_id, fe.charge_filter_id AS filter_id, coalesce(fe.grouped_by, '{}'::jsonb) AS grouped_by,
                    sum(fe.units) AS units, sum(fe.events_count)::bigint AS events_count, sum(fe.precise_amount) AS amount
@@ -2665,6 +2921,9 @@ BEGIN
         IF coalesce((charge ->> 'prorated')::boolean, false) THEN
             PERFORM billing._check_prorated(charge_index, metric, charge ->> 'charge_model',
                                             coalesce((charge ->> 'pay_in_advance')::boolean, false));
+        END IF;
+        IF coalesce((charge ->> 'pay_in_advance')::boolean, false) THEN
+            PERFORM billing._check_pay_in_advance(charge_index, metric, charge ->> 'charge_model');
         END IF;
         IF jsonb_typeof(charge -> 'min_amount') = 'number' THEN
             PERFORM billing._invalid(format('charges[%s].min_amount must be a decimal string', charge_index),
@@ -2944,7 +3203,8 @@ BEGIN
                u.amount - prior.precise_amount, billing.round_money(u.amount - prior.precise_amount, cust.currency),
                ch.invoiceable, w.from_datetime, w.to_datetime
         FROM billing._usage(billed_sub, cust, w.from_datetime, w.to_datetime) u
-        JOIN billing.charges ch ON ch.id = u.charge_id
+        -- Charges paid in advance bill late events at ingestion.
+        JOIN billing.charges ch ON ch.id = u.charge_id AND NOT ch.pay_in_advance
         JOIN billing.billable_metrics m ON m.id = ch.billable_metric_id
         CROSS JOIN LATERAL (
             -- Everything billed for this line so far, voided invoices included: voiding an
@@ -3144,7 +3404,7 @@ DECLARE
                                         'billing_failures', 'outbox', 'customer_taxes', 'fee_taxes', 'applied_coupons',
                                         'invoice_coupons', 'invoice_verifications', 'credit_notes', 'credit_note_items',
                                         'credit_note_taxes', 'invoice_credit_notes', 'applied_usage_thresholds',
-                                        'subscription_fixed_charge_units', 'plan_changes'];
+                                        'subscription_fixed_charge_units', 'plan_changes', 'in_advance_usage'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;
@@ -3226,7 +3486,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON billing.taxes, bil
     billing.coupon_billable_metrics, billing.applied_coupons, billing.invoice_coupons, billing.invoice_verifications, billing.add_ons,
     billing.add_on_taxes, billing.credit_notes, billing.credit_note_items, billing.credit_note_taxes, billing.invoice_credit_notes,
     billing.usage_thresholds, billing.applied_usage_thresholds, billing.fixed_charges, billing.subscription_fixed_charge_units,
-    billing.plan_changes TO billing_admin;
+    billing.plan_changes, billing.in_advance_usage TO billing_admin;
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE billing.taxes_id_seq, billing.coupons_id_seq, billing.applied_coupons_id_seq,
     billing.invoice_verifications_id_seq, billing.add_ons_id_seq, billing.credit_notes_id_seq, billing.usage_thresholds_id_seq,
     billing.fixed_charges_id_seq TO billing_admin;
@@ -3249,11 +3509,15 @@ GRANT EXECUTE ON FUNCTION billing._customer(text), billing._plan_version(text), 
     billing.change_plan(text, text, timestamptz), billing.cancel_plan_change(text),
     billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz, text),
     billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz),
-    billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz) TO billing_admin;
+    billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz),
+    billing._check_pay_in_advance(integer, billing.billable_metrics, text), billing._in_advance_invoice(billing.subscriptions, billing.customers),
+    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[]) TO billing_admin;
 
 COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds, subscription_fixed_charge_units and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the fixed charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices, and to their taxes (55000).';
 COMMENT ON FUNCTION billing.activate_subscriptions(timestamptz) IS 'Marks pending subscriptions whose start has come as active and applies the plan changes whose instant has come; returns how many subscriptions it activated.';
+COMMENT ON TYPE billing.invoice_type IS 'What an invoice bills: subscription (a subscription''s periods), one_off (one-off items), progressive_billing (usage past a threshold), pay_in_advance (a day''s events of charges paid in advance).';
+COMMENT ON TYPE billing.fee_type IS 'What a fee bills: subscription (base fee), charge (usage, in arrears or paid in advance), charge_minimum (a charge''s minimum spend true-up), commitment (the plan''s minimum commitment true-up), adjustment (late usage of a finalized period), add_on (a one-off item), fixed_charge (units of an add-on on a plan).';
 COMMENT ON TABLE billing.taxes IS 'Taxes: code, name, rate in percent (0 to 100) and description. A rate change applies to invoices whose totals are computed afterwards, never to finalized ones.';
 COMMENT ON TABLE billing.billing_entity_taxes IS 'The default taxes of a billing entity''s customers (the last in precedence: charge, plan, customer, billing entity).';
 COMMENT ON TABLE billing.plan_taxes IS 'The taxes of a plan''s fees (base, usage without charge taxes, minimums and commitment), before the customer''s and the entity''s.';
@@ -3333,3 +3597,7 @@ COMMENT ON FUNCTION billing._note_plan_versions(billing.subscriptions) IS 'Priva
 COMMENT ON FUNCTION billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz) IS 'Private: bills the periods of one plan of a subscription for the time it was in force (through the day before a change), on the invoices of their billing instants.';
 COMMENT ON VIEW billing_bi.plan_changes IS 'One row per plan change: subscription, customer, upgrade or downgrade, the plans and versions on both sides, the instant it takes effect, pending or effective.';
 COMMENT ON FUNCTION billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz) IS 'Private: the credit notes for the unused days of plans paid in advance that ended early by as_of (upgrades, a termination); once per fee.';
+COMMENT ON TABLE billing.in_advance_usage IS 'Charges paid in advance: per subscription, charge, filter (0: the default bucket), pricing group and period, the units so far, the high-water mark billed, the events and the amount billed; its row lock orders concurrent events of one line.';
+COMMENT ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text) IS 'Private: raises 22023 unless a charge paid in advance prices a count or sum metric that resets every period with the standard, graduated, graduated_percentage, package or volume model.';
+COMMENT ON FUNCTION billing._in_advance_invoice(billing.subscriptions, billing.customers) IS 'Private: the subscription''s draft pay_in_advance invoice of the current customer-local day (billed at its end), locked, created and announced if needed.';
+COMMENT ON FUNCTION billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[]) IS 'Private: called by ingestion for the events just stored of charges paid in advance: each bills price(high-water mark after) - price(before) on its subscription''s day invoice.';

@@ -121,6 +121,7 @@ DECLARE
     billed_sub billing.subscriptions;
     w record;
     recomputed billing.usage_line[];
+    in_advance bigint[];
     checked integer := 0;
     drifts jsonb := '[]';
     window_drifts jsonb;
@@ -148,7 +149,10 @@ BEGIN
         billed_sub.plan_version_id := w.plan_version_id;
         -- Computed apart, not in the query below: on Citus that query runs on the customer's
         -- shard, where a function reading distributed tables cannot.
-        recomputed := ARRAY(SELECT u FROM billing._usage(billed_sub, cust, w.from_datetime, w.to_datetime, true) u);
+        -- (Charges paid in advance are billed at ingestion, on invoices of their own.)
+        in_advance := ARRAY(SELECT c.id FROM billing.charges c WHERE c.plan_version_id = w.plan_version_id AND c.pay_in_advance);
+        recomputed := ARRAY(SELECT u FROM billing._usage(billed_sub, cust, w.from_datetime, w.to_datetime, true) u
+                            WHERE NOT u.charge_id = ANY (in_advance));
         WITH billed AS (
             SELECT fe.charge_id, fe.charge_filter_id AS filter_id, coalesce(fe.grouped_by, '{}'::jsonb) AS grouped_by,
                    sum(fe.units) AS units, sum(fe.events_count)::bigint AS events_count, sum(fe.precise_amount) AS amount

@@ -1,4 +1,5 @@
--- Benchmark fixture: 200 customers, 1,000 subscriptions, one sum metric, and the raw
+-- Benchmark fixture: 200 customers, 1,000 subscriptions, a sum metric billed in arrears and a
+-- count metric billed in advance, and the raw
 -- table that plain PostgreSQL fills with the same rows and the same unique key (every
 -- measure writes the same rows to both sides, so each side's table holds what the other's
 -- does when a measure starts).
@@ -6,8 +7,13 @@ SET client_min_messages = warning;
 CREATE EXTENSION pg_billing;
 SELECT count(billing.create_customer('cust-' || c, 'Customer ' || c, 'USD', 'UTC')) FROM generate_series(1, 200) c;
 SELECT billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens') IS NOT NULL;
+-- Requests are billed as they are ingested (a charge paid in advance, graduated).
+SELECT billing.create_billable_metric('requests', 'Requests', 'count') IS NOT NULL;
 SELECT billing.create_plan('api', 'API', 'monthly', 0, 'USD',
-    '[{"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "0.002"}}]') IS NOT NULL;
+    '[{"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "0.002"}},
+      {"billable_metric_code": "requests", "charge_model": "graduated", "pay_in_advance": true, "properties": {"graduated_ranges": [
+         {"from_value": 0, "to_value": 1000, "per_unit_amount": "0.01", "flat_amount": "1"},
+         {"from_value": 1001, "to_value": null, "per_unit_amount": "0.005", "flat_amount": "0"}]}}]') IS NOT NULL;
 SELECT count(billing.create_subscription('sub-' || s, 'cust-' || (s % 200 + 1), 'api', date_trunc('month', now()) - interval '1 month'))
 FROM generate_series(1, 1000) s;
 

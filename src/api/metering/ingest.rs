@@ -151,6 +151,10 @@ const EXISTING_SQL: &str = include_str!("../../../sql/ingest_existing.sql");
 const EXISTING_ONE_SQL: &str = "SELECT $4::integer, e.billable_metric_id, e.\"timestamp\", e.properties, e.precise_total_amount_cents
      FROM billing.events e WHERE e.transaction_id = $1::text AND e.subscription_id = $2::bigint AND e.customer_id = $3::bigint";
 const REJECT_SQL: &str = include_str!("../../../sql/ingest_reject.sql");
+/// Bills events of charges paid in advance: one array per column (dimensions as JSON text).
+const BILL_IN_ADVANCE_SQL: &str =
+    "SELECT billing._bill_in_advance($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[],
+                                   $5::numeric[], $6::text[]::jsonb[])";
 
 pub static FUTURE_MARGIN_SECONDS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(86_400);
 
@@ -295,10 +299,14 @@ fn load_catalog(inputs: &[Input<'_>]) -> CachedCatalog {
                     (
                         (row.get::<i64>(1).unwrap(), row.get::<i64>(2).unwrap()),
                         row.get::<Vec<String>>(3).unwrap_or_default(),
+                        row.get::<bool>(4).unwrap_or_default(),
                     )
                 });
-            for (key, found) in rows {
+            for (key, found, in_advance) in rows {
                 catalog.dimension_keys.entry(key).or_default().extend(found);
+                if in_advance {
+                    catalog.in_advance.insert(key);
+                }
             }
             // Only the versions just loaded: the cached ones are sorted already.
             let loaded = |(version, _): &(i64, i64)| plan_versions.binary_search(version).is_ok();
@@ -443,6 +451,31 @@ impl<'a> NewEvents<'a> {
                 None => Storage::AlreadyStored { same_payload },
             })
             .collect()
+    }
+
+    /// Bills the new events of charges paid in advance (billing._bill_in_advance), in the
+    /// order they were sent; events of other metrics cost nothing here.
+    fn bill_in_advance(&self, storage: &[Storage]) {
+        let mut billed: Vec<&(usize, ValidEvent<JsonbRef<'a>>)> = self
+            .0
+            .iter()
+            .zip(storage)
+            .filter(|((_, e), found)| e.pay_in_advance && matches!(found, Storage::Stored { .. }))
+            .map(|(event, _)| event)
+            .collect();
+        if billed.is_empty() {
+            return;
+        }
+        billed.sort_unstable_by_key(|(index, _)| *index);
+        let args: [DatumWithOid; 6] = [
+            billed.iter().map(|(_, e)| e.customer_id).collect::<Vec<_>>().into(),
+            billed.iter().map(|(_, e)| e.subscription_id).collect::<Vec<_>>().into(),
+            billed.iter().map(|(_, e)| e.billable_metric_id).collect::<Vec<_>>().into(),
+            billed.iter().map(|(_, e)| micros_to_timestamptz(e.timestamp)).collect::<Vec<_>>().into(),
+            billed.iter().map(|(_, e)| e.value.map(from_decimal)).collect::<Vec<_>>().into(),
+            billed.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect::<Vec<_>>().into(),
+        ];
+        Spi::connect(|_| execute(BILL_IN_ADVANCE_SQL, &args, Planning::Generic, |_| ()));
     }
 
     /// For positions whose key already existed: (position, same payload as stored?).
@@ -644,12 +677,14 @@ fn ingest_into(
         new_events.0.sort_unstable_by(|(_, a), (_, b)| {
             (&b.transaction_id, a.subscription_id).cmp(&(&a.transaction_id, b.subscription_id))
         });
-        for (position, found) in new_events.insert(id_sequence, rollups, fold_lone_event).into_iter().enumerate() {
-            if let Storage::AlreadyStored { same_payload } = found {
+        let storage = new_events.insert(id_sequence, rollups, fold_lone_event);
+        for (position, found) in storage.iter().enumerate() {
+            if let Storage::AlreadyStored { same_payload } = *found {
                 let index = new_events.0[position].0;
                 outcomes[index].status = if same_payload { Status::Duplicate } else { Status::Conflict };
             }
         }
+        new_events.bill_in_advance(&storage);
     }
     for (repeat, first) in repeats {
         if outcomes[first].status == Status::Conflict {

@@ -7,7 +7,7 @@ use crate::base::json_view::{JsonView, Scalar};
 use crate::domain::calendar::{format_timestamp, parse_timestamp};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// When an event happened, as the caller gave it.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +192,8 @@ pub struct CatalogSnapshot {
     /// Property keys that split usage (charge filter keys and pricing group keys), per
     /// (plan version, metric).
     pub dimension_keys: HashMap<(i64, i64), Vec<String>>,
+    /// The (plan version, metric) pairs a charge paid in advance bills.
+    pub in_advance: HashSet<(i64, i64)>,
 }
 
 /// A validated event, ready to store.
@@ -210,6 +212,9 @@ pub struct ValidEvent<J> {
     /// The values of the keys that split usage (filters, pricing groups); `None` when none apply.
     pub dims: Option<Value>,
     pub timezone: String,
+    /// Whether a plan of the subscription charges the metric in advance: the event is then
+    /// billed as it is stored.
+    pub pay_in_advance: bool,
 }
 
 /// Limits that depend on the session rather than the catalog.
@@ -414,6 +419,10 @@ pub fn validate<J: JsonView>(
         precise_total_amount_cents,
         dims,
         timezone: subscription.timezone.clone(),
+        pay_in_advance: subscription
+            .plan_version_ids
+            .iter()
+            .any(|version| catalog.in_advance.contains(&(*version, metric.id))),
     })
 }
 
@@ -568,6 +577,30 @@ mod tests {
         let no_region = json!({"external_subscription_id":"sub","code":"tokens","transaction_id":"t1",
             "properties":{"tokens":1}});
         assert_eq!(check(&no_region).unwrap().dims, None);
+    }
+
+    #[test]
+    fn dimensions_and_billing_in_advance_follow_every_plan_of_the_subscription() {
+        // The subscription changed from plan version 3 (splits tokens by region) to 4
+        // (splits them by model, bills calls in advance).
+        let mut c = catalog();
+        c.subscriptions.get_mut("sub").unwrap().plan_version_ids = vec![3, 4];
+        c.dimension_keys.insert((4, 5), vec!["model".into()]);
+        c.in_advance.insert((4, 6));
+        let validated = |c: &CatalogSnapshot, event: Value| {
+            let raw = RawEvent::from_json(&event).unwrap();
+            let valid = validate(&raw, c, &CLOCK).unwrap();
+            (valid.dims, valid.pay_in_advance)
+        };
+        let tokens = json!({"external_subscription_id":"sub","code":"tokens","transaction_id":"t1",
+            "properties":{"tokens":1,"region":"eu","model":"x","other":"y"}});
+        assert_eq!(validated(&c, tokens), (Some(json!({"region":"eu","model":"x"})), false));
+        let calls = json!({"external_subscription_id":"sub","code":"calls","transaction_id":"c1"});
+        assert_eq!(validated(&c, calls), (None, true));
+        // Before the change, on version 3 alone: calls are billed in arrears.
+        c.subscriptions.get_mut("sub").unwrap().plan_version_ids = vec![3];
+        let calls = json!({"external_subscription_id":"sub","code":"calls","transaction_id":"c1"});
+        assert_eq!(validated(&c, calls), (None, false));
     }
 
     #[test]

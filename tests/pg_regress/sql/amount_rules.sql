@@ -117,9 +117,10 @@ SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metr
   "properties": {"volume_ranges": [{"from_value": 0, "to_value": null, "per_unit_amount": "1", "flat_amount": "0"}]}}]');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS bad_plans FROM billing.plans WHERE code = 'bad';
--- Allowed: standard paid in advance, volume in arrears, and "prorated": false anywhere.
+-- Allowed: standard and volume prorated, and "prorated": false anywhere (a charge paid in
+-- advance bills a metric that resets every period: pay_in_advance.sql).
 SELECT version FROM billing.create_plan('allowed', 'Allowed', 'monthly', charges => '[
-  {"billable_metric_code": "seats", "charge_model": "standard", "properties": {"amount": "1"}, "pay_in_advance": true, "prorated": true},
+  {"billable_metric_code": "seats", "charge_model": "standard", "properties": {"amount": "1"}, "prorated": true},
   {"billable_metric_code": "members", "charge_model": "volume", "prorated": true,
    "properties": {"volume_ranges": [{"from_value": 0, "to_value": null, "per_unit_amount": "1", "flat_amount": "0"}]}},
   {"billable_metric_code": "tokens", "charge_model": "percentage", "properties": {"rate": "1"}, "prorated": false}]');

@@ -1,0 +1,86 @@
+-- Charges paid in advance, worked out by hand in the comments: each event billed at
+-- ingestion as price(high-water mark after) - price(before), the first tier's flat fee with
+-- the first event, package free units used up first, a decrease never refunded nor billed
+-- again; the fees of a day on one pay_in_advance invoice; the period's invoice billing them
+-- no more, but counting them toward the minimum commitment; the charges refused in advance.
+SET client_min_messages = warning;
+DROP EXTENSION pg_billing CASCADE;
+CREATE EXTENSION pg_billing;
+SET TIME ZONE 'UTC';
+SET datestyle = 'ISO, YMD';
+\set SHOW_CONTEXT never
+
+SELECT code FROM billing.create_billable_metric('calls', 'API calls', 'count');
+SELECT code FROM billing.create_billable_metric('tokens', 'Tokens', 'sum', 'tokens');
+SELECT code FROM billing.create_billable_metric('images', 'Images', 'count');
+SELECT code FROM billing.create_billable_metric('users', 'Users', 'unique_count', 'user_id');
+-- 20.00 a month in arrears with an 80.00 minimum commitment; in advance: calls graduated
+-- (0-10 at 1.00 + 5.00 flat, then 0.50), tokens at 0.01, images in packages of 5 at 10.00
+-- with 2 free; in arrears: tokens at 0.001.
+SELECT version FROM billing.create_plan('api', 'API', 'monthly', 20, 'EUR', '[
+  {"billable_metric_code": "calls", "charge_model": "graduated", "pay_in_advance": true, "properties": {"graduated_ranges": [
+     {"from_value": 0, "to_value": 10, "per_unit_amount": "1", "flat_amount": "5"},
+     {"from_value": 11, "to_value": null, "per_unit_amount": "0.5", "flat_amount": "0"}]}},
+  {"billable_metric_code": "tokens", "charge_model": "standard", "pay_in_advance": true, "properties": {"amount": "0.01"}},
+  {"billable_metric_code": "images", "charge_model": "package", "pay_in_advance": true,
+   "properties": {"amount": "10", "package_size": 5, "free_units": 2}},
+  {"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "0.001"}}]', minimum_commitment => 80);
+SELECT external_id FROM billing.create_customer('acme', 'Acme', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('s1', 'acme', 'api', '2024-03-01 00:00+00');
+CREATE TEMP VIEW lines AS
+SELECT f.billable_metric_code AS metric, f.units, f.events_count, f.precise_amount, f.amount
+FROM billing.fees f JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
+WHERE i.invoice_type = 'pay_in_advance';
+CREATE TEMP VIEW state AS
+SELECT m.code AS metric, u.units, u.billed_units, u.events_count, u.billed_amount
+FROM billing.in_advance_usage u JOIN billing.charges c ON c.id = u.charge_id JOIN billing.billable_metrics m ON m.id = c.billable_metric_id;
+
+-- Calls: the first bills price(1) = 1.00 + the 5.00 flat fee = 6.00.
+SELECT billing.ingest_event('s1', 'calls', 'c-1', '2024-03-05 10:00+00');
+SELECT * FROM lines ORDER BY metric;
+-- Nine more: price(10) - price(1) = 15.00 - 6.00 = 9.00; two more: price(12) - price(10) =
+-- 2 x 0.50 = 1.00. The line: 12 units, 12 events, 16.00 = price(12).
+SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 's1', 'code', 'calls',
+  'transaction_id', 'c-' || n, 'timestamp', '2024-03-06T10:00:00Z')) FROM generate_series(2, 12) n));
+-- Tokens: +1000 bills 10.00; -400 (600) and +300 (900) stay under the high-water mark of
+-- 1000 and bill nothing; +500 (1400) bills 400 x 0.01 = 4.00: 14.00 = price(1400).
+SELECT billing.ingest_event('s1', 'tokens', 't-1', '2024-03-07 10:00+00', '{"tokens": 1000}'),
+       billing.ingest_event('s1', 'tokens', 't-2', '2024-03-08 10:00+00', '{"tokens": -400}'),
+       billing.ingest_event('s1', 'tokens', 't-3', '2024-03-09 10:00+00', '{"tokens": 300}'),
+       billing.ingest_event('s1', 'tokens', 't-4', '2024-03-10 10:00+00', '{"tokens": 500}');
+-- Images one by one: the 2 free first, then a package of 5 at the 3rd (10.00) and the next
+-- at the 8th (10.00): 20.00 = price(8).
+SELECT count(*) FROM (SELECT billing.ingest_event('s1', 'images', 'i-' || n, '2024-03-11 10:00+00') FROM generate_series(1, 8) n) e;
+SELECT * FROM lines ORDER BY metric;
+SELECT * FROM state ORDER BY metric;
+-- A replay bills nothing again.
+SELECT billing.ingest_event('s1', 'calls', 'c-1', '2024-03-05 10:00+00');
+-- One draft invoice of the day: 16.00 + 14.00 + 20.00 = 50.00.
+SELECT invoice_type, status, fees_amount, total_amount FROM billing.invoices;
+-- Rolled back with the caller: the event and its fee.
+BEGIN;
+SELECT billing.ingest_event('s1', 'calls', 'c-rolled-back', '2024-03-12 10:00+00');
+ROLLBACK;
+SELECT units, amount FROM lines WHERE metric = 'calls';
+
+-- Finalized (by hand, before the day ends): the next event's fee goes on an invoice of its
+-- own: 13 calls, price(13) - price(12) = 0.50.
+SELECT status, fees_amount FROM billing.finalize_invoice((SELECT id FROM billing.invoices WHERE invoice_type = 'pay_in_advance'));
+SELECT billing.ingest_event('s1', 'calls', 'c-13', '2024-03-12 10:00+00');
+SELECT status, fees_amount FROM billing.invoices WHERE invoice_type = 'pay_in_advance' ORDER BY id;
+
+-- The period's invoice bills the base fee and the arrears tokens (1400 x 0.001 = 1.40), not
+-- the charges paid in advance; the commitment counts them: 80.00 - (20.00 + 1.40 + 16.50 +
+-- 14.00 + 20.00 = 71.90) = 8.10; total 29.50.
+SELECT fees_amount, total_amount FROM billing.bill_subscription('s1', '2024-04-01 00:00+00');
+SELECT f.fee_type, f.description, f.units, f.amount FROM billing.fees f JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
+WHERE i.invoice_type = 'subscription' ORDER BY f.fee_type, f.description;
+
+-- Charges that cannot be paid in advance: 22023, nothing written.
+SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "users", "charge_model": "standard",
+  "pay_in_advance": true, "properties": {"amount": "1"}}]');
+SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "calls", "charge_model": "percentage",
+  "pay_in_advance": true, "properties": {"rate": "1"}}]');
+SELECT count(*) AS bad_plans FROM billing.plans WHERE code = 'bad';
+
+\i tests/pg_regress/invariant.sql
