@@ -272,7 +272,7 @@ BEGIN
 END $$;
 
 -- The events a usage window of a subscription holds now, from the day rollups of the
--- metrics its plan version charges.
+-- metrics its plan version charges in arrears.
 CREATE FUNCTION billing._window_events(
     customer_id bigint, subscription_id bigint, plan_version_id bigint, from_datetime timestamptz, to_datetime timestamptz, timezone text
 ) RETURNS bigint
@@ -282,7 +282,8 @@ BEGIN
     RETURN (SELECT coalesce(sum(r.events_count), 0)::bigint
             FROM billing.usage_rollups r
             WHERE r.customer_id = customer_id AND r.subscription_id = subscription_id
-              AND r.billable_metric_id IN (SELECT c.billable_metric_id FROM billing.charges c WHERE c.plan_version_id = plan_version_id)
+              AND r.billable_metric_id IN (SELECT c.billable_metric_id FROM billing.charges c
+                                           WHERE c.plan_version_id = plan_version_id AND NOT c.pay_in_advance)
               AND r.day BETWEEN (from_datetime AT TIME ZONE timezone)::date AND (to_datetime AT TIME ZONE timezone)::date);
 END $$;
 

@@ -21,6 +21,9 @@ CREATE TABLE billing.in_advance_usage (
     billed_units numeric NOT NULL,
     events_count bigint NOT NULL,
     billed_amount numeric NOT NULL,
+    -- What the latest event raised the mark by, and billed.
+    last_units numeric NOT NULL,
+    last_amount numeric NOT NULL,
     PRIMARY KEY (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from)
 );
 
@@ -43,39 +46,43 @@ BEGIN
 END $$;
 
 -- The subscription's draft invoice of pay-in-advance fees for the day of now() (customer-local),
--- locked; created if it is not there yet (and announced). A day's invoice finalized already
--- (by hand, before the day ended) is left alone: the fees go on one of this instant.
-CREATE FUNCTION billing._in_advance_invoice(sub billing.subscriptions, cust billing.customers) RETURNS bigint
+-- locked: billed at the end of that day, created if it is not there yet. If the day's invoice
+-- was finalized already (by hand, or by a run as of a later instant), the fees of the rest
+-- of the day go on one invoice of that instant.
+CREATE FUNCTION billing._in_advance_invoice(sub billing.subscriptions, cust billing.customers, OUT invoice billing.invoices, OUT created boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
-    at timestamptz := (((now() AT TIME ZONE cust.timezone)::date + 1)::timestamp AT TIME ZONE cust.timezone);
-    found_invoice billing.invoices;
+    day_end timestamptz := (((now() AT TIME ZONE cust.timezone)::date + 1)::timestamp AT TIME ZONE cust.timezone);
+    at timestamptz := day_end;
 BEGIN
-    FOR attempt IN 1 .. 2 LOOP
-        SELECT * INTO found_invoice FROM billing.invoices i
-        WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.billing_at = at AND i.invoice_type = 'pay_in_advance'
+    created := false;
+    FOR attempt IN 1 .. 3 LOOP
+        SELECT * INTO invoice FROM billing.invoices i
+        WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'pay_in_advance' AND i.status = 'draft'
+          AND i.billing_at > day_end - interval '1 day' AND i.billing_at <= day_end
+        ORDER BY i.billing_at DESC LIMIT 1
         FOR UPDATE;
-        IF found_invoice.id IS NULL THEN
-            INSERT INTO billing.invoices (customer_id, subscription_id, billing_entity_id, invoice_type, currency, timezone, billing_at, issuing_date)
-            VALUES (sub.customer_id, sub.id, cust.billing_entity_id, 'pay_in_advance', cust.currency, cust.timezone, at,
-                    (at AT TIME ZONE cust.timezone)::date)
-            ON CONFLICT ON CONSTRAINT invoices_billing_key DO NOTHING
-            RETURNING * INTO found_invoice;
-            IF found_invoice.id IS NULL THEN
-                -- Created by a concurrent ingestion: take it, locked.
-                CONTINUE;
-            END IF;
-            PERFORM billing._emit(sub.customer_id, 'invoice.created', billing._invoice_event(found_invoice));
-            RETURN found_invoice.id;
+        IF invoice.id IS NOT NULL THEN
+            RETURN;
         END IF;
-        IF found_invoice.status = 'draft' THEN
-            RETURN found_invoice.id;
+        IF EXISTS (SELECT 1 FROM billing.invoices i WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id
+                   AND i.invoice_type = 'pay_in_advance' AND i.billing_at = day_end) THEN
+            at := now();
         END IF;
-        at := now();
-        found_invoice := NULL;
+        INSERT INTO billing.invoices (customer_id, subscription_id, billing_entity_id, invoice_type, currency, timezone, billing_at, issuing_date)
+        VALUES (sub.customer_id, sub.id, cust.billing_entity_id, 'pay_in_advance', cust.currency, cust.timezone, at,
+                (day_end AT TIME ZONE cust.timezone)::date)
+        ON CONFLICT ON CONSTRAINT invoices_billing_key DO NOTHING
+        RETURNING * INTO invoice;
+        IF invoice.id IS NOT NULL THEN
+            created := true;
+            RETURN;
+        END IF;
+        -- Created by a concurrent ingestion: take it, locked.
     END LOOP;
-    RETURN found_invoice.id;
+    PERFORM billing._raise('40001', 'the day''s pay_in_advance invoice changed under this ingestion',
+                           format('subscription %s', sub.external_id), 'retry the transaction');
 END $$;
 
 -- Bills the pay-in-advance charges of events just stored (one array element per event, in
@@ -84,7 +91,8 @@ END $$;
 -- each one's day invoice locked before its usage lines, so that concurrent ingestions wait on
 -- each other instead of deadlocking.
 CREATE FUNCTION billing._bill_in_advance(
-    customer_ids bigint[], subscription_ids bigint[], metric_ids bigint[], instants timestamptz[], event_values numeric[], dims jsonb[]
+    customer_ids bigint[], subscription_ids bigint[], metric_ids bigint[], instants timestamptz[], event_values numeric[], dims jsonb[],
+    plan_version_ids bigint[]
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -92,99 +100,135 @@ DECLARE
     ev record;
     sub billing.subscriptions;
     cust billing.customers;
-    invoice_id bigint;
+    day_invoice record;
+    invoice billing.invoices;
     invoices bigint[] := '{}';
     customers bigint[] := '{}';
-    invoice_at timestamptz;
+    announce bigint[] := '{}';
     in_force record;
     plan billing.plan_versions;
+    since timestamptz;
     ch record;
     filter billing.charge_filters;
     line_price billing.price;
-    bounds record;
+    period record;
     window_from timestamptz;
     period_to timestamptz;
-    fee_key text;
     grouped jsonb;
     line billing.in_advance_usage;
     delta numeric;
-    high_water numeric;
-    fee numeric;
 BEGIN
     FOR ev IN
-        SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims) WITH ORDINALITY
-                        AS e(customer_id, subscription_id, metric_id, at, value, dims, n)
+        SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims, plan_version_ids) WITH ORDINALITY
+                        AS e(customer_id, subscription_id, metric_id, at, value, dims, plan_version_id, n)
         ORDER BY e.customer_id, e.subscription_id, e.n
     LOOP
         IF sub.id IS DISTINCT FROM ev.subscription_id OR sub.customer_id IS DISTINCT FROM ev.customer_id THEN
             SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = ev.customer_id AND s.id = ev.subscription_id;
             SELECT * INTO cust FROM billing.customers c WHERE c.id = ev.customer_id;
-            invoice_id := billing._in_advance_invoice(sub, cust);
-            SELECT i.billing_at INTO invoice_at FROM billing.invoices i WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
-            invoices := invoices || invoice_id;
-            customers := customers || sub.customer_id;
+            invoice := NULL;
         END IF;
-        in_force := billing._in_force(sub, ev.at);
-        SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = (in_force.billed).plan_version_id;
-        SELECT * INTO bounds FROM billing.period_bounds(plan.interval::text, sub.billing_time::text,
-            (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, ev.at, cust.timezone) pb;
-        window_from := greatest(bounds.from_datetime, in_force.since);
+        -- The plan in force at the event: the subscription's only plan, as ingestion knows
+        -- it, or, after plan changes, the one of the event's instant.
+        IF ev.plan_version_id IS NOT NULL THEN
+            since := coalesce(sub.started_at, sub.subscription_at);
+        ELSE
+            in_force := billing._in_force(sub, ev.at);
+            ev.plan_version_id := (in_force.billed).plan_version_id;
+            since := in_force.since;
+        END IF;
+        IF plan.id IS DISTINCT FROM ev.plan_version_id THEN
+            SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = ev.plan_version_id;
+        END IF;
+        period := billing._period_dates(plan.interval::text, sub.billing_time::text,
+                                        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date,
+                                        (ev.at AT TIME ZONE cust.timezone)::date);
+        window_from := greatest(period.from_date::timestamp AT TIME ZONE cust.timezone, since);
+        period_to := least(((period.to_date + 1)::timestamp AT TIME ZONE cust.timezone) - interval '1 microsecond',
+                           coalesce(sub.terminated_at, 'infinity'));
         FOR ch IN
-            SELECT c.id, c.price, c.pricing_group_keys, c.invoiceable, m.code AS metric_code, m.name,
+            SELECT c.id, c.price::billing.price AS price, c.price ->> 'charge_model' AS model, c.pricing_group_keys, c.invoiceable,
+                   m.code AS metric_code, m.name, m.rounding_function::text AS rounding_function, m.rounding_precision,
                    EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = c.id) AS filtered
             FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
             WHERE c.plan_version_id = plan.id AND c.billable_metric_id = ev.metric_id AND c.pay_in_advance
             ORDER BY c.position
         LOOP
+            -- The day's invoice, locked before the line (the order every ingestion takes them in).
+            IF invoice.id IS NULL AND ch.invoiceable THEN
+                day_invoice := billing._in_advance_invoice(sub, cust);
+                invoice := day_invoice.invoice;
+                invoices := invoices || invoice.id;
+                customers := customers || sub.customer_id;
+                IF day_invoice.created THEN
+                    announce := announce || invoice.id;
+                END IF;
+            END IF;
             filter := NULL;
+            line_price := ch.price;
             IF ch.filtered THEN
                 SELECT * INTO filter FROM billing.charge_filters cf WHERE cf.id = billing._charge_filter(ch.id, coalesce(ev.dims, '{}'));
+                line_price := coalesce(filter.price::billing.price, line_price);
             END IF;
-            line_price := coalesce(filter.price, ch.price)::billing.price;
-            SELECT g.grouped_by INTO grouped FROM billing._group_of(ch.pricing_group_keys, coalesce(ev.dims, '{}')) g;
+            grouped := CASE WHEN cardinality(ch.pricing_group_keys) = 0 THEN '{}'::jsonb
+                            ELSE (SELECT g.grouped_by FROM billing._group_of(ch.pricing_group_keys, coalesce(ev.dims, '{}')) g) END;
             delta := coalesce(ev.value, 1);
-            INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
-                                                      units, billed_units, events_count, billed_amount)
-            VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, 0, 0, 0, 0)
-            ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO NOTHING;
-            SELECT * INTO line FROM billing.in_advance_usage u
-            WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
-              AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from
-            FOR UPDATE;
-            high_water := greatest(line.billed_units, line.units + delta);
-            -- price(after) - price(before), the line's first event with the price of 0 units
-            -- (a first tier's flat fee); a price that falls as units grow (volume tiers) bills
+            -- The line's new mark and what it bills, in one statement that waits for (and then
+            -- sees) a concurrent event of the line: price(mark after) - price(mark before),
+            -- each mark rounded as the metric rounds units; the line's first event with the
+            -- price of 0 units (a first tier's flat fee); a fall in price (volume tiers) bills
             -- nothing, never a refund.
-            fee := greatest(billing.amount(line_price, high_water)
-                            - CASE WHEN line.events_count = 0 THEN 0 ELSE billing.amount(line_price, line.billed_units) END, 0);
-            UPDATE billing.in_advance_usage u
-            SET units = u.units + delta, billed_units = high_water, events_count = u.events_count + 1, billed_amount = u.billed_amount + fee
-            WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
-              AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from;
-            fee_key := billing._usage_fee_key('in_advance', ch.id, filter.id, grouped, window_from, invoice_at);
-            period_to := least(bounds.to_datetime, coalesce(sub.terminated_at, 'infinity'));
+            INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
+                                                      units, billed_units, events_count, billed_amount, last_units, last_amount)
+            VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, delta, greatest(delta, 0), 1,
+                    billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
+                    trim_scale(billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
+                    billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)))
+            ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO UPDATE
+            SET units = u.units + excluded.units, billed_units = greatest(u.billed_units, u.units + excluded.units),
+                events_count = u.events_count + 1,
+                last_units = trim_scale(billing._round_units(greatest(u.billed_units, u.units + excluded.units), ch.rounding_function,
+                                                             ch.rounding_precision)
+                                        - billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)),
+                last_amount = greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
+                                                                                      ch.rounding_function, ch.rounding_precision))
+                                       - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0),
+                billed_amount = u.billed_amount
+                                + greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
+                                                                                          ch.rounding_function, ch.rounding_precision))
+                                           - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0)
+            RETURNING u.* INTO line;
+            -- A charge that is not invoiceable keeps its line (billed_amount) and no fee.
+            CONTINUE WHEN NOT ch.invoiceable;
             INSERT INTO billing.fees AS fe (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
                                             billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
                                             precise_unit_amount, precise_amount, amount, invoiceable, from_datetime, to_datetime)
-            VALUES (sub.customer_id, invoice_id, sub.id, 'charge', fee_key, ch.id, filter.id, ch.metric_code, ch.price ->> 'charge_model',
-                    filter."values", nullif(grouped, '{}'::jsonb), coalesce(filter.invoice_display_name, ch.name),
-                    high_water - line.billed_units, 1, CASE WHEN high_water = line.billed_units THEN 0 ELSE fee / (high_water - line.billed_units) END,
-                    fee, billing.round_money(fee, cust.currency), ch.invoiceable, window_from, period_to)
+            VALUES (sub.customer_id, invoice.id, sub.id, 'charge',
+                    billing._usage_fee_key('in_advance', ch.id, filter.id, grouped, window_from, invoice.billing_at),
+                    ch.id, filter.id, ch.metric_code, ch.model, filter."values", nullif(grouped, '{}'::jsonb),
+                    coalesce(filter.invoice_display_name, ch.name), line.last_units, 1,
+                    CASE WHEN line.last_units = 0 THEN 0 ELSE line.last_amount / line.last_units END,
+                    line.last_amount, billing.round_money(line.last_amount, cust.currency), true, window_from, period_to)
             ON CONFLICT ON CONSTRAINT fees_billing_key DO UPDATE
             SET units = fe.units + excluded.units, events_count = fe.events_count + 1, precise_amount = fe.precise_amount + excluded.precise_amount,
                 amount = billing.round_money(fe.precise_amount + excluded.precise_amount, cust.currency),
                 precise_unit_amount = CASE WHEN fe.units + excluded.units = 0 THEN 0
-                                           ELSE (fe.precise_amount + excluded.precise_amount) / (fe.units + excluded.units) END;
+                                           ELSE (fe.precise_amount + excluded.precise_amount) / (fe.units + excluded.units) END,
+                to_datetime = excluded.to_datetime;
         END LOOP;
     END LOOP;
     FOR n IN 1 .. cardinality(invoices) LOOP
         PERFORM billing._total_invoice(customers[n], invoices[n]);
+        IF invoices[n] = ANY (announce) THEN
+            SELECT * INTO invoice FROM billing.invoices i WHERE i.customer_id = customers[n] AND i.id = invoices[n];
+            PERFORM billing._emit(invoice.customer_id, 'invoice.created', billing._invoice_event(invoice));
+        END IF;
     END LOOP;
 END $$;
 
 REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text),
     billing._in_advance_invoice(billing.subscriptions, billing.customers),
-    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[]) FROM PUBLIC;
+    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[]) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the table belongs to the extension).
 SELECT pg_catalog.pg_extension_config_dump('billing.in_advance_usage', '');

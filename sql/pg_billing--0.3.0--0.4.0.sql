@@ -1288,14 +1288,17 @@ LANGUAGE plpgsql AS $$
 DECLARE
     invoiced numeric;
     open_period numeric;
+    in_advance bigint[];
 BEGIN
     SELECT coalesce(sum(fe.precise_amount), 0) INTO invoiced
     FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
     WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.fee_type IN ('charge', 'adjustment')
       AND i.invoice_type = 'subscription' AND i.status <> 'voided' AND fe.from_datetime < window_from;
-    -- Lines without usage do not count (a first tier's flat fee at zero units).
+    -- Lines without usage do not count (a first tier's flat fee at zero units), nor charges
+    -- paid in advance, billed as they happen.
+    in_advance := ARRAY(SELECT c.id FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id AND c.pay_in_advance);
     SELECT coalesce(sum(u.amount), 0) INTO open_period FROM billing._usage(sub, cust, window_from, as_of) u
-    WHERE u.units <> 0 OR u.events_count <> 0;
+    WHERE (u.units <> 0 OR u.events_count <> 0) AND NOT u.charge_id = ANY (in_advance);
     RETURN invoiced + open_period;
 END $$;
 
@@ -1370,7 +1373,8 @@ BEGIN
            m.name, u.units, u.events_count, 0, u.amount - coalesce(earlier.amount, 0),
            billing.round_money(u.amount - coalesce(earlier.amount, 0), cust.currency), ch.invoiceable, window_from, as_of
     FROM unnest(lines) u
-    JOIN billing.charges ch ON ch.id = u.charge_id
+    -- (Charges paid in advance are billed as they happen.)
+    JOIN billing.charges ch ON ch.id = u.charge_id AND NOT ch.pay_in_advance
     JOIN billing.billable_metrics m ON m.id = ch.billable_metric_id
     LEFT JOIN (SELECT fe.charge_id, fe.charge_filter_id, coalesce(fe.grouped_by, '{}'::jsonb) AS grouped_by, sum(fe.precise_amount) AS amount
                FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
@@ -1794,7 +1798,7 @@ RETURNS TABLE (plan_version_id bigint, from_at timestamptz, until_at timestamptz
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
-    -- (Scalars: on Citus a query with a whole row of a distributed table as a value fails.)
+    -- (Scalars: Citus plans no query with a whole row of a distributed table as a value.)
     customer_id bigint := sub.customer_id;
     subscription_id bigint := sub.id;
     instants timestamptz[];
@@ -1850,6 +1854,9 @@ DECLARE
     customers bigint[];
     subscriptions bigint[];
     versions bigint[];
+    customer_id bigint;
+    subscription_id bigint;
+    version bigint;
     applied integer := 0;
 BEGIN
     -- Never ahead of time: a pending change stays cancellable until its instant.
@@ -1871,11 +1878,16 @@ BEGIN
               ORDER BY pc.customer_id, pc.subscription_id, pc.effective_at DESC) d;
     END IF;
     FOR n IN 1 .. coalesce(cardinality(customers), 0) LOOP
-        UPDATE billing.subscriptions s SET plan_version_id = versions[n]
-        WHERE s.customer_id = customers[n] AND s.id = subscriptions[n] AND s.plan_version_id <> versions[n];
+        -- (Scalars: an array element as a parameter of a statement on a distributed table
+        -- crashes Citus 13.2's router planner.)
+        customer_id := customers[n];
+        subscription_id := subscriptions[n];
+        version := versions[n];
+        UPDATE billing.subscriptions s SET plan_version_id = version
+        WHERE s.customer_id = customer_id AND s.id = subscription_id AND s.plan_version_id <> version;
         CONTINUE WHEN NOT FOUND;
-        UPDATE billing.subscription_directory d SET plan_version_id = versions[n]
-        WHERE d.customer_id = customers[n] AND d.subscription_id = subscriptions[n];
+        UPDATE billing.subscription_directory d SET plan_version_id = version
+        WHERE d.customer_id = customer_id AND d.subscription_id = subscription_id;
         applied := applied + 1;
     END LOOP;
     RETURN applied;
@@ -2350,6 +2362,9 @@ CREATE TABLE billing.in_advance_usage (
     billed_units numeric NOT NULL,
     events_count bigint NOT NULL,
     billed_amount numeric NOT NULL,
+    -- What the latest event raised the mark by, and billed.
+    last_units numeric NOT NULL,
+    last_amount numeric NOT NULL,
     PRIMARY KEY (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from)
 );
 
@@ -2372,39 +2387,43 @@ BEGIN
 END $$;
 
 -- The subscription's draft invoice of pay-in-advance fees for the day of now() (customer-local),
--- locked; created if it is not there yet (and announced). A day's invoice finalized already
--- (by hand, before the day ended) is left alone: the fees go on one of this instant.
-CREATE FUNCTION billing._in_advance_invoice(sub billing.subscriptions, cust billing.customers) RETURNS bigint
+-- locked: billed at the end of that day, created if it is not there yet. If the day's invoice
+-- was finalized already (by hand, or by a run as of a later instant), the fees of the rest
+-- of the day go on one invoice of that instant.
+CREATE FUNCTION billing._in_advance_invoice(sub billing.subscriptions, cust billing.customers, OUT invoice billing.invoices, OUT created boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
-    at timestamptz := (((now() AT TIME ZONE cust.timezone)::date + 1)::timestamp AT TIME ZONE cust.timezone);
-    found_invoice billing.invoices;
+    day_end timestamptz := (((now() AT TIME ZONE cust.timezone)::date + 1)::timestamp AT TIME ZONE cust.timezone);
+    at timestamptz := day_end;
 BEGIN
-    FOR attempt IN 1 .. 2 LOOP
-        SELECT * INTO found_invoice FROM billing.invoices i
-        WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.billing_at = at AND i.invoice_type = 'pay_in_advance'
+    created := false;
+    FOR attempt IN 1 .. 3 LOOP
+        SELECT * INTO invoice FROM billing.invoices i
+        WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id AND i.invoice_type = 'pay_in_advance' AND i.status = 'draft'
+          AND i.billing_at > day_end - interval '1 day' AND i.billing_at <= day_end
+        ORDER BY i.billing_at DESC LIMIT 1
         FOR UPDATE;
-        IF found_invoice.id IS NULL THEN
-            INSERT INTO billing.invoices (customer_id, subscription_id, billing_entity_id, invoice_type, currency, timezone, billing_at, issuing_date)
-            VALUES (sub.customer_id, sub.id, cust.billing_entity_id, 'pay_in_advance', cust.currency, cust.timezone, at,
-                    (at AT TIME ZONE cust.timezone)::date)
-            ON CONFLICT ON CONSTRAINT invoices_billing_key DO NOTHING
-            RETURNING * INTO found_invoice;
-            IF found_invoice.id IS NULL THEN
-                -- Created by a concurrent ingestion: take it, locked.
-                CONTINUE;
-            END IF;
-            PERFORM billing._emit(sub.customer_id, 'invoice.created', billing._invoice_event(found_invoice));
-            RETURN found_invoice.id;
+        IF invoice.id IS NOT NULL THEN
+            RETURN;
         END IF;
-        IF found_invoice.status = 'draft' THEN
-            RETURN found_invoice.id;
+        IF EXISTS (SELECT 1 FROM billing.invoices i WHERE i.customer_id = sub.customer_id AND i.subscription_id = sub.id
+                   AND i.invoice_type = 'pay_in_advance' AND i.billing_at = day_end) THEN
+            at := now();
         END IF;
-        at := now();
-        found_invoice := NULL;
+        INSERT INTO billing.invoices (customer_id, subscription_id, billing_entity_id, invoice_type, currency, timezone, billing_at, issuing_date)
+        VALUES (sub.customer_id, sub.id, cust.billing_entity_id, 'pay_in_advance', cust.currency, cust.timezone, at,
+                (day_end AT TIME ZONE cust.timezone)::date)
+        ON CONFLICT ON CONSTRAINT invoices_billing_key DO NOTHING
+        RETURNING * INTO invoice;
+        IF invoice.id IS NOT NULL THEN
+            created := true;
+            RETURN;
+        END IF;
+        -- Created by a concurrent ingestion: take it, locked.
     END LOOP;
-    RETURN found_invoice.id;
+    PERFORM billing._raise('40001', 'the day''s pay_in_advance invoice changed under this ingestion',
+                           format('subscription %s', sub.external_id), 'retry the transaction');
 END $$;
 
 -- Bills the pay-in-advance charges of events just stored (one array element per event, in
@@ -2413,7 +2432,8 @@ END $$;
 -- each one's day invoice locked before its usage lines, so that concurrent ingestions wait on
 -- each other instead of deadlocking.
 CREATE FUNCTION billing._bill_in_advance(
-    customer_ids bigint[], subscription_ids bigint[], metric_ids bigint[], instants timestamptz[], event_values numeric[], dims jsonb[]
+    customer_ids bigint[], subscription_ids bigint[], metric_ids bigint[], instants timestamptz[], event_values numeric[], dims jsonb[],
+    plan_version_ids bigint[]
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -2421,99 +2441,135 @@ DECLARE
     ev record;
     sub billing.subscriptions;
     cust billing.customers;
-    invoice_id bigint;
+    day_invoice record;
+    invoice billing.invoices;
     invoices bigint[] := '{}';
     customers bigint[] := '{}';
-    invoice_at timestamptz;
+    announce bigint[] := '{}';
     in_force record;
     plan billing.plan_versions;
+    since timestamptz;
     ch record;
     filter billing.charge_filters;
     line_price billing.price;
-    bounds record;
+    period record;
     window_from timestamptz;
     period_to timestamptz;
-    fee_key text;
     grouped jsonb;
     line billing.in_advance_usage;
     delta numeric;
-    high_water numeric;
-    fee numeric;
 BEGIN
     FOR ev IN
-        SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims) WITH ORDINALITY
-                        AS e(customer_id, subscription_id, metric_id, at, value, dims, n)
+        SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims, plan_version_ids) WITH ORDINALITY
+                        AS e(customer_id, subscription_id, metric_id, at, value, dims, plan_version_id, n)
         ORDER BY e.customer_id, e.subscription_id, e.n
     LOOP
         IF sub.id IS DISTINCT FROM ev.subscription_id OR sub.customer_id IS DISTINCT FROM ev.customer_id THEN
             SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = ev.customer_id AND s.id = ev.subscription_id;
             SELECT * INTO cust FROM billing.customers c WHERE c.id = ev.customer_id;
-            invoice_id := billing._in_advance_invoice(sub, cust);
-            SELECT i.billing_at INTO invoice_at FROM billing.invoices i WHERE i.customer_id = sub.customer_id AND i.id = invoice_id;
-            invoices := invoices || invoice_id;
-            customers := customers || sub.customer_id;
+            invoice := NULL;
         END IF;
-        in_force := billing._in_force(sub, ev.at);
-        SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = (in_force.billed).plan_version_id;
-        SELECT * INTO bounds FROM billing.period_bounds(plan.interval::text, sub.billing_time::text,
-            (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date, ev.at, cust.timezone) pb;
-        window_from := greatest(bounds.from_datetime, in_force.since);
+        -- The plan in force at the event: the subscription's only plan, as ingestion knows
+        -- it, or, after plan changes, the one of the event's instant.
+        IF ev.plan_version_id IS NOT NULL THEN
+            since := coalesce(sub.started_at, sub.subscription_at);
+        ELSE
+            in_force := billing._in_force(sub, ev.at);
+            ev.plan_version_id := (in_force.billed).plan_version_id;
+            since := in_force.since;
+        END IF;
+        IF plan.id IS DISTINCT FROM ev.plan_version_id THEN
+            SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = ev.plan_version_id;
+        END IF;
+        period := billing._period_dates(plan.interval::text, sub.billing_time::text,
+                                        (coalesce(sub.started_at, sub.subscription_at) AT TIME ZONE cust.timezone)::date,
+                                        (ev.at AT TIME ZONE cust.timezone)::date);
+        window_from := greatest(period.from_date::timestamp AT TIME ZONE cust.timezone, since);
+        period_to := least(((period.to_date + 1)::timestamp AT TIME ZONE cust.timezone) - interval '1 microsecond',
+                           coalesce(sub.terminated_at, 'infinity'));
         FOR ch IN
-            SELECT c.id, c.price, c.pricing_group_keys, c.invoiceable, m.code AS metric_code, m.name,
+            SELECT c.id, c.price::billing.price AS price, c.price ->> 'charge_model' AS model, c.pricing_group_keys, c.invoiceable,
+                   m.code AS metric_code, m.name, m.rounding_function::text AS rounding_function, m.rounding_precision,
                    EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = c.id) AS filtered
             FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
             WHERE c.plan_version_id = plan.id AND c.billable_metric_id = ev.metric_id AND c.pay_in_advance
             ORDER BY c.position
         LOOP
+            -- The day's invoice, locked before the line (the order every ingestion takes them in).
+            IF invoice.id IS NULL AND ch.invoiceable THEN
+                day_invoice := billing._in_advance_invoice(sub, cust);
+                invoice := day_invoice.invoice;
+                invoices := invoices || invoice.id;
+                customers := customers || sub.customer_id;
+                IF day_invoice.created THEN
+                    announce := announce || invoice.id;
+                END IF;
+            END IF;
             filter := NULL;
+            line_price := ch.price;
             IF ch.filtered THEN
                 SELECT * INTO filter FROM billing.charge_filters cf WHERE cf.id = billing._charge_filter(ch.id, coalesce(ev.dims, '{}'));
+                line_price := coalesce(filter.price::billing.price, line_price);
             END IF;
-            line_price := coalesce(filter.price, ch.price)::billing.price;
-            SELECT g.grouped_by INTO grouped FROM billing._group_of(ch.pricing_group_keys, coalesce(ev.dims, '{}')) g;
+            grouped := CASE WHEN cardinality(ch.pricing_group_keys) = 0 THEN '{}'::jsonb
+                            ELSE (SELECT g.grouped_by FROM billing._group_of(ch.pricing_group_keys, coalesce(ev.dims, '{}')) g) END;
             delta := coalesce(ev.value, 1);
-            INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
-                                                      units, billed_units, events_count, billed_amount)
-            VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, 0, 0, 0, 0)
-            ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO NOTHING;
-            SELECT * INTO line FROM billing.in_advance_usage u
-            WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
-              AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from
-            FOR UPDATE;
-            high_water := greatest(line.billed_units, line.units + delta);
-            -- price(after) - price(before), the line's first event with the price of 0 units
-            -- (a first tier's flat fee); a price that falls as units grow (volume tiers) bills
+            -- The line's new mark and what it bills, in one statement that waits for (and then
+            -- sees) a concurrent event of the line: price(mark after) - price(mark before),
+            -- each mark rounded as the metric rounds units; the line's first event with the
+            -- price of 0 units (a first tier's flat fee); a fall in price (volume tiers) bills
             -- nothing, never a refund.
-            fee := greatest(billing.amount(line_price, high_water)
-                            - CASE WHEN line.events_count = 0 THEN 0 ELSE billing.amount(line_price, line.billed_units) END, 0);
-            UPDATE billing.in_advance_usage u
-            SET units = u.units + delta, billed_units = high_water, events_count = u.events_count + 1, billed_amount = u.billed_amount + fee
-            WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
-              AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from;
-            fee_key := billing._usage_fee_key('in_advance', ch.id, filter.id, grouped, window_from, invoice_at);
-            period_to := least(bounds.to_datetime, coalesce(sub.terminated_at, 'infinity'));
+            INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
+                                                      units, billed_units, events_count, billed_amount, last_units, last_amount)
+            VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, delta, greatest(delta, 0), 1,
+                    billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
+                    trim_scale(billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
+                    billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)))
+            ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO UPDATE
+            SET units = u.units + excluded.units, billed_units = greatest(u.billed_units, u.units + excluded.units),
+                events_count = u.events_count + 1,
+                last_units = trim_scale(billing._round_units(greatest(u.billed_units, u.units + excluded.units), ch.rounding_function,
+                                                             ch.rounding_precision)
+                                        - billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)),
+                last_amount = greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
+                                                                                      ch.rounding_function, ch.rounding_precision))
+                                       - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0),
+                billed_amount = u.billed_amount
+                                + greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
+                                                                                          ch.rounding_function, ch.rounding_precision))
+                                           - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0)
+            RETURNING u.* INTO line;
+            -- A charge that is not invoiceable keeps its line (billed_amount) and no fee.
+            CONTINUE WHEN NOT ch.invoiceable;
             INSERT INTO billing.fees AS fe (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
                                             billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
                                             precise_unit_amount, precise_amount, amount, invoiceable, from_datetime, to_datetime)
-            VALUES (sub.customer_id, invoice_id, sub.id, 'charge', fee_key, ch.id, filter.id, ch.metric_code, ch.price ->> 'charge_model',
-                    filter."values", nullif(grouped, '{}'::jsonb), coalesce(filter.invoice_display_name, ch.name),
-                    high_water - line.billed_units, 1, CASE WHEN high_water = line.billed_units THEN 0 ELSE fee / (high_water - line.billed_units) END,
-                    fee, billing.round_money(fee, cust.currency), ch.invoiceable, window_from, period_to)
+            VALUES (sub.customer_id, invoice.id, sub.id, 'charge',
+                    billing._usage_fee_key('in_advance', ch.id, filter.id, grouped, window_from, invoice.billing_at),
+                    ch.id, filter.id, ch.metric_code, ch.model, filter."values", nullif(grouped, '{}'::jsonb),
+                    coalesce(filter.invoice_display_name, ch.name), line.last_units, 1,
+                    CASE WHEN line.last_units = 0 THEN 0 ELSE line.last_amount / line.last_units END,
+                    line.last_amount, billing.round_money(line.last_amount, cust.currency), true, window_from, period_to)
             ON CONFLICT ON CONSTRAINT fees_billing_key DO UPDATE
             SET units = fe.units + excluded.units, events_count = fe.events_count + 1, precise_amount = fe.precise_amount + excluded.precise_amount,
                 amount = billing.round_money(fe.precise_amount + excluded.precise_amount, cust.currency),
                 precise_unit_amount = CASE WHEN fe.units + excluded.units = 0 THEN 0
-                                           ELSE (fe.precise_amount + excluded.precise_amount) / (fe.units + excluded.units) END;
+                                           ELSE (fe.precise_amount + excluded.precise_amount) / (fe.units + excluded.units) END,
+                to_datetime = excluded.to_datetime;
         END LOOP;
     END LOOP;
     FOR n IN 1 .. cardinality(invoices) LOOP
         PERFORM billing._total_invoice(customers[n], invoices[n]);
+        IF invoices[n] = ANY (announce) THEN
+            SELECT * INTO invoice FROM billing.invoices i WHERE i.customer_id = customers[n] AND i.id = invoices[n];
+            PERFORM billing._emit(invoice.customer_id, 'invoice.created', billing._invoice_event(invoice));
+        END IF;
     END LOOP;
 END $$;
 
 REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text),
     billing._in_advance_invoice(billing.subscriptions, billing.customers),
-    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[]) FROM PUBLIC;
+    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[]) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the table belongs to the extension).
 SELECT pg_catalog.pg_extension_config_dump('billing.in_advance_usage', '');
@@ -2573,6 +2629,22 @@ BEGIN
             billing._usage_fee_key('charge_minimum', minimum.id, NULL, '{}', window_from), minimum.name || ' (minimum spend)',
             minimum.missing, window_from, window_to, 1, minimum.id, minimum.invoiceable);
     END LOOP;
+END $$;
+
+-- The events a usage window of a subscription holds now, from the day rollups of the
+-- metrics its plan version charges in arrears.
+CREATE OR REPLACE FUNCTION billing._window_events(
+    customer_id bigint, subscription_id bigint, plan_version_id bigint, from_datetime timestamptz, to_datetime timestamptz, timezone text
+) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    RETURN (SELECT coalesce(sum(r.events_count), 0)::bigint
+            FROM billing.usage_rollups r
+            WHERE r.customer_id = customer_id AND r.subscription_id = subscription_id
+              AND r.billable_metric_id IN (SELECT c.billable_metric_id FROM billing.charges c
+                                           WHERE c.plan_version_id = plan_version_id AND NOT c.pay_in_advance)
+              AND r.day BETWEEN (from_datetime AT TIME ZONE timezone)::date AND (to_datetime AT TIME ZONE timezone)::date);
 END $$;
 
 -- Previews (sql/previews.sql).
@@ -3511,7 +3583,7 @@ GRANT EXECUTE ON FUNCTION billing._customer(text), billing._plan_version(text), 
     billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz),
     billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz),
     billing._check_pay_in_advance(integer, billing.billable_metrics, text), billing._in_advance_invoice(billing.subscriptions, billing.customers),
-    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[]) TO billing_admin;
+    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[]) TO billing_admin;
 
 COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds, subscription_fixed_charge_units and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the fixed charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices, and to their taxes (55000).';
@@ -3597,7 +3669,7 @@ COMMENT ON FUNCTION billing._note_plan_versions(billing.subscriptions) IS 'Priva
 COMMENT ON FUNCTION billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz) IS 'Private: bills the periods of one plan of a subscription for the time it was in force (through the day before a change), on the invoices of their billing instants.';
 COMMENT ON VIEW billing_bi.plan_changes IS 'One row per plan change: subscription, customer, upgrade or downgrade, the plans and versions on both sides, the instant it takes effect, pending or effective.';
 COMMENT ON FUNCTION billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz) IS 'Private: the credit notes for the unused days of plans paid in advance that ended early by as_of (upgrades, a termination); once per fee.';
-COMMENT ON TABLE billing.in_advance_usage IS 'Charges paid in advance: per subscription, charge, filter (0: the default bucket), pricing group and period, the units so far, the high-water mark billed, the events and the amount billed; its row lock orders concurrent events of one line.';
+COMMENT ON TABLE billing.in_advance_usage IS 'Charges paid in advance: per subscription, charge, filter (0: the default bucket), pricing group and period, the units so far, the high-water mark billed, the events, the amount billed, and what the latest event raised the mark by and billed; its row lock orders concurrent events of one line.';
 COMMENT ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text) IS 'Private: raises 22023 unless a charge paid in advance prices a count or sum metric that resets every period with the standard, graduated, graduated_percentage, package or volume model.';
-COMMENT ON FUNCTION billing._in_advance_invoice(billing.subscriptions, billing.customers) IS 'Private: the subscription''s draft pay_in_advance invoice of the current customer-local day (billed at its end), locked, created and announced if needed.';
-COMMENT ON FUNCTION billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[]) IS 'Private: called by ingestion for the events just stored of charges paid in advance: each bills price(high-water mark after) - price(before) on its subscription''s day invoice.';
+COMMENT ON FUNCTION billing._in_advance_invoice(billing.subscriptions, billing.customers) IS 'Private: the subscription''s draft pay_in_advance invoice of the current customer-local day (billed at its end; after that one was finalized, one of the instant it is needed), locked, created if needed, and whether it was.';
+COMMENT ON FUNCTION billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[]) IS 'Private: called by ingestion, as the extension''s owner, for the events just stored of charges paid in advance (with the plan version when the subscription has one): each bills price(high-water mark after) - price(before) on its subscription''s day invoice.';

@@ -26,7 +26,7 @@ RETURNS TABLE (plan_version_id bigint, from_at timestamptz, until_at timestamptz
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
-    -- (Scalars: on Citus a query with a whole row of a distributed table as a value fails.)
+    -- (Scalars: Citus plans no query with a whole row of a distributed table as a value.)
     customer_id bigint := sub.customer_id;
     subscription_id bigint := sub.id;
     instants timestamptz[];
@@ -82,6 +82,9 @@ DECLARE
     customers bigint[];
     subscriptions bigint[];
     versions bigint[];
+    customer_id bigint;
+    subscription_id bigint;
+    version bigint;
     applied integer := 0;
 BEGIN
     -- Never ahead of time: a pending change stays cancellable until its instant.
@@ -103,11 +106,16 @@ BEGIN
               ORDER BY pc.customer_id, pc.subscription_id, pc.effective_at DESC) d;
     END IF;
     FOR n IN 1 .. coalesce(cardinality(customers), 0) LOOP
-        UPDATE billing.subscriptions s SET plan_version_id = versions[n]
-        WHERE s.customer_id = customers[n] AND s.id = subscriptions[n] AND s.plan_version_id <> versions[n];
+        -- (Scalars: an array element as a parameter of a statement on a distributed table
+        -- crashes Citus 13.2's router planner.)
+        customer_id := customers[n];
+        subscription_id := subscriptions[n];
+        version := versions[n];
+        UPDATE billing.subscriptions s SET plan_version_id = version
+        WHERE s.customer_id = customer_id AND s.id = subscription_id AND s.plan_version_id <> version;
         CONTINUE WHEN NOT FOUND;
-        UPDATE billing.subscription_directory d SET plan_version_id = versions[n]
-        WHERE d.customer_id = customers[n] AND d.subscription_id = subscriptions[n];
+        UPDATE billing.subscription_directory d SET plan_version_id = version
+        WHERE d.customer_id = customer_id AND d.subscription_id = subscription_id;
         applied := applied + 1;
     END LOOP;
     RETURN applied;

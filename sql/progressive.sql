@@ -86,14 +86,17 @@ LANGUAGE plpgsql AS $$
 DECLARE
     invoiced numeric;
     open_period numeric;
+    in_advance bigint[];
 BEGIN
     SELECT coalesce(sum(fe.precise_amount), 0) INTO invoiced
     FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id
     WHERE fe.customer_id = sub.customer_id AND fe.subscription_id = sub.id AND fe.fee_type IN ('charge', 'adjustment')
       AND i.invoice_type = 'subscription' AND i.status <> 'voided' AND fe.from_datetime < window_from;
-    -- Lines without usage do not count (a first tier's flat fee at zero units).
+    -- Lines without usage do not count (a first tier's flat fee at zero units), nor charges
+    -- paid in advance, billed as they happen.
+    in_advance := ARRAY(SELECT c.id FROM billing.charges c WHERE c.plan_version_id = sub.plan_version_id AND c.pay_in_advance);
     SELECT coalesce(sum(u.amount), 0) INTO open_period FROM billing._usage(sub, cust, window_from, as_of) u
-    WHERE u.units <> 0 OR u.events_count <> 0;
+    WHERE (u.units <> 0 OR u.events_count <> 0) AND NOT u.charge_id = ANY (in_advance);
     RETURN invoiced + open_period;
 END $$;
 
@@ -168,7 +171,8 @@ BEGIN
            m.name, u.units, u.events_count, 0, u.amount - coalesce(earlier.amount, 0),
            billing.round_money(u.amount - coalesce(earlier.amount, 0), cust.currency), ch.invoiceable, window_from, as_of
     FROM unnest(lines) u
-    JOIN billing.charges ch ON ch.id = u.charge_id
+    -- (Charges paid in advance are billed as they happen.)
+    JOIN billing.charges ch ON ch.id = u.charge_id AND NOT ch.pay_in_advance
     JOIN billing.billable_metrics m ON m.id = ch.billable_metric_id
     LEFT JOIN (SELECT fe.charge_id, fe.charge_filter_id, coalesce(fe.grouped_by, '{}'::jsonb) AS grouped_by, sum(fe.precise_amount) AS amount
                FROM billing.fees fe JOIN billing.invoices i ON i.customer_id = fe.customer_id AND i.id = fe.invoice_id

@@ -216,3 +216,37 @@ SELECT external_id FROM billing.create_customer('seat-co', 'Seat Co', 'EUR', 'UT
 SELECT status FROM billing.create_subscription('sub-seats', 'seat-co', 'seats', '2026-03-01 00:00+00');
 SELECT billing.set_fixed_charge_units('sub-seats', 'seat', 6, '2026-03-16 00:00+00');
 SELECT fees_amount FROM billing.bill_subscription('sub-seats', '2026-04-01 00:05+00');
+-- Plan changes on the distributed tables: seat-co upgrades from seats (0.00) to seats-plus
+-- (31.00 a month, in advance) on April 11: its fee for April 11-30, 20 days of 30 = 20.67,
+-- with the seats' April 1-10 (6 seats x 10 / 30 = 2 x 5.00 = 10.00); then a downgrade back,
+-- pending until June 1, which billing.activate_subscriptions applies once it has come.
+SELECT version FROM billing.create_plan('seats-plus', 'Seats plus', 'monthly', 31, 'EUR', pay_in_advance => true);
+SELECT kind, effective_at FROM billing.change_plan('sub-seats', 'seats-plus', '2026-04-11 00:00+00');
+SELECT i.billing_at, i.fees_amount, i.total_amount FROM billing.invoices i JOIN billing.subscriptions s ON s.customer_id = i.customer_id
+AND s.id = i.subscription_id WHERE s.external_id = 'sub-seats' ORDER BY i.billing_at;
+SELECT kind, effective_at FROM billing.change_plan('sub-seats', 'seats', '2026-05-05 00:00+00');
+SELECT subscription_external_id, kind, from_plan_code, to_plan_code, effective_at FROM billing_bi.plan_changes ORDER BY effective_at;
+SELECT billing.activate_subscriptions('2026-06-01 00:00+00') >= 0 AS activated;
+SELECT billing_at, fees_amount FROM billing.bill_subscription('sub-seats', '2026-06-01 00:05+00') ORDER BY billing_at;
+SELECT p.code FROM billing.subscriptions s JOIN billing.plan_versions v ON v.id = s.plan_version_id JOIN billing.plans p ON p.id = v.plan_id
+WHERE s.external_id = 'sub-seats';
+-- Charges paid in advance on the distributed tables: graduated requests (0-10 at 1.00 with a
+-- 5.00 flat fee, then 0.50), billed as ingested: 1 request 6.00, then 11 more 10.00; the
+-- day's pay_in_advance invoice 16.00 (with the entity's 20 % tax 19.20), finalized by the run
+-- once the day and the 5-day grace period have passed.
+SELECT code FROM billing.create_billable_metric('requests', 'Requests', 'count');
+SELECT version FROM billing.create_plan('metered', 'Metered', 'monthly', 0, 'EUR', '[{"billable_metric_code": "requests",
+  "charge_model": "graduated", "pay_in_advance": true, "properties": {"graduated_ranges": [
+  {"from_value": 0, "to_value": 10, "per_unit_amount": "1", "flat_amount": "5"},
+  {"from_value": 11, "to_value": null, "per_unit_amount": "0.5", "flat_amount": "0"}]}}]');
+SELECT external_id FROM billing.create_customer('metered-co', 'Metered Co', 'EUR', 'Asia/Tokyo');
+SELECT status FROM billing.create_subscription('sub-metered', 'metered-co', 'metered', '2026-03-01 00:00+09');
+SELECT billing.ingest_event('sub-metered', 'requests', 'r-1', '2026-03-05 10:00+09');
+SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 'sub-metered', 'code', 'requests',
+  'transaction_id', 'r-' || n, 'timestamp', '2026-03-06T10:00:00+09:00')) FROM generate_series(2, 12) n));
+SELECT units, billed_units, events_count, billed_amount FROM billing.in_advance_usage;
+SELECT i.invoice_type, i.status, i.fees_amount FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id
+WHERE c.external_id = 'metered-co';
+CALL billing.finalize_drafts(now() + interval '7 days');
+SELECT i.invoice_type, i.status, i.fees_amount, i.total_amount FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id
+WHERE c.external_id = 'metered-co';

@@ -13,6 +13,7 @@ use crate::pg::date::to_date;
 use crate::pg::invalidation;
 use crate::pg::jsonb::{JsonbRef, PgJsonb};
 use crate::pg::numeric::from_decimal;
+use crate::pg::owner;
 use crate::pg::spi_plans::{execute, Planning};
 use crate::pg::table_access;
 use pgrx::datum::DatumWithOid;
@@ -154,7 +155,7 @@ const REJECT_SQL: &str = include_str!("../../../sql/ingest_reject.sql");
 /// Bills events of charges paid in advance: one array per column (dimensions as JSON text).
 const BILL_IN_ADVANCE_SQL: &str =
     "SELECT billing._bill_in_advance($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[],
-                                   $5::numeric[], $6::text[]::jsonb[])";
+                                   $5::numeric[], $6::text[]::jsonb[], $7::bigint[])";
 
 pub static FUTURE_MARGIN_SECONDS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(86_400);
 
@@ -467,15 +468,19 @@ impl<'a> NewEvents<'a> {
             return;
         }
         billed.sort_unstable_by_key(|(index, _)| *index);
-        let args: [DatumWithOid; 6] = [
+        let args: [DatumWithOid; 7] = [
             billed.iter().map(|(_, e)| e.customer_id).collect::<Vec<_>>().into(),
             billed.iter().map(|(_, e)| e.subscription_id).collect::<Vec<_>>().into(),
             billed.iter().map(|(_, e)| e.billable_metric_id).collect::<Vec<_>>().into(),
             billed.iter().map(|(_, e)| micros_to_timestamptz(e.timestamp)).collect::<Vec<_>>().into(),
             billed.iter().map(|(_, e)| e.value.map(from_decimal)).collect::<Vec<_>>().into(),
             billed.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect::<Vec<_>>().into(),
+            billed.iter().map(|(_, e)| e.plan_version_id).collect::<Vec<_>>().into(),
         ];
-        Spi::connect(|_| execute(BILL_IN_ADVANCE_SQL, &args, Planning::Generic, |_| ()));
+        // As the extension's owner, as a foreign key's check runs as the table's owner: the
+        // ingesting role (billing_writer) writes events, not invoices, and may not call the
+        // function itself.
+        owner::as_extension_owner(|| Spi::connect(|_| execute(BILL_IN_ADVANCE_SQL, &args, Planning::Generic, |_| ())));
     }
 
     /// For positions whose key already existed: (position, same payload as stored?).

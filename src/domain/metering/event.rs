@@ -215,6 +215,8 @@ pub struct ValidEvent<J> {
     /// Whether a plan of the subscription charges the metric in advance: the event is then
     /// billed as it is stored.
     pub pay_in_advance: bool,
+    /// The subscription's plan version when it has had only one (no plan changes).
+    pub plan_version_id: Option<i64>,
 }
 
 /// Limits that depend on the session rather than the catalog.
@@ -423,6 +425,10 @@ pub fn validate<J: JsonView>(
             .plan_version_ids
             .iter()
             .any(|version| catalog.in_advance.contains(&(*version, metric.id))),
+        plan_version_id: match subscription.plan_version_ids[..] {
+            [only] => Some(only),
+            _ => None,
+        },
     })
 }
 

@@ -32,7 +32,7 @@ SELECT f.billable_metric_code AS metric, f.units, f.events_count, f.precise_amou
 FROM billing.fees f JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
 WHERE i.invoice_type = 'pay_in_advance';
 CREATE TEMP VIEW state AS
-SELECT m.code AS metric, u.units, u.billed_units, u.events_count, u.billed_amount
+SELECT m.code AS metric, u.units, u.billed_units, u.events_count, u.billed_amount, u.last_units, u.last_amount
 FROM billing.in_advance_usage u JOIN billing.charges c ON c.id = u.charge_id JOIN billing.billable_metrics m ON m.id = c.billable_metric_id;
 
 -- Calls: the first bills price(1) = 1.00 + the 5.00 flat fee = 6.00.
@@ -67,14 +67,55 @@ SELECT units, amount FROM lines WHERE metric = 'calls';
 -- own: 13 calls, price(13) - price(12) = 0.50.
 SELECT status, fees_amount FROM billing.finalize_invoice((SELECT id FROM billing.invoices WHERE invoice_type = 'pay_in_advance'));
 SELECT billing.ingest_event('s1', 'calls', 'c-13', '2024-03-12 10:00+00');
+-- Later transactions of the day join it: 14 calls, 0.50 more.
+SELECT billing.ingest_event('s1', 'calls', 'c-14', '2024-03-12 11:00+00');
 SELECT status, fees_amount FROM billing.invoices WHERE invoice_type = 'pay_in_advance' ORDER BY id;
 
 -- The period's invoice bills the base fee and the arrears tokens (1400 x 0.001 = 1.40), not
--- the charges paid in advance; the commitment counts them: 80.00 - (20.00 + 1.40 + 16.50 +
--- 14.00 + 20.00 = 71.90) = 8.10; total 29.50.
+-- the charges paid in advance; the commitment counts them: 80.00 - (20.00 + 1.40 + 17.00 +
+-- 14.00 + 20.00 = 72.40) = 7.60; total 29.00.
 SELECT fees_amount, total_amount FROM billing.bill_subscription('s1', '2024-04-01 00:00+00');
 SELECT f.fee_type, f.description, f.units, f.amount FROM billing.fees f JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
 WHERE i.invoice_type = 'subscription' ORDER BY f.fee_type, f.description;
+
+-- The ingesting role bills events paid in advance without any right on invoices, and cannot
+-- call the billing function itself (42501).
+CREATE ROLE regress_in_advance_writer IN ROLE billing_writer;
+SET ROLE regress_in_advance_writer;
+SELECT billing.ingest_event('s1', 'calls', 'c-15', '2024-03-12 12:00+00');
+SELECT billing._bill_in_advance('{}', '{}', '{}', '{}', '{}', '{}', '{}');
+RESET ROLE;
+DROP ROLE regress_in_advance_writer;
+SELECT events_count, billed_units FROM state WHERE metric = 'calls';
+
+-- The metric's rounding applies to the mark: GB rounded up; two events of 0.4 GB bill
+-- price(ceil(0.4)) = 1.00, then price(ceil(0.8)) - price(1) = 0.
+SELECT code FROM billing.create_billable_metric('gb', 'Storage', 'sum', 'gb', rounding_function => 'ceil');
+SELECT version FROM billing.create_plan('storage', 'Storage', 'monthly', 0, 'EUR',
+  '[{"billable_metric_code": "gb", "charge_model": "standard", "pay_in_advance": true, "properties": {"amount": "1"}}]');
+SELECT status FROM billing.create_subscription('s-gb', 'acme', 'storage', '2024-03-01 00:00+00');
+SELECT billing.ingest_event('s-gb', 'gb', 'g-1', '2024-03-05 10:00+00', '{"gb": 0.4}'),
+       billing.ingest_event('s-gb', 'gb', 'g-2', '2024-03-05 11:00+00', '{"gb": 0.4}');
+SELECT units, billed_units, billed_amount, last_units, last_amount FROM state WHERE metric = 'gb';
+
+-- A charge paid in advance that is not invoiceable keeps its line and puts nothing on an
+-- invoice; usage thresholds leave charges paid in advance alone (8 calls at 1.00 cross a
+-- 5.00 threshold but are billed already: no progressive invoice).
+SELECT code FROM billing.create_billable_metric('pings', 'Pings', 'count');
+SELECT version FROM billing.create_plan('pings', 'Pings', 'monthly', 0, 'EUR', '[
+  {"billable_metric_code": "pings", "charge_model": "standard", "pay_in_advance": true, "invoiceable": false, "properties": {"amount": "1"}},
+  {"billable_metric_code": "calls", "charge_model": "standard", "pay_in_advance": true, "properties": {"amount": "1"}}]',
+  usage_thresholds => '[{"amount": "5"}]');
+SELECT external_id FROM billing.create_customer('beta', 'Beta', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('s-pings', 'beta', 'pings', '2024-03-01 00:00+00');
+SELECT billing.ingest_event('s-pings', 'pings', 'p-1', '2024-03-05 10:00+00');
+SELECT count(*) AS invoices_for_pings FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id WHERE c.external_id = 'beta';
+SELECT billed_amount FROM state WHERE metric = 'pings';
+SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 's-pings', 'code', 'calls',
+  'transaction_id', 'pc-' || n, 'timestamp', '2024-03-06T10:00:00Z')) FROM generate_series(1, 8) n));
+SELECT invoice_type, fees_amount FROM billing.bill_subscription('s-pings', '2024-03-20 00:00+00');
+SELECT i.invoice_type, i.fees_amount FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id
+WHERE c.external_id = 'beta' ORDER BY i.id;
 
 -- Charges that cannot be paid in advance: 22023, nothing written.
 SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "users", "charge_model": "standard",
