@@ -2647,6 +2647,20 @@ BEGIN
               AND r.day BETWEEN (from_datetime AT TIME ZONE timezone)::date AND (to_datetime AT TIME ZONE timezone)::date);
 END $$;
 
+-- Metric rounding, applied after aggregation and before pricing. (A searched CASE: inlined
+-- into a statement Citus 13.2 sends to its workers, a simple CASE on a constant is sent as
+-- SQL they cannot run.)
+CREATE OR REPLACE FUNCTION billing._round_units(units numeric, rounding_function text, rounding_precision integer) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN rounding_function = 'round' THEN round(units, coalesce(rounding_precision, 0))
+        WHEN rounding_function = 'ceil'
+            THEN ceil(units * power(10::numeric, coalesce(rounding_precision, 0))) / power(10::numeric, coalesce(rounding_precision, 0))
+        WHEN rounding_function = 'floor'
+            THEN floor(units * power(10::numeric, coalesce(rounding_precision, 0))) / power(10::numeric, coalesce(rounding_precision, 0))
+        ELSE units END
+$$;
+
 -- Previews (sql/previews.sql).
 -- Previews and verification. A preview is the invoice a subscription would get, computed by
 -- the billing code itself and rolled back, so that a preview and the invoice the run creates
