@@ -143,6 +143,22 @@ SELECT billing.ingest_event('growth-ai-main', 'images', 'txn-in-rolled-back-orde
 ROLLBACK;
 SELECT count(*) AS stored FROM billing.events WHERE transaction_id = 'txn-in-rolled-back-order';
 
+\echo '== Paid as it happens: a studio buys image generations billed as each is ingested (a charge paid in advance)'
+-- Graduated: the first 100 images at 0.04 plus a 5.00 setup fee with the first one, then 0.02.
+SELECT version FROM billing.create_plan('ai-images', 'AI Images', 'monthly', 0, 'USD', '[
+  {"billable_metric_code": "images", "charge_model": "graduated", "pay_in_advance": true, "properties": {"graduated_ranges": [
+      {"from_value": 0, "to_value": 100, "per_unit_amount": "0.04", "flat_amount": "5"},
+      {"from_value": 101, "to_value": null, "per_unit_amount": "0.02", "flat_amount": "0"}]}}]');
+SELECT external_id FROM billing.create_customer('pixel-studio', 'Pixel Studio', 'USD', 'America/New_York');
+SELECT status FROM billing.create_subscription('pixel-studio-main', 'pixel-studio', 'ai-images', :'month_start');
+-- One image: 0.04 + 5.00; 149 more: 99 x 0.04 + 50 x 0.02 = 4.96; 150 images, 10.00 in all.
+SELECT billing.ingest_event('pixel-studio-main', 'images', 'img-1', now()) AS first_image;
+SELECT count(*) AS more_images FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object(
+  'external_subscription_id', 'pixel-studio-main', 'code', 'images', 'transaction_id', 'img-' || n)) FROM generate_series(2, 150) n));
+SELECT i.invoice_type, i.status, f.units, f.events_count, f.amount
+FROM billing.invoices i JOIN billing.fees f ON f.customer_id = i.customer_id AND f.invoice_id = i.id
+JOIN billing.customers c ON c.id = i.customer_id WHERE c.external_id = 'pixel-studio';
+
 \echo
 \echo '== The billing cycle: the month closes and the procedure pg_cron runs (billing.schedule()) bills it'
 -- Give the issuer a 2-day grace period, so the invoice stays a draft that late events can
