@@ -24,12 +24,14 @@ CREATE TABLE billing.in_advance_usage (
     -- What the latest event raised the mark by, and billed.
     last_units numeric NOT NULL,
     last_amount numeric NOT NULL,
+    -- For the charge models priced per event (percentage, dynamic): the values billed so far,
+    -- in the order they were billed; NULL for the others.
+    billed_values numeric[],
     PRIMARY KEY (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from)
 );
 
--- The charge models and aggregations billed at ingestion: a model priced on the period's
--- units (never per event), a metric whose units add up event by event.
-CREATE FUNCTION billing._check_pay_in_advance(charge_index integer, metric billing.billable_metrics, model text) RETURNS void
+-- The metrics billed at ingestion: those whose units add up event by event.
+CREATE FUNCTION billing._check_pay_in_advance(charge_index integer, metric billing.billable_metrics) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 #variable_conflict use_variable
 BEGIN
@@ -38,10 +40,6 @@ BEGIN
                                         CASE WHEN metric.recurring THEN 'recurring ' ELSE '' END, metric.aggregation),
             format('got "pay_in_advance": true for metric "%s"', metric.code),
             'charges paid in advance bill count and sum metrics that reset every period; bill this one in arrears');
-    ELSIF model NOT IN ('standard', 'graduated', 'graduated_percentage', 'package', 'volume') THEN
-        PERFORM billing._invalid(format('charges[%s] cannot be paid in advance with charge_model %s', charge_index, model),
-            format('got "pay_in_advance": true and charge_model %s', model),
-            'charges paid in advance use the standard, graduated, graduated_percentage, package or volume model; bill this one in arrears');
     END IF;
 END $$;
 
@@ -92,7 +90,7 @@ END $$;
 -- each other instead of deadlocking.
 CREATE FUNCTION billing._bill_in_advance(
     customer_ids bigint[], subscription_ids bigint[], metric_ids bigint[], instants timestamptz[], event_values numeric[], dims jsonb[],
-    plan_version_ids bigint[]
+    plan_version_ids bigint[], amounts_cents numeric[]
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -117,10 +115,11 @@ DECLARE
     grouped jsonb;
     line billing.in_advance_usage;
     delta numeric;
+    priced numeric;
 BEGIN
     FOR ev IN
-        SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims, plan_version_ids) WITH ORDINALITY
-                        AS e(customer_id, subscription_id, metric_id, at, value, dims, plan_version_id, n)
+        SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims, plan_version_ids, amounts_cents)
+                        WITH ORDINALITY AS e(customer_id, subscription_id, metric_id, at, value, dims, plan_version_id, amount_cents, n)
         ORDER BY e.customer_id, e.subscription_id, e.n
     LOOP
         IF sub.id IS DISTINCT FROM ev.subscription_id OR sub.customer_id IS DISTINCT FROM ev.customer_id THEN
@@ -173,31 +172,52 @@ BEGIN
             grouped := CASE WHEN cardinality(ch.pricing_group_keys) = 0 THEN '{}'::jsonb
                             ELSE (SELECT g.grouped_by FROM billing._group_of(ch.pricing_group_keys, coalesce(ev.dims, '{}')) g) END;
             delta := coalesce(ev.value, 1);
-            -- The line's new mark and what it bills, in one statement that waits for (and then
-            -- sees) a concurrent event of the line: price(mark after) - price(mark before),
-            -- each mark rounded as the metric rounds units; the line's first event with the
-            -- price of 0 units (a first tier's flat fee); a fall in price (volume tiers) bills
-            -- nothing, never a refund.
-            INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
-                                                      units, billed_units, events_count, billed_amount, last_units, last_amount)
-            VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, delta, greatest(delta, 0), 1,
-                    billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
-                    trim_scale(billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
-                    billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)))
-            ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO UPDATE
-            SET units = u.units + excluded.units, billed_units = greatest(u.billed_units, u.units + excluded.units),
-                events_count = u.events_count + 1,
-                last_units = trim_scale(billing._round_units(greatest(u.billed_units, u.units + excluded.units), ch.rounding_function,
-                                                             ch.rounding_precision)
-                                        - billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)),
-                last_amount = greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
-                                                                                      ch.rounding_function, ch.rounding_precision))
-                                       - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0),
-                billed_amount = u.billed_amount
-                                + greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
+            IF ch.model IN ('percentage', 'dynamic') THEN
+                -- Priced per event: amount(the values billed so far and this one) - amount(the
+                -- values billed so far), a negative difference billing nothing.
+                priced := CASE ch.model WHEN 'dynamic' THEN coalesce(ev.amount_cents, 0) ELSE delta END;
+                INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
+                                                          units, billed_units, events_count, billed_amount, last_units, last_amount,
+                                                          billed_values)
+                VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, delta, delta, 1,
+                        greatest(billing.amount(line_price, ARRAY[priced], cust.currency), 0), delta,
+                        greatest(billing.amount(line_price, ARRAY[priced], cust.currency), 0), ARRAY[priced])
+                ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO UPDATE
+                SET units = u.units + excluded.units, billed_units = u.units + excluded.units, events_count = u.events_count + 1,
+                    last_units = excluded.units,
+                    last_amount = greatest(billing.amount(line_price, u.billed_values || excluded.billed_values, cust.currency)
+                                           - billing.amount(line_price, u.billed_values, cust.currency), 0),
+                    billed_amount = u.billed_amount + greatest(billing.amount(line_price, u.billed_values || excluded.billed_values, cust.currency)
+                                                               - billing.amount(line_price, u.billed_values, cust.currency), 0),
+                    billed_values = u.billed_values || excluded.billed_values
+                RETURNING u.* INTO line;
+            ELSE
+                -- The line's new mark and what it bills, in one statement that waits for (and then
+                -- sees) a concurrent event of the line: price(mark after) - price(mark before),
+                -- each mark rounded as the metric rounds units; the line's first event with the
+                -- price of 0 units (a first tier's flat fee); a fall in price (volume tiers) bills
+                -- nothing, never a refund.
+                INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
+                                                          units, billed_units, events_count, billed_amount, last_units, last_amount)
+                VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, delta, greatest(delta, 0), 1,
+                        billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
+                        trim_scale(billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
+                        billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)))
+                ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO UPDATE
+                SET units = u.units + excluded.units, billed_units = greatest(u.billed_units, u.units + excluded.units),
+                    events_count = u.events_count + 1,
+                    last_units = trim_scale(billing._round_units(greatest(u.billed_units, u.units + excluded.units), ch.rounding_function,
+                                                                 ch.rounding_precision)
+                                            - billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)),
+                    last_amount = greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
                                                                                           ch.rounding_function, ch.rounding_precision))
-                                           - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0)
-            RETURNING u.* INTO line;
+                                           - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0),
+                    billed_amount = u.billed_amount
+                                    + greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
+                                                                                              ch.rounding_function, ch.rounding_precision))
+                                               - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0)
+                RETURNING u.* INTO line;
+            END IF;
             -- A charge that is not invoiceable keeps its line (billed_amount) and no fee.
             CONTINUE WHEN NOT ch.invoiceable;
             INSERT INTO billing.fees AS fe (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
@@ -226,9 +246,9 @@ BEGIN
     END LOOP;
 END $$;
 
-REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text),
+REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics),
     billing._in_advance_invoice(billing.subscriptions, billing.customers),
-    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[]) FROM PUBLIC;
+    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the table belongs to the extension).
 SELECT pg_catalog.pg_extension_config_dump('billing.in_advance_usage', '');

@@ -2365,12 +2365,14 @@ CREATE TABLE billing.in_advance_usage (
     -- What the latest event raised the mark by, and billed.
     last_units numeric NOT NULL,
     last_amount numeric NOT NULL,
+    -- For the charge models priced per event (percentage, dynamic): the values billed so far,
+    -- in the order they were billed; NULL for the others.
+    billed_values numeric[],
     PRIMARY KEY (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from)
 );
 
--- The charge models and aggregations billed at ingestion: a model priced on the period's
--- units (never per event), a metric whose units add up event by event.
-CREATE FUNCTION billing._check_pay_in_advance(charge_index integer, metric billing.billable_metrics, model text) RETURNS void
+-- The metrics billed at ingestion: those whose units add up event by event.
+CREATE FUNCTION billing._check_pay_in_advance(charge_index integer, metric billing.billable_metrics) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 #variable_conflict use_variable
 BEGIN
@@ -2379,10 +2381,6 @@ BEGIN
                                         CASE WHEN metric.recurring THEN 'recurring ' ELSE '' END, metric.aggregation),
             format('got "pay_in_advance": true for metric "%s"', metric.code),
             'charges paid in advance bill count and sum metrics that reset every period; bill this one in arrears');
-    ELSIF model NOT IN ('standard', 'graduated', 'graduated_percentage', 'package', 'volume') THEN
-        PERFORM billing._invalid(format('charges[%s] cannot be paid in advance with charge_model %s', charge_index, model),
-            format('got "pay_in_advance": true and charge_model %s', model),
-            'charges paid in advance use the standard, graduated, graduated_percentage, package or volume model; bill this one in arrears');
     END IF;
 END $$;
 
@@ -2433,7 +2431,7 @@ END $$;
 -- each other instead of deadlocking.
 CREATE FUNCTION billing._bill_in_advance(
     customer_ids bigint[], subscription_ids bigint[], metric_ids bigint[], instants timestamptz[], event_values numeric[], dims jsonb[],
-    plan_version_ids bigint[]
+    plan_version_ids bigint[], amounts_cents numeric[]
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -2458,10 +2456,11 @@ DECLARE
     grouped jsonb;
     line billing.in_advance_usage;
     delta numeric;
+    priced numeric;
 BEGIN
     FOR ev IN
-        SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims, plan_version_ids) WITH ORDINALITY
-                        AS e(customer_id, subscription_id, metric_id, at, value, dims, plan_version_id, n)
+        SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims, plan_version_ids, amounts_cents)
+                        WITH ORDINALITY AS e(customer_id, subscription_id, metric_id, at, value, dims, plan_version_id, amount_cents, n)
         ORDER BY e.customer_id, e.subscription_id, e.n
     LOOP
         IF sub.id IS DISTINCT FROM ev.subscription_id OR sub.customer_id IS DISTINCT FROM ev.customer_id THEN
@@ -2514,31 +2513,52 @@ BEGIN
             grouped := CASE WHEN cardinality(ch.pricing_group_keys) = 0 THEN '{}'::jsonb
                             ELSE (SELECT g.grouped_by FROM billing._group_of(ch.pricing_group_keys, coalesce(ev.dims, '{}')) g) END;
             delta := coalesce(ev.value, 1);
-            -- The line's new mark and what it bills, in one statement that waits for (and then
-            -- sees) a concurrent event of the line: price(mark after) - price(mark before),
-            -- each mark rounded as the metric rounds units; the line's first event with the
-            -- price of 0 units (a first tier's flat fee); a fall in price (volume tiers) bills
-            -- nothing, never a refund.
-            INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
-                                                      units, billed_units, events_count, billed_amount, last_units, last_amount)
-            VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, delta, greatest(delta, 0), 1,
-                    billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
-                    trim_scale(billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
-                    billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)))
-            ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO UPDATE
-            SET units = u.units + excluded.units, billed_units = greatest(u.billed_units, u.units + excluded.units),
-                events_count = u.events_count + 1,
-                last_units = trim_scale(billing._round_units(greatest(u.billed_units, u.units + excluded.units), ch.rounding_function,
-                                                             ch.rounding_precision)
-                                        - billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)),
-                last_amount = greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
-                                                                                      ch.rounding_function, ch.rounding_precision))
-                                       - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0),
-                billed_amount = u.billed_amount
-                                + greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
+            IF ch.model IN ('percentage', 'dynamic') THEN
+                -- Priced per event: amount(the values billed so far and this one) - amount(the
+                -- values billed so far), a negative difference billing nothing.
+                priced := CASE ch.model WHEN 'dynamic' THEN coalesce(ev.amount_cents, 0) ELSE delta END;
+                INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
+                                                          units, billed_units, events_count, billed_amount, last_units, last_amount,
+                                                          billed_values)
+                VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, delta, delta, 1,
+                        greatest(billing.amount(line_price, ARRAY[priced], cust.currency), 0), delta,
+                        greatest(billing.amount(line_price, ARRAY[priced], cust.currency), 0), ARRAY[priced])
+                ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO UPDATE
+                SET units = u.units + excluded.units, billed_units = u.units + excluded.units, events_count = u.events_count + 1,
+                    last_units = excluded.units,
+                    last_amount = greatest(billing.amount(line_price, u.billed_values || excluded.billed_values, cust.currency)
+                                           - billing.amount(line_price, u.billed_values, cust.currency), 0),
+                    billed_amount = u.billed_amount + greatest(billing.amount(line_price, u.billed_values || excluded.billed_values, cust.currency)
+                                                               - billing.amount(line_price, u.billed_values, cust.currency), 0),
+                    billed_values = u.billed_values || excluded.billed_values
+                RETURNING u.* INTO line;
+            ELSE
+                -- The line's new mark and what it bills, in one statement that waits for (and then
+                -- sees) a concurrent event of the line: price(mark after) - price(mark before),
+                -- each mark rounded as the metric rounds units; the line's first event with the
+                -- price of 0 units (a first tier's flat fee); a fall in price (volume tiers) bills
+                -- nothing, never a refund.
+                INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
+                                                          units, billed_units, events_count, billed_amount, last_units, last_amount)
+                VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, delta, greatest(delta, 0), 1,
+                        billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
+                        trim_scale(billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
+                        billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)))
+                ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO UPDATE
+                SET units = u.units + excluded.units, billed_units = greatest(u.billed_units, u.units + excluded.units),
+                    events_count = u.events_count + 1,
+                    last_units = trim_scale(billing._round_units(greatest(u.billed_units, u.units + excluded.units), ch.rounding_function,
+                                                                 ch.rounding_precision)
+                                            - billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)),
+                    last_amount = greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
                                                                                           ch.rounding_function, ch.rounding_precision))
-                                           - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0)
-            RETURNING u.* INTO line;
+                                           - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0),
+                    billed_amount = u.billed_amount
+                                    + greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
+                                                                                              ch.rounding_function, ch.rounding_precision))
+                                               - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0)
+                RETURNING u.* INTO line;
+            END IF;
             -- A charge that is not invoiceable keeps its line (billed_amount) and no fee.
             CONTINUE WHEN NOT ch.invoiceable;
             INSERT INTO billing.fees AS fe (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
@@ -2567,9 +2587,9 @@ BEGIN
     END LOOP;
 END $$;
 
-REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text),
+REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics),
     billing._in_advance_invoice(billing.subscriptions, billing.customers),
-    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[]) FROM PUBLIC;
+    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) FROM PUBLIC;
 
 -- pg_dump keeps the rows (the table belongs to the extension).
 SELECT pg_catalog.pg_extension_config_dump('billing.in_advance_usage', '');
@@ -3009,7 +3029,7 @@ BEGIN
                                             coalesce((charge ->> 'pay_in_advance')::boolean, false));
         END IF;
         IF coalesce((charge ->> 'pay_in_advance')::boolean, false) THEN
-            PERFORM billing._check_pay_in_advance(charge_index, metric, charge ->> 'charge_model');
+            PERFORM billing._check_pay_in_advance(charge_index, metric);
         END IF;
         IF jsonb_typeof(charge -> 'min_amount') = 'number' THEN
             PERFORM billing._invalid(format('charges[%s].min_amount must be a decimal string', charge_index),
@@ -3596,8 +3616,8 @@ GRANT EXECUTE ON FUNCTION billing._customer(text), billing._plan_version(text), 
     billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz, text),
     billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz),
     billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz),
-    billing._check_pay_in_advance(integer, billing.billable_metrics, text), billing._in_advance_invoice(billing.subscriptions, billing.customers),
-    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[]) TO billing_admin;
+    billing._check_pay_in_advance(integer, billing.billable_metrics), billing._in_advance_invoice(billing.subscriptions, billing.customers),
+    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) TO billing_admin;
 
 COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds, subscription_fixed_charge_units and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the fixed charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices, and to their taxes (55000).';
@@ -3683,7 +3703,7 @@ COMMENT ON FUNCTION billing._note_plan_versions(billing.subscriptions) IS 'Priva
 COMMENT ON FUNCTION billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz) IS 'Private: bills the periods of one plan of a subscription for the time it was in force (through the day before a change), on the invoices of their billing instants.';
 COMMENT ON VIEW billing_bi.plan_changes IS 'One row per plan change: subscription, customer, upgrade or downgrade, the plans and versions on both sides, the instant it takes effect, pending or effective.';
 COMMENT ON FUNCTION billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz) IS 'Private: the credit notes for the unused days of plans paid in advance that ended early by as_of (upgrades, a termination); once per fee.';
-COMMENT ON TABLE billing.in_advance_usage IS 'Charges paid in advance: per subscription, charge, filter (0: the default bucket), pricing group and period, the units so far, the high-water mark billed, the events, the amount billed, and what the latest event raised the mark by and billed; its row lock orders concurrent events of one line.';
-COMMENT ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text) IS 'Private: raises 22023 unless a charge paid in advance prices a count or sum metric that resets every period with the standard, graduated, graduated_percentage, package or volume model.';
+COMMENT ON TABLE billing.in_advance_usage IS 'Charges paid in advance: per subscription, charge, filter (0: the default bucket), pricing group and period, the units so far, the high-water mark billed, the events, the amount billed, what the latest event raised the mark by and billed, and (models priced per event) the values billed; its row lock orders concurrent events of one line.';
+COMMENT ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics) IS 'Private: raises 22023 unless a charge paid in advance prices a count or sum metric that resets every period.';
 COMMENT ON FUNCTION billing._in_advance_invoice(billing.subscriptions, billing.customers) IS 'Private: the subscription''s draft pay_in_advance invoice of the current customer-local day (billed at its end; after that one was finalized, one of the instant it is needed), locked, created if needed, and whether it was.';
-COMMENT ON FUNCTION billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[]) IS 'Private: called by ingestion, as the extension''s owner, for the events just stored of charges paid in advance (with the plan version when the subscription has one): each bills price(high-water mark after) - price(before) on its subscription''s day invoice.';
+COMMENT ON FUNCTION billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) IS 'Private: called by ingestion, as the extension''s owner, for the events just stored of charges paid in advance (with the plan version when the subscription has one): each bills price(high-water mark after) - price(before) on its subscription''s day invoice.';

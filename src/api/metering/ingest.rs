@@ -155,7 +155,7 @@ const REJECT_SQL: &str = include_str!("../../../sql/ingest_reject.sql");
 /// Bills events of charges paid in advance: one array per column (dimensions as JSON text).
 const BILL_IN_ADVANCE_SQL: &str =
     "SELECT billing._bill_in_advance($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[],
-                                   $5::numeric[], $6::text[]::jsonb[], $7::bigint[])";
+                                   $5::numeric[], $6::text[]::jsonb[], $7::bigint[], $8::numeric[])";
 
 pub static FUTURE_MARGIN_SECONDS: pgrx::GucSetting<i32> = pgrx::GucSetting::<i32>::new(86_400);
 
@@ -468,7 +468,7 @@ impl<'a> NewEvents<'a> {
             return;
         }
         billed.sort_unstable_by_key(|(index, _)| *index);
-        let args: [DatumWithOid; 7] = [
+        let args: [DatumWithOid; 8] = [
             billed.iter().map(|(_, e)| e.customer_id).collect::<Vec<_>>().into(),
             billed.iter().map(|(_, e)| e.subscription_id).collect::<Vec<_>>().into(),
             billed.iter().map(|(_, e)| e.billable_metric_id).collect::<Vec<_>>().into(),
@@ -476,6 +476,7 @@ impl<'a> NewEvents<'a> {
             billed.iter().map(|(_, e)| e.value.map(from_decimal)).collect::<Vec<_>>().into(),
             billed.iter().map(|(_, e)| e.dims.as_ref().map(|d| d.to_string())).collect::<Vec<_>>().into(),
             billed.iter().map(|(_, e)| e.plan_version_id).collect::<Vec<_>>().into(),
+            billed.iter().map(|(_, e)| e.precise_total_amount_cents.map(from_decimal)).collect::<Vec<_>>().into(),
         ];
         // As the extension's owner, as a foreign key's check runs as the table's owner: the
         // ingesting role (billing_writer) writes events, not invoices, and may not call the

@@ -83,7 +83,7 @@ WHERE i.invoice_type = 'subscription' ORDER BY f.fee_type, f.description;
 CREATE ROLE regress_in_advance_writer IN ROLE billing_writer;
 SET ROLE regress_in_advance_writer;
 SELECT billing.ingest_event('s1', 'calls', 'c-15', '2024-03-12 12:00+00');
-SELECT billing._bill_in_advance('{}', '{}', '{}', '{}', '{}', '{}', '{}');
+SELECT billing._bill_in_advance('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
 RESET ROLE;
 DROP ROLE regress_in_advance_writer;
 SELECT events_count, billed_units FROM state WHERE metric = 'calls';
@@ -120,8 +120,29 @@ WHERE c.external_id = 'beta' ORDER BY i.id;
 -- Charges that cannot be paid in advance: 22023, nothing written.
 SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "users", "charge_model": "standard",
   "pay_in_advance": true, "properties": {"amount": "1"}}]');
-SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "calls", "charge_model": "percentage",
-  "pay_in_advance": true, "properties": {"rate": "1"}}]');
+SELECT code FROM billing.create_billable_metric('disk', 'Disk', 'sum', 'gb', recurring => true);
+SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "disk", "charge_model": "standard",
+  "pay_in_advance": true, "properties": {"amount": "1"}}]');
 SELECT count(*) AS bad_plans FROM billing.plans WHERE code = 'bad';
+
+-- Priced per event: payments at 2.9 % + 0.30 with the first event free: 100 bills amount([100])
+-- = 0; 50 bills amount([100, 50]) - 0 = (150 - 100) x 2.9 % + 0.30 = 1.75; 200 bills
+-- (350 - 100) x 2.9 % + 2 x 0.30 - 1.75 = 7.85 - 1.75 = 6.10. Spend priced by each event's own
+-- amount (dynamic): 1234 and 66 cents, 12.34 + 0.66 = 13.00.
+SELECT code FROM billing.create_billable_metric('payments', 'Payments', 'sum', 'amount');
+SELECT code FROM billing.create_billable_metric('spend', 'Spend', 'sum', 'amount');
+SELECT version FROM billing.create_plan('fintech', 'Fintech', 'monthly', 0, 'EUR', '[
+  {"billable_metric_code": "payments", "charge_model": "percentage", "pay_in_advance": true,
+   "properties": {"rate": "2.9", "fixed_amount": "0.30", "free_units_per_events": 1}},
+  {"billable_metric_code": "spend", "charge_model": "dynamic", "pay_in_advance": true, "properties": {}}]');
+SELECT status FROM billing.create_subscription('s-fin', 'beta', 'fintech', '2024-03-01 00:00+00');
+SELECT billing.ingest_event('s-fin', 'payments', 'pay-1', '2024-03-05 10:00+00', '{"amount": 100}'),
+       billing.ingest_event('s-fin', 'payments', 'pay-2', '2024-03-05 11:00+00', '{"amount": 50}'),
+       billing.ingest_event('s-fin', 'payments', 'pay-3', '2024-03-05 12:00+00', '{"amount": 200}'),
+       billing.ingest_event('s-fin', 'spend', 'sp-1', '2024-03-05 12:00+00', '{"amount": 12.34}', 1234),
+       billing.ingest_event('s-fin', 'spend', 'sp-2', '2024-03-05 13:00+00', '{"amount": 0.66}', 66);
+SELECT metric, units, events_count, billed_amount, last_amount FROM state WHERE metric IN ('payments', 'spend') ORDER BY metric;
+SELECT f.billable_metric_code, f.units, f.events_count, f.amount FROM billing.fees f JOIN billing.subscriptions s
+  ON s.customer_id = f.customer_id AND s.id = f.subscription_id WHERE s.external_id = 's-fin' ORDER BY 1;
 
 \i tests/pg_regress/invariant.sql
