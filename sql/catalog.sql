@@ -372,7 +372,7 @@ BEGIN
                                             coalesce((charge ->> 'pay_in_advance')::boolean, false));
         END IF;
         IF coalesce((charge ->> 'pay_in_advance')::boolean, false) THEN
-            PERFORM billing._check_pay_in_advance(charge_index, metric);
+            PERFORM billing._check_pay_in_advance(charge_index, metric, charge ->> 'charge_model');
         END IF;
         IF jsonb_typeof(charge -> 'min_amount') = 'number' THEN
             PERFORM billing._invalid(format('charges[%s].min_amount must be a decimal string', charge_index),

@@ -525,6 +525,7 @@ DECLARE
     committed numeric;
     missing numeric;
     advance_fixed_charges boolean;
+    recurring_in_advance boolean;
 BEGIN
     billed_sub.plan_version_id := plan_version_id;
     SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = plan_version_id;
@@ -532,6 +533,8 @@ BEGIN
     -- The trial runs from the subscription's first start, whatever plan it is on now.
     trial_end := CASE WHEN plan.trial_days > 0 THEN coalesce(sub.started_at, sub.subscription_at) + plan.trial_days * interval '1 day' END;
     advance_fixed_charges := EXISTS (SELECT 1 FROM billing.fixed_charges fc WHERE fc.plan_version_id = plan.id AND fc.pay_in_advance);
+    recurring_in_advance := EXISTS (SELECT 1 FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+                                    WHERE c.plan_version_id = plan.id AND c.pay_in_advance AND m.recurring);
     start_day := (starts AT TIME ZONE tz)::date;
     paid_from_day := greatest(start_day, (trial_end AT TIME ZONE tz)::date);
     -- Instants up to the last one billed are done: start from the period holding it.
@@ -551,7 +554,10 @@ BEGIN
         -- In advance: the base fee and the fixed charges paid in advance when the period starts
         -- (or the plan, or the trial ends), for the days from then to the period's end.
         at := greatest(billed_from, trial_end);
-        IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges) AND at <= period_to AND at < ends AND at <= as_of
+        IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges
+            OR (recurring_in_advance AND billing._bill_carried_in_advance(billed_sub, cust, NULL, billed_from, at, p.from_date, p.to_date,
+                                                                          billed_to)))
+           AND at <= period_to AND at < ends AND at <= as_of
            AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
             invoice_id := billing._invoice_at(sub, cust, at);
             RETURN NEXT invoice_id;
@@ -562,6 +568,10 @@ BEGIN
             END IF;
             PERFORM billing._add_fixed_charge_fees(billed_sub, cust, invoice_id, true, p.from_date, p.to_date, greatest(period_from, at),
                                                    period_to, period_key);
+            -- Recurring charges paid in advance: the units carried into the period.
+            IF recurring_in_advance THEN
+                PERFORM billing._bill_carried_in_advance(billed_sub, cust, invoice_id, billed_from, at, p.from_date, p.to_date, billed_to);
+            END IF;
         END IF;
 
         -- At the period's close (or the plan's end): arrears base fee, usage, minimums.

@@ -2093,6 +2093,7 @@ DECLARE
     committed numeric;
     missing numeric;
     advance_fixed_charges boolean;
+    recurring_in_advance boolean;
 BEGIN
     billed_sub.plan_version_id := plan_version_id;
     SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = plan_version_id;
@@ -2100,6 +2101,8 @@ BEGIN
     -- The trial runs from the subscription's first start, whatever plan it is on now.
     trial_end := CASE WHEN plan.trial_days > 0 THEN coalesce(sub.started_at, sub.subscription_at) + plan.trial_days * interval '1 day' END;
     advance_fixed_charges := EXISTS (SELECT 1 FROM billing.fixed_charges fc WHERE fc.plan_version_id = plan.id AND fc.pay_in_advance);
+    recurring_in_advance := EXISTS (SELECT 1 FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+                                    WHERE c.plan_version_id = plan.id AND c.pay_in_advance AND m.recurring);
     start_day := (starts AT TIME ZONE tz)::date;
     paid_from_day := greatest(start_day, (trial_end AT TIME ZONE tz)::date);
     -- Instants up to the last one billed are done: start from the period holding it.
@@ -2119,7 +2122,10 @@ BEGIN
         -- In advance: the base fee and the fixed charges paid in advance when the period starts
         -- (or the plan, or the trial ends), for the days from then to the period's end.
         at := greatest(billed_from, trial_end);
-        IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges) AND at <= period_to AND at < ends AND at <= as_of
+        IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges
+            OR (recurring_in_advance AND billing._bill_carried_in_advance(billed_sub, cust, NULL, billed_from, at, p.from_date, p.to_date,
+                                                                          billed_to)))
+           AND at <= period_to AND at < ends AND at <= as_of
            AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
             invoice_id := billing._invoice_at(sub, cust, at);
             RETURN NEXT invoice_id;
@@ -2130,6 +2136,10 @@ BEGIN
             END IF;
             PERFORM billing._add_fixed_charge_fees(billed_sub, cust, invoice_id, true, p.from_date, p.to_date, greatest(period_from, at),
                                                    period_to, period_key);
+            -- Recurring charges paid in advance: the units carried into the period.
+            IF recurring_in_advance THEN
+                PERFORM billing._bill_carried_in_advance(billed_sub, cust, invoice_id, billed_from, at, p.from_date, p.to_date, billed_to);
+            END IF;
         END IF;
 
         -- At the period's close (or the plan's end): arrears base fee, usage, minimums.
@@ -2371,16 +2381,22 @@ CREATE TABLE billing.in_advance_usage (
     PRIMARY KEY (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from)
 );
 
--- The metrics billed at ingestion: those whose units add up event by event.
-CREATE FUNCTION billing._check_pay_in_advance(charge_index integer, metric billing.billable_metrics) RETURNS void
+-- The charges billed at ingestion: count and sum metrics, whose units add up event by event; a
+-- recurring sum priced on its units (not per event).
+CREATE FUNCTION billing._check_pay_in_advance(charge_index integer, metric billing.billable_metrics, model text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 #variable_conflict use_variable
 BEGIN
-    IF metric.aggregation NOT IN ('count', 'sum') OR metric.recurring THEN
+    IF metric.aggregation NOT IN ('count', 'sum') THEN
         PERFORM billing._invalid(format('charges[%s] cannot be paid in advance: metric "%s" is a %s%s metric', charge_index, metric.code,
                                         CASE WHEN metric.recurring THEN 'recurring ' ELSE '' END, metric.aggregation),
             format('got "pay_in_advance": true for metric "%s"', metric.code),
-            'charges paid in advance bill count and sum metrics that reset every period; bill this one in arrears');
+            'charges paid in advance bill count and sum metrics; bill this one in arrears');
+    ELSIF metric.recurring AND model IN ('percentage', 'dynamic') THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be paid in advance with charge_model %s on the recurring metric "%s"',
+                                        charge_index, model, metric.code),
+            format('got "pay_in_advance": true, charge_model %s and a recurring metric', model),
+            'a recurring charge paid in advance is priced on its units: use standard, graduated, graduated_percentage, package or volume');
     END IF;
 END $$;
 
@@ -2424,6 +2440,87 @@ BEGIN
                            format('subscription %s', sub.external_id), 'retry the transaction');
 END $$;
 
+-- A recurring charge's units carried into an instant (everything before it), per filter and
+-- pricing group: the units a period of a charge paid in advance starts from.
+CREATE FUNCTION billing._carried_units(sub billing.subscriptions, cust billing.customers, charge_id bigint, before timestamptz)
+RETURNS TABLE (filter_id bigint, grouped_by jsonb, units numeric)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    ch billing.charges;
+    metric billing.billable_metrics;
+    filtered boolean;
+    dims_list jsonb[];
+    units_list numeric[];
+BEGIN
+    SELECT * INTO ch FROM billing.charges c WHERE c.id = charge_id;
+    SELECT * INTO metric FROM billing.billable_metrics m WHERE m.id = ch.billable_metric_id;
+    filtered := EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = ch.id);
+    -- (Read apart from the grouping below: on Citus a query may not both read a distributed
+    -- table and call a function that reads one.)
+    SELECT array_agg(x.dims), array_agg(x.units) INTO dims_list, units_list
+    FROM billing._metric_units(sub.customer_id, sub.id, metric, before, before - interval '1 microsecond', cust.timezone) x;
+    RETURN QUERY
+    SELECT CASE WHEN filtered THEN billing._charge_filter(ch.id, u.dims) END, g.grouped_by, sum(u.units)
+    FROM unnest(dims_list, units_list) u(dims, units)
+    CROSS JOIN LATERAL billing._group_of(ch.pricing_group_keys, u.dims) g
+    GROUP BY 1, 2;
+END $$;
+
+-- At the start of a period (or of a plan), the recurring charges paid in advance bill the
+-- units carried in: their price for the period, for the days from `at` to its end when
+-- prorated (the full period at a renewal), on the invoice of that instant; each line of the
+-- period starts from those units, so that its events bill only what they add. Returns
+-- whether there was anything to bill (with invoice_id NULL, only says so).
+CREATE FUNCTION billing._bill_carried_in_advance(
+    sub billing.subscriptions, cust billing.customers, invoice_id bigint, window_from timestamptz, at timestamptz,
+    from_day date, to_day date, period_to timestamptz
+) RETURNS boolean
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    ch record;
+    carried record;
+    filter billing.charge_filters;
+    units numeric;
+    amount numeric;
+    billed boolean := false;
+BEGIN
+    FOR ch IN
+        SELECT c.id, c.price, c.prorated, c.invoiceable, m.code AS metric_code, m.name, m.rounding_function::text AS rounding_function,
+               m.rounding_precision
+        FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
+        WHERE c.plan_version_id = sub.plan_version_id AND c.pay_in_advance AND m.recurring
+        ORDER BY c.position
+    LOOP
+        FOR carried IN SELECT * FROM billing._carried_units(sub, cust, ch.id, window_from) c WHERE c.units > 0 LOOP
+            billed := true;
+            CONTINUE WHEN invoice_id IS NULL;
+            filter := NULL;
+            SELECT * INTO filter FROM billing.charge_filters cf WHERE cf.id = carried.filter_id;
+            units := trim_scale(billing._round_units(carried.units, ch.rounding_function, ch.rounding_precision));
+            amount := billing.amount(coalesce(filter.price, ch.price)::billing.price, units)
+                      * CASE WHEN ch.prorated THEN (to_day - (at AT TIME ZONE cust.timezone)::date + 1)::numeric / (to_day - from_day + 1)
+                             ELSE 1 END;
+            INSERT INTO billing.in_advance_usage (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
+                                                  units, billed_units, events_count, billed_amount, last_units, last_amount)
+            VALUES (sub.customer_id, sub.id, ch.id, coalesce(carried.filter_id, 0), carried.grouped_by, window_from,
+                    carried.units, carried.units, 0, 0, 0, 0)
+            ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO NOTHING;
+            CONTINUE WHEN NOT ch.invoiceable;
+            INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
+                                      billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
+                                      precise_unit_amount, precise_amount, amount, invoiceable, from_datetime, to_datetime)
+            VALUES (sub.customer_id, invoice_id, sub.id, 'charge',
+                    billing._usage_fee_key('in_advance', ch.id, carried.filter_id, carried.grouped_by, window_from, at),
+                    ch.id, carried.filter_id, ch.metric_code, ch.price ->> 'charge_model', filter."values", nullif(carried.grouped_by, '{}'::jsonb),
+                    coalesce(filter.invoice_display_name, ch.name), units, 0, CASE WHEN units = 0 THEN 0 ELSE amount / units END,
+                    amount, billing.round_money(amount, cust.currency), true, window_from, period_to);
+        END LOOP;
+    END LOOP;
+    RETURN billed;
+END $$;
+
 -- Bills the pay-in-advance charges of events just stored (one array element per event, in
 -- ingestion order: their customer, subscription, metric, instant, value and dimensions),
 -- called by ingestion when a batch holds events of such charges. Subscriptions in key order,
@@ -2457,6 +2554,8 @@ DECLARE
     line billing.in_advance_usage;
     delta numeric;
     priced numeric;
+    carried numeric;
+    share numeric;
 BEGIN
     FOR ev IN
         SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims, plan_version_ids, amounts_cents)
@@ -2488,6 +2587,7 @@ BEGIN
                            coalesce(sub.terminated_at, 'infinity'));
         FOR ch IN
             SELECT c.id, c.price::billing.price AS price, c.price ->> 'charge_model' AS model, c.pricing_group_keys, c.invoiceable,
+                   m.recurring, c.prorated,
                    m.code AS metric_code, m.name, m.rounding_function::text AS rounding_function, m.rounding_precision,
                    EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = c.id) AS filtered
             FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
@@ -2513,6 +2613,20 @@ BEGIN
             grouped := CASE WHEN cardinality(ch.pricing_group_keys) = 0 THEN '{}'::jsonb
                             ELSE (SELECT g.grouped_by FROM billing._group_of(ch.pricing_group_keys, coalesce(ev.dims, '{}')) g) END;
             delta := coalesce(ev.value, 1);
+            -- A recurring line starts from the units carried into the period (their price is
+            -- billed at the period's start, billing._bill_plan_periods); a prorated one bills
+            -- an increase for the days from the event's to the period's end.
+            carried := 0;
+            IF ch.recurring AND NOT EXISTS (
+                SELECT 1 FROM billing.in_advance_usage u
+                WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
+                  AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from) THEN
+                SELECT coalesce(sum(c.units), 0) INTO carried FROM billing._carried_units(sub, cust, ch.id, window_from) c
+                WHERE c.filter_id IS NOT DISTINCT FROM filter.id AND c.grouped_by = grouped;
+            END IF;
+            share := CASE WHEN ch.prorated
+                          THEN (period.to_date - (ev.at AT TIME ZONE cust.timezone)::date + 1)::numeric / (period.to_date - period.from_date + 1)
+                          ELSE 1 END;
             IF ch.model IN ('percentage', 'dynamic') THEN
                 -- Priced per event: amount(the values billed so far and this one) - amount(the
                 -- values billed so far), a negative difference billing nothing.
@@ -2540,23 +2654,35 @@ BEGIN
                 -- nothing, never a refund.
                 INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
                                                           units, billed_units, events_count, billed_amount, last_units, last_amount)
-                VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, delta, greatest(delta, 0), 1,
-                        billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
-                        trim_scale(billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)),
-                        billing.amount(line_price, billing._round_units(greatest(delta, 0), ch.rounding_function, ch.rounding_precision)))
+                VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, carried + delta,
+                        greatest(carried, carried + delta), 1,
+                        greatest(billing.amount(line_price, billing._round_units(greatest(carried, carried + delta), ch.rounding_function,
+                                                                                 ch.rounding_precision))
+                                 - CASE WHEN carried = 0 THEN 0
+                                        ELSE billing.amount(line_price, billing._round_units(carried, ch.rounding_function, ch.rounding_precision))
+                                   END, 0) * share,
+                        trim_scale(billing._round_units(greatest(carried, carried + delta), ch.rounding_function, ch.rounding_precision)
+                                   - billing._round_units(carried, ch.rounding_function, ch.rounding_precision)),
+                        greatest(billing.amount(line_price, billing._round_units(greatest(carried, carried + delta), ch.rounding_function,
+                                                                                 ch.rounding_precision))
+                                 - CASE WHEN carried = 0 THEN 0
+                                        ELSE billing.amount(line_price, billing._round_units(carried, ch.rounding_function, ch.rounding_precision))
+                                   END, 0) * share)
                 ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO UPDATE
-                SET units = u.units + excluded.units, billed_units = greatest(u.billed_units, u.units + excluded.units),
+                SET units = u.units + excluded.units - carried, billed_units = greatest(u.billed_units, u.units + excluded.units - carried),
                     events_count = u.events_count + 1,
-                    last_units = trim_scale(billing._round_units(greatest(u.billed_units, u.units + excluded.units), ch.rounding_function,
+                    last_units = trim_scale(billing._round_units(greatest(u.billed_units, u.units + excluded.units - carried), ch.rounding_function,
                                                                  ch.rounding_precision)
                                             - billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)),
-                    last_amount = greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
+                    last_amount = greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units - carried),
                                                                                           ch.rounding_function, ch.rounding_precision))
-                                           - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0),
+                                           - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0)
+                                  * share,
                     billed_amount = u.billed_amount
-                                    + greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units),
+                                    + greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units - carried),
                                                                                               ch.rounding_function, ch.rounding_precision))
                                                - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0)
+                                      * share
                 RETURNING u.* INTO line;
             END IF;
             -- A charge that is not invoiceable keeps its line (billed_amount) and no fee.
@@ -2587,7 +2713,9 @@ BEGIN
     END LOOP;
 END $$;
 
-REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics),
+REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text),
+    billing._carried_units(billing.subscriptions, billing.customers, bigint, timestamptz),
+    billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz),
     billing._in_advance_invoice(billing.subscriptions, billing.customers),
     billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) FROM PUBLIC;
 
@@ -3029,7 +3157,7 @@ BEGIN
                                             coalesce((charge ->> 'pay_in_advance')::boolean, false));
         END IF;
         IF coalesce((charge ->> 'pay_in_advance')::boolean, false) THEN
-            PERFORM billing._check_pay_in_advance(charge_index, metric);
+            PERFORM billing._check_pay_in_advance(charge_index, metric, charge ->> 'charge_model');
         END IF;
         IF jsonb_typeof(charge -> 'min_amount') = 'number' THEN
             PERFORM billing._invalid(format('charges[%s].min_amount must be a decimal string', charge_index),
@@ -3616,8 +3744,11 @@ GRANT EXECUTE ON FUNCTION billing._customer(text), billing._plan_version(text), 
     billing._add_base_fee(billing.subscriptions, billing.customers, bigint, billing.plan_versions, text, date, date, integer, timestamptz, timestamptz, text),
     billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz),
     billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz),
-    billing._check_pay_in_advance(integer, billing.billable_metrics), billing._in_advance_invoice(billing.subscriptions, billing.customers),
-    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) TO billing_admin;
+    billing._check_pay_in_advance(integer, billing.billable_metrics, text), billing._in_advance_invoice(billing.subscriptions, billing.customers),
+    billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]),
+    billing._carried_units(billing.subscriptions, billing.customers, bigint, timestamptz),
+    billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz)
+    TO billing_admin;
 
 COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds, subscription_fixed_charge_units and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the fixed charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
 COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices, and to their taxes (55000).';
@@ -3704,6 +3835,8 @@ COMMENT ON FUNCTION billing._bill_plan_periods(billing.subscriptions, billing.cu
 COMMENT ON VIEW billing_bi.plan_changes IS 'One row per plan change: subscription, customer, upgrade or downgrade, the plans and versions on both sides, the instant it takes effect, pending or effective.';
 COMMENT ON FUNCTION billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz) IS 'Private: the credit notes for the unused days of plans paid in advance that ended early by as_of (upgrades, a termination); once per fee.';
 COMMENT ON TABLE billing.in_advance_usage IS 'Charges paid in advance: per subscription, charge, filter (0: the default bucket), pricing group and period, the units so far, the high-water mark billed, the events, the amount billed, what the latest event raised the mark by and billed, and (models priced per event) the values billed; its row lock orders concurrent events of one line.';
-COMMENT ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics) IS 'Private: raises 22023 unless a charge paid in advance prices a count or sum metric that resets every period.';
+COMMENT ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text) IS 'Private: raises 22023 unless a charge paid in advance prices a count or sum metric that resets every period.';
 COMMENT ON FUNCTION billing._in_advance_invoice(billing.subscriptions, billing.customers) IS 'Private: the subscription''s draft pay_in_advance invoice of the current customer-local day (billed at its end; after that one was finalized, one of the instant it is needed), locked, created if needed, and whether it was.';
 COMMENT ON FUNCTION billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) IS 'Private: called by ingestion, as the extension''s owner, for the events just stored of charges paid in advance (with the plan version when the subscription has one): each bills price(high-water mark after) - price(before) on its subscription''s day invoice.';
+COMMENT ON FUNCTION billing._carried_units(billing.subscriptions, billing.customers, bigint, timestamptz) IS 'Private: a recurring charge''s units carried into an instant (everything before it), per filter and pricing group.';
+COMMENT ON FUNCTION billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz) IS 'Private: at the start of a period or plan, the recurring charges paid in advance bill the price of the units carried in (the full period, or prorated from that instant) and start the period''s lines from them; with no invoice, says whether there is anything to bill.';

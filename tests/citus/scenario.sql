@@ -250,3 +250,17 @@ WHERE c.external_id = 'metered-co';
 CALL billing.finalize_drafts(now() + interval '7 days');
 SELECT i.invoice_type, i.status, i.fees_amount, i.total_amount FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id
 WHERE c.external_id = 'metered-co';
+-- A recurring charge paid in advance on the distributed tables: storage at 1.00 a GB and
+-- month, prorated: +10 GB on March 1 bills 10.00, +5 on the 22nd 1.61; April starts from the
+-- 15 GB carried in (15.00 on the invoice of April 1), +1 on the 10th bills 0.70.
+SELECT code FROM billing.create_billable_metric('storage', 'Storage', 'sum', 'gb', recurring => true);
+SELECT version FROM billing.create_plan('vault', 'Vault', 'monthly', 0, 'EUR', '[{"billable_metric_code": "storage",
+  "charge_model": "standard", "pay_in_advance": true, "prorated": true, "properties": {"amount": "1"}}]');
+SELECT external_id FROM billing.create_customer('vault-co', 'Vault Co', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('sub-vault', 'vault-co', 'vault', '2026-03-01 00:00+00');
+SELECT billing.ingest_event('sub-vault', 'storage', 'v-1', '2026-03-01 10:00+00', '{"gb": 10}'),
+       billing.ingest_event('sub-vault', 'storage', 'v-2', '2026-03-22 10:00+00', '{"gb": 5}');
+SELECT invoice_type, fees_amount FROM billing.bill_subscription('sub-vault', '2026-04-01 00:05+00') ORDER BY billing_at;
+SELECT billing.ingest_event('sub-vault', 'storage', 'v-3', '2026-04-10 10:00+00', '{"gb": 1}');
+SELECT i.invoice_type, f.units, f.amount FROM billing.fees f JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
+JOIN billing.customers c ON c.id = f.customer_id WHERE c.external_id = 'vault-co' ORDER BY i.invoice_type, f.from_datetime;

@@ -117,12 +117,31 @@ SELECT invoice_type, fees_amount FROM billing.bill_subscription('s-pings', '2024
 SELECT i.invoice_type, i.fees_amount FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id
 WHERE c.external_id = 'beta' ORDER BY i.id;
 
+-- A recurring charge paid in advance, prorated: storage at 1.00 a GB and month. March (31
+-- days): +10 GB on the 1st bills 10 x 31/31 = 10.00; +5 on the 22nd bills 5 x 10/31 =
+-- 1.6129... (1.61); -3 on the 25th bills nothing. April (30 days) starts from the 12 GB
+-- carried in: the run bills 12.00 at its start; +1 on the 10th bills 1 x 21/30 = 0.70.
+SELECT code FROM billing.create_billable_metric('storage', 'Storage', 'sum', 'gb', recurring => true);
+SELECT version FROM billing.create_plan('vault', 'Vault', 'monthly', 0, 'EUR', '[{"billable_metric_code": "storage",
+  "charge_model": "standard", "pay_in_advance": true, "prorated": true, "properties": {"amount": "1"}}]');
+SELECT external_id FROM billing.create_customer('gamma', 'Gamma', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('s-vault', 'gamma', 'vault', '2024-03-01 00:00+00');
+SELECT billing.ingest_event('s-vault', 'storage', 'v-1', '2024-03-01 10:00+00', '{"gb": 10}'),
+       billing.ingest_event('s-vault', 'storage', 'v-2', '2024-03-22 10:00+00', '{"gb": 5}'),
+       billing.ingest_event('s-vault', 'storage', 'v-3', '2024-03-25 10:00+00', '{"gb": -3}');
+SELECT invoice_type, fees_amount FROM billing.bill_subscription('s-vault', '2024-04-01 00:00+00') ORDER BY billing_at;
+SELECT billing.ingest_event('s-vault', 'storage', 'v-4', '2024-04-10 10:00+00', '{"gb": 1}');
+SELECT i.invoice_type, f.units, f.events_count, f.precise_amount, f.amount, f.from_datetime
+FROM billing.fees f JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
+JOIN billing.customers c ON c.id = f.customer_id WHERE c.external_id = 'gamma' ORDER BY i.invoice_type, f.from_datetime;
+SELECT u.period_from, u.units, u.billed_units, u.events_count FROM billing.in_advance_usage u
+JOIN billing.customers c ON c.id = u.customer_id WHERE c.external_id = 'gamma' ORDER BY u.period_from;
+
 -- Charges that cannot be paid in advance: 22023, nothing written.
 SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "users", "charge_model": "standard",
   "pay_in_advance": true, "properties": {"amount": "1"}}]');
-SELECT code FROM billing.create_billable_metric('disk', 'Disk', 'sum', 'gb', recurring => true);
-SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "disk", "charge_model": "standard",
-  "pay_in_advance": true, "properties": {"amount": "1"}}]');
+SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "storage", "charge_model": "percentage",
+  "pay_in_advance": true, "properties": {"rate": "1"}}]');
 SELECT count(*) AS bad_plans FROM billing.plans WHERE code = 'bad';
 
 -- Priced per event: payments at 2.9 % + 0.30 with the first event free: 100 bills amount([100])
