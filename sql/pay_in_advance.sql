@@ -30,22 +30,24 @@ CREATE TABLE billing.in_advance_usage (
     PRIMARY KEY (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from)
 );
 
--- The charges billed at ingestion: count and sum metrics, whose units add up event by event; a
--- recurring sum priced on its units (not per event).
+-- The charges billed at ingestion: count, sum and unique_count metrics; priced on units (not
+-- per event) when recurring or unique_count.
 CREATE FUNCTION billing._check_pay_in_advance(charge_index integer, metric billing.billable_metrics, model text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 #variable_conflict use_variable
 BEGIN
-    IF metric.aggregation NOT IN ('count', 'sum') THEN
+    IF metric.aggregation NOT IN ('count', 'sum', 'unique_count') THEN
         PERFORM billing._invalid(format('charges[%s] cannot be paid in advance: metric "%s" is a %s%s metric', charge_index, metric.code,
                                         CASE WHEN metric.recurring THEN 'recurring ' ELSE '' END, metric.aggregation),
             format('got "pay_in_advance": true for metric "%s"', metric.code),
-            'charges paid in advance bill count and sum metrics; bill this one in arrears');
-    ELSIF metric.recurring AND model IN ('percentage', 'dynamic') THEN
-        PERFORM billing._invalid(format('charges[%s] cannot be paid in advance with charge_model %s on the recurring metric "%s"',
-                                        charge_index, model, metric.code),
-            format('got "pay_in_advance": true, charge_model %s and a recurring metric', model),
-            'a recurring charge paid in advance is priced on its units: use standard, graduated, graduated_percentage, package or volume');
+            'charges paid in advance bill count, sum and unique_count metrics; bill this one in arrears');
+    ELSIF (metric.recurring OR metric.aggregation = 'unique_count') AND model IN ('percentage', 'dynamic') THEN
+        PERFORM billing._invalid(format('charges[%s] cannot be paid in advance with charge_model %s on the %s metric "%s"',
+                                        charge_index, model, CASE WHEN metric.recurring THEN 'recurring' ELSE metric.aggregation::text END,
+                                        metric.code),
+            format('got "pay_in_advance": true, charge_model %s and a %s metric', model,
+                   CASE WHEN metric.recurring THEN 'recurring' ELSE metric.aggregation::text END),
+            'such a charge paid in advance is priced on its units: use standard, graduated, graduated_percentage, package or volume');
     END IF;
 END $$;
 
@@ -89,9 +91,10 @@ BEGIN
                            format('subscription %s', sub.external_id), 'retry the transaction');
 END $$;
 
--- A recurring charge's units carried into an instant (everything before it), per filter and
--- pricing group: the units a period of a charge paid in advance starts from.
-CREATE FUNCTION billing._carried_units(sub billing.subscriptions, cust billing.customers, charge_id bigint, before timestamptz)
+-- A charge's units per filter and pricing group in [from_ts, to_ts], as billing._metric_units
+-- counts them (a recurring metric from its beginning): with to_ts the instant before
+-- from_ts, a recurring charge's units carried into from_ts.
+CREATE FUNCTION billing._bucket_units(sub billing.subscriptions, cust billing.customers, charge_id bigint, from_ts timestamptz, to_ts timestamptz)
 RETURNS TABLE (filter_id bigint, grouped_by jsonb, units numeric)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
@@ -108,7 +111,7 @@ BEGIN
     -- (Read apart from the grouping below: on Citus a query may not both read a distributed
     -- table and call a function that reads one.)
     SELECT array_agg(x.dims), array_agg(x.units) INTO dims_list, units_list
-    FROM billing._metric_units(sub.customer_id, sub.id, metric, before, before - interval '1 microsecond', cust.timezone) x;
+    FROM billing._metric_units(sub.customer_id, sub.id, metric, from_ts, to_ts, cust.timezone) x;
     RETURN QUERY
     SELECT CASE WHEN filtered THEN billing._charge_filter(ch.id, u.dims) END, g.grouped_by, sum(u.units)
     FROM unnest(dims_list, units_list) u(dims, units)
@@ -142,7 +145,9 @@ BEGIN
         WHERE c.plan_version_id = sub.plan_version_id AND c.pay_in_advance AND m.recurring
         ORDER BY c.position
     LOOP
-        FOR carried IN SELECT * FROM billing._carried_units(sub, cust, ch.id, window_from) c WHERE c.units > 0 LOOP
+        FOR carried IN
+            SELECT * FROM billing._bucket_units(sub, cust, ch.id, window_from, window_from - interval '1 microsecond') c WHERE c.units > 0
+        LOOP
             billed := true;
             CONTINUE WHEN invoice_id IS NULL;
             filter := NULL;
@@ -163,7 +168,7 @@ BEGIN
             VALUES (sub.customer_id, invoice_id, sub.id, 'charge',
                     billing._usage_fee_key('in_advance', ch.id, carried.filter_id, carried.grouped_by, window_from, at),
                     ch.id, carried.filter_id, ch.metric_code, ch.price ->> 'charge_model', filter."values", nullif(carried.grouped_by, '{}'::jsonb),
-                    coalesce(filter.invoice_display_name, ch.name), units, 0, CASE WHEN units = 0 THEN 0 ELSE amount / units END,
+                    coalesce(filter.invoice_display_name, ch.name), units, 0, coalesce(amount / nullif(units, 0), 0),
                     amount, billing.round_money(amount, cust.currency), true, window_from, period_to);
         END LOOP;
     END LOOP;
@@ -205,6 +210,9 @@ DECLARE
     priced numeric;
     carried numeric;
     share numeric;
+    members numeric;
+    high_water numeric;
+    fee numeric;
 BEGIN
     FOR ev IN
         SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims, plan_version_ids, amounts_cents)
@@ -236,7 +244,7 @@ BEGIN
                            coalesce(sub.terminated_at, 'infinity'));
         FOR ch IN
             SELECT c.id, c.price::billing.price AS price, c.price ->> 'charge_model' AS model, c.pricing_group_keys, c.invoiceable,
-                   m.recurring, c.prorated,
+                   m.recurring, c.prorated, m.aggregation::text AS aggregation, m.id AS metric_id,
                    m.code AS metric_code, m.name, m.rounding_function::text AS rounding_function, m.rounding_precision,
                    EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = c.id) AS filtered
             FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
@@ -270,13 +278,38 @@ BEGIN
                 SELECT 1 FROM billing.in_advance_usage u
                 WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
                   AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from) THEN
-                SELECT coalesce(sum(c.units), 0) INTO carried FROM billing._carried_units(sub, cust, ch.id, window_from) c
+                SELECT coalesce(sum(c.units), 0) INTO carried
+                FROM billing._bucket_units(sub, cust, ch.id, window_from, window_from - interval '1 microsecond') c
                 WHERE c.filter_id IS NOT DISTINCT FROM filter.id AND c.grouped_by = grouped;
             END IF;
             share := CASE WHEN ch.prorated
                           THEN (period.to_date - (ev.at AT TIME ZONE cust.timezone)::date + 1)::numeric / (period.to_date - period.from_date + 1)
                           ELSE 1 END;
-            IF ch.model IN ('percentage', 'dynamic') THEN
+            IF ch.aggregation = 'unique_count' THEN
+                -- Members added and removed: the line is locked first, then its units counted
+                -- from the events (which then include every committed event of the line), and
+                -- the mark raised to them.
+                INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
+                                                          units, billed_units, events_count, billed_amount, last_units, last_amount)
+                VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, carried, carried, 0, 0, 0, 0)
+                ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO NOTHING;
+                SELECT * INTO line FROM billing.in_advance_usage u
+                WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
+                  AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from
+                FOR UPDATE;
+                SELECT coalesce(sum(c.units), 0) INTO members FROM billing._bucket_units(sub, cust, ch.id, window_from, period_to) c
+                WHERE c.filter_id IS NOT DISTINCT FROM filter.id AND c.grouped_by = grouped;
+                high_water := greatest(line.billed_units, members);
+                fee := greatest(billing.amount(line_price, high_water)
+                                - CASE WHEN line.events_count = 0 AND line.billed_units = 0 THEN 0
+                                       ELSE billing.amount(line_price, line.billed_units) END, 0) * share;
+                UPDATE billing.in_advance_usage u
+                SET units = members, billed_units = high_water, events_count = u.events_count + 1, billed_amount = u.billed_amount + fee,
+                    last_units = high_water - line.billed_units, last_amount = fee
+                WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
+                  AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from
+                RETURNING u.* INTO line;
+            ELSIF ch.model IN ('percentage', 'dynamic') THEN
                 -- Priced per event: amount(the values billed so far and this one) - amount(the
                 -- values billed so far), a negative difference billing nothing.
                 priced := CASE ch.model WHEN 'dynamic' THEN coalesce(ev.amount_cents, 0) ELSE delta END;
@@ -343,7 +376,9 @@ BEGIN
                     billing._usage_fee_key('in_advance', ch.id, filter.id, grouped, window_from, invoice.billing_at),
                     ch.id, filter.id, ch.metric_code, ch.model, filter."values", nullif(grouped, '{}'::jsonb),
                     coalesce(filter.invoice_display_name, ch.name), line.last_units, 1,
-                    CASE WHEN line.last_units = 0 THEN 0 ELSE line.last_amount / line.last_units END,
+                    -- (nullif, not CASE: Citus plans the statement with the values as constants,
+                    -- and folding the division by zero of the branch not taken fails.)
+                    coalesce(line.last_amount / nullif(line.last_units, 0), 0),
                     line.last_amount, billing.round_money(line.last_amount, cust.currency), true, window_from, period_to)
             ON CONFLICT ON CONSTRAINT fees_billing_key DO UPDATE
             SET units = fe.units + excluded.units, events_count = fe.events_count + 1, precise_amount = fe.precise_amount + excluded.precise_amount,
@@ -363,7 +398,7 @@ BEGIN
 END $$;
 
 REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text),
-    billing._carried_units(billing.subscriptions, billing.customers, bigint, timestamptz),
+    billing._bucket_units(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz),
     billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz),
     billing._in_advance_invoice(billing.subscriptions, billing.customers),
     billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) FROM PUBLIC;

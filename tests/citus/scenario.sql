@@ -264,3 +264,17 @@ SELECT invoice_type, fees_amount FROM billing.bill_subscription('sub-vault', '20
 SELECT billing.ingest_event('sub-vault', 'storage', 'v-3', '2026-04-10 10:00+00', '{"gb": 1}');
 SELECT i.invoice_type, f.units, f.amount FROM billing.fees f JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
 JOIN billing.customers c ON c.id = f.customer_id WHERE c.external_id = 'vault-co' ORDER BY i.invoice_type, f.from_datetime;
+-- Members paid in advance on the distributed tables: 10.00 a user; u1, u2, u1 again, u2
+-- removed and back, u3: 30.00.
+SELECT code FROM billing.create_billable_metric('members', 'Members', 'unique_count', 'user_id');
+SELECT version FROM billing.create_plan('crew', 'Crew', 'monthly', 0, 'EUR', '[{"billable_metric_code": "members",
+  "charge_model": "standard", "pay_in_advance": true, "properties": {"amount": "10"}}]');
+SELECT status FROM billing.create_subscription('sub-crew', 'vault-co', 'crew', '2026-03-01 00:00+00');
+SELECT billing.ingest_event('sub-crew', 'members', 'm-1', '2026-03-02 10:00+00', '{"user_id": "u1"}'),
+       billing.ingest_event('sub-crew', 'members', 'm-2', '2026-03-03 10:00+00', '{"user_id": "u2"}'),
+       billing.ingest_event('sub-crew', 'members', 'm-3', '2026-03-04 10:00+00', '{"user_id": "u1"}'),
+       billing.ingest_event('sub-crew', 'members', 'm-4', '2026-03-05 10:00+00', '{"user_id": "u2", "operation_type": "remove"}'),
+       billing.ingest_event('sub-crew', 'members', 'm-5', '2026-03-06 10:00+00', '{"user_id": "u2"}'),
+       billing.ingest_event('sub-crew', 'members', 'm-6', '2026-03-07 10:00+00', '{"user_id": "u3"}');
+SELECT u.units, u.billed_units, u.events_count, u.billed_amount FROM billing.in_advance_usage u
+JOIN billing.subscriptions s ON s.customer_id = u.customer_id AND s.id = u.subscription_id WHERE s.external_id = 'sub-crew';

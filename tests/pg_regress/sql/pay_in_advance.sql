@@ -137,8 +137,24 @@ JOIN billing.customers c ON c.id = f.customer_id WHERE c.external_id = 'gamma' O
 SELECT u.period_from, u.units, u.billed_units, u.events_count FROM billing.in_advance_usage u
 JOIN billing.customers c ON c.id = u.customer_id WHERE c.external_id = 'gamma' ORDER BY u.period_from;
 
+-- Members billed as they are added: users at 10.00 each in advance. u1 and u2 bill 10.00 each;
+-- u1 again, u2 removed and added back stay at the high-water mark of 2 and bill nothing; u3
+-- bills 10.00: 30.00 = price(3).
+SELECT version FROM billing.create_plan('team', 'Team', 'monthly', 0, 'EUR', '[{"billable_metric_code": "users",
+  "charge_model": "standard", "pay_in_advance": true, "properties": {"amount": "10"}}]');
+SELECT status FROM billing.create_subscription('s-team', 'gamma', 'team', '2024-03-01 00:00+00');
+SELECT billing.ingest_event('s-team', 'users', 'u-1', '2024-03-02 10:00+00', '{"user_id": "u1"}'),
+       billing.ingest_event('s-team', 'users', 'u-2', '2024-03-03 10:00+00', '{"user_id": "u2"}'),
+       billing.ingest_event('s-team', 'users', 'u-3', '2024-03-04 10:00+00', '{"user_id": "u1"}'),
+       billing.ingest_event('s-team', 'users', 'u-4', '2024-03-05 10:00+00', '{"user_id": "u2", "operation_type": "remove"}'),
+       billing.ingest_event('s-team', 'users', 'u-5', '2024-03-06 10:00+00', '{"user_id": "u2"}'),
+       billing.ingest_event('s-team', 'users', 'u-6', '2024-03-07 10:00+00', '{"user_id": "u3"}');
+SELECT u.units, u.billed_units, u.events_count, u.billed_amount FROM billing.in_advance_usage u
+JOIN billing.subscriptions s ON s.customer_id = u.customer_id AND s.id = u.subscription_id WHERE s.external_id = 's-team';
+
 -- Charges that cannot be paid in advance: 22023, nothing written.
-SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "users", "charge_model": "standard",
+SELECT code FROM billing.create_billable_metric('peak', 'Peak', 'max', 'gb');
+SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "peak", "charge_model": "standard",
   "pay_in_advance": true, "properties": {"amount": "1"}}]');
 SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "storage", "charge_model": "percentage",
   "pay_in_advance": true, "properties": {"rate": "1"}}]');
