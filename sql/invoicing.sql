@@ -526,6 +526,7 @@ DECLARE
     missing numeric;
     advance_fixed_charges boolean;
     recurring_in_advance boolean;
+    renews boolean;
 BEGIN
     billed_sub.plan_version_id := plan_version_id;
     SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = plan_version_id;
@@ -554,9 +555,11 @@ BEGIN
         -- In advance: the base fee and the fixed charges paid in advance when the period starts
         -- (or the plan, or the trial ends), for the days from then to the period's end.
         at := greatest(billed_from, trial_end);
+        -- The units carried into a period by recurring charges paid in advance, at each period's
+        -- start: a plan that starts within a period finds them billed for it by the plan before.
+        renews := recurring_in_advance AND billed_from = period_from;
         IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges
-            OR (recurring_in_advance AND billing._bill_carried_in_advance(billed_sub, cust, NULL, billed_from, at, p.from_date, p.to_date,
-                                                                          billed_to)))
+            OR (renews AND billing._bill_carried_in_advance(billed_sub, cust, NULL, billed_from, at, p.from_date, p.to_date, billed_to)))
            AND at <= period_to AND at < ends AND at <= as_of
            AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
             invoice_id := billing._invoice_at(sub, cust, at);
@@ -569,7 +572,7 @@ BEGIN
             PERFORM billing._add_fixed_charge_fees(billed_sub, cust, invoice_id, true, p.from_date, p.to_date, greatest(period_from, at),
                                                    period_to, period_key);
             -- Recurring charges paid in advance: the units carried into the period.
-            IF recurring_in_advance THEN
+            IF renews THEN
                 PERFORM billing._bill_carried_in_advance(billed_sub, cust, invoice_id, billed_from, at, p.from_date, p.to_date, billed_to);
             END IF;
         END IF;

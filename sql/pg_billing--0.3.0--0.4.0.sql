@@ -2094,6 +2094,7 @@ DECLARE
     missing numeric;
     advance_fixed_charges boolean;
     recurring_in_advance boolean;
+    renews boolean;
 BEGIN
     billed_sub.plan_version_id := plan_version_id;
     SELECT * INTO plan FROM billing.plan_versions v WHERE v.id = plan_version_id;
@@ -2122,9 +2123,11 @@ BEGIN
         -- In advance: the base fee and the fixed charges paid in advance when the period starts
         -- (or the plan, or the trial ends), for the days from then to the period's end.
         at := greatest(billed_from, trial_end);
+        -- The units carried into a period by recurring charges paid in advance, at each period's
+        -- start: a plan that starts within a period finds them billed for it by the plan before.
+        renews := recurring_in_advance AND billed_from = period_from;
         IF ((plan.pay_in_advance AND plan.amount > 0) OR advance_fixed_charges
-            OR (recurring_in_advance AND billing._bill_carried_in_advance(billed_sub, cust, NULL, billed_from, at, p.from_date, p.to_date,
-                                                                          billed_to)))
+            OR (renews AND billing._bill_carried_in_advance(billed_sub, cust, NULL, billed_from, at, p.from_date, p.to_date, billed_to)))
            AND at <= period_to AND at < ends AND at <= as_of
            AND (only_at = at OR (only_at IS NULL AND at > coalesce(last_billed, '-infinity'))) THEN
             invoice_id := billing._invoice_at(sub, cust, at);
@@ -2137,7 +2140,7 @@ BEGIN
             PERFORM billing._add_fixed_charge_fees(billed_sub, cust, invoice_id, true, p.from_date, p.to_date, greatest(period_from, at),
                                                    period_to, period_key);
             -- Recurring charges paid in advance: the units carried into the period.
-            IF recurring_in_advance THEN
+            IF renews THEN
                 PERFORM billing._bill_carried_in_advance(billed_sub, cust, invoice_id, billed_from, at, p.from_date, p.to_date, billed_to);
             END IF;
         END IF;
@@ -2470,11 +2473,11 @@ BEGIN
     GROUP BY 1, 2;
 END $$;
 
--- At the start of a period (or of a plan), the recurring charges paid in advance bill the
--- units carried in: their price for the period, for the days from `at` to its end when
--- prorated (the full period at a renewal), on the invoice of that instant; each line of the
--- period starts from those units, so that its events bill only what they add. Returns
--- whether there was anything to bill (with invoice_id NULL, only says so).
+-- At the start of a period, the recurring charges paid in advance (invoiceable ones) bill the
+-- units carried in: their price for the period (for the days from `at`, a trial's end, to its
+-- end when prorated), on the invoice of that instant; each line of the period starts from
+-- those units, so that its events bill only what they add. Returns whether there was
+-- anything to bill (with invoice_id NULL, only says so).
 CREATE FUNCTION billing._bill_carried_in_advance(
     sub billing.subscriptions, cust billing.customers, invoice_id bigint, window_from timestamptz, at timestamptz,
     from_day date, to_day date, period_to timestamptz
@@ -2493,7 +2496,7 @@ BEGIN
         SELECT c.id, c.price, c.prorated, c.invoiceable, m.code AS metric_code, m.name, m.rounding_function::text AS rounding_function,
                m.rounding_precision
         FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
-        WHERE c.plan_version_id = sub.plan_version_id AND c.pay_in_advance AND m.recurring
+        WHERE c.plan_version_id = sub.plan_version_id AND c.pay_in_advance AND m.recurring AND c.invoiceable
         ORDER BY c.position
     LOOP
         FOR carried IN
@@ -2512,7 +2515,6 @@ BEGIN
             VALUES (sub.customer_id, sub.id, ch.id, coalesce(carried.filter_id, 0), carried.grouped_by, window_from,
                     carried.units, carried.units, 0, 0, 0, 0)
             ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO NOTHING;
-            CONTINUE WHEN NOT ch.invoiceable;
             INSERT INTO billing.fees (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
                                       billable_metric_code, charge_model, filter_values, grouped_by, description, units, events_count,
                                       precise_unit_amount, precise_amount, amount, invoiceable, from_datetime, to_datetime)
@@ -2637,9 +2639,9 @@ BEGIN
                           THEN (period.to_date - (ev.at AT TIME ZONE cust.timezone)::date + 1)::numeric / (period.to_date - period.from_date + 1)
                           ELSE 1 END;
             IF ch.aggregation = 'unique_count' THEN
-                -- Members added and removed: the line is locked first, then its units counted
-                -- from the events (which then include every committed event of the line), and
-                -- the mark raised to them.
+                -- Members added and removed: the line is locked first, then its members at the
+                -- event's instant counted from the events (which then include every committed
+                -- event of the line), and the mark raised to them.
                 INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
                                                           units, billed_units, events_count, billed_amount, last_units, last_amount)
                 VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, carried, carried, 0, 0, 0, 0)
@@ -2648,7 +2650,7 @@ BEGIN
                 WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
                   AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from
                 FOR UPDATE;
-                SELECT coalesce(sum(c.units), 0) INTO members FROM billing._bucket_units(sub, cust, ch.id, window_from, period_to) c
+                SELECT coalesce(sum(c.units), 0) INTO members FROM billing._bucket_units(sub, cust, ch.id, window_from, ev.at) c
                 WHERE c.filter_id IS NOT DISTINCT FROM filter.id AND c.grouped_by = grouped;
                 high_water := greatest(line.billed_units, members);
                 fee := greatest(billing.amount(line_price, high_water)
@@ -2661,8 +2663,9 @@ BEGIN
                   AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from
                 RETURNING u.* INTO line;
             ELSIF ch.model IN ('percentage', 'dynamic') THEN
-                -- Priced per event: amount(the values billed so far and this one) - amount(the
-                -- values billed so far), a negative difference billing nothing.
+                -- Priced per event: the amount of the line's values so far (this one included)
+                -- less what the line billed, which is the highest such amount: a total that goes
+                -- down and up again is not billed twice.
                 priced := CASE ch.model WHEN 'dynamic' THEN coalesce(ev.amount_cents, 0) ELSE delta END;
                 INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
                                                           units, billed_units, events_count, billed_amount, last_units, last_amount,
@@ -2674,9 +2677,9 @@ BEGIN
                 SET units = u.units + excluded.units, billed_units = u.units + excluded.units, events_count = u.events_count + 1,
                     last_units = excluded.units,
                     last_amount = greatest(billing.amount(line_price, u.billed_values || excluded.billed_values, cust.currency)
-                                           - billing.amount(line_price, u.billed_values, cust.currency), 0),
-                    billed_amount = u.billed_amount + greatest(billing.amount(line_price, u.billed_values || excluded.billed_values, cust.currency)
-                                                               - billing.amount(line_price, u.billed_values, cust.currency), 0),
+                                           - u.billed_amount, 0),
+                    billed_amount = greatest(u.billed_amount,
+                                             billing.amount(line_price, u.billed_values || excluded.billed_values, cust.currency)),
                     billed_values = u.billed_values || excluded.billed_values
                 RETURNING u.* INTO line;
             ELSE

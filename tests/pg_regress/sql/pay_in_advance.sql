@@ -152,6 +152,38 @@ SELECT billing.ingest_event('s-team', 'users', 'u-1', '2024-03-02 10:00+00', '{"
 SELECT u.units, u.billed_units, u.events_count, u.billed_amount FROM billing.in_advance_usage u
 JOIN billing.subscriptions s ON s.customer_id = u.customer_id AND s.id = u.subscription_id WHERE s.external_id = 's-team';
 
+-- Ends of lines: a percentage total that goes down and up again bills its highest amount
+-- once (10 % of 100, then -50 and +50: 10.00, 0, 0); members added and removed in one batch
+-- (u1, u2, u2 removed) reach 2 and bill 20.00; after an upgrade within the period, the units
+-- carried in are not billed again (the old plan billed the period: 10 GB on March 2, 10 x 30 /
+-- 31 = 9.68), and +2 GB on the new plan (2.00 a GB) on the 20th bills 2 x (12 - 10) x 12 / 31
+-- = 1.55.
+SELECT code FROM billing.create_billable_metric('flows', 'Flows', 'sum', 'amount');
+SELECT version FROM billing.create_plan('flows', 'Flows', 'monthly', 0, 'EUR', '[{"billable_metric_code": "flows",
+  "charge_model": "percentage", "pay_in_advance": true, "properties": {"rate": "10"}}]');
+SELECT status FROM billing.create_subscription('s-flows', 'gamma', 'flows', '2024-03-01 00:00+00');
+SELECT billing.ingest_event('s-flows', 'flows', 'f-1', '2024-03-02 10:00+00', '{"amount": 100}'),
+       billing.ingest_event('s-flows', 'flows', 'f-2', '2024-03-03 10:00+00', '{"amount": -50}'),
+       billing.ingest_event('s-flows', 'flows', 'f-3', '2024-03-04 10:00+00', '{"amount": 50}');
+SELECT status FROM billing.create_subscription('s-team2', 'gamma', 'team', '2024-03-01 00:00+00');
+SELECT count(*) FROM billing.ingest_events('[
+  {"external_subscription_id": "s-team2", "code": "users", "transaction_id": "t2-1", "timestamp": "2024-03-02T10:00:00Z", "properties": {"user_id": "u1"}},
+  {"external_subscription_id": "s-team2", "code": "users", "transaction_id": "t2-2", "timestamp": "2024-03-03T10:00:00Z", "properties": {"user_id": "u2"}},
+  {"external_subscription_id": "s-team2", "code": "users", "transaction_id": "t2-3", "timestamp": "2024-03-03T11:00:00Z",
+   "properties": {"user_id": "u2", "operation_type": "remove"}}]');
+SELECT version FROM billing.create_plan('vault-plus', 'Vault plus', 'monthly', 10, 'EUR', '[{"billable_metric_code": "storage",
+  "charge_model": "standard", "pay_in_advance": true, "prorated": true, "properties": {"amount": "2"}}]');
+SELECT status FROM billing.create_subscription('s-vault2', 'gamma', 'vault', '2024-03-01 00:00+00');
+SELECT billing.ingest_event('s-vault2', 'storage', 'v2-1', '2024-03-02 10:00+00', '{"gb": 10}');
+SELECT kind FROM billing.change_plan('s-vault2', 'vault-plus', '2024-03-16 00:00+00');
+SELECT billing.ingest_event('s-vault2', 'storage', 'v2-2', '2024-03-20 10:00+00', '{"gb": 2}');
+SELECT s.external_id, u.units, u.billed_units, u.events_count, u.billed_amount FROM billing.in_advance_usage u
+JOIN billing.subscriptions s ON s.customer_id = u.customer_id AND s.id = u.subscription_id
+WHERE s.external_id IN ('s-flows', 's-team2', 's-vault2') ORDER BY 1, u.period_from;
+SELECT i.invoice_type, f.description, f.amount FROM billing.fees f JOIN billing.invoices i ON i.customer_id = f.customer_id AND i.id = f.invoice_id
+JOIN billing.subscriptions s ON s.customer_id = f.customer_id AND s.id = f.subscription_id WHERE s.external_id = 's-vault2'
+ORDER BY i.invoice_type, f.from_datetime, f.description;
+
 -- Charges that cannot be paid in advance: 22023, nothing written.
 SELECT code FROM billing.create_billable_metric('peak', 'Peak', 'max', 'gb');
 SELECT billing.create_plan('bad', 'Bad', 'monthly', charges => '[{"billable_metric_code": "peak", "charge_model": "standard",
