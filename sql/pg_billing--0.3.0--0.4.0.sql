@@ -2445,6 +2445,26 @@ BEGIN
                            format('subscription %s', sub.external_id), 'retry the transaction');
 END $$;
 
+-- What raising a line's mark from `before` to `after` bills, each mark rounded as the metric
+-- rounds units: price(after) - price(before), or price(after) for the line's first event
+-- (with the price of 0 units: a first tier's flat fee); a price that falls as units grow
+-- (volume tiers) bills nothing, never a refund. SQL, to be inlined into the line's upsert.
+CREATE FUNCTION billing._price_rise(
+    price billing.price, rounding_function text, rounding_precision integer, before numeric, after numeric, first boolean
+) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT greatest(billing.amount(price, billing._round_units(after, rounding_function, rounding_precision))
+                    - CASE WHEN first THEN 0
+                           ELSE billing.amount(price, billing._round_units(before, rounding_function, rounding_precision)) END, 0)
+$$;
+
+-- By how many units, rounded as the metric rounds them, a line's mark rose.
+CREATE FUNCTION billing._units_rise(rounding_function text, rounding_precision integer, before numeric, after numeric) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT trim_scale(billing._round_units(after, rounding_function, rounding_precision)
+                      - billing._round_units(before, rounding_function, rounding_precision))
+$$;
+
 -- A charge's units per filter and pricing group in [from_ts, to_ts], as billing._metric_units
 -- counts them (a recurring metric from its beginning): with to_ts the instant before
 -- from_ts, a recurring charge's units carried into from_ts.
@@ -2506,8 +2526,9 @@ BEGIN
             CONTINUE WHEN invoice_id IS NULL;
             filter := NULL;
             SELECT * INTO filter FROM billing.charge_filters cf WHERE cf.id = carried.filter_id;
-            units := trim_scale(billing._round_units(carried.units, ch.rounding_function, ch.rounding_precision));
-            amount := billing.amount(coalesce(filter.price, ch.price)::billing.price, units)
+            units := billing._units_rise(ch.rounding_function, ch.rounding_precision, 0, carried.units);
+            amount := billing._price_rise(coalesce(filter.price, ch.price)::billing.price, ch.rounding_function, ch.rounding_precision,
+                                          0, carried.units, true)
                       * CASE WHEN ch.prorated THEN (to_day - (at AT TIME ZONE cust.timezone)::date + 1)::numeric / (to_day - from_day + 1)
                              ELSE 1 END;
             INSERT INTO billing.in_advance_usage (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
@@ -2653,12 +2674,12 @@ BEGIN
                 SELECT coalesce(sum(c.units), 0) INTO members FROM billing._bucket_units(sub, cust, ch.id, window_from, ev.at) c
                 WHERE c.filter_id IS NOT DISTINCT FROM filter.id AND c.grouped_by = grouped;
                 high_water := greatest(line.billed_units, members);
-                fee := greatest(billing.amount(line_price, high_water)
-                                - CASE WHEN line.events_count = 0 AND line.billed_units = 0 THEN 0
-                                       ELSE billing.amount(line_price, line.billed_units) END, 0) * share;
+                fee := billing._price_rise(line_price, ch.rounding_function, ch.rounding_precision, line.billed_units, high_water,
+                                           line.events_count = 0 AND line.billed_units = 0) * share;
                 UPDATE billing.in_advance_usage u
                 SET units = members, billed_units = high_water, events_count = u.events_count + 1, billed_amount = u.billed_amount + fee,
-                    last_units = high_water - line.billed_units, last_amount = fee
+                    last_units = billing._units_rise(ch.rounding_function, ch.rounding_precision, line.billed_units, high_water),
+                    last_amount = fee
                 WHERE u.customer_id = sub.customer_id AND u.subscription_id = sub.id AND u.charge_id = ch.id
                   AND u.charge_filter_id = coalesce(filter.id, 0) AND u.grouped_by = grouped AND u.period_from = window_from
                 RETURNING u.* INTO line;
@@ -2684,41 +2705,26 @@ BEGIN
                 RETURNING u.* INTO line;
             ELSE
                 -- The line's new mark and what it bills, in one statement that waits for (and then
-                -- sees) a concurrent event of the line: price(mark after) - price(mark before),
-                -- each mark rounded as the metric rounds units; the line's first event with the
-                -- price of 0 units (a first tier's flat fee); a fall in price (volume tiers) bills
-                -- nothing, never a refund.
+                -- sees) a concurrent event of the line.
                 INSERT INTO billing.in_advance_usage AS u (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from,
                                                           units, billed_units, events_count, billed_amount, last_units, last_amount)
                 VALUES (sub.customer_id, sub.id, ch.id, coalesce(filter.id, 0), grouped, window_from, carried + delta,
                         greatest(carried, carried + delta), 1,
-                        greatest(billing.amount(line_price, billing._round_units(greatest(carried, carried + delta), ch.rounding_function,
-                                                                                 ch.rounding_precision))
-                                 - CASE WHEN carried = 0 THEN 0
-                                        ELSE billing.amount(line_price, billing._round_units(carried, ch.rounding_function, ch.rounding_precision))
-                                   END, 0) * share,
-                        trim_scale(billing._round_units(greatest(carried, carried + delta), ch.rounding_function, ch.rounding_precision)
-                                   - billing._round_units(carried, ch.rounding_function, ch.rounding_precision)),
-                        greatest(billing.amount(line_price, billing._round_units(greatest(carried, carried + delta), ch.rounding_function,
-                                                                                 ch.rounding_precision))
-                                 - CASE WHEN carried = 0 THEN 0
-                                        ELSE billing.amount(line_price, billing._round_units(carried, ch.rounding_function, ch.rounding_precision))
-                                   END, 0) * share)
+                        billing._price_rise(line_price, ch.rounding_function, ch.rounding_precision, carried, greatest(carried, carried + delta),
+                                            carried = 0) * share,
+                        billing._units_rise(ch.rounding_function, ch.rounding_precision, carried, greatest(carried, carried + delta)),
+                        billing._price_rise(line_price, ch.rounding_function, ch.rounding_precision, carried, greatest(carried, carried + delta),
+                                            carried = 0) * share)
                 ON CONFLICT ON CONSTRAINT in_advance_usage_pkey DO UPDATE
                 SET units = u.units + excluded.units - carried, billed_units = greatest(u.billed_units, u.units + excluded.units - carried),
                     events_count = u.events_count + 1,
-                    last_units = trim_scale(billing._round_units(greatest(u.billed_units, u.units + excluded.units - carried), ch.rounding_function,
-                                                                 ch.rounding_precision)
-                                            - billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)),
-                    last_amount = greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units - carried),
-                                                                                          ch.rounding_function, ch.rounding_precision))
-                                           - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0)
-                                  * share,
+                    last_units = billing._units_rise(ch.rounding_function, ch.rounding_precision, u.billed_units,
+                                                     greatest(u.billed_units, u.units + excluded.units - carried)),
+                    last_amount = billing._price_rise(line_price, ch.rounding_function, ch.rounding_precision, u.billed_units,
+                                                      greatest(u.billed_units, u.units + excluded.units - carried), false) * share,
                     billed_amount = u.billed_amount
-                                    + greatest(billing.amount(line_price, billing._round_units(greatest(u.billed_units, u.units + excluded.units - carried),
-                                                                                              ch.rounding_function, ch.rounding_precision))
-                                               - billing.amount(line_price, billing._round_units(u.billed_units, ch.rounding_function, ch.rounding_precision)), 0)
-                                      * share
+                                    + billing._price_rise(line_price, ch.rounding_function, ch.rounding_precision, u.billed_units,
+                                                          greatest(u.billed_units, u.units + excluded.units - carried), false) * share
                 RETURNING u.* INTO line;
             END IF;
             -- A charge that is not invoiceable keeps its line (billed_amount) and no fee.
@@ -2753,6 +2759,7 @@ END $$;
 
 REVOKE ALL ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text),
     billing._bucket_units(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz),
+    billing._price_rise(billing.price, text, integer, numeric, numeric, boolean), billing._units_rise(text, integer, numeric, numeric),
     billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz),
     billing._in_advance_invoice(billing.subscriptions, billing.customers),
     billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) FROM PUBLIC;
@@ -3785,7 +3792,8 @@ GRANT EXECUTE ON FUNCTION billing._customer(text), billing._plan_version(text), 
     billing._check_pay_in_advance(integer, billing.billable_metrics, text), billing._in_advance_invoice(billing.subscriptions, billing.customers),
     billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]),
     billing._bucket_units(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz),
-    billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz)
+    billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz),
+    billing._price_rise(billing.price, text, integer, numeric, numeric, boolean), billing._units_rise(text, integer, numeric, numeric)
     TO billing_admin;
 
 COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds, subscription_fixed_charge_units and the credit note tables distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the fixed charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
@@ -3878,3 +3886,5 @@ COMMENT ON FUNCTION billing._in_advance_invoice(billing.subscriptions, billing.c
 COMMENT ON FUNCTION billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) IS 'Private: called by ingestion, as the extension''s owner, for the events just stored of charges paid in advance (with the plan version when the subscription has one): each bills price(high-water mark after) - price(before) on its subscription''s day invoice.';
 COMMENT ON FUNCTION billing._bucket_units(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz) IS 'Private: a charge''s units per filter and pricing group in a window, as billing._metric_units counts them (a recurring metric from its beginning; with the instant before from_ts as to_ts, the units carried into it).';
 COMMENT ON FUNCTION billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz) IS 'Private: at the start of a period or plan, the recurring charges paid in advance bill the price of the units carried in (the full period, or prorated from that instant) and start the period''s lines from them; with no invoice, says whether there is anything to bill.';
+COMMENT ON FUNCTION billing._price_rise(billing.price, text, integer, numeric, numeric, boolean) IS 'Private: what raising a line''s mark bills: price(after) - price(before) (price(after) for a first event), each mark rounded as the metric rounds units, never below 0.';
+COMMENT ON FUNCTION billing._units_rise(text, integer, numeric, numeric) IS 'Private: by how many units, rounded as the metric rounds them, a line''s mark rose.';
