@@ -14,7 +14,7 @@ BEGIN
     END LOOP;
 END $$;
 COMMENT ON ROLE billing_admin IS 'pg_billing: the catalog, usage and every table of schema billing (grant it to login roles).';
-COMMENT ON ROLE billing_writer IS 'pg_billing: ingestion only (single events, JSON batches, COPY into the intake, staged COPY).';
+COMMENT ON ROLE billing_writer IS 'pg_billing: ingestion (single events, JSON batches, COPY into the intake, staged COPY), billing.authorize and billing.deduct_credits.';
 COMMENT ON ROLE billing_reader IS 'pg_billing: the views of schema billing_bi, nothing else.';
 
 -- Views for BI tools: plain typed columns (enum words as text, money as numeric), stable
@@ -202,6 +202,26 @@ JOIN billing.plans fp ON fp.id = fv.plan_id
 JOIN billing.plan_versions tv ON tv.id = pc.to_plan_version_id
 JOIN billing.plans tp ON tp.id = tv.plan_id;
 
+-- Wallets with their balances now (the ongoing balance, which prices current usage, is
+-- billing.wallet_balance's).
+CREATE VIEW billing_bi.wallets AS
+SELECT w.external_id AS wallet_external_id, c.external_id AS customer_external_id, w.code, w.name, w.status::text AS status,
+       w.currency, w.rate_amount, w.priority, w.credits_balance, billing._credits_worth(w.credits_balance, w) AS balance_amount,
+       w.expiration_at, w.created_at, w.terminated_at
+FROM billing.wallets w JOIN billing.customers c ON c.id = w.customer_id;
+
+-- The wallets' ledger: every credit in and out, signed (in positive, out negative).
+CREATE VIEW billing_bi.wallet_transactions AS
+SELECT t.id AS transaction_id, w.external_id AS wallet_external_id, c.external_id AS customer_external_id,
+       t.transaction_type::text AS transaction_type, t.transaction_status::text AS transaction_status, t.status::text AS status,
+       t.source::text AS source, CASE t.transaction_type WHEN 'inbound' THEN t.credits ELSE -t.credits END AS credits,
+       CASE t.transaction_type WHEN 'inbound' THEN t.amount ELSE -t.amount END AS amount, w.currency, t.invoice_id, i.number AS invoice_number,
+       t.reason, t.created_at, t.settled_at
+FROM billing.wallet_transactions t
+JOIN billing.wallets w ON w.customer_id = t.customer_id AND w.id = t.wallet_id
+JOIN billing.customers c ON c.id = t.customer_id
+LEFT JOIN billing.invoices i ON i.customer_id = t.customer_id AND i.id = t.invoice_id;
+
 GRANT USAGE ON SCHEMA billing_bi TO billing_reader, billing_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA billing_bi TO billing_reader, billing_admin;
 
@@ -216,6 +236,8 @@ GRANT INSERT ON billing.rejected_events, billing.event_intake TO billing_writer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON billing.event_staging TO billing_writer;
 GRANT EXECUTE ON FUNCTION billing.ingest_event(text, text, text, timestamptz, jsonb, numeric), billing.ingest_events(jsonb),
     billing.ingest_staged(integer), billing.last_intake(), billing.direct_write_status() TO billing_writer;
+-- Applications that sell by the request check and pay as they go (both security definer).
+GRANT EXECUTE ON FUNCTION billing.deduct_credits(text, numeric, text, text), billing.authorize(text, text, numeric) TO billing_writer;
 
 -- The admin: the catalog, usage, invoicing and every table of schema billing (not billing.distribute(),
 -- which stays with superusers).

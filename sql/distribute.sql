@@ -2,10 +2,11 @@
 -- coordinator into a distributed one. Per-customer tables (customers, subscriptions,
 -- events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox,
 -- customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications,
--- applied_usage_thresholds, subscription_fixed_charge_units and the credit notes' four
--- tables) are distributed by customer and colocated, so one customer's rows live in one
--- shard group; the catalog (with the taxes and their attachments, the coupons, the add-ons,
--- the usage thresholds and the fixed charges), the two directories and the per-entity
+-- applied_usage_thresholds, subscription_fixed_charge_units, plan_changes,
+-- in_advance_usage, the credit notes' four tables and the wallets' four) are distributed by
+-- customer and colocated, so one customer's rows live in one shard group; the catalog (with
+-- the taxes and their attachments, the coupons, the add-ons, the usage thresholds and the
+-- fixed charges), the three directories (customers, subscriptions, wallets) and the per-entity
 -- invoice counters become reference tables, copied to every node; rejected_events and the
 -- COPY intake and staging tables stay local to the coordinator, where ingestion runs.
 CREATE FUNCTION billing.distribute(shard_count integer DEFAULT NULL)
@@ -16,12 +17,14 @@ DECLARE
     reference_tables text[] := ARRAY['billing_entities', 'billable_metrics', 'plans', 'plan_versions', 'charges',
                                      'charge_filters', 'customer_directory', 'subscription_directory', 'invoice_sequences',
                                      'taxes', 'billing_entity_taxes', 'plan_taxes', 'charge_taxes', 'coupons', 'coupon_plans',
-                                     'coupon_billable_metrics', 'add_ons', 'add_on_taxes', 'usage_thresholds', 'fixed_charges'];
+                                     'coupon_billable_metrics', 'add_ons', 'add_on_taxes', 'usage_thresholds', 'fixed_charges',
+                                     'wallet_directory'];
     per_customer_tables text[] := ARRAY['subscriptions', 'events', 'usage_rollups', 'invoices', 'fees', 'billed_windows',
                                         'billing_failures', 'outbox', 'customer_taxes', 'fee_taxes', 'applied_coupons',
                                         'invoice_coupons', 'invoice_verifications', 'credit_notes', 'credit_note_items',
                                         'credit_note_taxes', 'invoice_credit_notes', 'applied_usage_thresholds',
-                                        'subscription_fixed_charge_units', 'plan_changes', 'in_advance_usage'];
+                                        'subscription_fixed_charge_units', 'plan_changes', 'in_advance_usage', 'wallets',
+                                        'wallet_transactions', 'wallet_recurring_rules', 'spend_caps'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;

@@ -2,10 +2,10 @@
 -- fees, exactly once; drafts stay open during the billing entity's grace period, then are
 -- finalized (numbered, immutable) or voided; every change is reported through the outbox.
 
-CREATE TYPE billing.invoice_type AS ENUM ('subscription', 'one_off', 'progressive_billing', 'pay_in_advance');
+CREATE TYPE billing.invoice_type AS ENUM ('subscription', 'one_off', 'progressive_billing', 'pay_in_advance', 'credit');
 CREATE TYPE billing.invoice_status AS ENUM ('draft', 'finalized', 'voided');
 CREATE TYPE billing.payment_status AS ENUM ('pending', 'succeeded', 'failed');
-CREATE TYPE billing.fee_type AS ENUM ('subscription', 'charge', 'charge_minimum', 'commitment', 'adjustment', 'add_on', 'fixed_charge');
+CREATE TYPE billing.fee_type AS ENUM ('subscription', 'charge', 'charge_minimum', 'commitment', 'adjustment', 'add_on', 'fixed_charge', 'credit');
 
 -- One invoice per subscription and billing instant (`billing_at`): a period's close (its
 -- arrears fees, and the next period's in-advance fee), the subscription's start (an
@@ -622,8 +622,8 @@ BEGIN
     END LOOP;
 END $$;
 
--- Sets an invoice's totals from its invoiceable fees (taxes, coupons, credit notes and
--- prepaid credits are zero until they exist).
+-- Sets an invoice's totals from its invoiceable fees, its coupons, taxes, the credit notes
+-- and the prepaid credits it consumed (the last two only from finalization on).
 CREATE FUNCTION billing._total_invoice(customer_id bigint, invoice_id bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -633,6 +633,7 @@ DECLARE
     coupons numeric;
     taxes numeric;
     credits numeric;
+    prepaid numeric;
 BEGIN
     PERFORM billing._credit_progressive_billing(customer_id, invoice_id);
     SELECT coalesce(sum(fe.amount), 0), coalesce(sum(fe.progressive_credit_amount), 0) INTO fees, progressive FROM billing.fees fe
@@ -641,12 +642,13 @@ BEGIN
     WHERE ic.customer_id = customer_id AND ic.invoice_id = invoice_id;
     SELECT coalesce(sum(icn.amount), 0) INTO credits FROM billing.invoice_credit_notes icn
     WHERE icn.customer_id = customer_id AND icn.invoice_id = invoice_id;
+    prepaid := billing._prepaid_credits_paid(customer_id, invoice_id);
     taxes := billing._tax_fees(customer_id, invoice_id);
     UPDATE billing.invoices i
     SET fees_amount = fees, progressive_billing_credit_amount = progressive, coupons_amount = coupons,
         sub_total_excluding_taxes = fees - progressive - coupons, taxes_amount = taxes,
         sub_total_including_taxes = fees - progressive - coupons + taxes, credit_notes_amount = credits,
-        total_amount = fees - progressive - coupons + taxes - credits, refreshed_at = now()
+        prepaid_credit_amount = prepaid, total_amount = fees - progressive - coupons + taxes - credits - prepaid, refreshed_at = now()
     WHERE i.customer_id = customer_id AND i.id = invoice_id;
 END $$;
 
@@ -669,12 +671,16 @@ DECLARE
     invoice_number text;
     finalized billing.invoices;
 BEGIN
-    -- Coupons, then the credit of credit notes, come off at finalization, never on a draft
-    -- (pricing.md); each needs the totals the one before left.
+    -- Coupons, then the credit of credit notes, then prepaid credits come off at
+    -- finalization, never on a draft (pricing.md); each needs the totals the one before
+    -- left. A credit-purchase invoice is paid in money.
     IF billing._apply_coupons(inv) THEN
         PERFORM billing._total_invoice(inv.customer_id, inv.id);
     END IF;
-    IF billing._apply_credit_notes(inv) THEN
+    IF inv.invoice_type <> 'credit' AND billing._apply_credit_notes(inv) THEN
+        PERFORM billing._total_invoice(inv.customer_id, inv.id);
+    END IF;
+    IF billing._apply_prepaid_credits(inv) THEN
         PERFORM billing._total_invoice(inv.customer_id, inv.id);
     END IF;
     SELECT * INTO entity FROM billing.billing_entities e WHERE e.id = inv.billing_entity_id;
@@ -698,6 +704,11 @@ BEGIN
     WHERE i.customer_id = inv.customer_id AND i.id = inv.id
     RETURNING * INTO finalized;
     PERFORM billing._emit(finalized.customer_id, 'invoice.finalized', billing._invoice_event(finalized));
+    PERFORM billing._settle_purchase(finalized);
+    IF finalized.prepaid_credit_amount > 0
+       AND EXISTS (SELECT 1 FROM billing.wallet_recurring_rules r WHERE r.customer_id = finalized.customer_id AND r.trigger = 'threshold') THEN
+        PERFORM billing._check_threshold_rules(finalized.customer_id);
+    END IF;
     RETURN finalized;
 END $$;
 
@@ -899,6 +910,7 @@ BEGIN
     END IF;
     UPDATE billing.invoices i SET status = 'voided', voided_at = now()
     WHERE i.customer_id = inv.customer_id AND i.id = inv.id RETURNING * INTO inv;
+    PERFORM billing._void_wallet_transactions(inv);
     PERFORM billing._emit(inv.customer_id, 'invoice.voided', billing._invoice_event(inv));
     RETURN inv;
 END $$;
@@ -914,6 +926,7 @@ BEGIN
     UPDATE billing.invoices i SET payment_status = status::billing.payment_status
     WHERE i.customer_id = inv.customer_id AND i.id = inv.id RETURNING * INTO inv;
     PERFORM billing._emit(inv.customer_id, 'invoice.payment_status_updated', billing._invoice_event(inv));
+    PERFORM billing._settle_purchase(inv);
     RETURN inv;
 END $$;
 
@@ -1052,6 +1065,8 @@ BEGIN
         COMMIT;
     END LOOP;
     CALL billing.finalize_drafts(as_of);
+    PERFORM billing.run_wallets(as_of);
+    COMMIT;
     PERFORM pg_advisory_unlock(hashtext('pg_billing: billing run'));
 END $$;
 

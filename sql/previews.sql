@@ -192,6 +192,7 @@ BEGIN
         AND inv.taxes_amount = taxes AND inv.credit_notes_amount = credits
         AND inv.sub_total_excluding_taxes = inv.fees_amount - inv.progressive_billing_credit_amount - inv.coupons_amount
         AND inv.sub_total_including_taxes = inv.sub_total_excluding_taxes + inv.taxes_amount
+        AND inv.prepaid_credit_amount = billing._prepaid_credits_paid(inv.customer_id, inv.id)
         AND inv.total_amount = inv.sub_total_including_taxes - inv.credit_notes_amount - inv.prepaid_credit_amount;
     report := jsonb_build_object(
         'invoice_id', inv.id, 'number', inv.number, 'verified_at', now(), 'lines_checked', checked,

@@ -53,7 +53,8 @@ pgrx::extension_sql_file!("../sql/progressive.sql", name = "progressive", requir
 pgrx::extension_sql_file!("../sql/plan_changes.sql", name = "plan_changes", requires = ["progressive"]);
 pgrx::extension_sql_file!("../sql/pay_in_advance.sql", name = "pay_in_advance", requires = ["plan_changes"]);
 pgrx::extension_sql_file!("../sql/previews.sql", name = "previews", requires = ["pay_in_advance"]);
-pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["previews"]);
+pgrx::extension_sql_file!("../sql/wallets.sql", name = "wallets", requires = ["previews"]);
+pgrx::extension_sql_file!("../sql/distribute.sql", name = "distribute", requires = ["wallets"]);
 pgrx::extension_sql_file!("../sql/schedule.sql", name = "schedule", requires = ["invoicing"]);
 pgrx::extension_sql_file!(
     "../sql/bi.sql",

@@ -7,3 +7,5 @@ SELECT count(*) AS finalized,
        count(*) FILTER (WHERE jsonb_array_length(v.report -> 'drifting_lines') = 0) AS usage_as_billed
 FROM billing.invoices i, LATERAL (SELECT billing.verify_invoice(i.id) AS report) v
 WHERE i.status = 'finalized';
+-- And of every wallet: its balance equals the sum of its settled ledger rows.
+SELECT count(*) AS wallets, (SELECT count(*) FROM billing.wallet_discrepancies()) AS discrepancies FROM billing.wallets;
