@@ -3049,6 +3049,7 @@ BEGIN
         AND inv.taxes_amount = taxes AND inv.credit_notes_amount = credits
         AND inv.sub_total_excluding_taxes = inv.fees_amount - inv.progressive_billing_credit_amount - inv.coupons_amount
         AND inv.sub_total_including_taxes = inv.sub_total_excluding_taxes + inv.taxes_amount
+        AND inv.prepaid_credit_amount = billing._prepaid_credits_paid(inv.customer_id, inv.id)
         AND inv.total_amount = inv.sub_total_including_taxes - inv.credit_notes_amount - inv.prepaid_credit_amount;
     report := jsonb_build_object(
         'invoice_id', inv.id, 'number', inv.number, 'verified_at', now(), 'lines_checked', checked,
@@ -3077,6 +3078,7 @@ DECLARE
     coupons numeric;
     taxes numeric;
     credits numeric;
+    prepaid numeric;
 BEGIN
     PERFORM billing._credit_progressive_billing(customer_id, invoice_id);
     SELECT coalesce(sum(fe.amount), 0), coalesce(sum(fe.progressive_credit_amount), 0) INTO fees, progressive FROM billing.fees fe
@@ -3085,12 +3087,13 @@ BEGIN
     WHERE ic.customer_id = customer_id AND ic.invoice_id = invoice_id;
     SELECT coalesce(sum(icn.amount), 0) INTO credits FROM billing.invoice_credit_notes icn
     WHERE icn.customer_id = customer_id AND icn.invoice_id = invoice_id;
+    prepaid := billing._prepaid_credits_paid(customer_id, invoice_id);
     taxes := billing._tax_fees(customer_id, invoice_id);
     UPDATE billing.invoices i
     SET fees_amount = fees, progressive_billing_credit_amount = progressive, coupons_amount = coupons,
         sub_total_excluding_taxes = fees - progressive - coupons, taxes_amount = taxes,
         sub_total_including_taxes = fees - progressive - coupons + taxes, credit_notes_amount = credits,
-        total_amount = fees - progressive - coupons + taxes - credits, refreshed_at = now()
+        prepaid_credit_amount = prepaid, total_amount = fees - progressive - coupons + taxes - credits - prepaid, refreshed_at = now()
     WHERE i.customer_id = customer_id AND i.id = invoice_id;
 END $$;
 
@@ -3264,12 +3267,16 @@ DECLARE
     invoice_number text;
     finalized billing.invoices;
 BEGIN
-    -- Coupons, then the credit of credit notes, come off at finalization, never on a draft
-    -- (pricing.md); each needs the totals the one before left.
+    -- Coupons, then the credit of credit notes, then prepaid credits come off at
+    -- finalization, never on a draft (pricing.md); each needs the totals the one before
+    -- left. A credit-purchase invoice is paid in money.
     IF billing._apply_coupons(inv) THEN
         PERFORM billing._total_invoice(inv.customer_id, inv.id);
     END IF;
-    IF billing._apply_credit_notes(inv) THEN
+    IF inv.invoice_type <> 'credit' AND billing._apply_credit_notes(inv) THEN
+        PERFORM billing._total_invoice(inv.customer_id, inv.id);
+    END IF;
+    IF billing._apply_prepaid_credits(inv) THEN
         PERFORM billing._total_invoice(inv.customer_id, inv.id);
     END IF;
     SELECT * INTO entity FROM billing.billing_entities e WHERE e.id = inv.billing_entity_id;
@@ -3293,6 +3300,11 @@ BEGIN
     WHERE i.customer_id = inv.customer_id AND i.id = inv.id
     RETURNING * INTO finalized;
     PERFORM billing._emit(finalized.customer_id, 'invoice.finalized', billing._invoice_event(finalized));
+    PERFORM billing._settle_purchase(finalized);
+    IF finalized.prepaid_credit_amount > 0
+       AND EXISTS (SELECT 1 FROM billing.wallet_recurring_rules r WHERE r.customer_id = finalized.customer_id AND r.trigger = 'threshold') THEN
+        PERFORM billing._check_threshold_rules(finalized.customer_id);
+    END IF;
     RETURN finalized;
 END $$;
 
@@ -3519,6 +3531,7 @@ BEGIN
     END IF;
     UPDATE billing.invoices i SET status = 'voided', voided_at = now()
     WHERE i.customer_id = inv.customer_id AND i.id = inv.id RETURNING * INTO inv;
+    PERFORM billing._void_wallet_transactions(inv);
     PERFORM billing._emit(inv.customer_id, 'invoice.voided', billing._invoice_event(inv));
     RETURN inv;
 END $$;
@@ -3678,12 +3691,14 @@ DECLARE
     reference_tables text[] := ARRAY['billing_entities', 'billable_metrics', 'plans', 'plan_versions', 'charges',
                                      'charge_filters', 'customer_directory', 'subscription_directory', 'invoice_sequences',
                                      'taxes', 'billing_entity_taxes', 'plan_taxes', 'charge_taxes', 'coupons', 'coupon_plans',
-                                     'coupon_billable_metrics', 'add_ons', 'add_on_taxes', 'usage_thresholds', 'fixed_charges'];
+                                     'coupon_billable_metrics', 'add_ons', 'add_on_taxes', 'usage_thresholds', 'fixed_charges',
+                                     'wallet_directory'];
     per_customer_tables text[] := ARRAY['subscriptions', 'events', 'usage_rollups', 'invoices', 'fees', 'billed_windows',
                                         'billing_failures', 'outbox', 'customer_taxes', 'fee_taxes', 'applied_coupons',
                                         'invoice_coupons', 'invoice_verifications', 'credit_notes', 'credit_note_items',
                                         'credit_note_taxes', 'invoice_credit_notes', 'applied_usage_thresholds',
-                                        'subscription_fixed_charge_units', 'plan_changes', 'in_advance_usage'];
+                                        'subscription_fixed_charge_units', 'plan_changes', 'in_advance_usage', 'wallets',
+                                        'wallet_transactions', 'wallet_recurring_rules', 'spend_caps'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;
@@ -3888,3 +3903,1413 @@ COMMENT ON FUNCTION billing._bucket_units(billing.subscriptions, billing.custome
 COMMENT ON FUNCTION billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz) IS 'Private: at the start of a period or plan, the recurring charges paid in advance bill the price of the units carried in (the full period, or prorated from that instant) and start the period''s lines from them; with no invoice, says whether there is anything to bill.';
 COMMENT ON FUNCTION billing._price_rise(billing.price, text, integer, numeric, numeric, boolean) IS 'Private: what raising a line''s mark bills: price(after) - price(before) (price(after) for a first event), each mark rounded as the metric rounds units, never below 0.';
 COMMENT ON FUNCTION billing._units_rise(text, integer, numeric, numeric) IS 'Private: by how many units, rounded as the metric rounds them, a line''s mark rose.';
+
+-- BEGIN prepaid credits
+ALTER TYPE billing.invoice_type ADD VALUE 'credit';
+ALTER TYPE billing.fee_type ADD VALUE 'credit';
+
+-- Prepaid credits: wallets of credits per customer, an append-only ledger of what came in
+-- and went out, top-ups (manual, on an interval, at a threshold), consumption by invoices
+-- at finalization, direct deduction by applications, and spend caps checked before usage
+-- is recorded (billing.authorize).
+--
+-- A wallet's balance (credits_balance) moves only with its ledger: the ledger's trigger
+-- applies each settled row to it in the same statement, and the wallet refuses any other
+-- change of it; billing.wallet_discrepancies() lists wallets whose balance and settled
+-- ledger sum differ (none, ever). The balance never goes below zero: the row lock the
+-- trigger's update takes orders concurrent consumers, and each sees what the one before
+-- it left.
+
+CREATE TYPE billing.wallet_status AS ENUM ('active', 'terminated');
+CREATE TYPE billing.wallet_transaction_type AS ENUM ('inbound', 'outbound');
+CREATE TYPE billing.wallet_transaction_status AS ENUM ('pending', 'settled', 'failed');
+-- What a ledger row is: inbound purchased (paid), granted (free), restored (given back by a
+-- voided invoice); outbound invoiced (paid an invoice), deducted (billing.deduct_credits),
+-- voided (taken away), expired (left at the wallet's expiry).
+CREATE TYPE billing.wallet_transaction_kind AS ENUM ('purchased', 'granted', 'restored', 'invoiced', 'deducted', 'voided', 'expired');
+CREATE TYPE billing.wallet_top_up_source AS ENUM ('manual', 'interval', 'threshold');
+CREATE TYPE billing.top_up_trigger AS ENUM ('interval', 'threshold');
+CREATE TYPE billing.top_up_method AS ENUM ('fixed', 'target');
+
+CREATE TABLE billing.wallets (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    customer_id bigint NOT NULL REFERENCES billing.customers,
+    -- The wallet's name for applications (billing.deduct_credits), unique across customers
+    -- through billing.wallet_directory.
+    external_id text NOT NULL,
+    code text NOT NULL,
+    name text,
+    currency text NOT NULL,
+    -- 1 credit = rate_amount units of the currency.
+    rate_amount numeric NOT NULL CHECK (rate_amount > 0),
+    -- Lower first when invoices consume credits.
+    priority integer NOT NULL DEFAULT 50 CHECK (priority BETWEEN 1 AND 50),
+    status billing.wallet_status NOT NULL DEFAULT 'active',
+    expiration_at timestamptz,
+    -- Limits (NULL: none): the fee types and the metrics whose fees the wallet may pay.
+    applies_to_fee_types billing.fee_type[],
+    applies_to_metric_ids bigint[],
+    paid_top_up_min_credits numeric,
+    paid_top_up_max_credits numeric,
+    -- Purchased credits settle when their invoice is paid (true) or finalized (false).
+    invoice_requires_successful_payment boolean NOT NULL DEFAULT false,
+    credits_balance numeric NOT NULL DEFAULT 0 CONSTRAINT wallets_never_overdrawn CHECK (credits_balance >= 0),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    terminated_at timestamptz,
+    PRIMARY KEY (customer_id, id),
+    UNIQUE (customer_id, code),
+    UNIQUE (customer_id, external_id),
+    CHECK (paid_top_up_min_credits IS NULL OR paid_top_up_max_credits IS NULL OR paid_top_up_min_credits <= paid_top_up_max_credits)
+);
+
+-- Which customer's wallet an external wallet id names: the one place that id is unique.
+CREATE TABLE billing.wallet_directory (
+    external_id text PRIMARY KEY,
+    customer_id bigint NOT NULL,
+    wallet_id bigint NOT NULL,
+    UNIQUE (customer_id, wallet_id)
+);
+
+-- The ledger. Rows are never deleted; a pending row (purchased credits waiting for their
+-- invoice) becomes settled or failed once, and nothing else of a row ever changes.
+CREATE TABLE billing.wallet_transactions (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    customer_id bigint NOT NULL,
+    wallet_id bigint NOT NULL,
+    transaction_type billing.wallet_transaction_type NOT NULL,
+    transaction_status billing.wallet_transaction_kind NOT NULL,
+    status billing.wallet_transaction_status NOT NULL,
+    source billing.wallet_top_up_source NOT NULL DEFAULT 'manual',
+    credits numeric NOT NULL CHECK (credits > 0),
+    -- The credits' worth in the wallet's currency, in whole minor units.
+    amount numeric NOT NULL CHECK (amount >= 0),
+    -- The credit-purchase invoice of purchased credits; the invoice paid (invoiced) or voided
+    -- (restored).
+    invoice_id bigint,
+    idempotency_key text,
+    reason text,
+    metadata jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    settled_at timestamptz,
+    PRIMARY KEY (customer_id, id),
+    CONSTRAINT wallet_transactions_idempotency_key UNIQUE (customer_id, wallet_id, idempotency_key),
+    FOREIGN KEY (customer_id, wallet_id) REFERENCES billing.wallets (customer_id, id),
+    FOREIGN KEY (customer_id, invoice_id) REFERENCES billing.invoices (customer_id, id),
+    CHECK ((transaction_type = 'inbound') = (transaction_status IN ('purchased', 'granted', 'restored'))),
+    CHECK ((status = 'settled') = (settled_at IS NOT NULL))
+);
+CREATE INDEX wallet_transactions_by_invoice ON billing.wallet_transactions (customer_id, invoice_id) WHERE invoice_id IS NOT NULL;
+
+-- Automatic top-ups: on an interval from started_at, or when the wallet's ongoing balance
+-- falls to threshold_credits (once per crossing: the rule is armed again when the ongoing
+-- balance is above the threshold). fixed tops up paid_credits and granted_credits; target
+-- buys what brings the ongoing balance up to target_ongoing_balance.
+CREATE TABLE billing.wallet_recurring_rules (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    customer_id bigint NOT NULL,
+    wallet_id bigint NOT NULL,
+    trigger billing.top_up_trigger NOT NULL,
+    method billing.top_up_method NOT NULL DEFAULT 'fixed',
+    "interval" billing.billing_interval,
+    started_at timestamptz,
+    threshold_credits numeric,
+    paid_credits numeric NOT NULL DEFAULT 0 CHECK (paid_credits >= 0),
+    granted_credits numeric NOT NULL DEFAULT 0 CHECK (granted_credits >= 0),
+    target_ongoing_balance numeric,
+    armed boolean NOT NULL DEFAULT true,
+    last_fired_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, id),
+    FOREIGN KEY (customer_id, wallet_id) REFERENCES billing.wallets (customer_id, id),
+    CHECK ((trigger = 'interval') = ("interval" IS NOT NULL AND started_at IS NOT NULL)),
+    CHECK ((trigger = 'threshold') = (threshold_credits IS NOT NULL)),
+    CHECK ((method = 'target') = (target_ongoing_balance IS NOT NULL))
+);
+
+-- A subscription's hard spend cap: the most its usage may cost in one billing period
+-- (billing.authorize refuses usage beyond it). reached_period_from records the period for
+-- which spend_cap.reached was announced.
+CREATE TABLE billing.spend_caps (
+    customer_id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    amount numeric NOT NULL CHECK (amount >= 0),
+    reached_period_from timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, subscription_id)
+);
+
+-- The ledger's rows apply themselves to their wallet's balance: a settled row when it is
+-- written or settles. An outbound row that would overdraw the wallet raises 23514.
+CREATE FUNCTION billing._wallet_posted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    delta numeric := CASE WHEN NEW.status = 'settled' THEN CASE NEW.transaction_type WHEN 'inbound' THEN NEW.credits ELSE -NEW.credits END ELSE 0 END
+                   - CASE WHEN TG_OP = 'UPDATE' AND OLD.status = 'settled' THEN CASE OLD.transaction_type WHEN 'inbound' THEN OLD.credits ELSE -OLD.credits END ELSE 0 END;
+    balance numeric;
+    w billing.wallets;
+BEGIN
+    IF delta = 0 THEN
+        RETURN NULL;
+    END IF;
+    UPDATE billing.wallets wl SET credits_balance = wl.credits_balance + delta
+    WHERE wl.customer_id = NEW.customer_id AND wl.id = NEW.wallet_id AND wl.credits_balance + delta >= 0
+    RETURNING wl.credits_balance INTO balance;
+    IF NOT FOUND THEN
+        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = NEW.customer_id AND wl.id = NEW.wallet_id;
+        PERFORM billing._raise('23514', format('wallet %s has %s credits: taking %s would overdraw it', w.external_id,
+                                               trim_scale(w.credits_balance), trim_scale(-delta)),
+            format('balance %s credits (%s %s), asked %s credits', trim_scale(w.credits_balance),
+                   billing._credits_worth(w.credits_balance, w), w.currency, trim_scale(-delta)),
+            'top the wallet up with billing.top_up, or take at most its balance');
+    END IF;
+    IF delta > 0 THEN
+        PERFORM billing._emit(NEW.customer_id, 'wallet.topped_up', billing._wallet_event(NEW.customer_id, NEW.wallet_id)
+                                                                   || jsonb_build_object('credits', NEW.credits, 'transaction_id', NEW.id));
+    ELSIF balance = 0 THEN
+        PERFORM billing._emit(NEW.customer_id, 'wallet.depleted', billing._wallet_event(NEW.customer_id, NEW.wallet_id));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER wallet_transactions_posted AFTER INSERT OR UPDATE ON billing.wallet_transactions
+FOR EACH ROW EXECUTE FUNCTION billing._wallet_posted();
+
+-- Append-only: a pending row may settle or fail, once; nothing else changes.
+CREATE FUNCTION billing._wallet_transaction_immutable() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.status = 'pending' AND NEW.status <> 'pending'
+       AND (to_jsonb(NEW) - ARRAY['status', 'settled_at']) = (to_jsonb(OLD) - ARRAY['status', 'settled_at']) THEN
+        RETURN NEW;
+    END IF;
+    PERFORM billing._raise('55000', format('wallet transaction %s is part of the ledger and cannot be changed', OLD.id),
+        format('%s of a %s transaction', TG_OP, OLD.status),
+        'correct a wallet with a new transaction: billing.top_up, billing.void_credits');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER wallet_transactions_immutable BEFORE UPDATE OR DELETE ON billing.wallet_transactions
+FOR EACH ROW EXECUTE FUNCTION billing._wallet_transaction_immutable();
+
+-- A wallet's balance changes only from the ledger's trigger (one trigger deeper than a
+-- statement on the wallet itself).
+CREATE FUNCTION billing._wallet_balance_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.credits_balance IS DISTINCT FROM OLD.credits_balance AND pg_trigger_depth() < 2 THEN
+        PERFORM billing._raise('55000', format('wallet %s''s balance moves only with its ledger', OLD.external_id),
+            format('credits_balance set from %s to %s', OLD.credits_balance, NEW.credits_balance),
+            'use billing.top_up, billing.deduct_credits or billing.void_credits');
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER wallets_balance_guard BEFORE UPDATE ON billing.wallets
+FOR EACH ROW EXECUTE FUNCTION billing._wallet_balance_guard();
+
+-- Credits' worth in the wallet's currency, in whole minor units (half-up): 1,034 credits at
+-- 0.001 are 1.03.
+CREATE FUNCTION billing._credits_worth(credits numeric, w billing.wallets) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT billing.round_money(credits * w.rate_amount, w.currency)
+$$;
+
+-- A wallet's ongoing balance in credits: its balance less the credits its share of usage not
+-- yet invoiced (billing._ongoing_usage) would take.
+CREATE FUNCTION billing._ongoing_credits(w billing.wallets, usage_amount numeric) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT trim_scale(greatest(w.credits_balance - round(coalesce(usage_amount, 0) / w.rate_amount, 5), 0))
+$$;
+
+-- What a wallet can pay, in whole minor units: its balance's worth rounded down, so that
+-- paying it never takes more credits than the wallet holds.
+CREATE FUNCTION billing._spendable(w billing.wallets) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT trunc(w.credits_balance * w.rate_amount, billing.currency_minor_units(w.currency))
+$$;
+
+-- The credits an amount of currency takes from a wallet (at most its balance).
+CREATE FUNCTION billing._credits_for(amount numeric, w billing.wallets) RETURNS numeric
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT least(w.credits_balance, trim_scale(round(amount / w.rate_amount, 5)))
+$$;
+
+-- Whether a wallet may pay a fee of this type and metric (its limits).
+CREATE FUNCTION billing._wallet_pays(w billing.wallets, fee_type billing.fee_type, metric_id bigint) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (w.applies_to_fee_types IS NULL OR fee_type = ANY (w.applies_to_fee_types))
+       AND (w.applies_to_metric_ids IS NULL OR metric_id = ANY (w.applies_to_metric_ids))
+$$;
+
+CREATE FUNCTION billing._wallet_event(customer_id bigint, wallet_id bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    RETURN (SELECT jsonb_build_object('wallet_id', w.id, 'external_id', w.external_id, 'code', w.code,
+                                      'customer_external_id', c.external_id, 'credits_balance', w.credits_balance,
+                                      'balance_amount', billing._credits_worth(w.credits_balance, w), 'currency', w.currency)
+            FROM billing.wallets w JOIN billing.customers c ON c.id = w.customer_id
+            WHERE w.customer_id = customer_id AND w.id = wallet_id);
+END $$;
+
+-- The wallet with this external id, locked, or 23503.
+CREATE FUNCTION billing._wallet(external_id text) RETURNS billing.wallets
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    entry billing.wallet_directory;
+    found_wallet billing.wallets;
+BEGIN
+    SELECT * INTO entry FROM billing.wallet_directory d WHERE d.external_id = external_id;
+    SELECT * INTO found_wallet FROM billing.wallets w WHERE w.customer_id = entry.customer_id AND w.id = entry.wallet_id FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('wallet', external_id, 'create it with billing.create_wallet');
+    END IF;
+    RETURN found_wallet;
+END $$;
+
+-- Raises 55000 unless the wallet takes transactions (active, not past its expiry).
+CREATE FUNCTION billing._require_active(w billing.wallets, action text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    IF w.status = 'terminated' OR w.expiration_at <= now() THEN
+        PERFORM billing._raise('55000', format('wallet %s is %s', w.external_id,
+                                               CASE w.status WHEN 'terminated' THEN 'terminated' ELSE 'expired' END),
+            format('%s on a wallet %s', action, CASE w.status WHEN 'terminated' THEN format('terminated at %s', w.terminated_at)
+                                                                 ELSE format('that expired at %s', w.expiration_at) END),
+            'create a new wallet with billing.create_wallet');
+    END IF;
+END $$;
+
+-- A positive, finite number of credits, or 22023.
+CREATE FUNCTION billing._check_credits(what text, credits numeric, may_be_zero boolean) RETURNS numeric
+LANGUAGE plpgsql IMMUTABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    IF credits IS NULL OR NOT (credits > 0 OR (may_be_zero AND credits = 0)) OR credits >= 'Infinity' THEN
+        PERFORM billing._invalid(format('%s must be %s number of credits', what, CASE WHEN may_be_zero THEN 'a finite, non-negative' ELSE 'a positive, finite' END),
+            format('got %s', credits), format('give %s as a number such as 100 or 12.5', what));
+    END IF;
+    RETURN credits;
+END $$;
+
+-- Writes a ledger row for a wallet (its amount the credits' worth unless given).
+CREATE FUNCTION billing._post(
+    w billing.wallets, kind billing.wallet_transaction_kind, status billing.wallet_transaction_status, credits numeric,
+    source billing.wallet_top_up_source DEFAULT 'manual', invoice_id bigint DEFAULT NULL, amount numeric DEFAULT NULL,
+    reason text DEFAULT NULL, metadata jsonb DEFAULT '{}'
+) RETURNS billing.wallet_transactions
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    posted billing.wallet_transactions;
+BEGIN
+    INSERT INTO billing.wallet_transactions (customer_id, wallet_id, transaction_type, transaction_status, status, source, credits, amount,
+                                             invoice_id, reason, metadata, settled_at)
+    VALUES (w.customer_id, w.id, CASE WHEN kind IN ('purchased', 'granted', 'restored') THEN 'inbound' ELSE 'outbound' END::billing.wallet_transaction_type,
+            kind, status, source, credits, coalesce(amount, billing._credits_worth(credits, w)), invoice_id, reason, coalesce(metadata, '{}'),
+            CASE WHEN status = 'settled' THEN now() END)
+    RETURNING * INTO posted;
+    RETURN posted;
+END $$;
+
+-- Paid and granted credits into a wallet: granted ones settle at once; paid ones are billed
+-- on a credit-purchase invoice (finalized at once) and settle with it (billing._settle_purchase).
+CREATE FUNCTION billing._top_up(
+    w billing.wallets, paid_credits numeric, granted_credits numeric, source billing.wallet_top_up_source, metadata jsonb
+) RETURNS SETOF billing.wallet_transactions
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    cust billing.customers;
+    invoice_id bigint;
+    purchase billing.wallet_transactions;
+    inv billing.invoices;
+    at timestamptz := now();
+BEGIN
+    IF granted_credits > 0 THEN
+        RETURN NEXT billing._post(w, 'granted', 'settled', granted_credits, source, metadata => metadata);
+    END IF;
+    IF paid_credits > 0 THEN
+        SELECT * INTO cust FROM billing.customers c WHERE c.id = w.customer_id;
+        INSERT INTO billing.invoices (customer_id, invoice_type, billing_entity_id, currency, timezone, billing_at, issuing_date)
+        VALUES (cust.id, 'credit', cust.billing_entity_id, w.currency, cust.timezone, at, (at AT TIME ZONE cust.timezone)::date)
+        RETURNING id INTO invoice_id;
+        -- Credits are not taxed: the fee names no tax.
+        INSERT INTO billing.fees (customer_id, invoice_id, fee_type, fee_key, description, units, precise_unit_amount, precise_amount,
+                                  amount, from_datetime, to_datetime, tax_ids)
+        VALUES (cust.id, invoice_id, 'credit', format('credit:%s', invoice_id), format('Prepaid credits (%s)', coalesce(w.name, w.code)),
+                paid_credits, w.rate_amount, paid_credits * w.rate_amount, billing._credits_worth(paid_credits, w), at, at, '{}');
+        purchase := billing._post(w, 'purchased', 'pending', paid_credits, source, invoice_id, metadata => metadata);
+        PERFORM billing._total_invoice(cust.id, invoice_id);
+        SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = cust.id AND i.id = invoice_id;
+        PERFORM billing._emit(cust.id, 'invoice.created', billing._invoice_event(inv));
+        PERFORM billing._finalize(inv);
+        RETURN QUERY SELECT * FROM billing.wallet_transactions t WHERE t.customer_id = cust.id AND t.id = purchase.id;
+    END IF;
+END $$;
+
+-- Settles (or fails) the purchased credits of a credit-purchase invoice: at finalization,
+-- unless the wallet waits for the payment; on a successful payment; failed on a failed
+-- payment or a voided invoice.
+CREATE FUNCTION billing._settle_purchase(inv billing.invoices) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+BEGIN
+    IF inv.invoice_type <> 'credit' THEN
+        RETURN;
+    END IF;
+    UPDATE billing.wallet_transactions t
+    SET status = CASE WHEN inv.status = 'voided' OR inv.payment_status = 'failed' THEN 'failed' ELSE 'settled' END::billing.wallet_transaction_status,
+        settled_at = CASE WHEN inv.status = 'voided' OR inv.payment_status = 'failed' THEN NULL ELSE now() END
+    FROM billing.wallets w
+    WHERE t.customer_id = inv.customer_id AND t.invoice_id = inv.id AND t.transaction_status = 'purchased' AND t.status = 'pending'
+      AND w.customer_id = t.customer_id AND w.id = t.wallet_id
+      AND (inv.status = 'voided' OR inv.payment_status <> 'pending' OR NOT w.invoice_requires_successful_payment);
+END $$;
+
+CREATE FUNCTION billing.create_wallet(
+    customer text, code text, rate_amount numeric DEFAULT 1, name text DEFAULT NULL, priority integer DEFAULT 50,
+    expiration_at timestamptz DEFAULT NULL, applies_to jsonb DEFAULT NULL,
+    paid_top_up_min_credits numeric DEFAULT NULL, paid_top_up_max_credits numeric DEFAULT NULL,
+    invoice_requires_successful_payment boolean DEFAULT false,
+    paid_credits numeric DEFAULT 0, granted_credits numeric DEFAULT 0, external_id text DEFAULT NULL
+) RETURNS billing.wallets
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    cust billing.customers := billing._customer(customer);
+    fee_types billing.fee_type[];
+    metric_ids bigint[];
+    created billing.wallets;
+BEGIN
+    IF coalesce(btrim(code), '') = '' THEN
+        PERFORM billing._invalid('a wallet needs a code', format('got "%s"', code), 'billing.create_wallet(''acme'', ''main'')');
+    END IF;
+    IF rate_amount IS NULL OR NOT (rate_amount > 0 AND rate_amount < 'Infinity') THEN
+        PERFORM billing._invalid('rate_amount must be positive: 1 credit is worth rate_amount of the currency',
+            format('got %s', rate_amount), 'give 1 for credits worth one unit each, 0.001 for a thousandth');
+    END IF;
+    IF priority IS NULL OR priority NOT BETWEEN 1 AND 50 THEN
+        PERFORM billing._invalid('priority must be between 1 and 50 (lower pays first)', format('got %s', priority), 'leave the default, 50');
+    END IF;
+    IF expiration_at <= now() THEN
+        PERFORM billing._invalid('expiration_at must be in the future', format('got %s', expiration_at), 'give a later instant, or NULL');
+    END IF;
+    PERFORM billing._check_credits('paid_top_up_min_credits', coalesce(paid_top_up_min_credits, 0), true);
+    PERFORM billing._check_credits('paid_top_up_max_credits', coalesce(paid_top_up_max_credits, 1), false);
+    IF paid_top_up_min_credits > paid_top_up_max_credits THEN
+        PERFORM billing._invalid('paid_top_up_min_credits is above paid_top_up_max_credits',
+            format('got %s and %s', paid_top_up_min_credits, paid_top_up_max_credits), 'give a minimum at most the maximum');
+    END IF;
+    IF applies_to IS NOT NULL THEN
+        IF jsonb_typeof(applies_to) <> 'object' OR EXISTS (SELECT 1 FROM jsonb_object_keys(applies_to) k WHERE k NOT IN ('fee_types', 'billable_metric_codes'))
+           OR jsonb_typeof(coalesce(applies_to -> 'fee_types', '[]')) <> 'array'
+           OR jsonb_typeof(coalesce(applies_to -> 'billable_metric_codes', '[]')) <> 'array' THEN
+            PERFORM billing._invalid('applies_to must be {"fee_types": [...], "billable_metric_codes": [...]}', format('got %s', applies_to),
+                'write {"billable_metric_codes": ["tokens"]} or {"fee_types": ["charge"]}');
+        END IF;
+        IF applies_to ? 'fee_types' THEN
+            PERFORM billing._check_label('fee type', t, enum_range(NULL::billing.fee_type)::text[])
+            FROM jsonb_array_elements_text(applies_to -> 'fee_types') t;
+            SELECT array_agg(DISTINCT t::billing.fee_type) INTO fee_types FROM jsonb_array_elements_text(applies_to -> 'fee_types') t;
+        END IF;
+        IF applies_to ? 'billable_metric_codes' THEN
+            PERFORM billing._unknown('metric', c, 'create it with billing.create_billable_metric')
+            FROM jsonb_array_elements_text(applies_to -> 'billable_metric_codes') c
+            WHERE NOT EXISTS (SELECT 1 FROM billing.billable_metrics m WHERE m.code = c);
+            SELECT array_agg(DISTINCT m.id) INTO metric_ids FROM jsonb_array_elements_text(applies_to -> 'billable_metric_codes') c
+            JOIN billing.billable_metrics m ON m.code = c;
+        END IF;
+    END IF;
+    external_id := coalesce(external_id, customer || '/' || code);
+    IF EXISTS (SELECT 1 FROM billing.wallet_directory d WHERE d.external_id = external_id)
+       OR EXISTS (SELECT 1 FROM billing.wallets w WHERE w.customer_id = cust.id AND w.code = code) THEN
+        PERFORM billing._raise('23505', format('wallet "%s" exists already', external_id),
+            format('customer %s, code %s', customer, code), 'give the wallet another code or external_id');
+    END IF;
+    INSERT INTO billing.wallets (customer_id, external_id, code, name, currency, rate_amount, priority, expiration_at, applies_to_fee_types,
+                                 applies_to_metric_ids, paid_top_up_min_credits, paid_top_up_max_credits, invoice_requires_successful_payment)
+    VALUES (cust.id, external_id, code, name, cust.currency, rate_amount, priority, expiration_at, fee_types, metric_ids,
+            paid_top_up_min_credits, paid_top_up_max_credits, invoice_requires_successful_payment)
+    RETURNING * INTO created;
+    INSERT INTO billing.wallet_directory (external_id, customer_id, wallet_id) VALUES (external_id, cust.id, created.id);
+    PERFORM billing._emit(cust.id, 'wallet.created', billing._wallet_event(cust.id, created.id));
+    IF coalesce(paid_credits, 0) <> 0 OR coalesce(granted_credits, 0) <> 0 THEN
+        PERFORM billing.top_up(external_id, paid_credits, granted_credits);
+    END IF;
+    SELECT * INTO created FROM billing.wallets w WHERE w.customer_id = cust.id AND w.id = created.id;
+    RETURN created;
+END $$;
+
+-- A manual top-up: paid credits (billed, within the wallet's paid top-up limits) and
+-- granted credits (free). Returns the ledger rows written.
+CREATE FUNCTION billing.top_up(wallet text, paid_credits numeric DEFAULT 0, granted_credits numeric DEFAULT 0, metadata jsonb DEFAULT '{}')
+RETURNS SETOF billing.wallet_transactions
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w billing.wallets := billing._wallet(wallet);
+BEGIN
+    PERFORM billing._require_active(w, 'a top-up');
+    PERFORM billing._check_credits('paid_credits', paid_credits, true);
+    PERFORM billing._check_credits('granted_credits', granted_credits, true);
+    IF paid_credits = 0 AND granted_credits = 0 THEN
+        PERFORM billing._invalid('a top-up needs paid or granted credits', 'got 0 and 0', 'give paid_credits, granted_credits or both');
+    END IF;
+    IF paid_credits > 0 AND (paid_credits < w.paid_top_up_min_credits OR paid_credits > w.paid_top_up_max_credits) THEN
+        PERFORM billing._invalid(format('wallet %s takes paid top-ups of %s to %s credits', w.external_id,
+                                        coalesce(w.paid_top_up_min_credits::text, '0'), coalesce(w.paid_top_up_max_credits::text, 'any number of')),
+            format('got %s', paid_credits), 'give paid_credits within the wallet''s limits');
+    END IF;
+    IF paid_credits > 0 AND billing._credits_worth(paid_credits, w) = 0 THEN
+        PERFORM billing._invalid(format('%s paid credits are worth less than the smallest amount of %s', paid_credits, w.currency),
+            format('rate %s', w.rate_amount), 'buy more credits, or grant them');
+    END IF;
+    RETURN QUERY SELECT * FROM billing._top_up(w, paid_credits, granted_credits, 'manual', metadata);
+END $$;
+
+-- Takes credits away (an outbound voided row).
+CREATE FUNCTION billing.void_credits(wallet text, credits numeric, reason text DEFAULT NULL)
+RETURNS billing.wallet_transactions
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w billing.wallets := billing._wallet(wallet);
+BEGIN
+    PERFORM billing._check_credits('credits', credits, false);
+    RETURN billing._post(w, 'voided', 'settled', credits, reason => reason);
+END $$;
+
+-- Ends a wallet: what is left goes out as `kind` (voided when terminated, expired at the
+-- expiry), pending purchases stay to settle or fail with their invoice, rules stop.
+CREATE FUNCTION billing._end_wallet(w billing.wallets, kind billing.wallet_transaction_kind, at timestamptz) RETURNS billing.wallets
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    ended billing.wallets;
+BEGIN
+    IF w.credits_balance > 0 THEN
+        PERFORM billing._post(w, kind, 'settled', w.credits_balance);
+    END IF;
+    DELETE FROM billing.wallet_recurring_rules r WHERE r.customer_id = w.customer_id AND r.wallet_id = w.id;
+    UPDATE billing.wallets wl SET status = 'terminated', terminated_at = at
+    WHERE wl.customer_id = w.customer_id AND wl.id = w.id RETURNING * INTO ended;
+    PERFORM billing._emit(w.customer_id, CASE kind WHEN 'expired' THEN 'wallet.expired' ELSE 'wallet.terminated' END,
+                          billing._wallet_event(w.customer_id, w.id) || jsonb_build_object('credits_left', w.credits_balance));
+    RETURN ended;
+END $$;
+
+CREATE FUNCTION billing.terminate_wallet(wallet text) RETURNS billing.wallets
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w billing.wallets := billing._wallet(wallet);
+BEGIN
+    IF w.status = 'terminated' THEN
+        RETURN w;
+    END IF;
+    RETURN billing._end_wallet(w, 'voided', now());
+END $$;
+
+-- Deducts credits for an application, in the caller's transaction. The idempotency key
+-- makes a replay return the first deduction (23505 if it asked for another number of
+-- credits); a deduction that would overdraw the wallet raises 23514 naming the balance.
+-- Security definer: billing_writer may call it without any right on the ledger.
+CREATE FUNCTION billing.deduct_credits(wallet text, credits numeric, idempotency_key text, reason text DEFAULT NULL)
+RETURNS billing.wallet_transactions
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    entry billing.wallet_directory;
+    posted billing.wallet_transactions;
+    w billing.wallets;
+BEGIN
+    PERFORM billing._check_credits('credits', credits, false);
+    IF coalesce(idempotency_key, '') = '' THEN
+        PERFORM billing._invalid('a deduction needs an idempotency key', 'got an empty key',
+            'give the id of the request the credits pay for, so that a retry deducts nothing again');
+    END IF;
+    SELECT * INTO entry FROM billing.wallet_directory d WHERE d.external_id = wallet;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('wallet', wallet, 'create it with billing.create_wallet');
+    END IF;
+    INSERT INTO billing.wallet_transactions AS t (customer_id, wallet_id, transaction_type, transaction_status, status, credits, amount,
+                                                  idempotency_key, reason, settled_at)
+    SELECT wl.customer_id, wl.id, 'outbound', 'deducted', 'settled', credits, billing._credits_worth(credits, wl), idempotency_key, reason, now()
+    FROM billing.wallets wl
+    WHERE wl.customer_id = entry.customer_id AND wl.id = entry.wallet_id AND wl.status = 'active' AND (wl.expiration_at IS NULL OR wl.expiration_at > now())
+    ON CONFLICT ON CONSTRAINT wallet_transactions_idempotency_key DO NOTHING
+    RETURNING * INTO posted;
+    IF posted.id IS NULL THEN
+        SELECT * INTO posted FROM billing.wallet_transactions t
+        WHERE t.customer_id = entry.customer_id AND t.wallet_id = entry.wallet_id AND t.idempotency_key = idempotency_key;
+        IF NOT FOUND THEN
+            SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = entry.customer_id AND wl.id = entry.wallet_id;
+            PERFORM billing._require_active(w, 'a deduction');
+        ELSIF posted.credits <> credits THEN
+            PERFORM billing._raise('23505', format('idempotency key "%s" deducted %s credits, not %s', idempotency_key, trim_scale(posted.credits), credits),
+                format('wallet %s, transaction %s', wallet, posted.id), 'a retry asks for the same credits; a new deduction needs a new key');
+        END IF;
+        RETURN posted;
+    END IF;
+    IF EXISTS (SELECT 1 FROM billing.wallet_recurring_rules r WHERE r.customer_id = entry.customer_id AND r.trigger = 'threshold') THEN
+        PERFORM billing._check_threshold_rules(entry.customer_id);
+    END IF;
+    RETURN posted;
+END $$;
+
+-- Takes up to `cap` from lines of usage or fees (their types, metrics and amounts left),
+-- only those the wallet may pay, in order: returns what it took and the lines' amounts left.
+-- A wallet without limits takes `cap` whatever the lines add up to (they only say which
+-- fees later limited wallets may still pay).
+CREATE FUNCTION billing._take_from_lines(
+    w billing.wallets, line_types billing.fee_type[], line_metrics bigint[], INOUT line_left numeric[], cap numeric, OUT taken numeric
+)
+LANGUAGE plpgsql IMMUTABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    limited boolean := w.applies_to_fee_types IS NOT NULL OR w.applies_to_metric_ids IS NOT NULL;
+    rest numeric;
+    part numeric;
+BEGIN
+    IF limited THEN
+        SELECT coalesce(sum(l.amount_left), 0) INTO rest FROM unnest(line_types, line_metrics, line_left) l(fee_type, metric_id, amount_left)
+        WHERE billing._wallet_pays(w, l.fee_type, l.metric_id);
+        taken := least(cap, billing.round_money(rest, w.currency));
+    ELSE
+        taken := cap;
+    END IF;
+    rest := taken;
+    FOR n IN 1 .. coalesce(cardinality(line_left), 0) LOOP
+        EXIT WHEN rest <= 0;
+        CONTINUE WHEN NOT billing._wallet_pays(w, line_types[n], line_metrics[n]) OR line_left[n] <= 0;
+        part := least(rest, line_left[n]);
+        line_left[n] := line_left[n] - part;
+        rest := rest - part;
+    END LOOP;
+END $$;
+
+-- Prepaid credits pay a finalizing invoice (pricing.md, invoice arithmetic 6): what is left
+-- after credit notes, from the customer's active wallets in the invoice's currency by
+-- priority, each within its limits (the fees' tax-inclusive amounts it may pay) and its
+-- balance. Credit-purchase invoices are paid in money. Returns whether any wallet paid.
+CREATE FUNCTION billing._apply_prepaid_credits(inv billing.invoices) RETURNS boolean
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w billing.wallets;
+    left_to_pay numeric;
+    line_types billing.fee_type[];
+    line_metrics bigint[];
+    line_left numeric[];
+    pay numeric;
+    paid_any boolean := false;
+BEGIN
+    IF inv.invoice_type = 'credit' THEN
+        RETURN false;
+    END IF;
+    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = inv.customer_id AND wl.status = 'active' AND wl.currency = inv.currency
+    ORDER BY wl.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    SELECT i.total_amount INTO left_to_pay FROM billing.invoices i WHERE i.customer_id = inv.customer_id AND i.id = inv.id;
+    SELECT array_agg(f.fee_type ORDER BY f.id), array_agg(f.metric_id ORDER BY f.id), array_agg(f.amount_left ORDER BY f.id)
+    INTO line_types, line_metrics, line_left
+    FROM (SELECT fe.id, fe.fee_type, ch.billable_metric_id AS metric_id,
+                 fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount
+                 + coalesce((SELECT sum(ft.precise_amount) FROM billing.fee_taxes ft WHERE ft.customer_id = fe.customer_id AND ft.fee_id = fe.id), 0)
+                 AS amount_left
+          FROM billing.fees fe LEFT JOIN billing.charges ch ON ch.id = fe.charge_id
+          WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable) f;
+    FOR w IN
+        SELECT * FROM billing.wallets wl
+        WHERE wl.customer_id = inv.customer_id AND wl.status = 'active' AND wl.currency = inv.currency AND wl.credits_balance > 0
+          AND (wl.expiration_at IS NULL OR wl.expiration_at > now())
+        ORDER BY wl.priority, wl.created_at, wl.id
+    LOOP
+        EXIT WHEN left_to_pay <= 0;
+        SELECT t.line_left, t.taken INTO line_left, pay FROM billing._take_from_lines(w, line_types, line_metrics, line_left,
+                                                                                      least(left_to_pay, billing._spendable(w))) t;
+        CONTINUE WHEN pay <= 0;
+        PERFORM billing._post(w, 'invoiced', 'settled', billing._credits_for(pay, w), invoice_id => inv.id, amount => pay);
+        left_to_pay := left_to_pay - pay;
+        paid_any := true;
+    END LOOP;
+    RETURN paid_any;
+END $$;
+
+-- The prepaid credits an invoice consumed, in currency.
+CREATE FUNCTION billing._prepaid_credits_paid(customer_id bigint, invoice_id bigint) RETURNS numeric
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+DECLARE
+    paid numeric;
+BEGIN
+    SELECT coalesce(sum(t.amount), 0) INTO paid FROM billing.wallet_transactions t
+    WHERE t.customer_id = customer_id AND t.invoice_id = invoice_id AND t.transaction_status = 'invoiced' AND t.status = 'settled';
+    RETURN paid;
+END $$;
+
+-- What voiding an invoice does to wallets: the credits it consumed come back (restored);
+-- the credits a voided credit-purchase invoice bought fail if pending, or are taken away
+-- again if they had settled (23514 if they were spent meanwhile).
+CREATE FUNCTION billing._void_wallet_transactions(inv billing.invoices) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    consumed billing.wallet_transactions;
+    w billing.wallets;
+BEGIN
+    FOR consumed IN
+        SELECT * FROM billing.wallet_transactions t
+        WHERE t.customer_id = inv.customer_id AND t.invoice_id = inv.id AND t.transaction_status = 'purchased' AND t.status = 'settled'
+        ORDER BY t.id
+    LOOP
+        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = consumed.customer_id AND wl.id = consumed.wallet_id FOR UPDATE;
+        PERFORM billing._post(w, 'voided', 'settled', consumed.credits, invoice_id => inv.id, amount => consumed.amount,
+                              reason => format('credit purchase invoice %s voided', inv.number));
+    END LOOP;
+    PERFORM billing._settle_purchase(inv);
+    FOR consumed IN
+        SELECT * FROM billing.wallet_transactions t
+        WHERE t.customer_id = inv.customer_id AND t.invoice_id = inv.id AND t.transaction_status = 'invoiced' AND t.status = 'settled'
+        ORDER BY t.id
+    LOOP
+        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = consumed.customer_id AND wl.id = consumed.wallet_id FOR UPDATE;
+        CONTINUE WHEN w.status = 'terminated';
+        PERFORM billing._post(w, 'restored', 'settled', consumed.credits, invoice_id => inv.id, amount => consumed.amount,
+                              reason => format('invoice %s voided', inv.number));
+    END LOOP;
+END $$;
+
+-- What the customer's usage not yet paid for would take from each active wallet: the
+-- current usage of its subscriptions' open periods (charges billed in arrears) and the
+-- fees of its draft invoices, each line taken by priority from the wallets that may pay
+-- it, each wallet up to its balance's worth. Amounts before tax.
+CREATE FUNCTION billing._ongoing_usage(customer_id bigint)
+RETURNS TABLE (wallet_id bigint, usage_amount numeric)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w billing.wallets;
+    line_types billing.fee_type[];
+    line_metrics bigint[];
+    line_left numeric[];
+    taken numeric;
+BEGIN
+    SELECT array_agg(l.fee_type), array_agg(l.metric_id), array_agg(l.amount)
+    INTO line_types, line_metrics, line_left
+    FROM (SELECT 'charge'::billing.fee_type AS fee_type, ch.billable_metric_id AS metric_id, u.amount
+          FROM billing.subscriptions s
+          CROSS JOIN LATERAL billing.current_usage(s.external_id) u
+          JOIN billing.charges ch ON ch.id = u.charge_id
+          WHERE s.customer_id = customer_id AND s.status = 'active' AND NOT ch.pay_in_advance AND ch.invoiceable AND u.amount > 0
+          UNION ALL
+          SELECT fe.fee_type, ch.billable_metric_id, fe.amount
+          FROM billing.invoices i
+          JOIN billing.fees fe ON fe.customer_id = i.customer_id AND fe.invoice_id = i.id AND fe.invoiceable
+          LEFT JOIN billing.charges ch ON ch.id = fe.charge_id
+          WHERE i.customer_id = customer_id AND i.status = 'draft' AND i.invoice_type <> 'credit' AND fe.amount > 0) l;
+    FOR w IN
+        SELECT * FROM billing.wallets wl WHERE wl.customer_id = customer_id AND wl.status = 'active' ORDER BY wl.priority, wl.created_at, wl.id
+    LOOP
+        SELECT t.line_left, t.taken INTO line_left, taken
+        FROM billing._take_from_lines(w, line_types, line_metrics, line_left,
+                                      least(billing._spendable(w), coalesce((SELECT sum(x) FROM unnest(line_left) x), 0))) t;
+        wallet_id := w.id; usage_amount := taken;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
+-- A wallet's balance now, and its ongoing balance: the balance less what the customer's
+-- usage not yet invoiced would take from it (billing._ongoing_usage).
+CREATE FUNCTION billing.wallet_balance(wallet text)
+RETURNS TABLE (external_id text, status text, currency text, rate_amount numeric, credits_balance numeric, balance_amount numeric,
+               ongoing_usage_amount numeric, ongoing_balance_amount numeric, credits_ongoing_balance numeric)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    entry billing.wallet_directory;
+    w billing.wallets;
+BEGIN
+    SELECT * INTO entry FROM billing.wallet_directory d WHERE d.external_id = wallet;
+    SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = entry.customer_id AND wl.id = entry.wallet_id;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('wallet', wallet, 'create it with billing.create_wallet');
+    END IF;
+    external_id := w.external_id; status := w.status; currency := w.currency; rate_amount := w.rate_amount;
+    credits_balance := trim_scale(w.credits_balance);
+    balance_amount := billing._credits_worth(w.credits_balance, w);
+    SELECT coalesce(max(u.usage_amount), 0) INTO ongoing_usage_amount FROM billing._ongoing_usage(w.customer_id) u WHERE u.wallet_id = w.id;
+    ongoing_balance_amount := balance_amount - ongoing_usage_amount;
+    credits_ongoing_balance := billing._ongoing_credits(w, ongoing_usage_amount);
+    RETURN NEXT;
+END $$;
+
+-- Fires the customer's threshold rules whose wallet's ongoing balance is at or below the
+-- threshold and that are armed (each fires once per crossing), and arms again those above.
+CREATE FUNCTION billing._check_threshold_rules(customer_id bigint) RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    rule record;
+    fired integer := 0;
+BEGIN
+    FOR rule IN
+        SELECT r.id, r.wallet_id, r.armed, r.threshold_credits,
+               billing._ongoing_credits(w, u.usage_amount) AS ongoing_credits
+        FROM billing.wallet_recurring_rules r
+        JOIN billing.wallets w ON w.customer_id = r.customer_id AND w.id = r.wallet_id AND w.status = 'active'
+        LEFT JOIN billing._ongoing_usage(customer_id) u ON u.wallet_id = r.wallet_id
+        WHERE r.customer_id = customer_id AND r.trigger = 'threshold'
+        ORDER BY r.id
+    LOOP
+        IF rule.ongoing_credits <= rule.threshold_credits AND rule.armed THEN
+            UPDATE billing.wallet_recurring_rules r SET armed = false, last_fired_at = now() WHERE r.customer_id = customer_id AND r.id = rule.id;
+            PERFORM billing._fire_rule(customer_id, rule.id, rule.ongoing_credits);
+            fired := fired + 1;
+        ELSIF rule.ongoing_credits > rule.threshold_credits AND NOT rule.armed THEN
+            UPDATE billing.wallet_recurring_rules r SET armed = true WHERE r.customer_id = customer_id AND r.id = rule.id;
+        END IF;
+    END LOOP;
+    RETURN fired;
+END $$;
+
+-- Tops a wallet up by one of its rules: fixed credits, or (target) the paid credits that
+-- bring the ongoing balance to the target; paid credits within the wallet's paid top-up
+-- limits (raised to the minimum, cut to the maximum).
+CREATE FUNCTION billing._fire_rule(customer_id bigint, rule_id bigint, ongoing_credits numeric) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    rule billing.wallet_recurring_rules;
+    w billing.wallets;
+    paid numeric;
+BEGIN
+    SELECT * INTO rule FROM billing.wallet_recurring_rules r WHERE r.customer_id = customer_id AND r.id = rule_id;
+    SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = customer_id AND wl.id = rule.wallet_id FOR UPDATE;
+    paid := CASE rule.method WHEN 'target' THEN greatest(rule.target_ongoing_balance - ongoing_credits, 0) ELSE rule.paid_credits END;
+    IF paid > 0 THEN
+        paid := least(greatest(paid, coalesce(w.paid_top_up_min_credits, paid)), coalesce(w.paid_top_up_max_credits, paid));
+    END IF;
+    IF billing._credits_worth(paid, w) = 0 THEN
+        paid := 0;
+    END IF;
+    PERFORM billing._top_up(w, paid, CASE rule.method WHEN 'fixed' THEN rule.granted_credits ELSE 0 END,
+                            rule.trigger::text::billing.wallet_top_up_source, jsonb_build_object('rule_id', rule.id));
+END $$;
+
+-- A rule of automatic top-ups on a wallet. trigger 'interval' needs `interval` (weekly,
+-- monthly, quarterly, semiannual, yearly) and fires at started_at plus each whole interval;
+-- 'threshold' needs threshold_credits. method 'fixed' tops up paid_credits and
+-- granted_credits; 'target' needs target_ongoing_balance.
+CREATE FUNCTION billing.add_top_up_rule(
+    wallet text, trigger text, method text DEFAULT 'fixed', paid_credits numeric DEFAULT 0, granted_credits numeric DEFAULT 0,
+    "interval" text DEFAULT NULL, started_at timestamptz DEFAULT now(), threshold_credits numeric DEFAULT NULL,
+    target_ongoing_balance numeric DEFAULT NULL
+) RETURNS billing.wallet_recurring_rules
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w billing.wallets := billing._wallet(wallet);
+    created billing.wallet_recurring_rules;
+BEGIN
+    PERFORM billing._require_active(w, 'a top-up rule');
+    PERFORM billing._check_label('top-up trigger', trigger, enum_range(NULL::billing.top_up_trigger)::text[]);
+    PERFORM billing._check_label('top-up method', method, enum_range(NULL::billing.top_up_method)::text[]);
+    PERFORM billing._check_credits('paid_credits', paid_credits, true);
+    PERFORM billing._check_credits('granted_credits', granted_credits, true);
+    IF trigger = 'interval' THEN
+        PERFORM billing._check_label('interval', "interval", enum_range(NULL::billing.billing_interval)::text[]);
+        IF started_at IS NULL THEN
+            PERFORM billing._invalid('an interval rule needs started_at', 'got NULL', 'leave the default, now()');
+        END IF;
+    ELSIF "interval" IS NOT NULL THEN
+        PERFORM billing._invalid('a threshold rule takes no interval', format('got %s', "interval"), 'leave interval NULL');
+    END IF;
+    IF (trigger = 'threshold') <> (threshold_credits IS NOT NULL) THEN
+        PERFORM billing._invalid('threshold_credits is for threshold rules, and they need it', format('got %s for a %s rule', threshold_credits, trigger),
+            'give threshold_credits with trigger ''threshold'' only');
+    END IF;
+    IF threshold_credits IS NOT NULL THEN
+        PERFORM billing._check_credits('threshold_credits', threshold_credits, true);
+    END IF;
+    IF method = 'target' THEN
+        PERFORM billing._check_credits('target_ongoing_balance', target_ongoing_balance, false);
+        IF paid_credits > 0 OR granted_credits > 0 THEN
+            PERFORM billing._invalid('a target rule buys what reaches its target: it takes no paid or granted credits',
+                format('got %s and %s', paid_credits, granted_credits), 'give target_ongoing_balance only');
+        END IF;
+    ELSIF target_ongoing_balance IS NOT NULL OR (paid_credits = 0 AND granted_credits = 0) THEN
+        PERFORM billing._invalid('a fixed rule tops up paid_credits and granted_credits (not both 0) and has no target',
+            format('got %s paid, %s granted, target %s', paid_credits, granted_credits, target_ongoing_balance),
+            'give paid_credits or granted_credits');
+    END IF;
+    INSERT INTO billing.wallet_recurring_rules (customer_id, wallet_id, trigger, method, "interval", started_at, threshold_credits,
+                                                paid_credits, granted_credits, target_ongoing_balance)
+    VALUES (w.customer_id, w.id, trigger::billing.top_up_trigger, method::billing.top_up_method, "interval"::billing.billing_interval,
+            CASE WHEN trigger = 'interval' THEN started_at END, threshold_credits, paid_credits, granted_credits, target_ongoing_balance)
+    RETURNING * INTO created;
+    IF trigger = 'threshold' THEN
+        PERFORM billing._check_threshold_rules(w.customer_id);
+        SELECT * INTO created FROM billing.wallet_recurring_rules r WHERE r.customer_id = w.customer_id AND r.id = created.id;
+    END IF;
+    RETURN created;
+END $$;
+
+CREATE FUNCTION billing.remove_top_up_rule(rule_id bigint) RETURNS boolean
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+BEGIN
+    DELETE FROM billing.wallet_recurring_rules r WHERE r.id = rule_id;
+    RETURN FOUND;
+END $$;
+
+-- The last instant at or before as_of at which an interval rule fires (started_at plus a
+-- whole number, at least one, of intervals), NULL before the first.
+CREATE FUNCTION billing._last_interval_instant("interval" billing.billing_interval, started_at timestamptz, as_of timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT max(started_at + n * step)
+    FROM (SELECT CASE "interval" WHEN 'weekly' THEN interval '1 week' WHEN 'monthly' THEN interval '1 month'
+                                 WHEN 'quarterly' THEN interval '3 months' WHEN 'semiannual' THEN interval '6 months'
+                                 ELSE interval '1 year' END AS step) s,
+         generate_series(1, greatest(0, ((extract(epoch FROM as_of - started_at) / 86400) / 7)::integer + 1)) n
+    WHERE started_at + n * step <= as_of
+$$;
+
+-- Subscriptions whose usage of the open period reached their spend cap, announced once per
+-- period (spend_cap.reached).
+CREATE FUNCTION billing._announce_spend_caps(as_of timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    cap record;
+    spent numeric;
+    period_from timestamptz;
+    announced integer := 0;
+BEGIN
+    FOR cap IN
+        SELECT sc.customer_id, sc.subscription_id, sc.amount, sc.reached_period_from, s.external_id
+        FROM billing.spend_caps sc JOIN billing.subscriptions s ON s.customer_id = sc.customer_id AND s.id = sc.subscription_id
+        WHERE s.status = 'active'
+    LOOP
+        SELECT coalesce(sum(u.amount), 0), min(u.from_datetime) INTO spent, period_from FROM billing.current_usage(cap.external_id) u;
+        CONTINUE WHEN spent < cap.amount OR cap.reached_period_from IS NOT DISTINCT FROM period_from;
+        UPDATE billing.spend_caps sc SET reached_period_from = period_from
+        WHERE sc.customer_id = cap.customer_id AND sc.subscription_id = cap.subscription_id;
+        PERFORM billing._emit(cap.customer_id, 'spend_cap.reached',
+            jsonb_build_object('external_subscription_id', cap.external_id, 'cap_amount', cap.amount, 'spent_amount', spent,
+                               'period_from', period_from));
+        announced := announced + 1;
+    END LOOP;
+    RETURN announced;
+END $$;
+
+-- The wallets' periodic work, as of an instant: expires wallets past their expiry, fires the
+-- interval rules due (once per rule however many instants passed), checks the threshold
+-- rules, and announces spend caps reached. Called by billing.run_billing and scheduled with
+-- it; each wallet's work is in the caller's transaction.
+CREATE FUNCTION billing.run_wallets(as_of timestamptz DEFAULT now())
+RETURNS TABLE (expired integer, interval_top_ups integer, threshold_top_ups integer, spend_caps_reached integer)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w billing.wallets;
+    rule record;
+    customer bigint;
+BEGIN
+    expired := 0; interval_top_ups := 0; threshold_top_ups := 0;
+    FOR w IN SELECT * FROM billing.wallets wl WHERE wl.status = 'active' AND wl.expiration_at <= as_of ORDER BY wl.customer_id, wl.id FOR UPDATE LOOP
+        PERFORM billing._end_wallet(w, 'expired', w.expiration_at);
+        expired := expired + 1;
+    END LOOP;
+    FOR rule IN
+        SELECT r.customer_id, r.id, due.at FROM billing.wallet_recurring_rules r
+        CROSS JOIN LATERAL (SELECT billing._last_interval_instant(r."interval", r.started_at, as_of) AS at) due
+        WHERE r.trigger = 'interval' AND due.at IS NOT NULL AND due.at > coalesce(r.last_fired_at, '-infinity')
+        ORDER BY r.customer_id, r.id
+    LOOP
+        UPDATE billing.wallet_recurring_rules r SET last_fired_at = rule.at WHERE r.customer_id = rule.customer_id AND r.id = rule.id;
+        PERFORM billing._fire_rule(rule.customer_id, rule.id,
+            (SELECT billing._ongoing_credits(wl, u.usage_amount)
+             FROM billing.wallet_recurring_rules r JOIN billing.wallets wl ON wl.customer_id = r.customer_id AND wl.id = r.wallet_id
+             LEFT JOIN billing._ongoing_usage(rule.customer_id) u ON u.wallet_id = wl.id
+             WHERE r.customer_id = rule.customer_id AND r.id = rule.id));
+        interval_top_ups := interval_top_ups + 1;
+    END LOOP;
+    FOR customer IN SELECT DISTINCT r.customer_id FROM billing.wallet_recurring_rules r WHERE r.trigger = 'threshold' ORDER BY 1 LOOP
+        threshold_top_ups := threshold_top_ups + billing._check_threshold_rules(customer);
+    END LOOP;
+    spend_caps_reached := billing._announce_spend_caps(as_of);
+    RETURN NEXT;
+END $$;
+
+-- Sets (or with NULL removes) a subscription's spend cap per billing period.
+CREATE FUNCTION billing.set_spend_cap(external_subscription_id text, amount numeric) RETURNS billing.spend_caps
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions := billing._subscription(external_subscription_id);
+    cap billing.spend_caps;
+BEGIN
+    IF amount IS NULL THEN
+        DELETE FROM billing.spend_caps sc WHERE sc.customer_id = sub.customer_id AND sc.subscription_id = sub.id RETURNING * INTO cap;
+        RETURN cap;
+    END IF;
+    IF NOT (amount >= 0 AND amount < 'Infinity') OR amount <> billing.round_money(amount, (SELECT c.currency FROM billing.customers c WHERE c.id = sub.customer_id)) THEN
+        PERFORM billing._invalid('a spend cap is an amount of 0 or more in whole minor units of the currency', format('got %s', amount),
+            'give the most a period''s usage may cost, such as 100.00');
+    END IF;
+    INSERT INTO billing.spend_caps AS sc (customer_id, subscription_id, amount) VALUES (sub.customer_id, sub.id, amount)
+    ON CONFLICT (customer_id, subscription_id) DO UPDATE SET amount = excluded.amount
+    RETURNING * INTO cap;
+    RETURN cap;
+END $$;
+
+-- The price of `quantity` more units of a metric on a subscription now (on each charge of
+-- the plan in force that prices the metric: price(units + quantity) - price(units), units
+-- being the open period's usage of the charge), or 23514 if it would take the period's usage
+-- above the subscription's spend cap, or above what the customer's wallets that may pay it
+-- hold beyond the usage not yet invoiced. Nothing is written.
+CREATE FUNCTION billing.authorize(external_subscription_id text, code text, quantity numeric) RETURNS numeric
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+DECLARE
+    sub billing.subscriptions := billing._subscription(external_subscription_id);
+    metric billing.billable_metrics;
+    currency text;
+    price numeric := 0;
+    spent numeric;
+    cap numeric;
+    available numeric;
+    lines billing.usage_line[];
+    ch record;
+BEGIN
+    SELECT * INTO metric FROM billing.billable_metrics m WHERE m.code = code;
+    IF NOT FOUND THEN
+        PERFORM billing._unknown('metric', code, 'check the metric''s code');
+    END IF;
+    IF quantity IS NULL OR NOT (quantity >= 0 AND quantity < 'Infinity') THEN
+        PERFORM billing._invalid('quantity must be a finite number of 0 or more', format('got %s', quantity), 'give the units the operation will use');
+    END IF;
+    IF sub.status = 'terminated' THEN
+        PERFORM billing._raise('55000', format('subscription %s is terminated', external_subscription_id),
+            format('terminated at %s', sub.terminated_at), 'authorize usage of an active subscription');
+    END IF;
+    SELECT array_agg(u) INTO lines FROM billing.current_usage(external_subscription_id) u;
+    SELECT c.currency INTO currency FROM billing.customers c WHERE c.id = sub.customer_id;
+    FOR ch IN
+        SELECT c.id, c.price, c.price ->> 'charge_model' AS model, coalesce(sum(l.units), 0) AS units
+        FROM billing.charges c LEFT JOIN unnest(lines) l ON l.charge_id = c.id
+        WHERE c.id IN (SELECT l2.charge_id FROM unnest(lines) l2) AND c.billable_metric_id = metric.id AND c.invoiceable
+        GROUP BY c.id, c.price
+    LOOP
+        IF ch.model IN ('percentage', 'dynamic') THEN
+            PERFORM billing._raise('0A000', format('billing.authorize prices units, not the %s model', ch.model),
+                format('charge %s of metric %s', ch.id, code), 'authorize metrics priced per unit (standard, graduated, volume, package, graduated_percentage)');
+        END IF;
+        price := price + billing._price_rise(ch.price::billing.price, metric.rounding_function::text, metric.rounding_precision,
+                                             ch.units, ch.units + quantity, false);
+    END LOOP;
+    price := billing.round_money(price, currency);
+    IF price = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT sc.amount INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = sub.customer_id AND sc.subscription_id = sub.id;
+    IF cap IS NOT NULL THEN
+        SELECT coalesce(sum(l.amount), 0) INTO spent FROM unnest(lines) l;
+        IF spent + price > cap THEN
+            PERFORM billing._raise('23514', format('subscription %s would spend %s %s of its %s %s cap this period',
+                                                   external_subscription_id, billing.round_money(spent + price, currency), currency, cap, currency),
+                format('spent %s, this usage %s (%s %s)', billing.round_money(spent, currency), price, quantity, code),
+                'raise the cap with billing.set_spend_cap, or wait for the next period');
+        END IF;
+    END IF;
+    IF EXISTS (SELECT 1 FROM billing.wallets w WHERE w.customer_id = sub.customer_id AND w.status = 'active') THEN
+        SELECT coalesce(sum(billing._spendable(w) - coalesce(u.usage_amount, 0)), 0) INTO available
+        FROM billing.wallets w LEFT JOIN billing._ongoing_usage(sub.customer_id) u ON u.wallet_id = w.id
+        WHERE w.customer_id = sub.customer_id AND w.status = 'active' AND w.currency = currency
+          AND billing._wallet_pays(w, 'charge', metric.id);
+        IF price > available THEN
+            PERFORM billing._raise('23514', format('the prepaid balance of %s %s does not cover %s %s', available, currency, price, currency),
+                format('%s %s on subscription %s', quantity, code, external_subscription_id),
+                'top the customer''s wallet up with billing.top_up');
+        END IF;
+    END IF;
+    RETURN price;
+END $$;
+
+-- Wallets whose balance differs from their settled ledger (the invariant: none).
+CREATE FUNCTION billing.wallet_discrepancies()
+RETURNS TABLE (external_id text, credits_balance numeric, settled_ledger_credits numeric)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY
+    SELECT w.external_id, w.credits_balance, coalesce(l.credits, 0)
+    FROM billing.wallets w
+    LEFT JOIN (SELECT t.customer_id, t.wallet_id,
+                      sum(CASE t.transaction_type WHEN 'inbound' THEN t.credits ELSE -t.credits END) AS credits
+               FROM billing.wallet_transactions t WHERE t.status = 'settled' GROUP BY 1, 2) l
+      ON l.customer_id = w.customer_id AND l.wallet_id = w.id
+    WHERE w.credits_balance <> coalesce(l.credits, 0)
+    ORDER BY w.external_id;
+END $$;
+
+REVOKE ALL ON FUNCTION billing._wallet_posted(), billing._wallet_transaction_immutable(), billing._wallet_balance_guard(),
+    billing._credits_worth(numeric, billing.wallets), billing._ongoing_credits(billing.wallets, numeric), billing._spendable(billing.wallets), billing._credits_for(numeric, billing.wallets),
+    billing._wallet_pays(billing.wallets, billing.fee_type, bigint), billing._wallet_event(bigint, bigint), billing._wallet(text),
+    billing._require_active(billing.wallets, text), billing._check_credits(text, numeric, boolean),
+    billing._post(billing.wallets, billing.wallet_transaction_kind, billing.wallet_transaction_status, numeric, billing.wallet_top_up_source, bigint, numeric, text, jsonb),
+    billing._top_up(billing.wallets, numeric, numeric, billing.wallet_top_up_source, jsonb), billing._settle_purchase(billing.invoices),
+    billing.create_wallet(text, text, numeric, text, integer, timestamptz, jsonb, numeric, numeric, boolean, numeric, numeric, text),
+    billing.top_up(text, numeric, numeric, jsonb), billing.void_credits(text, numeric, text),
+    billing._end_wallet(billing.wallets, billing.wallet_transaction_kind, timestamptz), billing.terminate_wallet(text),
+    billing.deduct_credits(text, numeric, text, text),
+    billing._take_from_lines(billing.wallets, billing.fee_type[], bigint[], numeric[], numeric),
+    billing._apply_prepaid_credits(billing.invoices), billing._prepaid_credits_paid(bigint, bigint), billing._void_wallet_transactions(billing.invoices), billing._ongoing_usage(bigint),
+    billing.wallet_balance(text), billing._check_threshold_rules(bigint), billing._fire_rule(bigint, bigint, numeric),
+    billing.add_top_up_rule(text, text, text, numeric, numeric, text, timestamptz, numeric, numeric), billing.remove_top_up_rule(bigint),
+    billing._last_interval_instant(billing.billing_interval, timestamptz, timestamptz), billing._announce_spend_caps(timestamptz),
+    billing.run_wallets(timestamptz), billing.set_spend_cap(text, numeric), billing.authorize(text, text, numeric),
+    billing.wallet_discrepancies() FROM PUBLIC;
+
+-- pg_dump keeps the rows (the tables belong to the extension).
+SELECT pg_catalog.pg_extension_config_dump('billing.wallets', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.wallets_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.wallet_directory', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.wallet_transactions', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.wallet_transactions_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.wallet_recurring_rules', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.wallet_recurring_rules_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.spend_caps', '');
+
+CREATE OR REPLACE FUNCTION billing.set_payment_status(invoice_id bigint, status text) RETURNS billing.invoices
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    inv billing.invoices := billing._invoice(invoice_id);
+BEGIN
+    PERFORM billing._check_label('payment_status', status, enum_range(NULL::billing.payment_status)::text[]);
+    PERFORM billing._require_status(inv, 'finalized', 'set_payment_status');
+    UPDATE billing.invoices i SET payment_status = status::billing.payment_status
+    WHERE i.customer_id = inv.customer_id AND i.id = inv.id RETURNING * INTO inv;
+    PERFORM billing._emit(inv.customer_id, 'invoice.payment_status_updated', billing._invoice_event(inv));
+    PERFORM billing._settle_purchase(inv);
+    RETURN inv;
+END $$;
+
+CREATE OR REPLACE PROCEDURE billing.run_billing(as_of timestamptz DEFAULT now())
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    last_customer bigint := -1;
+    last_subscription bigint := -1;
+    next_sub record;
+BEGIN
+    IF NOT pg_try_advisory_lock(hashtext('pg_billing: billing run')) THEN
+        RAISE NOTICE 'another billing run is in progress: this one does nothing';
+        RETURN;
+    END IF;
+    PERFORM billing.activate_subscriptions(as_of);
+    COMMIT;
+    -- Keyset walk: one subscription's key in memory at a time.
+    LOOP
+        SELECT s.customer_id, s.id INTO next_sub FROM billing.subscriptions s
+        WHERE (s.customer_id, s.id) > (last_customer, last_subscription) AND s.status <> 'pending'
+        ORDER BY s.customer_id, s.id LIMIT 1;
+        EXIT WHEN NOT FOUND;
+        last_customer := next_sub.customer_id;
+        last_subscription := next_sub.id;
+        PERFORM billing._attempt(next_sub.customer_id, next_sub.id, as_of);
+        COMMIT;
+    END LOOP;
+    CALL billing.finalize_drafts(as_of);
+    PERFORM billing.run_wallets(as_of);
+    COMMIT;
+    PERFORM pg_advisory_unlock(hashtext('pg_billing: billing run'));
+END $$;
+
+-- Wallets with their balances now (the ongoing balance, which prices current usage, is
+-- billing.wallet_balance's).
+CREATE VIEW billing_bi.wallets AS
+SELECT w.external_id AS wallet_external_id, c.external_id AS customer_external_id, w.code, w.name, w.status::text AS status,
+       w.currency, w.rate_amount, w.priority, w.credits_balance, billing._credits_worth(w.credits_balance, w) AS balance_amount,
+       w.expiration_at, w.created_at, w.terminated_at
+FROM billing.wallets w JOIN billing.customers c ON c.id = w.customer_id;
+
+-- The wallets' ledger: every credit in and out, signed (in positive, out negative).
+CREATE VIEW billing_bi.wallet_transactions AS
+SELECT t.id AS transaction_id, w.external_id AS wallet_external_id, c.external_id AS customer_external_id,
+       t.transaction_type::text AS transaction_type, t.transaction_status::text AS transaction_status, t.status::text AS status,
+       t.source::text AS source, CASE t.transaction_type WHEN 'inbound' THEN t.credits ELSE -t.credits END AS credits,
+       CASE t.transaction_type WHEN 'inbound' THEN t.amount ELSE -t.amount END AS amount, w.currency, t.invoice_id, i.number AS invoice_number,
+       t.reason, t.created_at, t.settled_at
+FROM billing.wallet_transactions t
+JOIN billing.wallets w ON w.customer_id = t.customer_id AND w.id = t.wallet_id
+JOIN billing.customers c ON c.id = t.customer_id
+LEFT JOIN billing.invoices i ON i.customer_id = t.customer_id AND i.id = t.invoice_id;
+
+GRANT SELECT ON billing_bi.wallets, billing_bi.wallet_transactions TO billing_reader, billing_admin;
+COMMENT ON ROLE billing_writer IS 'pg_billing: ingestion (single events, JSON batches, COPY into the intake, staged COPY), billing.authorize and billing.deduct_credits.';
+-- Applications that sell by the request check and pay as they go (both security definer).
+GRANT EXECUTE ON FUNCTION billing.deduct_credits(text, numeric, text, text), billing.authorize(text, text, numeric) TO billing_writer;
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON ALL TABLES IN SCHEMA billing TO billing_admin;
+GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA billing TO billing_admin;
+GRANT EXECUTE ON ALL ROUTINES IN SCHEMA billing TO billing_admin;
+REVOKE EXECUTE ON FUNCTION billing.distribute(integer) FROM billing_admin;
+
+COMMENT ON SCHEMA billing IS 'pg_billing: usage-based billing (metering, pricing, invoicing) in SQL';
+
+COMMENT ON TYPE billing.price IS
+  'A validated price {"charge_model": ..., "properties": {...}} in Lago''s spelling: standard, graduated, volume, package, percentage, graduated_percentage or dynamic; the argument type of the pricing functions. Text output is canonical JSON; pg_billing''s tables store that JSON as jsonb, never this type.';
+COMMENT ON FUNCTION billing.price_in(cstring) IS 'Text input of billing.price: parses and validates the JSON (22P02 malformed, 22023 invalid properties).';
+COMMENT ON FUNCTION billing.price_out(billing.price) IS 'Text output of billing.price: canonical JSON with normalised decimals.';
+COMMENT ON FUNCTION billing.price(jsonb) IS 'Validates a jsonb price into billing.price; also the jsonb → billing.price assignment cast.';
+COMMENT ON FUNCTION billing.price_to_jsonb(billing.price) IS 'The canonical jsonb form of a price; also the billing.price → jsonb cast.';
+COMMENT ON CAST (jsonb AS billing.price) IS 'Validates a jsonb price (assignment cast).';
+COMMENT ON CAST (billing.price AS jsonb) IS 'The canonical jsonb form of a price.';
+
+COMMENT ON FUNCTION billing.amount(billing.price, numeric) IS
+  'Exact, unrounded amount of a price for a number of units (negative amounts clamp to 0). Event-based models see the units as one event; dynamic reads them as cents.';
+COMMENT ON FUNCTION billing.amount(billing.price, numeric[], text) IS
+  'Exact, unrounded amount of a price for the period''s event values in timestamp order (units = their sum): percentage free units, fixed fees and per-transaction bounds apply per event; dynamic sums precise_total_amount_cents in the currency''s minor units.';
+COMMENT ON FUNCTION billing.amount_details(billing.price, numeric) IS
+  'The breakdown behind billing.amount: per tier from_value, to_value, units, per-unit total, flat and total; package and percentage free and paid units and events.';
+COMMENT ON FUNCTION billing.amount_details(billing.price, numeric[], text) IS
+  'The breakdown behind billing.amount for a list of event values.';
+COMMENT ON FUNCTION billing.round_money(numeric, text) IS
+  'Rounds half-up (away from zero) to the ISO 4217 currency''s minor units: 2 for USD/EUR, 0 for JPY, 3 for KWD/BHD.';
+COMMENT ON FUNCTION billing.currency_minor_units(text) IS 'Number of minor-unit digits of an ISO 4217 currency (22023 for an unknown code).';
+COMMENT ON AGGREGATE billing.priced_sum(numeric, billing.price) IS
+  'billing.amount(price, sum(value)) per group; NULL values are skipped, a group whose rows carry different prices is an error (22023).';
+COMMENT ON FUNCTION billing._priced_sum_step(internal, numeric, billing.price) IS 'Private: transition function of billing.priced_sum.';
+COMMENT ON FUNCTION billing._priced_sum_final(internal) IS 'Private: final function of billing.priced_sum.';
+
+-- Catalog
+COMMENT ON TYPE billing.invoice_numbering IS 'How a billing entity numbers invoices: per_customer or per_entity.';
+COMMENT ON TYPE billing.aggregation IS 'How a billable metric aggregates event values: count, sum, max, unique_count, latest or weighted_sum.';
+COMMENT ON TYPE billing.rounding_function IS 'How a billable metric rounds its aggregated units before pricing: round, ceil or floor.';
+COMMENT ON TYPE billing.billing_interval IS 'The length of a plan''s billing period: weekly, monthly, quarterly, semiannual or yearly.';
+COMMENT ON TYPE billing.billing_time IS 'Where a subscription''s periods start: calendar (the first day of each period) or anniversary (the subscription''s start day).';
+COMMENT ON TYPE billing.subscription_status IS 'A subscription''s state: pending (starts later), active or terminated.';
+COMMENT ON COLUMN billing.charges.price IS 'The charge''s price as canonical JSON (what billing.price prints): {"charge_model": ..., "properties": {...}}, checked valid and canonical on every write.';
+COMMENT ON COLUMN billing.charge_filters.price IS 'The filter''s price as canonical JSON, with the charge''s model and the filter''s properties, checked like billing.charges.price.';
+COMMENT ON TABLE billing.billing_entities IS 'Issuers of invoices: name, address, tax id, default currency and time zone, invoice prefix and numbering, grace period and payment term. One ''default'' entity exists after CREATE EXTENSION.';
+COMMENT ON TABLE billing.customers IS 'Customers: external id, currency (ISO 4217), time zone (IANA), billing entity, address, tax id, metadata.';
+COMMENT ON TABLE billing.billable_metrics IS 'What is measured: aggregation (count, sum, max, unique_count, latest, weighted_sum) of an event property, recurring or metered, rounding, filters.';
+COMMENT ON TABLE billing.plans IS 'Plans by code; their terms live in billing.plan_versions.';
+COMMENT ON TABLE billing.plan_versions IS 'One version of a plan''s terms: interval, base amount, currency, pay in advance, trial, minimum commitment, usage thresholds. Changes create a new version.';
+COMMENT ON TABLE billing.charges IS 'A billable metric priced on a plan version: price, pay in advance, prorated, invoiceable, minimum amount, pricing group keys.';
+COMMENT ON TABLE billing.charge_filters IS 'Per-filter prices of a charge: events whose properties match the filter''s values use its price.';
+COMMENT ON TABLE billing.subscriptions IS 'A customer on a plan version: external id (the key events carry), status, dates, calendar or anniversary billing.';
+COMMENT ON TABLE billing.customer_directory IS 'Which customer each external customer id names: where that id is unique across all customers (a reference table on Citus). Written by billing.create_customer.';
+COMMENT ON TABLE billing.subscription_directory IS 'Which customer and subscription each external subscription id names, with the time zone and active window ingestion checks events against: where that id is unique, and how an event is routed to its customer (a reference table on Citus). Kept in step by billing.create_subscription and billing.terminate_subscription.';
+COMMENT ON FUNCTION billing.create_billing_entity(text, text, text, text, text, text, integer, integer, jsonb, text) IS 'Creates a billing entity (issuer of invoices).';
+COMMENT ON FUNCTION billing.create_customer(text, text, text, text, text, text, jsonb, text, jsonb) IS 'Creates a customer; currency and time zone default to the billing entity''s.';
+COMMENT ON FUNCTION billing.create_billable_metric(text, text, text, text, boolean, text, integer, jsonb) IS 'Creates a billable metric, validating aggregation, field, recurrence, rounding and filters.';
+COMMENT ON FUNCTION billing.create_plan(text, text, text, numeric, text, jsonb, boolean, integer, numeric, jsonb) IS 'Creates a plan, or a new version of it when the code exists, with its charges and their filters.';
+COMMENT ON FUNCTION billing.create_subscription(text, text, text, timestamptz, text, integer) IS 'Subscribes a customer to a plan (its latest version unless one is named); pending until subscription_at.';
+COMMENT ON FUNCTION billing.activate_subscriptions(timestamptz) IS 'Marks pending subscriptions whose start has come as active and applies the plan changes whose instant has come; returns how many subscriptions it activated.';
+COMMENT ON FUNCTION billing.terminate_subscription(text, timestamptz) IS 'Terminates a subscription; later events for it are rejected.';
+
+-- Metering
+COMMENT ON TABLE billing.events IS 'Stored usage events, exactly once per (subscription, transaction_id).';
+COMMENT ON TABLE billing.usage_rollups IS 'Per customer-local day partial aggregates of events, kept current at ingestion so current usage does not scan events.';
+COMMENT ON TABLE billing.rejected_events IS 'Events refused at ingestion, with their payload, SQLSTATE and reason: nothing sent is lost.';
+COMMENT ON TABLE billing.event_staging IS 'COPY target for bulk loads; billing.ingest_staged() validates, deduplicates and moves its rows.';
+COMMENT ON TABLE billing.event_intake IS 'COPY (or INSERT) target that validates, deduplicates and stores events while the COPY runs (it keeps no rows); billing.last_intake() gives the counts.';
+COMMENT ON FUNCTION billing._intake_start() IS 'Private: statement trigger starting a load into billing.event_intake.';
+COMMENT ON FUNCTION billing._intake_row() IS 'Private: row trigger taking a row sent to billing.event_intake (which keeps none) and ingesting every 10,000.';
+COMMENT ON FUNCTION billing._intake_end() IS 'Private: statement trigger ingesting the rows left when a load into billing.event_intake ends.';
+COMMENT ON FUNCTION billing.last_intake() IS 'Counts (accepted, duplicates, conflicts, rejected) of the session''s last COPY or INSERT into billing.event_intake.';
+COMMENT ON FUNCTION billing._stored_day(timestamptz, integer) IS 'Private: ts''s UTC day plus margin; raw reads bound events'' stored local day with it (any time zone is within two days).';
+COMMENT ON FUNCTION billing._catalog_changed() IS 'Private: statement trigger on the catalog tables; queues the invalidation that empties every backend''s cached ingestion catalog once the change commits.';
+COMMENT ON FUNCTION billing.ingest_event(text, text, text, timestamptz, jsonb, numeric) IS 'Records one event in the caller''s transaction; returns accepted, duplicate or conflict; raises on invalid input and writes nothing.';
+COMMENT ON FUNCTION billing.ingest_events(jsonb) IS 'Records a JSON array of events; one (index, transaction_id, status, reason) row per event. Rejected events go to billing.rejected_events.';
+COMMENT ON FUNCTION billing.direct_write_status() IS 'Whether ingestion stores batches in billing.events directly (as COPY does) in this session, and if not, why (the setting, the isolation level, a privilege, or a change to the table''s shape).';
+COMMENT ON FUNCTION billing.ingest_staged(integer) IS 'Validates, deduplicates and moves the rows of billing.event_staging; returns accepted, duplicate, conflict and rejected counts.';
+
+-- Usage
+COMMENT ON FUNCTION billing.period_bounds(text, text, date, timestamptz, text) IS 'The billing period containing as_of for an interval and billing time (calendar or anniversary from anchor), in a time zone.';
+COMMENT ON TYPE billing.usage_line IS 'One line of usage: a charge, filter and pricing group of a subscription in a window, with units, events and the exact amount.';
+COMMENT ON FUNCTION billing.usage(text, timestamptz, timestamptz) IS 'Usage of a subscription in a window, per charge, filter and group: units, events and amount.';
+COMMENT ON FUNCTION billing.current_usage(text) IS 'Usage of a subscription''s open billing period, per charge, filter and group.';
+COMMENT ON FUNCTION billing.distribute(integer) IS 'On a Citus coordinator: distributes pg_billing by customer in one call (customers, subscriptions, events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox, customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications, applied_usage_thresholds, subscription_fixed_charge_units, plan_changes, in_advance_usage, the credit note tables and the wallet tables (wallets, wallet_transactions, wallet_recurring_rules, spend_caps) distributed and colocated, shard_count shards each, default citus.shard_count; the catalog, the taxes and their attachments, the coupons and their limits, the add-ons, the usage thresholds, the fixed charges, the directories and invoice_sequences as reference tables; rejected_events and the COPY tables local). Returns each table with its placement. 55000 without Citus or when already distributed.';
+COMMENT ON SCHEMA billing_bi IS 'pg_billing for BI tools: views with plain typed columns and stable names; billing_reader may read them and nothing else.';
+COMMENT ON VIEW billing_bi.customers IS 'One row per customer: external id, name, email, currency, time zone, billing entity, creation time.';
+COMMENT ON VIEW billing_bi.subscriptions IS 'One row per subscription: its customer, plan code and version, interval, plan amount and currency, status, billing time and dates.';
+COMMENT ON VIEW billing_bi.usage_by_day IS 'Usage per customer-local day, subscription and metric, from the day rollups: events, sum and maximum of the values.';
+COMMENT ON VIEW billing_bi.ingestion_health IS 'What ingestion did with the events sent, per UTC day of ingestion: stored events per metric (outcome accepted) and rejects per metric code, SQLSTATE and reason (outcome rejected). Duplicates are not stored again and not counted.';
+COMMENT ON FUNCTION billing.schedule(text) IS 'Creates (or replaces) pg_billing''s pg_cron jobs on the cron schedule billing_cron (default ''5 * * * *''): the billing run, the activation of pending subscriptions and the finalization of drafts whose grace period is over. Needs pg_cron in this database (55000 otherwise; 22023 for an invalid schedule). Returns the jobs.';
+COMMENT ON FUNCTION billing.unschedule() IS 'Removes pg_billing''s pg_cron jobs; returns how many it removed. Needs pg_cron in this database (55000 otherwise).';
+COMMENT ON VIEW billing_bi.invoices IS 'One row per invoice (draft, finalized or voided): number, customer, subscription, plan, type, status, payment status, currency, dates, charges period and totals.';
+COMMENT ON VIEW billing_bi.invoice_lines IS 'One row per invoice line (invoiceable fee): invoice, fee type, description, metric, charge model, filter, group, units, events, unit amount, exact and rounded amount, period.';
+COMMENT ON VIEW billing_bi.revenue_by_month IS 'Finalized invoices per month of issuing date and currency: count, fees, taxes and totals (voided invoices excluded).';
+COMMENT ON VIEW billing_bi.revenue_by_customer IS 'Finalized invoices per month of issuing date, customer and currency: count, fees and totals.';
+COMMENT ON VIEW billing_bi.revenue_by_plan IS 'Invoiced fees of finalized invoices per month of issuing date, plan and currency: base fees, usage (and minimums) and both together.';
+COMMENT ON VIEW billing_bi.revenue_by_metric IS 'Invoiced usage fees of finalized invoices per month of issuing date, metric and currency: units, events, amount.';
+COMMENT ON VIEW billing_bi.mrr IS 'Monthly recurring revenue of active subscriptions per plan and currency: the plan amounts brought to a month.';
+COMMENT ON VIEW billing_bi.draft_invoices IS 'Drafts not yet finalized: customer, subscription, issuing date, when the grace period ends, the total as last refreshed.';
+
+-- Invoicing
+COMMENT ON TYPE billing.invoice_type IS 'What an invoice bills: subscription (a subscription''s periods), one_off (one-off items), progressive_billing (usage past a threshold), pay_in_advance (a day''s events of charges paid in advance), credit (prepaid credits bought for a wallet).';
+COMMENT ON TYPE billing.invoice_status IS 'An invoice''s lifecycle: draft (recomputable), finalized (numbered, immutable), voided.';
+COMMENT ON TYPE billing.payment_status IS 'What the application reports of an invoice''s payment: pending, succeeded, failed.';
+COMMENT ON TYPE billing.fee_type IS 'What a fee bills: subscription (base fee), charge (usage, in arrears or paid in advance), charge_minimum (a charge''s minimum spend true-up), commitment (the plan''s minimum commitment true-up), adjustment (late usage of a finalized period), add_on (a one-off item), fixed_charge (units of an add-on on a plan), credit (prepaid credits bought, on a credit-purchase invoice).';
+COMMENT ON TABLE billing.invoices IS 'One invoice per subscription and billing instant (billing_at: a period''s close, the start, a trial''s end or the termination), unique on (customer_id, subscription_id, billing_at); totals are sums of rounded fees. Finalized and voided invoices are immutable but for payment_status and voiding.';
+COMMENT ON TABLE billing.fees IS 'What an invoice bills, one row per fee: exact amount (precise_amount) and amount rounded half-up to the currency; fee_key is unique per subscription, so nothing is billed twice. invoiceable = false fees are kept but not invoiced.';
+COMMENT ON TABLE billing.billed_windows IS 'The usage windows each invoice computed and the events they held just before: how the billing run finds events that arrived for an already finalized period.';
+COMMENT ON TABLE billing.invoice_sequences IS 'The last invoice number given per billing entity and month (entities numbering per_entity); locked while a number is taken, so numbers are gapless.';
+COMMENT ON TABLE billing.billing_failures IS 'Subscriptions the billing run could not bill, with as_of, SQLSTATE, message and detail; a later successful billing of the subscription removes its rows.';
+COMMENT ON TABLE billing.outbox IS 'Billing events for applications (invoice.created, invoice.finalized, invoice.voided, invoice.payment_status_updated), written in the transaction of the change and announced by pg_notify(''pg_billing'', id). Consume with DELETE ... RETURNING.';
+COMMENT ON PROCEDURE billing.run_billing(timestamptz) IS 'The billing run: activates pending subscriptions, bills every subscription due as of as_of (one transaction each; a failure is recorded in billing.billing_failures and the run goes on), then finalizes drafts whose grace period is over, and does the wallets'' periodic work (billing.run_wallets). Call it outside a transaction block. A second run while one is in progress returns at once.';
+COMMENT ON PROCEDURE billing.finalize_drafts(timestamptz) IS 'Refreshes and finalizes every draft whose billing entity''s grace period is over as of as_of, one transaction each.';
+COMMENT ON FUNCTION billing.bill_subscription(text, timestamptz) IS 'Bills one subscription up to as_of in the caller''s transaction (what the billing run does for each); returns the invoices created. 23503 for an unknown subscription.';
+COMMENT ON FUNCTION billing.refresh_invoice(bigint) IS 'Recomputes a draft''s fees and totals from the usage as it is now (late events within the period land there). 55000 unless the invoice is a draft.';
+COMMENT ON FUNCTION billing.finalize_invoice(bigint) IS 'Refreshes a draft, then finalizes it: number, due date, immutable from then on. 55000 unless the invoice is a draft.';
+COMMENT ON FUNCTION billing.void_invoice(bigint) IS 'Voids a finalized invoice that is not paid; its fees stay billed (never billed again). The prepaid credits it consumed go back to their wallets; the credits a voided credit-purchase invoice bought fail (pending) or are taken back (settled; 23514 if spent). 55000 otherwise.';
+COMMENT ON FUNCTION billing.set_payment_status(bigint, text) IS 'Records a finalized invoice''s payment status: pending, succeeded or failed; on a credit-purchase invoice, settles (succeeded) or fails (failed) the credits it bought. 22023 for another word, 55000 unless finalized.';
+COMMENT ON FUNCTION billing.invoice_document(bigint) IS 'Everything needed to render or send an invoice, as one JSON document (issuer, customer, subscription, periods, lines with tier details, totals, number, dates; shape in docs/reference/invoicing.md).';
+COMMENT ON FUNCTION billing._invoice_immutable() IS 'Private: trigger refusing changes to finalized and voided invoices (55000), but for payment_status and voiding.';
+COMMENT ON FUNCTION billing._fee_immutable() IS 'Private: trigger refusing changes to the fees of finalized and voided invoices, and to their taxes (55000).';
+
+COMMENT ON TABLE billing.taxes IS 'Taxes: code, name, rate in percent (0 to 100) and description. A rate change applies to invoices whose totals are computed afterwards, never to finalized ones.';
+COMMENT ON TABLE billing.billing_entity_taxes IS 'The default taxes of a billing entity''s customers (the last in precedence: charge, plan, customer, billing entity).';
+COMMENT ON TABLE billing.plan_taxes IS 'The taxes of a plan''s fees (base, usage without charge taxes, minimums and commitment), before the customer''s and the entity''s.';
+COMMENT ON TABLE billing.charge_taxes IS 'The taxes of a charge''s fees, first in precedence.';
+COMMENT ON TABLE billing.customer_taxes IS 'The taxes of a customer''s fees when neither their charge nor their plan has taxes.';
+COMMENT ON TABLE billing.fee_taxes IS 'Each tax on each invoiced fee, with the tax''s code, name and rate when the invoice''s totals were computed; base_amount is the rounded fee, precise_amount = base_amount x rate / 100 exactly. The invoice rounds each tax''s sum once. Immutable once the invoice is finalized.';
+COMMENT ON FUNCTION billing.create_tax(text, text, numeric, text) IS 'Creates a tax: code (unique), name, rate in percent (0 to 100; 22023 otherwise), description. 23505 if the code exists.';
+COMMENT ON FUNCTION billing.update_tax(text, numeric, text, text) IS 'Changes a tax''s rate, name or description (what is NULL stays). Invoices whose totals are computed afterwards use it: new invoices, drafts refreshed or finalized; never finalized ones. 23503 unknown tax, 22023 bad rate.';
+COMMENT ON FUNCTION billing.set_taxes(text, text, text[]) IS 'Sets the taxes of a billing_entity (by code), customer (by external id), plan (by code), charge (by id) or add_on (by code), replacing those it had (an empty array removes them); returns the codes now set. 22023 unknown target kind, 23503 unknown target or tax.';
+COMMENT ON FUNCTION billing._tax(text) IS 'Private: the tax with this code, or 23503.';
+COMMENT ON FUNCTION billing._check_tax_rate(numeric) IS 'Private: the rate if it is a percentage from 0 to 100, else 22023.';
+COMMENT ON FUNCTION billing._tax_fees(bigint, bigint) IS 'Private: taxes a draft''s invoiced fees anew (charge taxes, else the first set of plan, customer and billing entity) and returns the invoice''s tax total, each tax''s exact sum rounded once.';
+COMMENT ON TYPE billing.coupon_type IS 'fixed_amount (an amount in a currency) or percentage (a rate in percent).';
+COMMENT ON TYPE billing.coupon_frequency IS 'once (one invoice; a fixed amount carries its remainder to the next ones), recurring (frequency_duration invoices) or forever.';
+COMMENT ON TYPE billing.applied_coupon_status IS 'active or terminated (used up, expired in its duration, or terminated by billing.terminate_coupon).';
+COMMENT ON TABLE billing.coupons IS 'Coupons: code, name, fixed_amount (amount, currency) or percentage (percentage_rate), frequency once / recurring (frequency_duration invoices) / forever, expires_at (no longer applicable to customers after it).';
+COMMENT ON TABLE billing.coupon_plans IS 'The plans a coupon is limited to: it covers the invoices of subscriptions to them.';
+COMMENT ON TABLE billing.coupon_billable_metrics IS 'The billable metrics a coupon is limited to: it covers the fees of charges on them.';
+COMMENT ON TABLE billing.applied_coupons IS 'Coupons applied to customers, with what is left: amount_remaining of a once fixed_amount coupon, frequency_duration_remaining of a recurring one; status active or terminated.';
+COMMENT ON TABLE billing.invoice_coupons IS 'What each coupon took off each finalized invoice, rounded to the currency; the fees carry its spread in precise_coupons_amount.';
+COMMENT ON COLUMN billing.fees.precise_coupons_amount IS 'The fee''s share of the invoice''s coupons, pro rata to what was left of the fee, with 5 decimals; set at finalization. Taxes apply to amount - precise_coupons_amount.';
+COMMENT ON FUNCTION billing.create_coupon(text, text, text, numeric, text, numeric, text, integer, timestamptz, text[], text[]) IS 'Creates a coupon: fixed_amount (amount, currency) or percentage (percentage_rate), frequency once / recurring (frequency_duration) / forever, optional expiry, limited to plans or to billable metrics (not both). 22023 bad input, 23503 unknown plan or metric, 23505 existing code.';
+COMMENT ON FUNCTION billing.apply_coupon(text, text, numeric) IS 'Applies a coupon to a customer (amount overrides a fixed coupon''s); it comes off the customer''s invoices at finalization. 23503 unknown customer or coupon, 55000 expired coupon, 23505 already active for the customer, 22023 currency or amount mismatch.';
+COMMENT ON FUNCTION billing.terminate_coupon(text, text) IS 'Ends a customer''s active application of a coupon. 23503 when the customer has none.';
+COMMENT ON FUNCTION billing._coupon(text) IS 'Private: the coupon with this code, or 23503.';
+COMMENT ON FUNCTION billing._apply_coupons(billing.invoices) IS 'Private: takes the customer''s active coupons off an invoice being finalized (metric-limited, then plan-limited, then the rest, by application order): records each amount, spreads it over the covered fees and uses the coupons up.';
+COMMENT ON FUNCTION billing.preview_invoice(text, timestamptz, text) IS 'The invoice document the subscription would get at the end of the billing period holding as_of, from the usage so far, finalized as the run would (coupons, taxes), optionally under another plan''s current version; computed by the billing code and rolled back, writing nothing. status is preview; no id or number. NULL when nothing is left to invoice. 23503 unknown subscription or plan, 22023 a plan in another currency.';
+COMMENT ON VIEW billing_bi.taxes_collected IS 'Taxes of finalized invoices per month of issuing date, currency and tax (code, name, rate as invoiced): invoices, taxed base and amount (each invoice''s tax rounded once).';
+COMMENT ON VIEW billing_bi.coupons_redeemed IS 'What coupons took off finalized invoices per month of issuing date, currency and coupon: invoices, customers, amount.';
+COMMENT ON VIEW billing_bi.invoices_to_verify IS 'Finalized invoices never verified by billing.verify_invoice (verification unverified), or whose latest verification found drifting lines or inconsistent totals (verification drift).';
+COMMENT ON TABLE billing.invoice_verifications IS 'Each billing.verify_invoice of an invoice: when, how many usage lines drift, whether the totals are consistent, and the whole report.';
+COMMENT ON FUNCTION billing.verify_invoice(bigint) IS 'Recomputes a finalized invoice''s usage lines from the raw events on the plan version they were billed on, compares them with everything billed for them (fee and later adjustments), checks the totals'' arithmetic, records and returns the report (drifting_lines empty and totals_consistent true when all is right). 23503 unknown invoice, 55000 not finalized.';
+COMMENT ON TABLE billing.add_ons IS 'Add-ons: one-off items with a default price (amount in currency) for one-off invoices.';
+COMMENT ON TABLE billing.add_on_taxes IS 'The taxes of an add-on''s items when the item names none (before the customer''s and the billing entity''s).';
+COMMENT ON COLUMN billing.fees.add_on_id IS 'The add-on a one-off item bills (NULL otherwise).';
+COMMENT ON COLUMN billing.fees.tax_ids IS 'Taxes named for this fee (a one-off item''s or its add-on''s), which replace the precedence of charge, plan, customer and billing entity; NULL: by precedence.';
+COMMENT ON FUNCTION billing.create_add_on(text, text, numeric, text, text) IS 'Creates an add-on: code (unique), name, default amount (0 or more, with the currency''s decimals), currency, description. 22023 bad input, 23505 existing code.';
+COMMENT ON FUNCTION billing.create_one_off_invoice(text, jsonb) IS 'An invoice of one-off items for a customer, finalized at once: items [{"add_on_code"?, "description"?, "units"? (1), "unit_amount"?, "tax_codes"?}], an add-on giving the default description and unit amount; taxes: the item''s, else its add-on''s, else the customer''s, else the entity''s. 23503 unknown customer, add-on or tax; 22023 bad items or an add-on in another currency.';
+COMMENT ON TYPE billing.credit_note_reason IS 'Why a credit note was issued: duplicated_charge, product_unsatisfactory, order_change, order_cancellation, fraudulent_charge or other.';
+COMMENT ON TYPE billing.credit_status IS 'available (credit left for later invoices), consumed (none left) or voided (given up).';
+COMMENT ON TABLE billing.credit_notes IS 'Credit notes of finalized invoices, numbered <invoice number>-CN<n>: items total (before tax), taxes, total = refund + credit, balance_amount (credit left for later invoices), credit_status.';
+COMMENT ON TABLE billing.credit_note_items IS 'What a credit note credits of each fee, before tax; never more than the fee less its coupon share less earlier credit notes.';
+COMMENT ON TABLE billing.credit_note_taxes IS 'Each tax a credit note gives back: the items'' exact tax (item x rate) and the amount, rounded on the running sum of the invoice''s credit notes so that crediting everything gives back the invoice''s taxes.';
+COMMENT ON TABLE billing.invoice_credit_notes IS 'The credit each invoice consumed at finalization, per credit note (oldest first, after tax, before prepaid credits).';
+COMMENT ON FUNCTION billing.create_credit_note(bigint, jsonb, text, numeric, numeric, text) IS 'Credits a finalized invoice: items [{"fee_id", "amount"}] before tax, at most what is left creditable of each fee (23514); taxes in proportion; refund (a paid invoice only, 55000) + credit (default: the rest) = total. 23503 unknown invoice or fee, 22023 bad items, reason or amounts, 55000 invoice not finalized.';
+COMMENT ON FUNCTION billing.void_credit_note(bigint) IS 'Gives up what is left of a credit note''s credit. 23503 unknown credit note, 55000 no credit left.';
+COMMENT ON FUNCTION billing._creditable(bigint, bigint) IS 'Private: what is left creditable of each invoiced fee of an invoice (before tax).';
+COMMENT ON FUNCTION billing._apply_credit_notes(billing.invoices) IS 'Private: consumes the customer''s available credit notes, oldest first, on an invoice being finalized, up to its sub-total including taxes; returns whether any was used.';
+COMMENT ON VIEW billing_bi.credit_notes IS 'One row per credit note: number, invoice number, customer, reason, currency, totals before and with tax, refund, credit, the credit left and its status.';
+COMMENT ON FUNCTION billing._credit_unused_days(billing.subscriptions, billing.customers, bigint, timestamptz, date) IS 'Private: once per base fee paid in advance whose plan ended early (termination, upgrade), a credit note for its unused days (plan amount / period days x days, less the coupon share, with taxes, at most what is left creditable).';
+COMMENT ON TABLE billing.usage_thresholds IS 'Progressive billing: the usage thresholds of a plan version (amount; recurring or not, at most one recurring), compared by the billing run with each subscription''s lifetime usage amount.';
+COMMENT ON TABLE billing.applied_usage_thresholds IS 'Each threshold level a subscription crossed, known by kind (recurring) and level (a fixed threshold''s amount, or the highest fixed amount plus a multiple of the recurring one), with the lifetime usage amount then and the progressive-billing invoice it issued.';
+COMMENT ON COLUMN billing.fees.progressive_credit_amount IS 'On a subscription invoice''s usage fee: what the period''s progressive-billing invoices billed of this usage line, deducted before coupons and tax (at most the fee).';
+COMMENT ON FUNCTION billing.set_usage_thresholds(text, jsonb) IS 'Replaces the usage thresholds of a plan''s current version: [{"amount", "recurring"?, "name"?}], amounts with the currency''s decimals, at most one recurring; returns how many. 23503 unknown plan, 22023 bad thresholds.';
+COMMENT ON FUNCTION billing._lifetime_usage(billing.subscriptions, billing.customers, timestamptz, timestamptz) IS 'Private: a subscription''s lifetime usage amount: the usage of its subscription invoices before window_from (voided ones aside) plus the open period''s usage to as_of.';
+COMMENT ON FUNCTION billing._bill_usage_thresholds(billing.subscriptions, billing.customers, timestamptz) IS 'Private: checks a subscription''s usage thresholds at as_of; if it crossed new levels, creates the progressive-billing invoice (the open period''s usage less what earlier ones billed) and records the levels; returns its id or NULL.';
+COMMENT ON FUNCTION billing._credit_progressive_billing(bigint, bigint) IS 'Private: sets the progressive-billing credit of a subscription invoice''s usage fees: what the period''s progressive invoices billed of each line, at most the fee.';
+COMMENT ON TABLE billing.fixed_charges IS 'Fixed charges of a plan version: units of an add-on no event measures, priced standard, graduated or volume (canonical JSON price), default units, in advance or in arrears, prorated or not.';
+COMMENT ON TABLE billing.subscription_fixed_charge_units IS 'A subscription''s own units of a fixed charge from effective_at on (the latest at or before an instant is in force); before any, the plan''s default.';
+COMMENT ON FUNCTION billing.add_fixed_charge(text, text, text, jsonb, numeric, boolean, boolean) IS 'Adds a fixed charge to a plan''s current version: an add-on''s units priced with standard, graduated or volume and its properties; default units, pay_in_advance, prorated. 23503 unknown plan or add-on, 22023 bad model, price, units or currency, 23505 the add-on is charged already.';
+COMMENT ON FUNCTION billing.set_fixed_charge_units(text, text, numeric, timestamptz) IS 'Sets a subscription''s units of a fixed charge (by add-on code) from at on; a change during a period is prorated when the charge is. 23503 unknown subscription or fixed charge, 22023 bad units or instant.';
+COMMENT ON FUNCTION billing._add_fixed_charge_fees(billing.subscriptions, billing.customers, bigint, boolean, date, date, timestamptz, timestamptz, text) IS 'Private: the fees of a subscription''s fixed charges paid in advance or in arrears for one period: units in force (or, prorated, each count weighted by its days over the period''s days), priced, with the add-on''s taxes.';
+COMMENT ON FUNCTION billing._fixed_charge_units(bigint, bigint, bigint, timestamptz) IS 'Private: a subscription''s own units of a fixed charge set at or before an instant, oldest first.';
+COMMENT ON FUNCTION billing._customer(text) IS 'Private: the customer with this external id, or 23503.';
+COMMENT ON FUNCTION billing._plan_version(text) IS 'Private: the current (latest) version of the plan with this code, or 23503.';
+COMMENT ON FUNCTION billing._invoice_taxes_amount(bigint, bigint, text) IS 'Private: an invoice''s tax total from its fees'' taxes, each tax''s exact sum rounded once to the currency.';
+COMMENT ON TYPE billing.plan_change_kind IS 'A plan change: upgrade (the new plan costs at least as much per year; effective at once) or downgrade (effective at the end of the current period).';
+COMMENT ON TABLE billing.plan_changes IS 'Each change of a subscription''s plan: from effective_at on it is billed on to_plan_version_id; pending until that instant (billing.cancel_plan_change removes it).';
+COMMENT ON COLUMN billing.subscription_directory.plan_version_ids IS 'Every plan version the subscription is billed on (past, current and pending): ingestion keeps the event properties any of them splits usage by.';
+COMMENT ON FUNCTION billing.change_plan(text, text, timestamptz) IS 'Moves a subscription to another plan''s current version: an upgrade (yearly-equivalent amount at least the old one''s) at `at`, billed at once when it has happened, with a credit note for an in-advance fee''s unused days; a downgrade at the end of the current period, pending until then. Replaces a pending change. 23503 unknown subscription or plan; 22023 same plan, other currency, bad instant; 55000 terminated at or before `at`, or `at` within an invoiced period or before the last change.';
+COMMENT ON FUNCTION billing.cancel_plan_change(text) IS 'Cancels a subscription''s pending plan change (the latest) and returns it. 23503 unknown subscription, 55000 nothing pending or the change invoiced already.';
+COMMENT ON FUNCTION billing._plan_segments(billing.subscriptions) IS 'Private: the plans of a subscription, oldest first, each with the instant it took effect and the next one''s (pending ones included).';
+COMMENT ON FUNCTION billing._in_force(billing.subscriptions, timestamptz) IS 'Private: the subscription row with the plan version in force at an instant, and the instant that plan took effect.';
+COMMENT ON FUNCTION billing._yearly_amount(billing.plan_versions) IS 'Private: a plan''s amount per year (weekly x 52, monthly x 12, quarterly x 4, semiannual x 2), which decides upgrade or downgrade.';
+COMMENT ON FUNCTION billing._apply_plan_changes(timestamptz, bigint, bigint) IS 'Private: points subscriptions and the directory at the plan of the latest change whose instant has come (never ahead of now); returns how many changed.';
+COMMENT ON FUNCTION billing._note_plan_versions(billing.subscriptions) IS 'Private: records in the directory every plan version a subscription is billed on, for ingestion.';
+COMMENT ON FUNCTION billing._bill_plan_periods(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, boolean, date, timestamptz, timestamptz, timestamptz) IS 'Private: bills the periods of one plan of a subscription for the time it was in force (through the day before a change), on the invoices of their billing instants.';
+COMMENT ON VIEW billing_bi.plan_changes IS 'One row per plan change: subscription, customer, upgrade or downgrade, the plans and versions on both sides, the instant it takes effect, pending or effective.';
+COMMENT ON FUNCTION billing._credit_ended_plans(billing.subscriptions, billing.customers, timestamptz[], bigint[], timestamptz) IS 'Private: the credit notes for the unused days of plans paid in advance that ended early by as_of (upgrades, a termination); once per fee.';
+COMMENT ON TABLE billing.in_advance_usage IS 'Charges paid in advance: per subscription, charge, filter (0: the default bucket), pricing group and period, the units so far, the high-water mark billed, the events, the amount billed, what the latest event raised the mark by and billed, and (models priced per event) the values billed; its row lock orders concurrent events of one line.';
+COMMENT ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text) IS 'Private: raises 22023 unless a charge paid in advance prices a count or sum metric that resets every period.';
+COMMENT ON FUNCTION billing._in_advance_invoice(billing.subscriptions, billing.customers) IS 'Private: the subscription''s draft pay_in_advance invoice of the current customer-local day (billed at its end; after that one was finalized, one of the instant it is needed), locked, created if needed, and whether it was.';
+COMMENT ON FUNCTION billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) IS 'Private: called by ingestion, as the extension''s owner, for the events just stored of charges paid in advance (with the plan version when the subscription has one): each bills price(high-water mark after) - price(before) on its subscription''s day invoice.';
+COMMENT ON FUNCTION billing._bucket_units(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz) IS 'Private: a charge''s units per filter and pricing group in a window, as billing._metric_units counts them (a recurring metric from its beginning; with the instant before from_ts as to_ts, the units carried into it).';
+COMMENT ON FUNCTION billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz) IS 'Private: at the start of a period or plan, the recurring charges paid in advance bill the price of the units carried in (the full period, or prorated from that instant) and start the period''s lines from them; with no invoice, says whether there is anything to bill.';
+COMMENT ON FUNCTION billing._price_rise(billing.price, text, integer, numeric, numeric, boolean) IS 'Private: what raising a line''s mark bills: price(after) - price(before) (price(after) for a first event), each mark rounded as the metric rounds units, never below 0.';
+COMMENT ON FUNCTION billing._units_rise(text, integer, numeric, numeric) IS 'Private: by how many units, rounded as the metric rounds them, a line''s mark rose.';
+COMMENT ON TYPE billing.wallet_status IS 'A wallet: active, or terminated (by billing.terminate_wallet or at its expiry).';
+COMMENT ON TYPE billing.wallet_transaction_type IS 'A ledger row''s direction: inbound (credits into the wallet) or outbound (out of it).';
+COMMENT ON TYPE billing.wallet_transaction_status IS 'A ledger row''s state: pending (purchased credits waiting for their invoice), settled (counted in the balance) or failed (never counted).';
+COMMENT ON TYPE billing.wallet_transaction_kind IS 'What a ledger row is: inbound purchased, granted or restored (given back by a voided invoice); outbound invoiced (paid an invoice), deducted (billing.deduct_credits), voided or expired.';
+COMMENT ON TYPE billing.wallet_top_up_source IS 'What made a top-up: manual (billing.top_up), interval or threshold (a recurring rule).';
+COMMENT ON TYPE billing.top_up_trigger IS 'When a recurring top-up rule fires: interval (every week, month, quarter, half-year or year from started_at) or threshold (the ongoing balance at or below threshold_credits, once per crossing).';
+COMMENT ON TYPE billing.top_up_method IS 'What a recurring top-up rule buys: fixed (its paid and granted credits) or target (the paid credits that bring the ongoing balance to its target).';
+COMMENT ON TABLE billing.wallets IS 'Prepaid credit wallets: per customer, code and external id, currency, rate (1 credit = rate_amount of the currency), priority, expiry, limits (fee types, metrics), paid top-up limits, settlement of purchases, and the balance in credits, kept by the ledger.';
+COMMENT ON TABLE billing.wallet_directory IS 'Which customer''s wallet an external wallet id names: the one place that id is unique.';
+COMMENT ON TABLE billing.wallet_transactions IS 'The wallets'' ledger, append-only: inbound (purchased, granted, restored) and outbound (invoiced, deducted, voided, expired) credits and their worth, status (pending, settled, failed), source, invoice, idempotency key, reason and metadata. Settled rows are the balance.';
+COMMENT ON TABLE billing.wallet_recurring_rules IS 'Automatic top-ups of a wallet: on an interval or at a threshold of the ongoing balance, a fixed number of paid and granted credits or up to a target; armed says whether a threshold rule may fire again.';
+COMMENT ON TABLE billing.spend_caps IS 'A subscription''s hard spend cap per billing period (billing.authorize refuses usage beyond it), and the period for which spend_cap.reached was announced.';
+COMMENT ON FUNCTION billing._wallet_posted() IS 'Private: the ledger''s trigger; applies a settled row to its wallet''s balance (23514 if it would overdraw it) and announces wallet.topped_up or wallet.depleted.';
+COMMENT ON FUNCTION billing._wallet_transaction_immutable() IS 'Private: keeps the ledger append-only; a pending row may settle or fail once.';
+COMMENT ON FUNCTION billing._wallet_balance_guard() IS 'Private: refuses a change of a wallet''s balance that does not come from its ledger.';
+COMMENT ON FUNCTION billing._credits_worth(numeric, billing.wallets) IS 'Private: credits'' worth in the wallet''s currency, half-up to whole minor units (1,034 credits at 0.001 are 1.03).';
+COMMENT ON FUNCTION billing._ongoing_credits(billing.wallets, numeric) IS 'Private: a wallet''s ongoing balance in credits: its balance less the credits its share of usage not yet invoiced would take (never below 0).';
+COMMENT ON FUNCTION billing._spendable(billing.wallets) IS 'Private: what a wallet can pay, its balance''s worth rounded down to whole minor units.';
+COMMENT ON FUNCTION billing._credits_for(numeric, billing.wallets) IS 'Private: the credits an amount of currency takes from a wallet (5 decimals, at most its balance).';
+COMMENT ON FUNCTION billing._wallet_pays(billing.wallets, billing.fee_type, bigint) IS 'Private: whether a wallet''s limits let it pay a fee of this type and metric.';
+COMMENT ON FUNCTION billing._wallet_event(bigint, bigint) IS 'Private: the payload of a wallet''s outbox events.';
+COMMENT ON FUNCTION billing._wallet(text) IS 'Private: the wallet with this external id, locked, or 23503.';
+COMMENT ON FUNCTION billing._require_active(billing.wallets, text) IS 'Private: raises 55000 unless the wallet is active and not past its expiry.';
+COMMENT ON FUNCTION billing._check_credits(text, numeric, boolean) IS 'Private: a positive (or non-negative) finite number of credits, or 22023.';
+COMMENT ON FUNCTION billing._post(billing.wallets, billing.wallet_transaction_kind, billing.wallet_transaction_status, numeric, billing.wallet_top_up_source, bigint, numeric, text, jsonb) IS 'Private: writes a ledger row for a wallet (its amount the credits'' worth unless given).';
+COMMENT ON FUNCTION billing._top_up(billing.wallets, numeric, numeric, billing.wallet_top_up_source, jsonb) IS 'Private: granted credits settled at once; paid credits billed on a credit-purchase invoice, finalized at once, pending until it settles them.';
+COMMENT ON FUNCTION billing._settle_purchase(billing.invoices) IS 'Private: settles the credits a credit-purchase invoice bought (at finalization, or on payment when the wallet requires it), or fails them (failed payment, voided invoice).';
+COMMENT ON FUNCTION billing.create_wallet(text, text, numeric, text, integer, timestamptz, jsonb, numeric, numeric, boolean, numeric, numeric, text) IS 'Creates a wallet for a customer (in its currency): code, rate_amount (1 credit = rate_amount), name, priority 1-50 (lower pays first), expiration_at, applies_to {"fee_types", "billable_metric_codes"}, paid top-up limits, whether purchases wait for payment, initial paid and granted credits, external_id (default customer/code). 23503 unknown customer or metric, 23505 code or external id taken, 22023 bad values.';
+COMMENT ON FUNCTION billing.top_up(text, numeric, numeric, jsonb) IS 'Tops a wallet up: granted credits settle at once; paid credits are billed on a credit-purchase invoice and settle at its finalization (or payment). Returns the ledger rows. 23503 unknown wallet, 22023 bad credits or outside the paid top-up limits, 55000 terminated or expired wallet.';
+COMMENT ON FUNCTION billing.void_credits(text, numeric, text) IS 'Takes credits out of a wallet (an outbound voided row). 23503 unknown wallet, 22023 bad credits, 23514 more than the balance.';
+COMMENT ON FUNCTION billing._end_wallet(billing.wallets, billing.wallet_transaction_kind, timestamptz) IS 'Private: ends a wallet: its balance out as voided or expired, its rules removed, terminated, announced (wallet.terminated or wallet.expired).';
+COMMENT ON FUNCTION billing.terminate_wallet(text) IS 'Terminates a wallet: what is left is voided; its rules stop. 23503 unknown wallet.';
+COMMENT ON FUNCTION billing.deduct_credits(text, numeric, text, text) IS 'Deducts credits from a wallet in the caller''s transaction; idempotent on its key (a replay returns the first deduction). 23514 if it would overdraw the wallet, 23505 a replay with other credits, 23503 unknown wallet, 22023 bad credits or key, 55000 terminated or expired wallet. billing_writer may call it.';
+COMMENT ON FUNCTION billing._take_from_lines(billing.wallets, billing.fee_type[], bigint[], numeric[], numeric) IS 'Private: what a wallet takes, up to a cap, from lines of fees or usage it may pay (all of the cap without limits), and the lines'' amounts left.';
+COMMENT ON FUNCTION billing._apply_prepaid_credits(billing.invoices) IS 'Private: at finalization, the customer''s wallets pay what is left after credit notes, by priority, each within its limits and balance; one invoiced ledger row per wallet. Not on credit-purchase invoices.';
+COMMENT ON FUNCTION billing._prepaid_credits_paid(bigint, bigint) IS 'Private: the prepaid credits an invoice consumed, in currency, from the ledger.';
+COMMENT ON FUNCTION billing._void_wallet_transactions(billing.invoices) IS 'Private: what voiding an invoice does to wallets: consumed credits restored, purchased credits failed or taken back.';
+COMMENT ON FUNCTION billing._ongoing_usage(bigint) IS 'Private: what the customer''s usage not yet paid (open periods'' usage billed in arrears, draft invoices'' fees; before tax) would take from each active wallet, by priority and limits, each up to its balance.';
+COMMENT ON FUNCTION billing.wallet_balance(text) IS 'A wallet''s balance now (credits and worth) and its ongoing balance: the balance less what the customer''s usage not yet invoiced would take from it. 23503 unknown wallet.';
+COMMENT ON FUNCTION billing._check_threshold_rules(bigint) IS 'Private: fires a customer''s armed threshold rules whose wallet''s ongoing balance is at or below the threshold, and arms again those above; returns how many fired.';
+COMMENT ON FUNCTION billing._fire_rule(bigint, bigint, numeric) IS 'Private: one top-up by a rule: fixed credits, or the paid credits up to the target, within the wallet''s paid top-up limits.';
+COMMENT ON FUNCTION billing.add_top_up_rule(text, text, text, numeric, numeric, text, timestamptz, numeric, numeric) IS 'Adds a recurring top-up rule to a wallet: trigger interval (with interval and started_at) or threshold (with threshold_credits); method fixed (paid_credits, granted_credits) or target (target_ongoing_balance). A threshold rule is checked at once. 23503 unknown wallet, 22023 bad combination, 55000 terminated wallet.';
+COMMENT ON FUNCTION billing.remove_top_up_rule(bigint) IS 'Removes a recurring top-up rule; true if it existed.';
+COMMENT ON FUNCTION billing._last_interval_instant(billing.billing_interval, timestamptz, timestamptz) IS 'Private: the last instant at or before as_of at which an interval rule fires (started_at plus one or more intervals).';
+COMMENT ON FUNCTION billing._announce_spend_caps(timestamptz) IS 'Private: announces spend_cap.reached once per period for subscriptions whose open period''s usage reached their cap.';
+COMMENT ON FUNCTION billing.run_wallets(timestamptz) IS 'The wallets'' periodic work as of an instant: expires wallets past their expiry, fires interval rules due (once however many instants passed), checks threshold rules, announces spend caps reached. Returns the counts. Called by billing.run_billing.';
+COMMENT ON FUNCTION billing.set_spend_cap(text, numeric) IS 'Sets a subscription''s spend cap per billing period (NULL removes it). 23503 unknown subscription, 22023 bad amount.';
+COMMENT ON FUNCTION billing.authorize(text, text, numeric) IS 'The price of quantity more units of a metric on a subscription now; 23514 if it would exceed the subscription''s spend cap or the prepaid balance its wallets have beyond usage not yet invoiced. Writes nothing. 23503 unknown subscription or metric, 22023 bad quantity, 55000 terminated, 0A000 percentage or dynamic charges. billing_writer may call it.';
+COMMENT ON FUNCTION billing.wallet_discrepancies() IS 'Wallets whose balance differs from the sum of their settled ledger rows (the invariant: none).';
+COMMENT ON VIEW billing_bi.wallets IS 'One row per wallet: customer, code, status, currency, rate, priority, balance in credits and in currency, expiry.';
+COMMENT ON VIEW billing_bi.wallet_transactions IS 'One row per ledger row: wallet, customer, type, kind, status, source, credits and amount signed (in positive, out negative), invoice, reason, when.';
+-- END prepaid credits
