@@ -129,7 +129,8 @@ CREATE TABLE billing.spend_caps (
 );
 
 -- The ledger's rows apply themselves to their wallet's balance: a settled row when it is
--- written or settles. An outbound row that would overdraw the wallet raises 23514.
+-- written or settles. An outbound row that would overdraw the wallet raises 23514. Spending
+-- (an invoice, a deduction) that empties a wallet announces wallet.depleted.
 CREATE FUNCTION billing._wallet_posted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -155,7 +156,7 @@ BEGIN
     IF delta > 0 THEN
         PERFORM billing._emit(NEW.customer_id, 'wallet.topped_up', billing._wallet_event(NEW.customer_id, NEW.wallet_id)
                                                                    || jsonb_build_object('credits', NEW.credits, 'transaction_id', NEW.id));
-    ELSIF balance = 0 THEN
+    ELSIF balance = 0 AND NEW.transaction_status IN ('invoiced', 'deducted') THEN
         PERFORM billing._emit(NEW.customer_id, 'wallet.depleted', billing._wallet_event(NEW.customer_id, NEW.wallet_id));
     END IF;
     RETURN NULL;

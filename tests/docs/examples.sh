@@ -6,7 +6,7 @@
 #   tests/docs/examples.sh            every group below
 #   tests/docs/examples.sh GROUP...   only those groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes,
 #                                     coupons, previews, addons, creditnotes, progressive, fixedcharges,
-#                                     planchanges, payinadvance
+#                                     planchanges, payinadvance, wallets
 #
 # Each group runs in a fresh database (pg_billing_docs_<group>), in one psql session, so
 # that SET, temporary objects and the rows an example writes carry on to the next one:
@@ -26,6 +26,7 @@
 #   fixedcharges docs/reference/fixed-charges.md
 #   planchanges docs/reference/plan-changes.md
 #   payinadvance docs/reference/pay-in-advance.md
+#   wallets    docs/reference/wallets.md
 #
 # How the pages are read: every ```sql block is split into statements (SQL up to a `;`
 # outside quotes and comments, or a psql backslash command on its own line; the data lines
@@ -84,10 +85,11 @@ GROUPS = [
     ("fixedcharges", [("docs/reference/fixed-charges.md", None)], True),
     ("planchanges", [("docs/reference/plan-changes.md", None)], True),
     ("payinadvance", [("docs/reference/pay-in-advance.md", None)], True),
+    ("wallets", [("docs/reference/wallets.md", None)], True),
 ]
 unknown = [g for g in wanted if g not in [name for name, _, _ in GROUPS]]
 if unknown:
-    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes, coupons, previews, addons, creditnotes, progressive, fixedcharges, planchanges, payinadvance)")
+    sys.exit(f"docs examples: unknown group {', '.join(unknown)} (groups: tour, reference, pricing, errors, scaleout, scheduling, invoicing, taxes, coupons, previews, addons, creditnotes, progressive, fixedcharges, planchanges, payinadvance, wallets)")
 
 PSQL = ["psql", "-X", "-P", "pager=off"]
 
