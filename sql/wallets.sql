@@ -962,7 +962,10 @@ END $$;
 -- the plan in force that prices the metric: price(units + quantity) - price(units), units
 -- being the open period's usage of the charge), or 23514 if it would take the period's usage
 -- above the subscription's spend cap, or above what the customer's wallets that may pay it
--- hold beyond the usage not yet invoiced. Nothing is written.
+-- hold beyond the usage not yet invoiced. Nothing is written; the subscription's cap and the
+-- customer's wallets stay locked until the caller's transaction ends, so that the usage it
+-- records next is seen by the next authorize (which waits): concurrent callers cannot
+-- together pass a cap or a balance that each alone respects.
 CREATE FUNCTION billing.authorize(external_subscription_id text, code text, quantity numeric) RETURNS numeric
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_variable
@@ -976,6 +979,7 @@ DECLARE
     available numeric;
     lines billing.usage_line[];
     ch record;
+    has_wallets boolean;
 BEGIN
     SELECT * INTO metric FROM billing.billable_metrics m WHERE m.code = code;
     IF NOT FOUND THEN
@@ -988,6 +992,10 @@ BEGIN
         PERFORM billing._raise('55000', format('subscription %s is terminated', external_subscription_id),
             format('terminated at %s', sub.terminated_at), 'authorize usage of an active subscription');
     END IF;
+    -- The locks first: the usage read below is then the one their holders committed.
+    SELECT sc.amount INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = sub.customer_id AND sc.subscription_id = sub.id FOR UPDATE;
+    PERFORM 1 FROM billing.wallets w WHERE w.customer_id = sub.customer_id AND w.status = 'active' ORDER BY w.id FOR UPDATE;
+    has_wallets := FOUND;
     SELECT array_agg(u) INTO lines FROM billing.current_usage(external_subscription_id) u;
     SELECT c.currency INTO currency FROM billing.customers c WHERE c.id = sub.customer_id;
     FOR ch IN
@@ -1007,7 +1015,6 @@ BEGIN
     IF price = 0 THEN
         RETURN 0;
     END IF;
-    SELECT sc.amount INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = sub.customer_id AND sc.subscription_id = sub.id;
     IF cap IS NOT NULL THEN
         SELECT coalesce(sum(l.amount), 0) INTO spent FROM unnest(lines) l;
         IF spent + price > cap THEN
@@ -1017,7 +1024,7 @@ BEGIN
                 'raise the cap with billing.set_spend_cap, or wait for the next period');
         END IF;
     END IF;
-    IF EXISTS (SELECT 1 FROM billing.wallets w WHERE w.customer_id = sub.customer_id AND w.status = 'active') THEN
+    IF has_wallets THEN
         SELECT coalesce(sum(billing._spendable(w) - coalesce(u.usage_amount, 0)), 0) INTO available
         FROM billing.wallets w LEFT JOIN billing._ongoing_usage(sub.customer_id) u ON u.wallet_id = w.id
         WHERE w.customer_id = sub.customer_id AND w.status = 'active' AND w.currency = currency
