@@ -278,3 +278,53 @@ SELECT billing.ingest_event('sub-crew', 'members', 'm-1', '2026-03-02 10:00+00',
        billing.ingest_event('sub-crew', 'members', 'm-6', '2026-03-07 10:00+00', '{"user_id": "u3"}');
 SELECT u.units, u.billed_units, u.events_count, u.billed_amount FROM billing.in_advance_usage u
 JOIN billing.subscriptions s ON s.customer_id = u.customer_id AND s.id = u.subscription_id WHERE s.external_id = 'sub-crew';
+-- Prepaid credits on the distributed tables: a bundle limited to calls (rate 0.01, priority
+-- 1: 2,000 credits bought on a credit-purchase invoice of 20.00) and a general wallet (rate
+-- 1, 5 granted) for wallet-co, whose March invoice (10.00 base + 30 calls at 0.10 = 13.00,
+-- with the entity's 20 % tax 15.60) the bundle pays the calls with their tax, 3.60 (360
+-- credits), of, and the general wallet 5.00: 7.00 due.
+SELECT version FROM billing.create_plan('walleted', 'Walleted', 'monthly', 10, 'EUR', '[{"billable_metric_code": "calls",
+  "charge_model": "standard", "properties": {"amount": "0.10"}}]');
+SELECT external_id FROM billing.create_customer('wallet-co', 'Wallet Co', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('sub-wallet', 'wallet-co', 'walleted', '2026-03-01 00:00+00');
+SELECT external_id, credits_balance FROM billing.create_wallet('wallet-co', 'bundle', 0.01, priority => 1,
+  applies_to => '{"billable_metric_codes": ["calls"]}', paid_credits => 2000);
+SELECT external_id, credits_balance FROM billing.create_wallet('wallet-co', 'main', granted_credits => 5);
+SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 'sub-wallet', 'code', 'calls',
+  'transaction_id', 'w-' || n, 'timestamp', '2026-03-10T10:00:00Z')) FROM generate_series(1, 30) n));
+SELECT invoice_type, status, fees_amount, prepaid_credit_amount, total_amount
+FROM billing.bill_subscription('sub-wallet', '2026-04-01 00:05+00') ORDER BY billing_at;
+CALL billing.finalize_drafts('2026-04-07 00:00+00');
+SELECT i.invoice_type, i.status, i.fees_amount, i.prepaid_credit_amount, i.total_amount FROM billing.invoices i
+JOIN billing.customers c ON c.id = i.customer_id WHERE c.external_id = 'wallet-co' ORDER BY i.id;
+-- Deductions: one, its replay, a conflicting replay, an overdraw, one rolled back.
+SELECT credits, amount FROM billing.deduct_credits('wallet-co/bundle', 150, 'req-1', 'chat');
+SELECT credits, amount FROM billing.deduct_credits('wallet-co/bundle', 150, 'req-1', 'chat');
+SELECT credits FROM billing.deduct_credits('wallet-co/bundle', 151, 'req-1');
+SELECT credits FROM billing.deduct_credits('wallet-co/bundle', 5000, 'req-2');
+BEGIN;
+SELECT credits FROM billing.deduct_credits('wallet-co/bundle', 10, 'req-3');
+ROLLBACK;
+SELECT credits_balance, balance_amount, ongoing_usage_amount FROM billing.wallet_balance('wallet-co/bundle');
+-- A threshold rule (at 1,000 credits or less, buy 1,000) fired by a deduction (1,490 ->
+-- 990); an interval rule fired by the run; a voided invoice gives its credits back; a
+-- wallet expires.
+SELECT trigger, armed FROM billing.add_top_up_rule('wallet-co/bundle', 'threshold', paid_credits => 1000, threshold_credits => 1000);
+SELECT credits FROM billing.deduct_credits('wallet-co/bundle', 500, 'req-4');
+SELECT trigger FROM billing.add_top_up_rule('wallet-co/main', 'interval', granted_credits => 3, "interval" => 'monthly',
+                                            started_at => '2026-01-15 00:00+00');
+SELECT expired, interval_top_ups, threshold_top_ups FROM billing.run_wallets('2026-03-20 00:00+00');
+SELECT status FROM billing.void_invoice((SELECT i.id FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id
+                                         WHERE c.external_id = 'wallet-co' AND i.invoice_type = 'subscription'));
+SELECT external_id FROM billing.create_wallet('wallet-co', 'promo', granted_credits => 7, expiration_at => now() + interval '1 day');
+SELECT expired FROM billing.run_wallets(now() + interval '2 days');
+SELECT wallet_external_id, transaction_type, transaction_status, status, source, credits, amount, invoice_number, reason
+FROM billing_bi.wallet_transactions ORDER BY transaction_id;
+SELECT wallet_external_id, status, credits_balance, balance_amount FROM billing_bi.wallets ORDER BY 1;
+SELECT count(*) AS discrepancies FROM billing.wallet_discrepancies();
+-- authorize on the distributed tables: 10 calls cost 1.00; beyond a 2.00 cap, refused.
+SELECT amount FROM billing.set_spend_cap('sub-wallet', 2);
+SELECT billing.ingest_event('sub-wallet', 'calls', 'now-1', now() - interval '1 second');
+SELECT billing.authorize('sub-wallet', 'calls', 10);
+SELECT billing.authorize('sub-wallet', 'calls', 20);
+SELECT type, count(*) FROM billing.outbox WHERE type LIKE 'wallet.%' OR type LIKE 'spend%' GROUP BY 1 ORDER BY 1;
