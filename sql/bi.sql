@@ -206,7 +206,7 @@ JOIN billing.plans tp ON tp.id = tv.plan_id;
 -- billing.wallet_balance's).
 CREATE VIEW billing_bi.wallets AS
 SELECT w.external_id AS wallet_external_id, c.external_id AS customer_external_id, w.code, w.name, w.status::text AS status,
-       w.currency, w.rate_amount, w.priority, w.credits_balance, billing._credits_worth(w.credits_balance, w) AS balance_amount,
+       w.currency, w.rate_amount, w.priority, w.credits_balance, billing._credits_worth(w.credits_balance, w.rate_amount, w.currency) AS balance_amount,
        w.expiration_at, w.created_at, w.terminated_at
 FROM billing.wallets w JOIN billing.customers c ON c.id = w.customer_id;
 

@@ -213,14 +213,14 @@ COMMENT ON TABLE billing.wallet_directory IS 'Which customer''s wallet an extern
 COMMENT ON TABLE billing.wallet_transactions IS 'The wallets'' ledger, append-only: inbound (purchased, granted, restored) and outbound (invoiced, deducted, voided, expired) credits and their worth, status (pending, settled, failed), source, invoice, idempotency key, reason and metadata. Settled rows are the balance.';
 COMMENT ON TABLE billing.wallet_recurring_rules IS 'Automatic top-ups of a wallet: on an interval or at a threshold of the ongoing balance, a fixed number of paid and granted credits or up to a target; armed says whether a threshold rule may fire again.';
 COMMENT ON TABLE billing.spend_caps IS 'A subscription''s hard spend cap per billing period (billing.authorize refuses usage beyond it), and the period for which spend_cap.reached was announced.';
-COMMENT ON FUNCTION billing._wallet_posted() IS 'Private: the ledger''s trigger; applies a settled row to its wallet''s balance (23514 if it would overdraw it) and announces wallet.topped_up or wallet.depleted.';
+COMMENT ON FUNCTION billing._apply_to_balance(billing.wallet_transactions) IS 'Private: applies a settled ledger row to its wallet''s balance, naming it in posting_id (23514 if it would overdraw it), and announces wallet.topped_up or wallet.depleted.';
 COMMENT ON FUNCTION billing._wallet_transaction_immutable() IS 'Private: keeps the ledger append-only; a pending row may settle or fail once.';
-COMMENT ON FUNCTION billing._wallet_balance_guard() IS 'Private: refuses a change of a wallet''s balance that does not come from its ledger.';
-COMMENT ON FUNCTION billing._credits_worth(numeric, billing.wallets) IS 'Private: credits'' worth in the wallet''s currency, half-up to whole minor units (1,034 credits at 0.001 are 1.03).';
-COMMENT ON FUNCTION billing._ongoing_credits(billing.wallets, numeric) IS 'Private: a wallet''s ongoing balance in credits: its balance less the credits its share of usage not yet invoiced would take (never below 0).';
-COMMENT ON FUNCTION billing._spendable(billing.wallets) IS 'Private: what a wallet can pay, its balance''s worth rounded down to whole minor units.';
+COMMENT ON FUNCTION billing._wallet_balance_guard() IS 'Private: refuses a change of a wallet''s balance that names no ledger row (posting_id).';
+COMMENT ON FUNCTION billing._credits_worth(numeric, numeric, text) IS 'Private: credits'' worth in the wallet''s currency, half-up to whole minor units (1,034 credits at 0.001 are 1.03).';
+COMMENT ON FUNCTION billing._ongoing_credits(numeric, numeric, numeric) IS 'Private: a wallet''s ongoing balance in credits: its balance less the credits its share of usage not yet invoiced would take (never below 0).';
+COMMENT ON FUNCTION billing._spendable(numeric, numeric, text) IS 'Private: what a wallet can pay, its balance''s worth rounded down to whole minor units.';
 COMMENT ON FUNCTION billing._credits_for(numeric, billing.wallets) IS 'Private: the credits an amount of currency takes from a wallet (5 decimals, at most its balance).';
-COMMENT ON FUNCTION billing._wallet_pays(billing.wallets, billing.fee_type, bigint) IS 'Private: whether a wallet''s limits let it pay a fee of this type and metric.';
+COMMENT ON FUNCTION billing._wallet_pays(billing.fee_type[], bigint[], billing.fee_type, bigint) IS 'Private: whether a wallet''s limits let it pay a fee of this type and metric.';
 COMMENT ON FUNCTION billing._wallet_event(bigint, bigint) IS 'Private: the payload of a wallet''s outbox events.';
 COMMENT ON FUNCTION billing._wallet(text) IS 'Private: the wallet with this external id, locked, or 23503.';
 COMMENT ON FUNCTION billing._require_active(billing.wallets, text) IS 'Private: raises 55000 unless the wallet is active and not past its expiry.';
@@ -239,6 +239,7 @@ COMMENT ON FUNCTION billing._apply_prepaid_credits(billing.invoices) IS 'Private
 COMMENT ON FUNCTION billing._prepaid_credits_paid(bigint, bigint) IS 'Private: the prepaid credits an invoice consumed, in currency, from the ledger.';
 COMMENT ON FUNCTION billing._void_wallet_transactions(billing.invoices) IS 'Private: what voiding an invoice does to wallets: consumed credits restored, purchased credits failed or taken back.';
 COMMENT ON FUNCTION billing._ongoing_usage(bigint) IS 'Private: what the customer''s usage not yet paid (open periods'' usage billed in arrears, draft invoices'' fees; before tax) would take from each active wallet, by priority and limits, each up to its balance.';
+COMMENT ON FUNCTION billing._wallet_ongoing_usage(bigint, bigint) IS 'Private: what the customer''s usage not yet paid would take from one wallet.';
 COMMENT ON FUNCTION billing.wallet_balance(text) IS 'A wallet''s balance now (credits and worth) and its ongoing balance: the balance less what the customer''s usage not yet invoiced would take from it. 23503 unknown wallet.';
 COMMENT ON FUNCTION billing._check_threshold_rules(bigint) IS 'Private: fires a customer''s armed threshold rules whose wallet''s ongoing balance is at or below the threshold, and arms again those above; returns how many fired.';
 COMMENT ON FUNCTION billing._fire_rule(bigint, bigint, numeric) IS 'Private: one top-up by a rule: fixed credits, or the paid credits up to the target, within the wallet''s paid top-up limits.';

@@ -3913,12 +3913,14 @@ ALTER TYPE billing.fee_type ADD VALUE 'credit';
 -- at finalization, direct deduction by applications, and spend caps checked before usage
 -- is recorded (billing.authorize).
 --
--- A wallet's balance (credits_balance) moves only with its ledger: the ledger's trigger
--- applies each settled row to it in the same statement, and the wallet refuses any other
--- change of it; billing.wallet_discrepancies() lists wallets whose balance and settled
--- ledger sum differ (none, ever). The balance never goes below zero: the row lock the
--- trigger's update takes orders concurrent consumers, and each sees what the one before
--- it left.
+-- A wallet's balance (credits_balance) moves only with its ledger: billing._apply_to_balance
+-- applies each settled row to it in the same transaction, naming the row (posting_id), and
+-- the wallet refuses a change of its balance that names none; billing.wallet_discrepancies()
+-- lists wallets whose balance and settled ledger sum differ (none, ever). The balance never
+-- goes below zero: the row lock of the update orders concurrent consumers, and each sees
+-- what the one before it left. (Functions, not triggers, keep the balance: on Citus a
+-- trigger runs on a worker, where it could neither update another shard's rows of the
+-- transaction nor announce an event.)
 
 CREATE TYPE billing.wallet_status AS ENUM ('active', 'terminated');
 CREATE TYPE billing.wallet_transaction_type AS ENUM ('inbound', 'outbound');
@@ -3954,6 +3956,8 @@ CREATE TABLE billing.wallets (
     -- Purchased credits settle when their invoice is paid (true) or finalized (false).
     invoice_requires_successful_payment boolean NOT NULL DEFAULT false,
     credits_balance numeric NOT NULL DEFAULT 0 CONSTRAINT wallets_never_overdrawn CHECK (credits_balance >= 0),
+    -- The ledger row the balance last moved with.
+    posting_id bigint,
     created_at timestamptz NOT NULL DEFAULT now(),
     terminated_at timestamptz,
     PRIMARY KEY (customer_id, id),
@@ -4038,41 +4042,35 @@ CREATE TABLE billing.spend_caps (
     PRIMARY KEY (customer_id, subscription_id)
 );
 
--- The ledger's rows apply themselves to their wallet's balance: a settled row when it is
--- written or settles. An outbound row that would overdraw the wallet raises 23514. Spending
--- (an invoice, a deduction) that empties a wallet announces wallet.depleted.
-CREATE FUNCTION billing._wallet_posted() RETURNS trigger
+-- Applies a settled ledger row to its wallet's balance (23514, naming the balance, if an
+-- outbound row would overdraw it). Spending (an invoice, a deduction) that empties a wallet
+-- announces wallet.depleted; a top-up, wallet.topped_up.
+CREATE FUNCTION billing._apply_to_balance(posted billing.wallet_transactions) RETURNS void
 LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
 DECLARE
-    delta numeric := CASE WHEN NEW.status = 'settled' THEN CASE NEW.transaction_type WHEN 'inbound' THEN NEW.credits ELSE -NEW.credits END ELSE 0 END
-                   - CASE WHEN TG_OP = 'UPDATE' AND OLD.status = 'settled' THEN CASE OLD.transaction_type WHEN 'inbound' THEN OLD.credits ELSE -OLD.credits END ELSE 0 END;
+    delta numeric := CASE posted.transaction_type WHEN 'inbound' THEN posted.credits ELSE -posted.credits END;
     balance numeric;
     w billing.wallets;
 BEGIN
-    IF delta = 0 THEN
-        RETURN NULL;
-    END IF;
-    UPDATE billing.wallets wl SET credits_balance = wl.credits_balance + delta
-    WHERE wl.customer_id = NEW.customer_id AND wl.id = NEW.wallet_id AND wl.credits_balance + delta >= 0
+    UPDATE billing.wallets wl SET credits_balance = wl.credits_balance + delta, posting_id = posted.id
+    WHERE wl.customer_id = posted.customer_id AND wl.id = posted.wallet_id AND wl.credits_balance + delta >= 0
     RETURNING wl.credits_balance INTO balance;
     IF NOT FOUND THEN
-        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = NEW.customer_id AND wl.id = NEW.wallet_id;
+        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = posted.customer_id AND wl.id = posted.wallet_id;
         PERFORM billing._raise('23514', format('wallet %s has %s credits: taking %s would overdraw it', w.external_id,
                                                trim_scale(w.credits_balance), trim_scale(-delta)),
             format('balance %s credits (%s %s), asked %s credits', trim_scale(w.credits_balance),
-                   billing._credits_worth(w.credits_balance, w), w.currency, trim_scale(-delta)),
+                   billing._credits_worth(w.credits_balance, w.rate_amount, w.currency), w.currency, trim_scale(-delta)),
             'top the wallet up with billing.top_up, or take at most its balance');
     END IF;
     IF delta > 0 THEN
-        PERFORM billing._emit(NEW.customer_id, 'wallet.topped_up', billing._wallet_event(NEW.customer_id, NEW.wallet_id)
-                                                                   || jsonb_build_object('credits', NEW.credits, 'transaction_id', NEW.id));
-    ELSIF balance = 0 AND NEW.transaction_status IN ('invoiced', 'deducted') THEN
-        PERFORM billing._emit(NEW.customer_id, 'wallet.depleted', billing._wallet_event(NEW.customer_id, NEW.wallet_id));
+        PERFORM billing._emit(posted.customer_id, 'wallet.topped_up', billing._wallet_event(posted.customer_id, posted.wallet_id)
+                                                                      || jsonb_build_object('credits', posted.credits, 'transaction_id', posted.id));
+    ELSIF balance = 0 AND posted.transaction_status IN ('invoiced', 'deducted') THEN
+        PERFORM billing._emit(posted.customer_id, 'wallet.depleted', billing._wallet_event(posted.customer_id, posted.wallet_id));
     END IF;
-    RETURN NULL;
 END $$;
-CREATE TRIGGER wallet_transactions_posted AFTER INSERT OR UPDATE ON billing.wallet_transactions
-FOR EACH ROW EXECUTE FUNCTION billing._wallet_posted();
 
 -- Append-only: a pending row may settle or fail, once; nothing else changes.
 CREATE FUNCTION billing._wallet_transaction_immutable() RETURNS trigger
@@ -4090,12 +4088,11 @@ END $$;
 CREATE TRIGGER wallet_transactions_immutable BEFORE UPDATE OR DELETE ON billing.wallet_transactions
 FOR EACH ROW EXECUTE FUNCTION billing._wallet_transaction_immutable();
 
--- A wallet's balance changes only from the ledger's trigger (one trigger deeper than a
--- statement on the wallet itself).
+-- A wallet's balance changes only with a ledger row (billing._apply_to_balance names it).
 CREATE FUNCTION billing._wallet_balance_guard() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.credits_balance IS DISTINCT FROM OLD.credits_balance AND pg_trigger_depth() < 2 THEN
+    IF NEW.credits_balance IS DISTINCT FROM OLD.credits_balance AND NEW.posting_id IS NOT DISTINCT FROM OLD.posting_id THEN
         PERFORM billing._raise('55000', format('wallet %s''s balance moves only with its ledger', OLD.external_id),
             format('credits_balance set from %s to %s', OLD.credits_balance, NEW.credits_balance),
             'use billing.top_up, billing.deduct_credits or billing.void_credits');
@@ -4107,23 +4104,23 @@ FOR EACH ROW EXECUTE FUNCTION billing._wallet_balance_guard();
 
 -- Credits' worth in the wallet's currency, in whole minor units (half-up): 1,034 credits at
 -- 0.001 are 1.03.
-CREATE FUNCTION billing._credits_worth(credits numeric, w billing.wallets) RETURNS numeric
+CREATE FUNCTION billing._credits_worth(credits numeric, rate_amount numeric, currency text) RETURNS numeric
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT billing.round_money(credits * w.rate_amount, w.currency)
+    SELECT billing.round_money(credits * rate_amount, currency)
 $$;
 
 -- A wallet's ongoing balance in credits: its balance less the credits its share of usage not
 -- yet invoiced (billing._ongoing_usage) would take.
-CREATE FUNCTION billing._ongoing_credits(w billing.wallets, usage_amount numeric) RETURNS numeric
+CREATE FUNCTION billing._ongoing_credits(credits_balance numeric, rate_amount numeric, usage_amount numeric) RETURNS numeric
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT trim_scale(greatest(w.credits_balance - round(coalesce(usage_amount, 0) / w.rate_amount, 5), 0))
+    SELECT trim_scale(greatest(credits_balance - round(coalesce(usage_amount, 0) / rate_amount, 5), 0))
 $$;
 
 -- What a wallet can pay, in whole minor units: its balance's worth rounded down, so that
 -- paying it never takes more credits than the wallet holds.
-CREATE FUNCTION billing._spendable(w billing.wallets) RETURNS numeric
+CREATE FUNCTION billing._spendable(credits_balance numeric, rate_amount numeric, currency text) RETURNS numeric
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT trunc(w.credits_balance * w.rate_amount, billing.currency_minor_units(w.currency))
+    SELECT trunc(credits_balance * rate_amount, billing.currency_minor_units(currency))
 $$;
 
 -- The credits an amount of currency takes from a wallet (at most its balance).
@@ -4133,10 +4130,12 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Whether a wallet may pay a fee of this type and metric (its limits).
-CREATE FUNCTION billing._wallet_pays(w billing.wallets, fee_type billing.fee_type, metric_id bigint) RETURNS boolean
+CREATE FUNCTION billing._wallet_pays(
+    applies_to_fee_types billing.fee_type[], applies_to_metric_ids bigint[], fee_type billing.fee_type, metric_id bigint
+) RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT (w.applies_to_fee_types IS NULL OR fee_type = ANY (w.applies_to_fee_types))
-       AND (w.applies_to_metric_ids IS NULL OR metric_id = ANY (w.applies_to_metric_ids))
+    SELECT (applies_to_fee_types IS NULL OR fee_type = ANY (applies_to_fee_types))
+       AND (applies_to_metric_ids IS NULL OR metric_id = ANY (applies_to_metric_ids))
 $$;
 
 CREATE FUNCTION billing._wallet_event(customer_id bigint, wallet_id bigint) RETURNS jsonb
@@ -4145,7 +4144,7 @@ LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (SELECT jsonb_build_object('wallet_id', w.id, 'external_id', w.external_id, 'code', w.code,
                                       'customer_external_id', c.external_id, 'credits_balance', w.credits_balance,
-                                      'balance_amount', billing._credits_worth(w.credits_balance, w), 'currency', w.currency)
+                                      'balance_amount', billing._credits_worth(w.credits_balance, w.rate_amount, w.currency), 'currency', w.currency)
             FROM billing.wallets w JOIN billing.customers c ON c.id = w.customer_id
             WHERE w.customer_id = customer_id AND w.id = wallet_id);
 END $$;
@@ -4206,9 +4205,12 @@ BEGIN
     INSERT INTO billing.wallet_transactions (customer_id, wallet_id, transaction_type, transaction_status, status, source, credits, amount,
                                              invoice_id, reason, metadata, settled_at)
     VALUES (w.customer_id, w.id, CASE WHEN kind IN ('purchased', 'granted', 'restored') THEN 'inbound' ELSE 'outbound' END::billing.wallet_transaction_type,
-            kind, status, source, credits, coalesce(amount, billing._credits_worth(credits, w)), invoice_id, reason, coalesce(metadata, '{}'),
+            kind, status, source, credits, coalesce(amount, billing._credits_worth(credits, w.rate_amount, w.currency)), invoice_id, reason, coalesce(metadata, '{}'),
             CASE WHEN status = 'settled' THEN now() END)
     RETURNING * INTO posted;
+    IF status = 'settled' THEN
+        PERFORM billing._apply_to_balance(posted);
+    END IF;
     RETURN posted;
 END $$;
 
@@ -4238,10 +4240,14 @@ BEGIN
         INSERT INTO billing.fees (customer_id, invoice_id, fee_type, fee_key, description, units, precise_unit_amount, precise_amount,
                                   amount, from_datetime, to_datetime, tax_ids)
         VALUES (cust.id, invoice_id, 'credit', format('credit:%s', invoice_id), format('Prepaid credits (%s)', coalesce(w.name, w.code)),
-                paid_credits, w.rate_amount, paid_credits * w.rate_amount, billing._credits_worth(paid_credits, w), at, at, '{}');
+                paid_credits, w.rate_amount, paid_credits * w.rate_amount, billing._credits_worth(paid_credits, w.rate_amount, w.currency), at, at, '{}');
         purchase := billing._post(w, 'purchased', 'pending', paid_credits, source, invoice_id, metadata => metadata);
-        PERFORM billing._total_invoice(cust.id, invoice_id);
-        SELECT * INTO inv FROM billing.invoices i WHERE i.customer_id = cust.id AND i.id = invoice_id;
+        -- Its totals are its one fee's: no tax, coupon, credit note or prepaid credit applies.
+        UPDATE billing.invoices i
+        SET fees_amount = fee.amount, sub_total_excluding_taxes = fee.amount, sub_total_including_taxes = fee.amount, total_amount = fee.amount
+        FROM (SELECT billing._credits_worth(paid_credits, w.rate_amount, w.currency) AS amount) fee
+        WHERE i.customer_id = cust.id AND i.id = invoice_id
+        RETURNING i.* INTO inv;
         PERFORM billing._emit(cust.id, 'invoice.created', billing._invoice_event(inv));
         PERFORM billing._finalize(inv);
         RETURN QUERY SELECT * FROM billing.wallet_transactions t WHERE t.customer_id = cust.id AND t.id = purchase.id;
@@ -4254,17 +4260,26 @@ END $$;
 CREATE FUNCTION billing._settle_purchase(inv billing.invoices) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
+DECLARE
+    settled billing.wallet_transactions;
 BEGIN
     IF inv.invoice_type <> 'credit' THEN
         RETURN;
     END IF;
+    FOR settled IN
     UPDATE billing.wallet_transactions t
     SET status = CASE WHEN inv.status = 'voided' OR inv.payment_status = 'failed' THEN 'failed' ELSE 'settled' END::billing.wallet_transaction_status,
         settled_at = CASE WHEN inv.status = 'voided' OR inv.payment_status = 'failed' THEN NULL ELSE now() END
     FROM billing.wallets w
     WHERE t.customer_id = inv.customer_id AND t.invoice_id = inv.id AND t.transaction_status = 'purchased' AND t.status = 'pending'
       AND w.customer_id = t.customer_id AND w.id = t.wallet_id
-      AND (inv.status = 'voided' OR inv.payment_status <> 'pending' OR NOT w.invoice_requires_successful_payment);
+      AND (inv.status = 'voided' OR inv.payment_status <> 'pending' OR NOT w.invoice_requires_successful_payment)
+    RETURNING t.*
+    LOOP
+        IF settled.status = 'settled' THEN
+            PERFORM billing._apply_to_balance(settled);
+        END IF;
+    END LOOP;
 END $$;
 
 CREATE FUNCTION billing.create_wallet(
@@ -4361,7 +4376,7 @@ BEGIN
                                         coalesce(w.paid_top_up_min_credits::text, '0'), coalesce(w.paid_top_up_max_credits::text, 'any number of')),
             format('got %s', paid_credits), 'give paid_credits within the wallet''s limits');
     END IF;
-    IF paid_credits > 0 AND billing._credits_worth(paid_credits, w) = 0 THEN
+    IF paid_credits > 0 AND billing._credits_worth(paid_credits, w.rate_amount, w.currency) = 0 THEN
         PERFORM billing._invalid(format('%s paid credits are worth less than the smallest amount of %s', paid_credits, w.currency),
             format('rate %s', w.rate_amount), 'buy more credits, or grant them');
     END IF;
@@ -4433,18 +4448,23 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM billing._unknown('wallet', wallet, 'create it with billing.create_wallet');
     END IF;
-    INSERT INTO billing.wallet_transactions AS t (customer_id, wallet_id, transaction_type, transaction_status, status, credits, amount,
-                                                  idempotency_key, reason, settled_at)
-    SELECT wl.customer_id, wl.id, 'outbound', 'deducted', 'settled', credits, billing._credits_worth(credits, wl), idempotency_key, reason, now()
-    FROM billing.wallets wl
-    WHERE wl.customer_id = entry.customer_id AND wl.id = entry.wallet_id AND wl.status = 'active' AND (wl.expiration_at IS NULL OR wl.expiration_at > now())
-    ON CONFLICT ON CONSTRAINT wallet_transactions_idempotency_key DO NOTHING
-    RETURNING * INTO posted;
-    IF posted.id IS NULL THEN
+    SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = entry.customer_id AND wl.id = entry.wallet_id;
+    -- (VALUES computed beforehand: Citus cannot return the no row of a conflicting
+    -- INSERT ... SELECT.)
+    IF w.status = 'active' AND (w.expiration_at IS NULL OR w.expiration_at > now()) THEN
+        INSERT INTO billing.wallet_transactions AS t (customer_id, wallet_id, transaction_type, transaction_status, status, credits, amount,
+                                                      idempotency_key, reason, settled_at)
+        VALUES (w.customer_id, w.id, 'outbound', 'deducted', 'settled', credits, billing._credits_worth(credits, w.rate_amount, w.currency),
+                idempotency_key, reason, now())
+        ON CONFLICT ON CONSTRAINT wallet_transactions_idempotency_key DO NOTHING
+        RETURNING * INTO posted;
+    END IF;
+    IF posted.id IS NOT NULL THEN
+        PERFORM billing._apply_to_balance(posted);
+    ELSE
         SELECT * INTO posted FROM billing.wallet_transactions t
         WHERE t.customer_id = entry.customer_id AND t.wallet_id = entry.wallet_id AND t.idempotency_key = idempotency_key;
         IF NOT FOUND THEN
-            SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = entry.customer_id AND wl.id = entry.wallet_id;
             PERFORM billing._require_active(w, 'a deduction');
         ELSIF posted.credits <> credits THEN
             PERFORM billing._raise('23505', format('idempotency key "%s" deducted %s credits, not %s', idempotency_key, trim_scale(posted.credits), credits),
@@ -4474,7 +4494,7 @@ DECLARE
 BEGIN
     IF limited THEN
         SELECT coalesce(sum(l.amount_left), 0) INTO rest FROM unnest(line_types, line_metrics, line_left) l(fee_type, metric_id, amount_left)
-        WHERE billing._wallet_pays(w, l.fee_type, l.metric_id);
+        WHERE billing._wallet_pays(w.applies_to_fee_types, w.applies_to_metric_ids, l.fee_type, l.metric_id);
         taken := least(cap, billing.round_money(rest, w.currency));
     ELSE
         taken := cap;
@@ -4482,7 +4502,7 @@ BEGIN
     rest := taken;
     FOR n IN 1 .. coalesce(cardinality(line_left), 0) LOOP
         EXIT WHEN rest <= 0;
-        CONTINUE WHEN NOT billing._wallet_pays(w, line_types[n], line_metrics[n]) OR line_left[n] <= 0;
+        CONTINUE WHEN NOT billing._wallet_pays(w.applies_to_fee_types, w.applies_to_metric_ids, line_types[n], line_metrics[n]) OR line_left[n] <= 0;
         part := least(rest, line_left[n]);
         line_left[n] := line_left[n] - part;
         rest := rest - part;
@@ -4530,7 +4550,7 @@ BEGIN
     LOOP
         EXIT WHEN left_to_pay <= 0;
         SELECT t.line_left, t.taken INTO line_left, pay FROM billing._take_from_lines(w, line_types, line_metrics, line_left,
-                                                                                      least(left_to_pay, billing._spendable(w))) t;
+                                                                                      least(left_to_pay, billing._spendable(w.credits_balance, w.rate_amount, w.currency))) t;
         CONTINUE WHEN pay <= 0;
         PERFORM billing._post(w, 'invoiced', 'settled', billing._credits_for(pay, w), invoice_id => inv.id, amount => pay);
         left_to_pay := left_to_pay - pay;
@@ -4593,33 +4613,48 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     w billing.wallets;
+    subscription text;
     line_types billing.fee_type[];
     line_metrics bigint[];
     line_left numeric[];
     taken numeric;
 BEGIN
-    SELECT array_agg(l.fee_type), array_agg(l.metric_id), array_agg(l.amount)
+    SELECT array_agg(fe.fee_type), array_agg(ch.billable_metric_id), array_agg(fe.amount)
     INTO line_types, line_metrics, line_left
-    FROM (SELECT 'charge'::billing.fee_type AS fee_type, ch.billable_metric_id AS metric_id, u.amount
-          FROM billing.subscriptions s
-          CROSS JOIN LATERAL billing.current_usage(s.external_id) u
-          JOIN billing.charges ch ON ch.id = u.charge_id
-          WHERE s.customer_id = customer_id AND s.status = 'active' AND NOT ch.pay_in_advance AND ch.invoiceable AND u.amount > 0
-          UNION ALL
-          SELECT fe.fee_type, ch.billable_metric_id, fe.amount
-          FROM billing.invoices i
-          JOIN billing.fees fe ON fe.customer_id = i.customer_id AND fe.invoice_id = i.id AND fe.invoiceable
-          LEFT JOIN billing.charges ch ON ch.id = fe.charge_id
-          WHERE i.customer_id = customer_id AND i.status = 'draft' AND i.invoice_type <> 'credit' AND fe.amount > 0) l;
+    FROM billing.invoices i
+    JOIN billing.fees fe ON fe.customer_id = i.customer_id AND fe.invoice_id = i.id AND fe.invoiceable
+    LEFT JOIN billing.charges ch ON ch.id = fe.charge_id
+    WHERE i.customer_id = customer_id AND i.status = 'draft' AND i.invoice_type <> 'credit' AND fe.amount > 0;
+    -- (Each subscription's usage on its own: on Citus, current usage reads the customer's
+    -- shards and cannot run inside a query over them.)
+    FOR subscription IN SELECT s.external_id FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.status = 'active' ORDER BY s.id LOOP
+        SELECT coalesce(line_types, '{}') || coalesce(array_agg('charge'::billing.fee_type), '{}'),
+               coalesce(line_metrics, '{}') || coalesce(array_agg(ch.billable_metric_id), '{}'),
+               coalesce(line_left, '{}') || coalesce(array_agg(u.amount), '{}')
+        INTO line_types, line_metrics, line_left
+        FROM billing.current_usage(subscription) u JOIN billing.charges ch ON ch.id = u.charge_id
+        WHERE NOT ch.pay_in_advance AND ch.invoiceable AND u.amount > 0;
+    END LOOP;
     FOR w IN
         SELECT * FROM billing.wallets wl WHERE wl.customer_id = customer_id AND wl.status = 'active' ORDER BY wl.priority, wl.created_at, wl.id
     LOOP
         SELECT t.line_left, t.taken INTO line_left, taken
         FROM billing._take_from_lines(w, line_types, line_metrics, line_left,
-                                      least(billing._spendable(w), coalesce((SELECT sum(x) FROM unnest(line_left) x), 0))) t;
+                                      least(billing._spendable(w.credits_balance, w.rate_amount, w.currency), coalesce((SELECT sum(x) FROM unnest(line_left) x), 0))) t;
         wallet_id := w.id; usage_amount := taken;
         RETURN NEXT;
     END LOOP;
+END $$;
+
+-- What the customer's usage not yet paid would take from one wallet (billing._ongoing_usage).
+CREATE FUNCTION billing._wallet_ongoing_usage(customer_id bigint, wallet_id bigint) RETURNS numeric
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    usage_amount numeric;
+BEGIN
+    SELECT coalesce(max(u.usage_amount), 0) INTO usage_amount FROM billing._ongoing_usage(customer_id) u WHERE u.wallet_id = wallet_id;
+    RETURN usage_amount;
 END $$;
 
 -- A wallet's balance now, and its ongoing balance: the balance less what the customer's
@@ -4640,10 +4675,10 @@ BEGIN
     END IF;
     external_id := w.external_id; status := w.status; currency := w.currency; rate_amount := w.rate_amount;
     credits_balance := trim_scale(w.credits_balance);
-    balance_amount := billing._credits_worth(w.credits_balance, w);
-    SELECT coalesce(max(u.usage_amount), 0) INTO ongoing_usage_amount FROM billing._ongoing_usage(w.customer_id) u WHERE u.wallet_id = w.id;
+    balance_amount := billing._credits_worth(w.credits_balance, w.rate_amount, w.currency);
+    ongoing_usage_amount := billing._wallet_ongoing_usage(w.customer_id, w.id);
     ongoing_balance_amount := balance_amount - ongoing_usage_amount;
-    credits_ongoing_balance := billing._ongoing_credits(w, ongoing_usage_amount);
+    credits_ongoing_balance := billing._ongoing_credits(w.credits_balance, w.rate_amount, ongoing_usage_amount);
     RETURN NEXT;
 END $$;
 
@@ -4654,22 +4689,22 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     rule record;
+    ongoing numeric;
     fired integer := 0;
 BEGIN
     FOR rule IN
-        SELECT r.id, r.wallet_id, r.armed, r.threshold_credits,
-               billing._ongoing_credits(w, u.usage_amount) AS ongoing_credits
+        SELECT r.id, r.wallet_id, r.armed, r.threshold_credits, w.credits_balance, w.rate_amount
         FROM billing.wallet_recurring_rules r
         JOIN billing.wallets w ON w.customer_id = r.customer_id AND w.id = r.wallet_id AND w.status = 'active'
-        LEFT JOIN billing._ongoing_usage(customer_id) u ON u.wallet_id = r.wallet_id
         WHERE r.customer_id = customer_id AND r.trigger = 'threshold'
         ORDER BY r.id
     LOOP
-        IF rule.ongoing_credits <= rule.threshold_credits AND rule.armed THEN
+        ongoing := billing._ongoing_credits(rule.credits_balance, rule.rate_amount, billing._wallet_ongoing_usage(customer_id, rule.wallet_id));
+        IF ongoing <= rule.threshold_credits AND rule.armed THEN
             UPDATE billing.wallet_recurring_rules r SET armed = false, last_fired_at = now() WHERE r.customer_id = customer_id AND r.id = rule.id;
-            PERFORM billing._fire_rule(customer_id, rule.id, rule.ongoing_credits);
+            PERFORM billing._fire_rule(customer_id, rule.id, ongoing);
             fired := fired + 1;
-        ELSIF rule.ongoing_credits > rule.threshold_credits AND NOT rule.armed THEN
+        ELSIF ongoing > rule.threshold_credits AND NOT rule.armed THEN
             UPDATE billing.wallet_recurring_rules r SET armed = true WHERE r.customer_id = customer_id AND r.id = rule.id;
         END IF;
     END LOOP;
@@ -4693,7 +4728,7 @@ BEGIN
     IF paid > 0 THEN
         paid := least(greatest(paid, coalesce(w.paid_top_up_min_credits, paid)), coalesce(w.paid_top_up_max_credits, paid));
     END IF;
-    IF billing._credits_worth(paid, w) = 0 THEN
+    IF billing._credits_worth(paid, w.rate_amount, w.currency) = 0 THEN
         paid := 0;
     END IF;
     PERFORM billing._top_up(w, paid, CASE rule.method WHEN 'fixed' THEN rule.granted_credits ELSE 0 END,
@@ -4817,26 +4852,28 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     w billing.wallets;
+    expiring record;
     rule record;
     customer bigint;
 BEGIN
     expired := 0; interval_top_ups := 0; threshold_top_ups := 0;
-    FOR w IN SELECT * FROM billing.wallets wl WHERE wl.status = 'active' AND wl.expiration_at <= as_of ORDER BY wl.customer_id, wl.id FOR UPDATE LOOP
+    -- Found across customers, then each locked in its own customer's rows.
+    FOR expiring IN SELECT wl.customer_id, wl.id FROM billing.wallets wl WHERE wl.status = 'active' AND wl.expiration_at <= as_of ORDER BY 1, 2 LOOP
+        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = expiring.customer_id AND wl.id = expiring.id AND wl.status = 'active' FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
         PERFORM billing._end_wallet(w, 'expired', w.expiration_at);
         expired := expired + 1;
     END LOOP;
     FOR rule IN
-        SELECT r.customer_id, r.id, due.at FROM billing.wallet_recurring_rules r
+        SELECT r.customer_id, r.id, r.wallet_id, due.at FROM billing.wallet_recurring_rules r
         CROSS JOIN LATERAL (SELECT billing._last_interval_instant(r."interval", r.started_at, as_of) AS at) due
         WHERE r.trigger = 'interval' AND due.at IS NOT NULL AND due.at > coalesce(r.last_fired_at, '-infinity')
         ORDER BY r.customer_id, r.id
     LOOP
         UPDATE billing.wallet_recurring_rules r SET last_fired_at = rule.at WHERE r.customer_id = rule.customer_id AND r.id = rule.id;
-        PERFORM billing._fire_rule(rule.customer_id, rule.id,
-            (SELECT billing._ongoing_credits(wl, u.usage_amount)
-             FROM billing.wallet_recurring_rules r JOIN billing.wallets wl ON wl.customer_id = r.customer_id AND wl.id = r.wallet_id
-             LEFT JOIN billing._ongoing_usage(rule.customer_id) u ON u.wallet_id = wl.id
-             WHERE r.customer_id = rule.customer_id AND r.id = rule.id));
+        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = rule.customer_id AND wl.id = rule.wallet_id;
+        PERFORM billing._fire_rule(rule.customer_id, rule.id, billing._ongoing_credits(w.credits_balance, w.rate_amount,
+                                                                                      billing._wallet_ongoing_usage(w.customer_id, w.id)));
         interval_top_ups := interval_top_ups + 1;
     END LOOP;
     FOR customer IN SELECT DISTINCT r.customer_id FROM billing.wallet_recurring_rules r WHERE r.trigger = 'threshold' ORDER BY 1 LOOP
@@ -4890,6 +4927,9 @@ DECLARE
     lines billing.usage_line[];
     ch record;
     has_wallets boolean;
+    w billing.wallets;
+    usage_wallets bigint[];
+    usage_amounts numeric[];
 BEGIN
     SELECT * INTO metric FROM billing.billable_metrics m WHERE m.code = code;
     IF NOT FOUND THEN
@@ -4904,7 +4944,7 @@ BEGIN
     END IF;
     -- The locks first: the usage read below is then the one their holders committed.
     SELECT sc.amount INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = sub.customer_id AND sc.subscription_id = sub.id FOR UPDATE;
-    PERFORM 1 FROM billing.wallets w WHERE w.customer_id = sub.customer_id AND w.status = 'active' ORDER BY w.id FOR UPDATE;
+    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = sub.customer_id AND wl.status = 'active' ORDER BY wl.id FOR UPDATE;
     has_wallets := FOUND;
     SELECT array_agg(u) INTO lines FROM billing.current_usage(external_subscription_id) u;
     SELECT c.currency INTO currency FROM billing.customers c WHERE c.id = sub.customer_id;
@@ -4935,10 +4975,13 @@ BEGIN
         END IF;
     END IF;
     IF has_wallets THEN
-        SELECT coalesce(sum(billing._spendable(w) - coalesce(u.usage_amount, 0)), 0) INTO available
-        FROM billing.wallets w LEFT JOIN billing._ongoing_usage(sub.customer_id) u ON u.wallet_id = w.id
-        WHERE w.customer_id = sub.customer_id AND w.status = 'active' AND w.currency = currency
-          AND billing._wallet_pays(w, 'charge', metric.id);
+        SELECT array_agg(u.wallet_id), array_agg(u.usage_amount) INTO usage_wallets, usage_amounts FROM billing._ongoing_usage(sub.customer_id) u;
+        available := 0;
+        FOR w IN SELECT * FROM billing.wallets wl WHERE wl.customer_id = sub.customer_id AND wl.status = 'active' AND wl.currency = currency ORDER BY wl.id LOOP
+            CONTINUE WHEN NOT billing._wallet_pays(w.applies_to_fee_types, w.applies_to_metric_ids, 'charge', metric.id);
+            available := available + billing._spendable(w.credits_balance, w.rate_amount, w.currency)
+                         - coalesce(usage_amounts[array_position(usage_wallets, w.id)], 0);
+        END LOOP;
         IF price > available THEN
             PERFORM billing._raise('23514', format('the prepaid balance of %s %s does not cover %s %s', available, currency, price, currency),
                 format('%s %s on subscription %s', quantity, code, external_subscription_id),
@@ -4964,9 +5007,9 @@ BEGIN
     ORDER BY w.external_id;
 END $$;
 
-REVOKE ALL ON FUNCTION billing._wallet_posted(), billing._wallet_transaction_immutable(), billing._wallet_balance_guard(),
-    billing._credits_worth(numeric, billing.wallets), billing._ongoing_credits(billing.wallets, numeric), billing._spendable(billing.wallets), billing._credits_for(numeric, billing.wallets),
-    billing._wallet_pays(billing.wallets, billing.fee_type, bigint), billing._wallet_event(bigint, bigint), billing._wallet(text),
+REVOKE ALL ON FUNCTION billing._apply_to_balance(billing.wallet_transactions), billing._wallet_transaction_immutable(), billing._wallet_balance_guard(),
+    billing._credits_worth(numeric, numeric, text), billing._ongoing_credits(numeric, numeric, numeric), billing._spendable(numeric, numeric, text), billing._credits_for(numeric, billing.wallets),
+    billing._wallet_pays(billing.fee_type[], bigint[], billing.fee_type, bigint), billing._wallet_event(bigint, bigint), billing._wallet(text),
     billing._require_active(billing.wallets, text), billing._check_credits(text, numeric, boolean),
     billing._post(billing.wallets, billing.wallet_transaction_kind, billing.wallet_transaction_status, numeric, billing.wallet_top_up_source, bigint, numeric, text, jsonb),
     billing._top_up(billing.wallets, numeric, numeric, billing.wallet_top_up_source, jsonb), billing._settle_purchase(billing.invoices),
@@ -4975,7 +5018,7 @@ REVOKE ALL ON FUNCTION billing._wallet_posted(), billing._wallet_transaction_imm
     billing._end_wallet(billing.wallets, billing.wallet_transaction_kind, timestamptz), billing.terminate_wallet(text),
     billing.deduct_credits(text, numeric, text, text),
     billing._take_from_lines(billing.wallets, billing.fee_type[], bigint[], numeric[], numeric),
-    billing._apply_prepaid_credits(billing.invoices), billing._prepaid_credits_paid(bigint, bigint), billing._void_wallet_transactions(billing.invoices), billing._ongoing_usage(bigint),
+    billing._apply_prepaid_credits(billing.invoices), billing._prepaid_credits_paid(bigint, bigint), billing._void_wallet_transactions(billing.invoices), billing._ongoing_usage(bigint), billing._wallet_ongoing_usage(bigint, bigint),
     billing.wallet_balance(text), billing._check_threshold_rules(bigint), billing._fire_rule(bigint, bigint, numeric),
     billing.add_top_up_rule(text, text, text, numeric, numeric, text, timestamptz, numeric, numeric), billing.remove_top_up_rule(bigint),
     billing._last_interval_instant(billing.billing_interval, timestamptz, timestamptz), billing._announce_spend_caps(timestamptz),
@@ -5042,7 +5085,7 @@ END $$;
 -- billing.wallet_balance's).
 CREATE VIEW billing_bi.wallets AS
 SELECT w.external_id AS wallet_external_id, c.external_id AS customer_external_id, w.code, w.name, w.status::text AS status,
-       w.currency, w.rate_amount, w.priority, w.credits_balance, billing._credits_worth(w.credits_balance, w) AS balance_amount,
+       w.currency, w.rate_amount, w.priority, w.credits_balance, billing._credits_worth(w.credits_balance, w.rate_amount, w.currency) AS balance_amount,
        w.expiration_at, w.created_at, w.terminated_at
 FROM billing.wallets w JOIN billing.customers c ON c.id = w.customer_id;
 
@@ -5281,14 +5324,14 @@ COMMENT ON TABLE billing.wallet_directory IS 'Which customer''s wallet an extern
 COMMENT ON TABLE billing.wallet_transactions IS 'The wallets'' ledger, append-only: inbound (purchased, granted, restored) and outbound (invoiced, deducted, voided, expired) credits and their worth, status (pending, settled, failed), source, invoice, idempotency key, reason and metadata. Settled rows are the balance.';
 COMMENT ON TABLE billing.wallet_recurring_rules IS 'Automatic top-ups of a wallet: on an interval or at a threshold of the ongoing balance, a fixed number of paid and granted credits or up to a target; armed says whether a threshold rule may fire again.';
 COMMENT ON TABLE billing.spend_caps IS 'A subscription''s hard spend cap per billing period (billing.authorize refuses usage beyond it), and the period for which spend_cap.reached was announced.';
-COMMENT ON FUNCTION billing._wallet_posted() IS 'Private: the ledger''s trigger; applies a settled row to its wallet''s balance (23514 if it would overdraw it) and announces wallet.topped_up or wallet.depleted.';
+COMMENT ON FUNCTION billing._apply_to_balance(billing.wallet_transactions) IS 'Private: applies a settled ledger row to its wallet''s balance, naming it in posting_id (23514 if it would overdraw it), and announces wallet.topped_up or wallet.depleted.';
 COMMENT ON FUNCTION billing._wallet_transaction_immutable() IS 'Private: keeps the ledger append-only; a pending row may settle or fail once.';
-COMMENT ON FUNCTION billing._wallet_balance_guard() IS 'Private: refuses a change of a wallet''s balance that does not come from its ledger.';
-COMMENT ON FUNCTION billing._credits_worth(numeric, billing.wallets) IS 'Private: credits'' worth in the wallet''s currency, half-up to whole minor units (1,034 credits at 0.001 are 1.03).';
-COMMENT ON FUNCTION billing._ongoing_credits(billing.wallets, numeric) IS 'Private: a wallet''s ongoing balance in credits: its balance less the credits its share of usage not yet invoiced would take (never below 0).';
-COMMENT ON FUNCTION billing._spendable(billing.wallets) IS 'Private: what a wallet can pay, its balance''s worth rounded down to whole minor units.';
+COMMENT ON FUNCTION billing._wallet_balance_guard() IS 'Private: refuses a change of a wallet''s balance that names no ledger row (posting_id).';
+COMMENT ON FUNCTION billing._credits_worth(numeric, numeric, text) IS 'Private: credits'' worth in the wallet''s currency, half-up to whole minor units (1,034 credits at 0.001 are 1.03).';
+COMMENT ON FUNCTION billing._ongoing_credits(numeric, numeric, numeric) IS 'Private: a wallet''s ongoing balance in credits: its balance less the credits its share of usage not yet invoiced would take (never below 0).';
+COMMENT ON FUNCTION billing._spendable(numeric, numeric, text) IS 'Private: what a wallet can pay, its balance''s worth rounded down to whole minor units.';
 COMMENT ON FUNCTION billing._credits_for(numeric, billing.wallets) IS 'Private: the credits an amount of currency takes from a wallet (5 decimals, at most its balance).';
-COMMENT ON FUNCTION billing._wallet_pays(billing.wallets, billing.fee_type, bigint) IS 'Private: whether a wallet''s limits let it pay a fee of this type and metric.';
+COMMENT ON FUNCTION billing._wallet_pays(billing.fee_type[], bigint[], billing.fee_type, bigint) IS 'Private: whether a wallet''s limits let it pay a fee of this type and metric.';
 COMMENT ON FUNCTION billing._wallet_event(bigint, bigint) IS 'Private: the payload of a wallet''s outbox events.';
 COMMENT ON FUNCTION billing._wallet(text) IS 'Private: the wallet with this external id, locked, or 23503.';
 COMMENT ON FUNCTION billing._require_active(billing.wallets, text) IS 'Private: raises 55000 unless the wallet is active and not past its expiry.';
@@ -5307,6 +5350,7 @@ COMMENT ON FUNCTION billing._apply_prepaid_credits(billing.invoices) IS 'Private
 COMMENT ON FUNCTION billing._prepaid_credits_paid(bigint, bigint) IS 'Private: the prepaid credits an invoice consumed, in currency, from the ledger.';
 COMMENT ON FUNCTION billing._void_wallet_transactions(billing.invoices) IS 'Private: what voiding an invoice does to wallets: consumed credits restored, purchased credits failed or taken back.';
 COMMENT ON FUNCTION billing._ongoing_usage(bigint) IS 'Private: what the customer''s usage not yet paid (open periods'' usage billed in arrears, draft invoices'' fees; before tax) would take from each active wallet, by priority and limits, each up to its balance.';
+COMMENT ON FUNCTION billing._wallet_ongoing_usage(bigint, bigint) IS 'Private: what the customer''s usage not yet paid would take from one wallet.';
 COMMENT ON FUNCTION billing.wallet_balance(text) IS 'A wallet''s balance now (credits and worth) and its ongoing balance: the balance less what the customer''s usage not yet invoiced would take from it. 23503 unknown wallet.';
 COMMENT ON FUNCTION billing._check_threshold_rules(bigint) IS 'Private: fires a customer''s armed threshold rules whose wallet''s ongoing balance is at or below the threshold, and arms again those above; returns how many fired.';
 COMMENT ON FUNCTION billing._fire_rule(bigint, bigint, numeric) IS 'Private: one top-up by a rule: fixed credits, or the paid credits up to the target, within the wallet''s paid top-up limits.';

@@ -314,8 +314,9 @@ SELECT credits FROM billing.deduct_credits('wallet-co/bundle', 500, 'req-4');
 SELECT trigger FROM billing.add_top_up_rule('wallet-co/main', 'interval', granted_credits => 3, "interval" => 'monthly',
                                             started_at => '2026-01-15 00:00+00');
 SELECT expired, interval_top_ups, threshold_top_ups FROM billing.run_wallets('2026-03-20 00:00+00');
-SELECT status FROM billing.void_invoice((SELECT i.id FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id
-                                         WHERE c.external_id = 'wallet-co' AND i.invoice_type = 'subscription'));
+SELECT i.id AS wallet_invoice FROM billing.invoices i JOIN billing.customers c ON c.id = i.customer_id
+WHERE c.external_id = 'wallet-co' AND i.invoice_type = 'subscription' \gset
+SELECT status FROM billing.void_invoice(:wallet_invoice);
 SELECT external_id FROM billing.create_wallet('wallet-co', 'promo', granted_credits => 7, expiration_at => now() + interval '1 day');
 SELECT expired FROM billing.run_wallets(now() + interval '2 days');
 SELECT wallet_external_id, transaction_type, transaction_status, status, source, credits, amount, invoice_number, reason
