@@ -150,6 +150,10 @@ CREATE TABLE billing.subscription_directory (
     -- Every plan version the subscription is billed on (past, current and pending, after
     -- plan changes): ingestion keeps the event properties that any of them splits usage by.
     plan_version_ids bigint[] NOT NULL,
+    -- Whether ingestion prices the subscription's events as it stores them, for its spend
+    -- control: its customer burns a wallet down in real time, or its cap is enforced at
+    -- ingestion (billing._realtime; the wallet functions keep it in step).
+    realtime boolean NOT NULL DEFAULT false,
     UNIQUE (customer_id, subscription_id)
 );
 
@@ -430,6 +434,7 @@ DECLARE
     version_number integer;
     plan_currency text;
     created billing.subscriptions;
+    realtime boolean;
 BEGIN
     PERFORM billing._check_label('billing_time', billing_time, enum_range(NULL::billing.billing_time)::text[]);
     SELECT d.customer_id INTO customer_id FROM billing.customer_directory d WHERE d.external_id = create_subscription.customer;
@@ -456,10 +461,11 @@ BEGIN
             billing_time::billing.billing_time, subscription_at,
             CASE WHEN subscription_at > now() THEN NULL ELSE subscription_at END)
     RETURNING * INTO created;
+    realtime := billing._realtime(created.customer_id, created.id);
     INSERT INTO billing.subscription_directory (external_id, customer_id, subscription_id, plan_version_id, timezone, active_from,
-                                                plan_version_ids)
+                                                plan_version_ids, realtime)
     VALUES (created.external_id, created.customer_id, created.id, created.plan_version_id, customer_timezone,
-            coalesce(created.started_at, created.subscription_at), ARRAY[created.plan_version_id]);
+            coalesce(created.started_at, created.subscription_at), ARRAY[created.plan_version_id], realtime);
     RETURN created;
 END $$;
 

@@ -3,7 +3,7 @@
 -- events, usage_rollups, invoices, fees, billed_windows, billing_failures, outbox,
 -- customer_taxes, fee_taxes, applied_coupons, invoice_coupons, invoice_verifications,
 -- applied_usage_thresholds, subscription_fixed_charge_units, plan_changes,
--- in_advance_usage, the credit notes' four tables and the wallets' four) are distributed by
+-- in_advance_usage, the credit notes' four tables and the wallets' five) are distributed by
 -- customer and colocated, so one customer's rows live in one shard group; the catalog (with
 -- the taxes and their attachments, the coupons, the add-ons, the usage thresholds and the
 -- fixed charges), the three directories (customers, subscriptions, wallets) and the per-entity
@@ -24,7 +24,7 @@ DECLARE
                                         'invoice_coupons', 'invoice_verifications', 'credit_notes', 'credit_note_items',
                                         'credit_note_taxes', 'invoice_credit_notes', 'applied_usage_thresholds',
                                         'subscription_fixed_charge_units', 'plan_changes', 'in_advance_usage', 'wallets',
-                                        'wallet_transactions', 'wallet_recurring_rules', 'spend_caps'];
+                                        'wallet_transactions', 'wallet_recurring_rules', 'spend_caps', 'burned_usage'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;

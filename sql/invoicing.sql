@@ -671,13 +671,16 @@ DECLARE
     invoice_number text;
     finalized billing.invoices;
 BEGIN
-    -- Coupons, then the credit of credit notes, then prepaid credits come off at
-    -- finalization, never on a draft (pricing.md); each needs the totals the one before
-    -- left. A credit-purchase invoice is paid in money.
+    -- Coupons, then the credit of credit notes, then prepaid credits (what burn-down took for
+    -- the usage, then the wallets) come off at finalization, never on a draft (pricing.md);
+    -- each needs the totals the one before left. A credit-purchase invoice is paid in money.
     IF billing._apply_coupons(inv) THEN
         PERFORM billing._total_invoice(inv.customer_id, inv.id);
     END IF;
     IF inv.invoice_type <> 'credit' AND billing._apply_credit_notes(inv) THEN
+        PERFORM billing._total_invoice(inv.customer_id, inv.id);
+    END IF;
+    IF billing._apply_burned_credits(inv) THEN
         PERFORM billing._total_invoice(inv.customer_id, inv.id);
     END IF;
     IF billing._apply_prepaid_credits(inv) THEN

@@ -195,9 +195,13 @@ BEGIN
     RETURN billed;
 END $$;
 
--- Bills the pay-in-advance charges of events just stored (one array element per event, in
--- ingestion order: their customer, subscription, metric, instant, value and dimensions),
--- called by ingestion when a batch holds events of such charges. Subscriptions in key order,
+-- Bills the events just stored that are priced as they are stored (one array element per
+-- event, in ingestion order: their customer, subscription, metric, instant, value and
+-- dimensions), called by ingestion when a batch holds events of charges paid in advance or
+-- of subscriptions with real-time spend control: charges paid in advance on the day's
+-- invoice; with a wallet burned down in real time, the price rise of usage charges billed in
+-- arrears out of the wallet (billing._burn, the same high-water marks); then what the
+-- subscriptions' enforced caps refuse (billing._enforce_spend). Subscriptions in key order,
 -- each one's day invoice locked before its usage lines, so that concurrent ingestions wait on
 -- each other instead of deadlocking.
 CREATE FUNCTION billing._bill_in_advance(
@@ -233,6 +237,12 @@ DECLARE
     members numeric;
     high_water numeric;
     fee numeric;
+    burning boolean;
+    burned numeric;
+    short_subscriptions bigint[] := '{}';
+    shorts numeric[] := '{}';
+    burned_customers bigint[] := '{}';
+    entry record;
 BEGIN
     FOR ev IN
         SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims, plan_version_ids, amounts_cents)
@@ -243,6 +253,7 @@ BEGIN
             SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = ev.customer_id AND s.id = ev.subscription_id;
             SELECT * INTO cust FROM billing.customers c WHERE c.id = ev.customer_id;
             invoice := NULL;
+            burning := EXISTS (SELECT 1 FROM billing.wallets wl WHERE wl.customer_id = ev.customer_id AND wl.burn_down AND wl.status = 'active');
         END IF;
         -- The plan in force at the event: the subscription's only plan, as ingestion knows
         -- it, or, after plan changes, the one of the event's instant.
@@ -266,13 +277,21 @@ BEGIN
             SELECT c.id, c.price::billing.price AS price, c.price ->> 'charge_model' AS model, c.pricing_group_keys, c.invoiceable,
                    m.recurring, c.prorated, m.aggregation::text AS aggregation, m.id AS metric_id,
                    m.code AS metric_code, m.name, m.rounding_function::text AS rounding_function, m.rounding_precision,
-                   EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = c.id) AS filtered
+                   EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = c.id) AS filtered, c.pay_in_advance AS in_advance
             FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
-            WHERE c.plan_version_id = plan.id AND c.billable_metric_id = ev.metric_id AND c.pay_in_advance
+            WHERE c.plan_version_id = plan.id AND c.billable_metric_id = ev.metric_id
+              -- Charges paid in advance; with a wallet burned down in real time, the usage
+              -- charges billed in arrears whose price an event raises at once (count, sum and
+              -- unique_count metrics that reset every period, not prorated).
+              AND (c.pay_in_advance OR (burning AND c.invoiceable AND NOT c.prorated AND NOT m.recurring
+                                        AND m.aggregation IN ('count', 'sum', 'unique_count')))
             ORDER BY c.position
         LOOP
+            -- Burn-down takes the price of the open period's usage; a late event of an
+            -- earlier period is billed with that period's adjustments.
+            CONTINUE WHEN NOT ch.in_advance AND period_to < now();
             -- The day's invoice, locked before the line (the order every ingestion takes them in).
-            IF invoice.id IS NULL AND ch.invoiceable THEN
+            IF invoice.id IS NULL AND ch.invoiceable AND ch.in_advance THEN
                 day_invoice := billing._in_advance_invoice(sub, cust);
                 invoice := day_invoice.invoice;
                 invoices := invoices || invoice.id;
@@ -373,6 +392,16 @@ BEGIN
                                                           greatest(u.billed_units, u.units + excluded.units - carried), false) * share
                 RETURNING u.* INTO line;
             END IF;
+            -- A charge billed in arrears: its price rise comes out of the burn-down wallets.
+            IF NOT ch.in_advance THEN
+                burned := billing._burn(sub, cust, ch.id, ch.metric_id, coalesce(filter.id, 0), grouped, window_from, line.last_amount);
+                IF burned < line.last_amount THEN
+                    short_subscriptions := short_subscriptions || sub.id;
+                    shorts := shorts || (line.last_amount - burned);
+                END IF;
+                burned_customers := burned_customers || sub.customer_id;
+                CONTINUE;
+            END IF;
             -- A charge that is not invoiceable keeps its line (billed_amount) and no fee.
             CONTINUE WHEN NOT ch.invoiceable;
             INSERT INTO billing.fees AS fe (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
@@ -399,6 +428,17 @@ BEGIN
         IF invoices[n] = ANY (announce) THEN
             SELECT * INTO invoice FROM billing.invoices i WHERE i.customer_id = customers[n] AND i.id = invoices[n];
             PERFORM billing._emit(invoice.customer_id, 'invoice.created', billing._invoice_event(invoice));
+        END IF;
+    END LOOP;
+    -- Spend control: what ingestion refuses (a cap enforced at ingestion), then the
+    -- threshold top-ups that burn-down made due.
+    FOR entry IN SELECT DISTINCT e.customer_id, e.subscription_id FROM unnest(customer_ids, subscription_ids) e(customer_id, subscription_id) ORDER BY 1, 2 LOOP
+        PERFORM billing._enforce_spend(entry.customer_id, entry.subscription_id,
+            coalesce((SELECT sum(x.short) FROM unnest(short_subscriptions, shorts) x(subscription_id, short) WHERE x.subscription_id = entry.subscription_id), 0));
+    END LOOP;
+    FOR entry IN SELECT DISTINCT b.customer_id FROM unnest(burned_customers) b(customer_id) ORDER BY 1 LOOP
+        IF EXISTS (SELECT 1 FROM billing.wallet_recurring_rules r WHERE r.customer_id = entry.customer_id AND r.trigger = 'threshold') THEN
+            PERFORM billing._check_threshold_rules(entry.customer_id);
         END IF;
     END LOOP;
 END $$;

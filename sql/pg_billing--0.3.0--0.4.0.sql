@@ -2251,6 +2251,7 @@ DECLARE
     version_number integer;
     plan_currency text;
     created billing.subscriptions;
+    realtime boolean;
 BEGIN
     PERFORM billing._check_label('billing_time', billing_time, enum_range(NULL::billing.billing_time)::text[]);
     SELECT d.customer_id INTO customer_id FROM billing.customer_directory d WHERE d.external_id = create_subscription.customer;
@@ -2277,10 +2278,11 @@ BEGIN
             billing_time::billing.billing_time, subscription_at,
             CASE WHEN subscription_at > now() THEN NULL ELSE subscription_at END)
     RETURNING * INTO created;
+    realtime := billing._realtime(created.customer_id, created.id);
     INSERT INTO billing.subscription_directory (external_id, customer_id, subscription_id, plan_version_id, timezone, active_from,
-                                                plan_version_ids)
+                                                plan_version_ids, realtime)
     VALUES (created.external_id, created.customer_id, created.id, created.plan_version_id, customer_timezone,
-            coalesce(created.started_at, created.subscription_at), ARRAY[created.plan_version_id]);
+            coalesce(created.started_at, created.subscription_at), ARRAY[created.plan_version_id], realtime);
     RETURN created;
 END $$;
 
@@ -2587,6 +2589,12 @@ DECLARE
     members numeric;
     high_water numeric;
     fee numeric;
+    burning boolean;
+    burned numeric;
+    short_subscriptions bigint[] := '{}';
+    shorts numeric[] := '{}';
+    burned_customers bigint[] := '{}';
+    entry record;
 BEGIN
     FOR ev IN
         SELECT e.* FROM unnest(customer_ids, subscription_ids, metric_ids, instants, event_values, dims, plan_version_ids, amounts_cents)
@@ -2597,6 +2605,7 @@ BEGIN
             SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = ev.customer_id AND s.id = ev.subscription_id;
             SELECT * INTO cust FROM billing.customers c WHERE c.id = ev.customer_id;
             invoice := NULL;
+            burning := EXISTS (SELECT 1 FROM billing.wallets wl WHERE wl.customer_id = ev.customer_id AND wl.burn_down AND wl.status = 'active');
         END IF;
         -- The plan in force at the event: the subscription's only plan, as ingestion knows
         -- it, or, after plan changes, the one of the event's instant.
@@ -2620,13 +2629,21 @@ BEGIN
             SELECT c.id, c.price::billing.price AS price, c.price ->> 'charge_model' AS model, c.pricing_group_keys, c.invoiceable,
                    m.recurring, c.prorated, m.aggregation::text AS aggregation, m.id AS metric_id,
                    m.code AS metric_code, m.name, m.rounding_function::text AS rounding_function, m.rounding_precision,
-                   EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = c.id) AS filtered
+                   EXISTS (SELECT 1 FROM billing.charge_filters cf WHERE cf.charge_id = c.id) AS filtered, c.pay_in_advance AS in_advance
             FROM billing.charges c JOIN billing.billable_metrics m ON m.id = c.billable_metric_id
-            WHERE c.plan_version_id = plan.id AND c.billable_metric_id = ev.metric_id AND c.pay_in_advance
+            WHERE c.plan_version_id = plan.id AND c.billable_metric_id = ev.metric_id
+              -- Charges paid in advance; with a wallet burned down in real time, the usage
+              -- charges billed in arrears whose price an event raises at once (count, sum and
+              -- unique_count metrics that reset every period, not prorated).
+              AND (c.pay_in_advance OR (burning AND c.invoiceable AND NOT c.prorated AND NOT m.recurring
+                                        AND m.aggregation IN ('count', 'sum', 'unique_count')))
             ORDER BY c.position
         LOOP
+            -- Burn-down takes the price of the open period's usage; a late event of an
+            -- earlier period is billed with that period's adjustments.
+            CONTINUE WHEN NOT ch.in_advance AND period_to < now();
             -- The day's invoice, locked before the line (the order every ingestion takes them in).
-            IF invoice.id IS NULL AND ch.invoiceable THEN
+            IF invoice.id IS NULL AND ch.invoiceable AND ch.in_advance THEN
                 day_invoice := billing._in_advance_invoice(sub, cust);
                 invoice := day_invoice.invoice;
                 invoices := invoices || invoice.id;
@@ -2727,6 +2744,16 @@ BEGIN
                                                           greatest(u.billed_units, u.units + excluded.units - carried), false) * share
                 RETURNING u.* INTO line;
             END IF;
+            -- A charge billed in arrears: its price rise comes out of the burn-down wallets.
+            IF NOT ch.in_advance THEN
+                burned := billing._burn(sub, cust, ch.id, ch.metric_id, coalesce(filter.id, 0), grouped, window_from, line.last_amount);
+                IF burned < line.last_amount THEN
+                    short_subscriptions := short_subscriptions || sub.id;
+                    shorts := shorts || (line.last_amount - burned);
+                END IF;
+                burned_customers := burned_customers || sub.customer_id;
+                CONTINUE;
+            END IF;
             -- A charge that is not invoiceable keeps its line (billed_amount) and no fee.
             CONTINUE WHEN NOT ch.invoiceable;
             INSERT INTO billing.fees AS fe (customer_id, invoice_id, subscription_id, fee_type, fee_key, charge_id, charge_filter_id,
@@ -2753,6 +2780,17 @@ BEGIN
         IF invoices[n] = ANY (announce) THEN
             SELECT * INTO invoice FROM billing.invoices i WHERE i.customer_id = customers[n] AND i.id = invoices[n];
             PERFORM billing._emit(invoice.customer_id, 'invoice.created', billing._invoice_event(invoice));
+        END IF;
+    END LOOP;
+    -- Spend control: what ingestion refuses (a cap enforced at ingestion), then the
+    -- threshold top-ups that burn-down made due.
+    FOR entry IN SELECT DISTINCT e.customer_id, e.subscription_id FROM unnest(customer_ids, subscription_ids) e(customer_id, subscription_id) ORDER BY 1, 2 LOOP
+        PERFORM billing._enforce_spend(entry.customer_id, entry.subscription_id,
+            coalesce((SELECT sum(x.short) FROM unnest(short_subscriptions, shorts) x(subscription_id, short) WHERE x.subscription_id = entry.subscription_id), 0));
+    END LOOP;
+    FOR entry IN SELECT DISTINCT b.customer_id FROM unnest(burned_customers) b(customer_id) ORDER BY 1 LOOP
+        IF EXISTS (SELECT 1 FROM billing.wallet_recurring_rules r WHERE r.customer_id = entry.customer_id AND r.trigger = 'threshold') THEN
+            PERFORM billing._check_threshold_rules(entry.customer_id);
         END IF;
     END LOOP;
 END $$;
@@ -3267,13 +3305,16 @@ DECLARE
     invoice_number text;
     finalized billing.invoices;
 BEGIN
-    -- Coupons, then the credit of credit notes, then prepaid credits come off at
-    -- finalization, never on a draft (pricing.md); each needs the totals the one before
-    -- left. A credit-purchase invoice is paid in money.
+    -- Coupons, then the credit of credit notes, then prepaid credits (what burn-down took for
+    -- the usage, then the wallets) come off at finalization, never on a draft (pricing.md);
+    -- each needs the totals the one before left. A credit-purchase invoice is paid in money.
     IF billing._apply_coupons(inv) THEN
         PERFORM billing._total_invoice(inv.customer_id, inv.id);
     END IF;
     IF inv.invoice_type <> 'credit' AND billing._apply_credit_notes(inv) THEN
+        PERFORM billing._total_invoice(inv.customer_id, inv.id);
+    END IF;
+    IF billing._apply_burned_credits(inv) THEN
         PERFORM billing._total_invoice(inv.customer_id, inv.id);
     END IF;
     IF billing._apply_prepaid_credits(inv) THEN
@@ -3698,7 +3739,7 @@ DECLARE
                                         'invoice_coupons', 'invoice_verifications', 'credit_notes', 'credit_note_items',
                                         'credit_note_taxes', 'invoice_credit_notes', 'applied_usage_thresholds',
                                         'subscription_fixed_charge_units', 'plan_changes', 'in_advance_usage', 'wallets',
-                                        'wallet_transactions', 'wallet_recurring_rules', 'spend_caps'];
+                                        'wallet_transactions', 'wallet_recurring_rules', 'spend_caps', 'burned_usage'];
     local_tables text[] := ARRAY['rejected_events', 'event_staging', 'event_intake'];
     foreign_keys text[];
     undo text;
@@ -3907,6 +3948,7 @@ COMMENT ON FUNCTION billing._units_rise(text, integer, numeric, numeric) IS 'Pri
 -- BEGIN prepaid credits
 ALTER TYPE billing.invoice_type ADD VALUE 'credit';
 ALTER TYPE billing.fee_type ADD VALUE 'credit';
+ALTER TABLE billing.subscription_directory ADD COLUMN realtime boolean NOT NULL DEFAULT false;
 
 -- Prepaid credits: wallets of credits per customer, an append-only ledger of what came in
 -- and went out, top-ups (manual, on an interval, at a threshold), consumption by invoices
@@ -3914,8 +3956,8 @@ ALTER TYPE billing.fee_type ADD VALUE 'credit';
 -- is recorded (billing.authorize).
 --
 -- A wallet's balance (credits_balance) moves only with its ledger: billing._apply_to_balance
--- applies each settled row to it in the same transaction, naming the row (posting_id), and
--- the wallet refuses a change of its balance that names none; billing.wallet_discrepancies()
+-- applies each settled row to it in the same transaction, counting the posting (postings),
+-- and the wallet refuses a change of its balance that counts none; billing.wallet_discrepancies()
 -- lists wallets whose balance and settled ledger sum differ (none, ever). The balance never
 -- goes below zero: the row lock of the update orders concurrent consumers, and each sees
 -- what the one before it left. (Functions, not triggers, keep the balance: on Citus a
@@ -3927,8 +3969,9 @@ CREATE TYPE billing.wallet_transaction_type AS ENUM ('inbound', 'outbound');
 CREATE TYPE billing.wallet_transaction_status AS ENUM ('pending', 'settled', 'failed');
 -- What a ledger row is: inbound purchased (paid), granted (free), restored (given back by a
 -- voided invoice); outbound invoiced (paid an invoice), deducted (billing.deduct_credits),
--- voided (taken away), expired (left at the wallet's expiry).
-CREATE TYPE billing.wallet_transaction_kind AS ENUM ('purchased', 'granted', 'restored', 'invoiced', 'deducted', 'voided', 'expired');
+-- consumed (burned down by usage as it was ingested, one row per wallet and day), voided
+-- (taken away), expired (left at the wallet's expiry).
+CREATE TYPE billing.wallet_transaction_kind AS ENUM ('purchased', 'granted', 'restored', 'invoiced', 'deducted', 'consumed', 'voided', 'expired');
 CREATE TYPE billing.wallet_top_up_source AS ENUM ('manual', 'interval', 'threshold');
 CREATE TYPE billing.top_up_trigger AS ENUM ('interval', 'threshold');
 CREATE TYPE billing.top_up_method AS ENUM ('fixed', 'target');
@@ -3955,9 +3998,12 @@ CREATE TABLE billing.wallets (
     paid_top_up_max_credits numeric,
     -- Purchased credits settle when their invoice is paid (true) or finalized (false).
     invoice_requires_successful_payment boolean NOT NULL DEFAULT false,
+    -- Real-time burn-down: ingestion takes the price of each event of a usage charge from
+    -- the wallet as it stores the event (billing._burn).
+    burn_down boolean NOT NULL DEFAULT false,
     credits_balance numeric NOT NULL DEFAULT 0 CONSTRAINT wallets_never_overdrawn CHECK (credits_balance >= 0),
-    -- The ledger row the balance last moved with.
-    posting_id bigint,
+    -- How many ledger postings moved the balance (each moves it once).
+    postings bigint NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
     terminated_at timestamptz,
     PRIMARY KEY (customer_id, id),
@@ -4036,24 +4082,48 @@ CREATE TABLE billing.wallet_recurring_rules (
 CREATE TABLE billing.spend_caps (
     customer_id bigint NOT NULL,
     subscription_id bigint NOT NULL,
-    amount numeric NOT NULL CHECK (amount >= 0),
+    -- NULL: no cap (only the prepaid balance is enforced).
+    amount numeric CHECK (amount >= 0),
+    -- Ingestion itself refuses events beyond the cap or the prepaid balance (23514).
+    enforce_on_ingestion boolean NOT NULL DEFAULT false,
     reached_period_from timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (customer_id, subscription_id)
+    PRIMARY KEY (customer_id, subscription_id),
+    CHECK (amount IS NOT NULL OR enforce_on_ingestion)
+);
+
+-- What burn-down took from each wallet for each line of usage (the line of
+-- billing.in_advance_usage whose marks price it), and what of it an invoice counted as paid:
+-- at the finalization of the line's period, up to the line's fee; the rest goes back.
+CREATE TABLE billing.burned_usage (
+    customer_id bigint NOT NULL,
+    subscription_id bigint NOT NULL,
+    charge_id bigint NOT NULL,
+    charge_filter_id bigint NOT NULL,
+    grouped_by jsonb NOT NULL,
+    period_from timestamptz NOT NULL,
+    wallet_id bigint NOT NULL,
+    credits numeric NOT NULL,
+    amount numeric NOT NULL,
+    invoice_id bigint,
+    applied_amount numeric NOT NULL DEFAULT 0,
+    PRIMARY KEY (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from, wallet_id),
+    FOREIGN KEY (customer_id, wallet_id) REFERENCES billing.wallets (customer_id, id)
 );
 
 -- Applies a settled ledger row to its wallet's balance (23514, naming the balance, if an
 -- outbound row would overdraw it). Spending (an invoice, a deduction) that empties a wallet
 -- announces wallet.depleted; a top-up, wallet.topped_up.
-CREATE FUNCTION billing._apply_to_balance(posted billing.wallet_transactions) RETURNS void
+-- A burn-down day row applies what it grew by (`credits`).
+CREATE FUNCTION billing._apply_to_balance(posted billing.wallet_transactions, credits numeric DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
-    delta numeric := CASE posted.transaction_type WHEN 'inbound' THEN posted.credits ELSE -posted.credits END;
+    delta numeric := CASE posted.transaction_type WHEN 'inbound' THEN 1 ELSE -1 END * coalesce(credits, posted.credits);
     balance numeric;
     w billing.wallets;
 BEGIN
-    UPDATE billing.wallets wl SET credits_balance = wl.credits_balance + delta, posting_id = posted.id
+    UPDATE billing.wallets wl SET credits_balance = wl.credits_balance + delta, postings = wl.postings + 1
     WHERE wl.customer_id = posted.customer_id AND wl.id = posted.wallet_id AND wl.credits_balance + delta >= 0
     RETURNING wl.credits_balance INTO balance;
     IF NOT FOUND THEN
@@ -4067,17 +4137,22 @@ BEGIN
     IF delta > 0 THEN
         PERFORM billing._emit(posted.customer_id, 'wallet.topped_up', billing._wallet_event(posted.customer_id, posted.wallet_id)
                                                                       || jsonb_build_object('credits', posted.credits, 'transaction_id', posted.id));
-    ELSIF balance = 0 AND posted.transaction_status IN ('invoiced', 'deducted') THEN
+    ELSIF balance = 0 AND posted.transaction_status IN ('invoiced', 'deducted', 'consumed') THEN
         PERFORM billing._emit(posted.customer_id, 'wallet.depleted', billing._wallet_event(posted.customer_id, posted.wallet_id));
     END IF;
 END $$;
 
--- Append-only: a pending row may settle or fail, once; nothing else changes.
+-- Append-only: a pending row may settle or fail, once; a burn-down day row grows; nothing
+-- else changes.
 CREATE FUNCTION billing._wallet_transaction_immutable() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' AND OLD.status = 'pending' AND NEW.status <> 'pending'
        AND (to_jsonb(NEW) - ARRAY['status', 'settled_at']) = (to_jsonb(OLD) - ARRAY['status', 'settled_at']) THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.transaction_status = 'consumed' AND NEW.credits > OLD.credits
+       AND (to_jsonb(NEW) - ARRAY['credits', 'amount']) = (to_jsonb(OLD) - ARRAY['credits', 'amount']) THEN
         RETURN NEW;
     END IF;
     PERFORM billing._raise('55000', format('wallet transaction %s is part of the ledger and cannot be changed', OLD.id),
@@ -4088,11 +4163,11 @@ END $$;
 CREATE TRIGGER wallet_transactions_immutable BEFORE UPDATE OR DELETE ON billing.wallet_transactions
 FOR EACH ROW EXECUTE FUNCTION billing._wallet_transaction_immutable();
 
--- A wallet's balance changes only with a ledger row (billing._apply_to_balance names it).
+-- A wallet's balance changes only with a ledger posting (billing._apply_to_balance counts it).
 CREATE FUNCTION billing._wallet_balance_guard() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.credits_balance IS DISTINCT FROM OLD.credits_balance AND NEW.posting_id IS NOT DISTINCT FROM OLD.posting_id THEN
+    IF NEW.credits_balance IS DISTINCT FROM OLD.credits_balance AND NEW.postings IS DISTINCT FROM OLD.postings + 1 THEN
         PERFORM billing._raise('55000', format('wallet %s''s balance moves only with its ledger', OLD.external_id),
             format('credits_balance set from %s to %s', OLD.credits_balance, NEW.credits_balance),
             'use billing.top_up, billing.deduct_credits or billing.void_credits');
@@ -4282,11 +4357,125 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Whether ingestion prices a subscription's events as it stores them: its customer has an
+-- active wallet burned down in real time, or its cap is enforced at ingestion.
+CREATE FUNCTION billing._realtime(customer_id bigint, subscription_id bigint) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_variable
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM billing.wallets w WHERE w.customer_id = customer_id AND w.burn_down AND w.status = 'active')
+        OR EXISTS (SELECT 1 FROM billing.spend_caps sc
+                   WHERE sc.customer_id = customer_id AND sc.subscription_id = subscription_id AND sc.enforce_on_ingestion);
+END $$;
+
+-- Keeps the directory's realtime flag of a customer's subscriptions in step.
+CREATE FUNCTION billing._refresh_realtime(customer_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    entry record;
+    flag boolean;
+BEGIN
+    FOR entry IN SELECT d.subscription_id, d.realtime FROM billing.subscription_directory d WHERE d.customer_id = customer_id ORDER BY 1 LOOP
+        flag := billing._realtime(customer_id, entry.subscription_id);
+        CONTINUE WHEN flag = entry.realtime;
+        UPDATE billing.subscription_directory d SET realtime = flag WHERE d.customer_id = customer_id AND d.subscription_id = entry.subscription_id;
+    END LOOP;
+END $$;
+
+-- Real-time burn-down: takes `amount` (the price an event added to a line of usage) from the
+-- customer's burn-down wallets that may pay the metric, by priority, each up to its balance,
+-- into one consumed ledger row per wallet and (customer-local) day, and records it against
+-- the line (billing.burned_usage). Returns what it took.
+CREATE FUNCTION billing._burn(
+    sub billing.subscriptions, cust billing.customers, charge_id bigint, metric_id bigint, filter_id bigint, grouped jsonb,
+    period_from timestamptz, amount numeric
+) RETURNS numeric
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w billing.wallets;
+    left_to_take numeric := amount;
+    credits numeric;
+    taken numeric;
+    day date := (now() AT TIME ZONE cust.timezone)::date;
+    posted billing.wallet_transactions;
+BEGIN
+    FOR w IN
+        SELECT * FROM billing.wallets wl
+        WHERE wl.customer_id = sub.customer_id AND wl.burn_down AND wl.status = 'active' AND wl.currency = cust.currency
+          AND (wl.expiration_at IS NULL OR wl.expiration_at > now())
+        ORDER BY wl.priority, wl.created_at, wl.id
+        FOR UPDATE
+    LOOP
+        EXIT WHEN left_to_take <= 0;
+        CONTINUE WHEN w.credits_balance <= 0 OR NOT billing._wallet_pays(w.applies_to_fee_types, w.applies_to_metric_ids, 'charge', metric_id);
+        credits := least(w.credits_balance, trim_scale(round(left_to_take / w.rate_amount, 10)));
+        taken := least(left_to_take, credits * w.rate_amount);
+        INSERT INTO billing.wallet_transactions AS t (customer_id, wallet_id, transaction_type, transaction_status, status, credits, amount,
+                                                      idempotency_key, reason, settled_at)
+        VALUES (w.customer_id, w.id, 'outbound', 'consumed', 'settled', credits, billing._credits_worth(credits, w.rate_amount, w.currency),
+                'pg_billing burn-down ' || day, format('usage of %s burned down as ingested', day), now())
+        ON CONFLICT ON CONSTRAINT wallet_transactions_idempotency_key DO UPDATE
+        SET credits = t.credits + excluded.credits, amount = billing._credits_worth(t.credits + excluded.credits, w.rate_amount, w.currency)
+        RETURNING * INTO posted;
+        PERFORM billing._apply_to_balance(posted, credits);
+        INSERT INTO billing.burned_usage AS b (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from, wallet_id,
+                                               credits, amount)
+        VALUES (sub.customer_id, sub.id, charge_id, filter_id, grouped, period_from, w.id, credits, taken)
+        ON CONFLICT ON CONSTRAINT burned_usage_pkey DO UPDATE SET credits = b.credits + excluded.credits, amount = b.amount + excluded.amount;
+        left_to_take := left_to_take - taken;
+    END LOOP;
+    RETURN amount - left_to_take;
+END $$;
+
+-- Ingestion refusing what a subscription's spend control forbids (its cap enforced at
+-- ingestion): after its events were stored and priced, 23514 (the whole call fails) when
+-- its usage this period passes the cap, when burn-down could not take an event's price
+-- (`short`), or when its customer's wallets do not cover the usage not yet invoiced they may
+-- pay. The cap and the wallets are locked first, so concurrent ingestions take turns and
+-- each sees what the one before committed.
+CREATE FUNCTION billing._enforce_spend(customer_id bigint, subscription_id bigint, short numeric) RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    cap billing.spend_caps;
+    sub billing.subscriptions;
+    spent numeric;
+    uncovered numeric;
+    currency text;
+BEGIN
+    SELECT * INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = customer_id AND sc.subscription_id = subscription_id FOR UPDATE;
+    IF NOT coalesce(cap.enforce_on_ingestion, false) THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = customer_id AND wl.status = 'active' ORDER BY wl.id FOR UPDATE;
+    SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id;
+    SELECT c.currency INTO currency FROM billing.customers c WHERE c.id = customer_id;
+    SELECT coalesce(sum(u.amount), 0) INTO spent FROM billing.current_usage(sub.external_id) u;
+    IF spent > cap.amount THEN
+        PERFORM billing._raise('23514', format('subscription %s would spend %s %s of its %s %s cap this period', sub.external_id,
+                                               billing.round_money(spent, currency), currency, cap.amount, currency),
+            'its cap is enforced at ingestion: the events were refused', 'raise the cap with billing.set_spend_cap, or wait for the next period');
+    END IF;
+    IF short > 0 THEN
+        PERFORM billing._raise('23514', format('the burn-down wallets of subscription %s''s customer do not cover %s %s of its events',
+                                               sub.external_id, short, currency),
+            'its spend is enforced at ingestion: the events were refused', 'top the customer''s wallet up with billing.top_up');
+    END IF;
+    SELECT coalesce(sum(u.usage_amount), 0) INTO uncovered FROM billing._ongoing_usage(customer_id) u WHERE u.wallet_id IS NULL;
+    IF uncovered > 0 THEN
+        PERFORM billing._raise('23514', format('the prepaid balance of subscription %s''s customer does not cover its usage: %s %s short',
+                                               sub.external_id, billing.round_money(uncovered, currency), currency),
+            'its spend is enforced at ingestion: the events were refused', 'top the customer''s wallet up with billing.top_up');
+    END IF;
+END $$;
+
 CREATE FUNCTION billing.create_wallet(
     customer text, code text, rate_amount numeric DEFAULT 1, name text DEFAULT NULL, priority integer DEFAULT 50,
     expiration_at timestamptz DEFAULT NULL, applies_to jsonb DEFAULT NULL,
     paid_top_up_min_credits numeric DEFAULT NULL, paid_top_up_max_credits numeric DEFAULT NULL,
-    invoice_requires_successful_payment boolean DEFAULT false,
+    invoice_requires_successful_payment boolean DEFAULT false, burn_down boolean DEFAULT false,
     paid_credits numeric DEFAULT 0, granted_credits numeric DEFAULT 0, external_id text DEFAULT NULL
 ) RETURNS billing.wallets
 LANGUAGE plpgsql AS $$
@@ -4343,11 +4532,15 @@ BEGIN
             format('customer %s, code %s', customer, code), 'give the wallet another code or external_id');
     END IF;
     INSERT INTO billing.wallets (customer_id, external_id, code, name, currency, rate_amount, priority, expiration_at, applies_to_fee_types,
-                                 applies_to_metric_ids, paid_top_up_min_credits, paid_top_up_max_credits, invoice_requires_successful_payment)
+                                 applies_to_metric_ids, paid_top_up_min_credits, paid_top_up_max_credits, invoice_requires_successful_payment,
+                                 burn_down)
     VALUES (cust.id, external_id, code, name, cust.currency, rate_amount, priority, expiration_at, fee_types, metric_ids,
-            paid_top_up_min_credits, paid_top_up_max_credits, invoice_requires_successful_payment)
+            paid_top_up_min_credits, paid_top_up_max_credits, invoice_requires_successful_payment, coalesce(burn_down, false))
     RETURNING * INTO created;
     INSERT INTO billing.wallet_directory (external_id, customer_id, wallet_id) VALUES (external_id, cust.id, created.id);
+    IF created.burn_down THEN
+        PERFORM billing._refresh_realtime(cust.id);
+    END IF;
     PERFORM billing._emit(cust.id, 'wallet.created', billing._wallet_event(cust.id, created.id));
     IF coalesce(paid_credits, 0) <> 0 OR coalesce(granted_credits, 0) <> 0 THEN
         PERFORM billing.top_up(external_id, paid_credits, granted_credits);
@@ -4409,6 +4602,9 @@ BEGIN
     DELETE FROM billing.wallet_recurring_rules r WHERE r.customer_id = w.customer_id AND r.wallet_id = w.id;
     UPDATE billing.wallets wl SET status = 'terminated', terminated_at = at
     WHERE wl.customer_id = w.customer_id AND wl.id = w.id RETURNING * INTO ended;
+    IF w.burn_down THEN
+        PERFORM billing._refresh_realtime(w.customer_id);
+    END IF;
     PERFORM billing._emit(w.customer_id, CASE kind WHEN 'expired' THEN 'wallet.expired' ELSE 'wallet.terminated' END,
                           billing._wallet_event(w.customer_id, w.id) || jsonb_build_object('credits_left', w.credits_balance));
     RETURN ended;
@@ -4509,6 +4705,60 @@ BEGIN
     END LOOP;
 END $$;
 
+-- What burn-down took for the usage a finalizing subscription invoice bills counts as paid
+-- (before the wallets pay the rest): for each of its usage fees, up to the fee (less its
+-- progressive-billing credit and coupon share), in whole minor units, and up to what is left
+-- to pay. What burn-down took beyond that, and for lines of its usage window that the invoice
+-- does not bill, goes back to the wallets (restored). Returns whether any counted.
+CREATE FUNCTION billing._apply_burned_credits(inv billing.invoices) RETURNS boolean
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    burned record;
+    w billing.wallets;
+    left_to_pay numeric;
+    fee_left numeric;
+    last_fee bigint;
+    applied numeric;
+    applied_any boolean := false;
+BEGIN
+    IF inv.invoice_type <> 'subscription' OR inv.charges_from IS NULL THEN
+        RETURN false;
+    END IF;
+    SELECT i.total_amount INTO left_to_pay FROM billing.invoices i WHERE i.customer_id = inv.customer_id AND i.id = inv.id;
+    FOR burned IN
+        SELECT b.charge_id, b.charge_filter_id, b.grouped_by, b.period_from, b.wallet_id, b.credits, b.amount, fe.id AS fee_id,
+               billing.round_money(fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount, inv.currency) AS fee_net
+        FROM billing.burned_usage b
+        LEFT JOIN billing.fees fe ON fe.customer_id = b.customer_id AND fe.invoice_id = inv.id AND fe.fee_type = 'charge' AND fe.invoiceable
+         AND fe.charge_id = b.charge_id AND coalesce(fe.charge_filter_id, 0) = b.charge_filter_id
+         AND coalesce(fe.grouped_by, '{}'::jsonb) = b.grouped_by AND fe.from_datetime = b.period_from
+        WHERE b.customer_id = inv.customer_id AND b.subscription_id = inv.subscription_id AND b.invoice_id IS NULL
+          AND b.period_from >= inv.charges_from AND b.period_from <= inv.charges_to
+        ORDER BY fe.id, b.wallet_id
+    LOOP
+        IF burned.fee_id IS DISTINCT FROM last_fee THEN
+            fee_left := coalesce(burned.fee_net, 0);
+            last_fee := burned.fee_id;
+        END IF;
+        applied := greatest(least(trunc(burned.amount, billing.currency_minor_units(inv.currency)), fee_left, left_to_pay), 0);
+        fee_left := fee_left - applied;
+        left_to_pay := left_to_pay - applied;
+        UPDATE billing.burned_usage b SET invoice_id = inv.id, applied_amount = applied
+        WHERE b.customer_id = inv.customer_id AND b.subscription_id = inv.subscription_id AND b.charge_id = burned.charge_id
+          AND b.charge_filter_id = burned.charge_filter_id AND b.grouped_by = burned.grouped_by AND b.period_from = burned.period_from
+          AND b.wallet_id = burned.wallet_id;
+        applied_any := applied_any OR applied > 0;
+        CONTINUE WHEN burned.amount <= applied;
+        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = inv.customer_id AND wl.id = burned.wallet_id FOR UPDATE;
+        CONTINUE WHEN w.status = 'terminated';
+        PERFORM billing._post(w, 'restored', 'settled', trim_scale(round(burned.credits * (burned.amount - applied) / burned.amount, 10)),
+                              invoice_id => inv.id, amount => billing.round_money(burned.amount - applied, inv.currency),
+                              reason => format('burned down beyond what invoice %s bills', inv.id));
+    END LOOP;
+    RETURN applied_any;
+END $$;
+
 -- Prepaid credits pay a finalizing invoice (pricing.md, invoice arithmetic 6): what is left
 -- after credit notes, from the customer's active wallets in the invoice's currency by
 -- priority, each within its limits (the fees' tax-inclusive amounts it may pay) and its
@@ -4559,19 +4809,23 @@ BEGIN
     RETURN paid_any;
 END $$;
 
--- The prepaid credits an invoice consumed, in currency.
+-- The prepaid credits an invoice consumed, in currency: what wallets paid at its
+-- finalization and what burn-down had taken for its usage.
 CREATE FUNCTION billing._prepaid_credits_paid(customer_id bigint, invoice_id bigint) RETURNS numeric
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_variable
 DECLARE
     paid numeric;
 BEGIN
-    SELECT coalesce(sum(t.amount), 0) INTO paid FROM billing.wallet_transactions t
+    SELECT coalesce(sum(t.amount), 0) + coalesce((SELECT sum(b.applied_amount) FROM billing.burned_usage b
+                                                  WHERE b.customer_id = customer_id AND b.invoice_id = invoice_id), 0)
+    INTO paid FROM billing.wallet_transactions t
     WHERE t.customer_id = customer_id AND t.invoice_id = invoice_id AND t.transaction_status = 'invoiced' AND t.status = 'settled';
     RETURN paid;
 END $$;
 
--- What voiding an invoice does to wallets: the credits it consumed come back (restored);
+-- What voiding an invoice does to wallets: the credits it consumed, and what burn-down took
+-- for the usage it counted as paid, come back (restored);
 -- the credits a voided credit-purchase invoice bought fail if pending, or are taken away
 -- again if they had settled (23514 if they were spent meanwhile).
 CREATE FUNCTION billing._void_wallet_transactions(inv billing.invoices) RETURNS void
@@ -4579,6 +4833,7 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     consumed billing.wallet_transactions;
+    burned record;
     w billing.wallets;
 BEGIN
     FOR consumed IN
@@ -4591,6 +4846,16 @@ BEGIN
                               reason => format('credit purchase invoice %s voided', inv.number));
     END LOOP;
     PERFORM billing._settle_purchase(inv);
+    FOR burned IN
+        SELECT b.wallet_id, sum(b.credits * b.applied_amount / b.amount) AS credits, sum(b.applied_amount) AS amount
+        FROM billing.burned_usage b WHERE b.customer_id = inv.customer_id AND b.invoice_id = inv.id AND b.applied_amount > 0
+        GROUP BY 1 ORDER BY 1
+    LOOP
+        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = inv.customer_id AND wl.id = burned.wallet_id FOR UPDATE;
+        CONTINUE WHEN w.status = 'terminated';
+        PERFORM billing._post(w, 'restored', 'settled', trim_scale(round(burned.credits, 10)), invoice_id => inv.id, amount => burned.amount,
+                              reason => format('invoice %s voided', inv.number));
+    END LOOP;
     FOR consumed IN
         SELECT * FROM billing.wallet_transactions t
         WHERE t.customer_id = inv.customer_id AND t.invoice_id = inv.id AND t.transaction_status = 'invoiced' AND t.status = 'settled'
@@ -4604,20 +4869,28 @@ BEGIN
 END $$;
 
 -- What the customer's usage not yet paid for would take from each active wallet: the
--- current usage of its subscriptions' open periods (charges billed in arrears) and the
--- fees of its draft invoices, each line taken by priority from the wallets that may pay
--- it, each wallet up to its balance's worth. Amounts before tax.
+-- current usage of its subscriptions' open periods (charges billed in arrears, less what
+-- burn-down took for it) and the fees of its draft invoices, each line taken by priority
+-- from the wallets that may pay it, each wallet up to its balance's worth. Amounts before
+-- tax.
 CREATE FUNCTION billing._ongoing_usage(customer_id bigint)
 RETURNS TABLE (wallet_id bigint, usage_amount numeric)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     w billing.wallets;
-    subscription text;
+    active_wallets billing.wallets[] := '{}';
+    sub record;
     line_types billing.fee_type[];
     line_metrics bigint[];
     line_left numeric[];
+    burned_charges bigint[];
+    burned_filters bigint[];
+    burned_groups jsonb[];
+    burned_periods timestamptz[];
+    burned_amounts numeric[];
     taken numeric;
+    uncovered numeric := 0;
 BEGIN
     SELECT array_agg(fe.fee_type), array_agg(ch.billable_metric_id), array_agg(fe.amount)
     INTO line_types, line_metrics, line_left
@@ -4626,14 +4899,22 @@ BEGIN
     LEFT JOIN billing.charges ch ON ch.id = fe.charge_id
     WHERE i.customer_id = customer_id AND i.status = 'draft' AND i.invoice_type <> 'credit' AND fe.amount > 0;
     -- (Each subscription's usage on its own: on Citus, current usage reads the customer's
-    -- shards and cannot run inside a query over them.)
-    FOR subscription IN SELECT s.external_id FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.status = 'active' ORDER BY s.id LOOP
+    -- shards and cannot run inside a query over them.) Usage already burned down is paid.
+    FOR sub IN SELECT s.id, s.external_id FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.status = 'active' ORDER BY s.id LOOP
+        SELECT array_agg(b.charge_id), array_agg(b.charge_filter_id), array_agg(b.grouped_by), array_agg(b.period_from), array_agg(b.amount)
+        INTO burned_charges, burned_filters, burned_groups, burned_periods, burned_amounts
+        FROM billing.burned_usage b WHERE b.customer_id = customer_id AND b.subscription_id = sub.id AND b.invoice_id IS NULL;
         SELECT coalesce(line_types, '{}') || coalesce(array_agg('charge'::billing.fee_type), '{}'),
                coalesce(line_metrics, '{}') || coalesce(array_agg(ch.billable_metric_id), '{}'),
-               coalesce(line_left, '{}') || coalesce(array_agg(u.amount), '{}')
+               coalesce(line_left, '{}') || coalesce(array_agg(u.unpaid), '{}')
         INTO line_types, line_metrics, line_left
-        FROM billing.current_usage(subscription) u JOIN billing.charges ch ON ch.id = u.charge_id
-        WHERE NOT ch.pay_in_advance AND ch.invoiceable AND u.amount > 0;
+        FROM (SELECT u.charge_id, u.amount - coalesce((SELECT sum(x.amount) FROM unnest(burned_charges, burned_filters, burned_groups, burned_periods, burned_amounts)
+                                                              x(charge_id, filter_id, grouped_by, period_from, amount)
+                                                       WHERE x.charge_id = u.charge_id AND x.filter_id = coalesce(u.filter_id, 0)
+                                                         AND x.grouped_by = u.grouped_by AND x.period_from = u.from_datetime), 0) AS unpaid
+              FROM billing.current_usage(sub.external_id) u) u
+        JOIN billing.charges ch ON ch.id = u.charge_id
+        WHERE NOT ch.pay_in_advance AND ch.invoiceable AND u.unpaid > 0;
     END LOOP;
     FOR w IN
         SELECT * FROM billing.wallets wl WHERE wl.customer_id = customer_id AND wl.status = 'active' ORDER BY wl.priority, wl.created_at, wl.id
@@ -4641,9 +4922,24 @@ BEGIN
         SELECT t.line_left, t.taken INTO line_left, taken
         FROM billing._take_from_lines(w, line_types, line_metrics, line_left,
                                       least(billing._spendable(w.credits_balance, w.rate_amount, w.currency), coalesce((SELECT sum(x) FROM unnest(line_left) x), 0))) t;
+        active_wallets := active_wallets || w;
         wallet_id := w.id; usage_amount := taken;
         RETURN NEXT;
     END LOOP;
+    -- And, with wallet_id NULL, the usage left that a wallet may pay but none covers.
+    IF cardinality(active_wallets) > 0 THEN
+        FOR n IN 1 .. coalesce(cardinality(line_left), 0) LOOP
+            CONTINUE WHEN line_left[n] <= 0;
+            FOREACH w IN ARRAY active_wallets LOOP
+                IF billing._wallet_pays(w.applies_to_fee_types, w.applies_to_metric_ids, line_types[n], line_metrics[n]) THEN
+                    uncovered := uncovered + line_left[n];
+                    EXIT;
+                END IF;
+            END LOOP;
+        END LOOP;
+        wallet_id := NULL; usage_amount := uncovered;
+        RETURN NEXT;
+    END IF;
 END $$;
 
 -- What the customer's usage not yet paid would take from one wallet (billing._ongoing_usage).
@@ -4883,25 +5179,30 @@ BEGIN
     RETURN NEXT;
 END $$;
 
--- Sets (or with NULL removes) a subscription's spend cap per billing period.
-CREATE FUNCTION billing.set_spend_cap(external_subscription_id text, amount numeric) RETURNS billing.spend_caps
+-- Sets a subscription's spend cap per billing period (NULL: none) and whether ingestion
+-- itself enforces it and the prepaid balance; with neither, removes the row.
+CREATE FUNCTION billing.set_spend_cap(external_subscription_id text, amount numeric, enforce_on_ingestion boolean DEFAULT false)
+RETURNS billing.spend_caps
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     sub billing.subscriptions := billing._subscription(external_subscription_id);
     cap billing.spend_caps;
 BEGIN
-    IF amount IS NULL THEN
-        DELETE FROM billing.spend_caps sc WHERE sc.customer_id = sub.customer_id AND sc.subscription_id = sub.id RETURNING * INTO cap;
-        RETURN cap;
-    END IF;
-    IF NOT (amount >= 0 AND amount < 'Infinity') OR amount <> billing.round_money(amount, (SELECT c.currency FROM billing.customers c WHERE c.id = sub.customer_id)) THEN
+    IF amount IS NOT NULL AND (NOT (amount >= 0 AND amount < 'Infinity')
+                               OR amount <> billing.round_money(amount, (SELECT c.currency FROM billing.customers c WHERE c.id = sub.customer_id))) THEN
         PERFORM billing._invalid('a spend cap is an amount of 0 or more in whole minor units of the currency', format('got %s', amount),
             'give the most a period''s usage may cost, such as 100.00');
     END IF;
-    INSERT INTO billing.spend_caps AS sc (customer_id, subscription_id, amount) VALUES (sub.customer_id, sub.id, amount)
-    ON CONFLICT (customer_id, subscription_id) DO UPDATE SET amount = excluded.amount
-    RETURNING * INTO cap;
+    IF amount IS NULL AND NOT coalesce(enforce_on_ingestion, false) THEN
+        DELETE FROM billing.spend_caps sc WHERE sc.customer_id = sub.customer_id AND sc.subscription_id = sub.id RETURNING * INTO cap;
+    ELSE
+        INSERT INTO billing.spend_caps AS sc (customer_id, subscription_id, amount, enforce_on_ingestion)
+        VALUES (sub.customer_id, sub.id, amount, coalesce(enforce_on_ingestion, false))
+        ON CONFLICT (customer_id, subscription_id) DO UPDATE SET amount = excluded.amount, enforce_on_ingestion = excluded.enforce_on_ingestion
+        RETURNING * INTO cap;
+    END IF;
+    PERFORM billing._refresh_realtime(sub.customer_id);
     RETURN cap;
 END $$;
 
@@ -5007,13 +5308,15 @@ BEGIN
     ORDER BY w.external_id;
 END $$;
 
-REVOKE ALL ON FUNCTION billing._apply_to_balance(billing.wallet_transactions), billing._wallet_transaction_immutable(), billing._wallet_balance_guard(),
+REVOKE ALL ON FUNCTION billing._apply_to_balance(billing.wallet_transactions, numeric), billing._realtime(bigint, bigint), billing._refresh_realtime(bigint),
+    billing._burn(billing.subscriptions, billing.customers, bigint, bigint, bigint, jsonb, timestamptz, numeric), billing._enforce_spend(bigint, bigint, numeric),
+    billing._apply_burned_credits(billing.invoices), billing._wallet_transaction_immutable(), billing._wallet_balance_guard(),
     billing._credits_worth(numeric, numeric, text), billing._ongoing_credits(numeric, numeric, numeric), billing._spendable(numeric, numeric, text), billing._credits_for(numeric, billing.wallets),
     billing._wallet_pays(billing.fee_type[], bigint[], billing.fee_type, bigint), billing._wallet_event(bigint, bigint), billing._wallet(text),
     billing._require_active(billing.wallets, text), billing._check_credits(text, numeric, boolean),
     billing._post(billing.wallets, billing.wallet_transaction_kind, billing.wallet_transaction_status, numeric, billing.wallet_top_up_source, bigint, numeric, text, jsonb),
     billing._top_up(billing.wallets, numeric, numeric, billing.wallet_top_up_source, jsonb), billing._settle_purchase(billing.invoices),
-    billing.create_wallet(text, text, numeric, text, integer, timestamptz, jsonb, numeric, numeric, boolean, numeric, numeric, text),
+    billing.create_wallet(text, text, numeric, text, integer, timestamptz, jsonb, numeric, numeric, boolean, boolean, numeric, numeric, text),
     billing.top_up(text, numeric, numeric, jsonb), billing.void_credits(text, numeric, text),
     billing._end_wallet(billing.wallets, billing.wallet_transaction_kind, timestamptz), billing.terminate_wallet(text),
     billing.deduct_credits(text, numeric, text, text),
@@ -5022,7 +5325,7 @@ REVOKE ALL ON FUNCTION billing._apply_to_balance(billing.wallet_transactions), b
     billing.wallet_balance(text), billing._check_threshold_rules(bigint), billing._fire_rule(bigint, bigint, numeric),
     billing.add_top_up_rule(text, text, text, numeric, numeric, text, timestamptz, numeric, numeric), billing.remove_top_up_rule(bigint),
     billing._last_interval_instant(billing.billing_interval, timestamptz, timestamptz), billing._announce_spend_caps(timestamptz),
-    billing.run_wallets(timestamptz), billing.set_spend_cap(text, numeric), billing.authorize(text, text, numeric),
+    billing.run_wallets(timestamptz), billing.set_spend_cap(text, numeric, boolean), billing.authorize(text, text, numeric),
     billing.wallet_discrepancies() FROM PUBLIC;
 
 -- pg_dump keeps the rows (the tables belong to the extension).
@@ -5034,6 +5337,7 @@ SELECT pg_catalog.pg_extension_config_dump('billing.wallet_transactions_id_seq',
 SELECT pg_catalog.pg_extension_config_dump('billing.wallet_recurring_rules', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.wallet_recurring_rules_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('billing.spend_caps', '');
+SELECT pg_catalog.pg_extension_config_dump('billing.burned_usage', '');
 
 CREATE OR REPLACE FUNCTION billing.set_payment_status(invoice_id bigint, status text) RETURNS billing.invoices
 LANGUAGE plpgsql AS $$
@@ -5307,7 +5611,7 @@ COMMENT ON FUNCTION billing._credit_ended_plans(billing.subscriptions, billing.c
 COMMENT ON TABLE billing.in_advance_usage IS 'Charges paid in advance: per subscription, charge, filter (0: the default bucket), pricing group and period, the units so far, the high-water mark billed, the events, the amount billed, what the latest event raised the mark by and billed, and (models priced per event) the values billed; its row lock orders concurrent events of one line.';
 COMMENT ON FUNCTION billing._check_pay_in_advance(integer, billing.billable_metrics, text) IS 'Private: raises 22023 unless a charge paid in advance prices a count or sum metric that resets every period.';
 COMMENT ON FUNCTION billing._in_advance_invoice(billing.subscriptions, billing.customers) IS 'Private: the subscription''s draft pay_in_advance invoice of the current customer-local day (billed at its end; after that one was finalized, one of the instant it is needed), locked, created if needed, and whether it was.';
-COMMENT ON FUNCTION billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) IS 'Private: called by ingestion, as the extension''s owner, for the events just stored of charges paid in advance (with the plan version when the subscription has one): each bills price(high-water mark after) - price(before) on its subscription''s day invoice.';
+COMMENT ON FUNCTION billing._bill_in_advance(bigint[], bigint[], bigint[], timestamptz[], numeric[], jsonb[], bigint[], numeric[]) IS 'Private: called by ingestion, as the extension''s owner, for the events just stored of charges paid in advance or of subscriptions with real-time spend control: each raises its line''s high-water mark and bills price(after) - price(before) on its subscription''s day invoice (paid in advance) or out of the customer''s burn-down wallets (usage billed in arrears); then enforces the caps enforced at ingestion (23514).';
 COMMENT ON FUNCTION billing._bucket_units(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz) IS 'Private: a charge''s units per filter and pricing group in a window, as billing._metric_units counts them (a recurring metric from its beginning; with the instant before from_ts as to_ts, the units carried into it).';
 COMMENT ON FUNCTION billing._bill_carried_in_advance(billing.subscriptions, billing.customers, bigint, timestamptz, timestamptz, date, date, timestamptz) IS 'Private: at the start of a period or plan, the recurring charges paid in advance bill the price of the units carried in (the full period, or prorated from that instant) and start the period''s lines from them; with no invoice, says whether there is anything to bill.';
 COMMENT ON FUNCTION billing._price_rise(billing.price, text, integer, numeric, numeric, boolean) IS 'Private: what raising a line''s mark bills: price(after) - price(before) (price(after) for a first event), each mark rounded as the metric rounds units, never below 0.';
@@ -5315,7 +5619,7 @@ COMMENT ON FUNCTION billing._units_rise(text, integer, numeric, numeric) IS 'Pri
 COMMENT ON TYPE billing.wallet_status IS 'A wallet: active, or terminated (by billing.terminate_wallet or at its expiry).';
 COMMENT ON TYPE billing.wallet_transaction_type IS 'A ledger row''s direction: inbound (credits into the wallet) or outbound (out of it).';
 COMMENT ON TYPE billing.wallet_transaction_status IS 'A ledger row''s state: pending (purchased credits waiting for their invoice), settled (counted in the balance) or failed (never counted).';
-COMMENT ON TYPE billing.wallet_transaction_kind IS 'What a ledger row is: inbound purchased, granted or restored (given back by a voided invoice); outbound invoiced (paid an invoice), deducted (billing.deduct_credits), voided or expired.';
+COMMENT ON TYPE billing.wallet_transaction_kind IS 'What a ledger row is: inbound purchased, granted or restored (given back by a voided invoice, or burned down beyond what an invoice billed); outbound invoiced (paid an invoice), deducted (billing.deduct_credits), consumed (burned down by usage as ingested, one row per wallet and day), voided or expired.';
 COMMENT ON TYPE billing.wallet_top_up_source IS 'What made a top-up: manual (billing.top_up), interval or threshold (a recurring rule).';
 COMMENT ON TYPE billing.top_up_trigger IS 'When a recurring top-up rule fires: interval (every week, month, quarter, half-year or year from started_at) or threshold (the ongoing balance at or below threshold_credits, once per crossing).';
 COMMENT ON TYPE billing.top_up_method IS 'What a recurring top-up rule buys: fixed (its paid and granted credits) or target (the paid credits that bring the ongoing balance to its target).';
@@ -5323,10 +5627,17 @@ COMMENT ON TABLE billing.wallets IS 'Prepaid credit wallets: per customer, code 
 COMMENT ON TABLE billing.wallet_directory IS 'Which customer''s wallet an external wallet id names: the one place that id is unique.';
 COMMENT ON TABLE billing.wallet_transactions IS 'The wallets'' ledger, append-only: inbound (purchased, granted, restored) and outbound (invoiced, deducted, voided, expired) credits and their worth, status (pending, settled, failed), source, invoice, idempotency key, reason and metadata. Settled rows are the balance.';
 COMMENT ON TABLE billing.wallet_recurring_rules IS 'Automatic top-ups of a wallet: on an interval or at a threshold of the ongoing balance, a fixed number of paid and granted credits or up to a target; armed says whether a threshold rule may fire again.';
-COMMENT ON TABLE billing.spend_caps IS 'A subscription''s hard spend cap per billing period (billing.authorize refuses usage beyond it), and the period for which spend_cap.reached was announced.';
-COMMENT ON FUNCTION billing._apply_to_balance(billing.wallet_transactions) IS 'Private: applies a settled ledger row to its wallet''s balance, naming it in posting_id (23514 if it would overdraw it), and announces wallet.topped_up or wallet.depleted.';
+COMMENT ON TABLE billing.spend_caps IS 'A subscription''s hard spend cap per billing period (billing.authorize refuses usage beyond it; NULL: none), whether ingestion enforces it and the prepaid balance, and the period for which spend_cap.reached was announced.';
+COMMENT ON TABLE billing.burned_usage IS 'What burn-down took from each wallet for each line of usage (subscription, charge, filter, group, period), and the invoice that counted it as paid, with how much.';
+COMMENT ON COLUMN billing.subscription_directory.realtime IS 'Whether ingestion prices the subscription''s events as it stores them for its spend control: a burn-down wallet of its customer, or its cap enforced at ingestion.';
+COMMENT ON FUNCTION billing._realtime(bigint, bigint) IS 'Private: whether a subscription''s spend is controlled in real time (a burn-down wallet of its customer, or its cap enforced at ingestion).';
+COMMENT ON FUNCTION billing._refresh_realtime(bigint) IS 'Private: keeps the directory''s realtime flag of a customer''s subscriptions in step.';
+COMMENT ON FUNCTION billing._burn(billing.subscriptions, billing.customers, bigint, bigint, bigint, jsonb, timestamptz, numeric) IS 'Private: real-time burn-down: takes an event''s price rise from the customer''s burn-down wallets that may pay the metric, by priority, into one consumed ledger row per wallet and day, recorded against the line; returns what it took.';
+COMMENT ON FUNCTION billing._enforce_spend(bigint, bigint, numeric) IS 'Private: with the cap enforced at ingestion, 23514 when the period''s usage passes the cap, burn-down fell short, or the wallets do not cover the usage not yet invoiced; the cap and the wallets locked first.';
+COMMENT ON FUNCTION billing._apply_burned_credits(billing.invoices) IS 'Private: at finalization, what burn-down took for the usage a subscription invoice bills counts as paid, per fee up to the fee and what is left; the rest is restored to the wallets.';
+COMMENT ON FUNCTION billing._apply_to_balance(billing.wallet_transactions, numeric) IS 'Private: applies a settled ledger row (or what a burn-down day row grew by) to its wallet''s balance, counting the posting (23514 if it would overdraw it), and announces wallet.topped_up or wallet.depleted.';
 COMMENT ON FUNCTION billing._wallet_transaction_immutable() IS 'Private: keeps the ledger append-only; a pending row may settle or fail once.';
-COMMENT ON FUNCTION billing._wallet_balance_guard() IS 'Private: refuses a change of a wallet''s balance that names no ledger row (posting_id).';
+COMMENT ON FUNCTION billing._wallet_balance_guard() IS 'Private: refuses a change of a wallet''s balance that counts no ledger posting (postings).';
 COMMENT ON FUNCTION billing._credits_worth(numeric, numeric, text) IS 'Private: credits'' worth in the wallet''s currency, half-up to whole minor units (1,034 credits at 0.001 are 1.03).';
 COMMENT ON FUNCTION billing._ongoing_credits(numeric, numeric, numeric) IS 'Private: a wallet''s ongoing balance in credits: its balance less the credits its share of usage not yet invoiced would take (never below 0).';
 COMMENT ON FUNCTION billing._spendable(numeric, numeric, text) IS 'Private: what a wallet can pay, its balance''s worth rounded down to whole minor units.';
@@ -5339,7 +5650,7 @@ COMMENT ON FUNCTION billing._check_credits(text, numeric, boolean) IS 'Private: 
 COMMENT ON FUNCTION billing._post(billing.wallets, billing.wallet_transaction_kind, billing.wallet_transaction_status, numeric, billing.wallet_top_up_source, bigint, numeric, text, jsonb) IS 'Private: writes a ledger row for a wallet (its amount the credits'' worth unless given).';
 COMMENT ON FUNCTION billing._top_up(billing.wallets, numeric, numeric, billing.wallet_top_up_source, jsonb) IS 'Private: granted credits settled at once; paid credits billed on a credit-purchase invoice, finalized at once, pending until it settles them.';
 COMMENT ON FUNCTION billing._settle_purchase(billing.invoices) IS 'Private: settles the credits a credit-purchase invoice bought (at finalization, or on payment when the wallet requires it), or fails them (failed payment, voided invoice).';
-COMMENT ON FUNCTION billing.create_wallet(text, text, numeric, text, integer, timestamptz, jsonb, numeric, numeric, boolean, numeric, numeric, text) IS 'Creates a wallet for a customer (in its currency): code, rate_amount (1 credit = rate_amount), name, priority 1-50 (lower pays first), expiration_at, applies_to {"fee_types", "billable_metric_codes"}, paid top-up limits, whether purchases wait for payment, initial paid and granted credits, external_id (default customer/code). 23503 unknown customer or metric, 23505 code or external id taken, 22023 bad values.';
+COMMENT ON FUNCTION billing.create_wallet(text, text, numeric, text, integer, timestamptz, jsonb, numeric, numeric, boolean, boolean, numeric, numeric, text) IS 'Creates a wallet for a customer (in its currency): code, rate_amount (1 credit = rate_amount), name, priority 1-50 (lower pays first), expiration_at, applies_to {"fee_types", "billable_metric_codes"}, paid top-up limits, whether purchases wait for payment, burn_down (ingestion takes each event''s price at once), initial paid and granted credits, external_id (default customer/code). 23503 unknown customer or metric, 23505 code or external id taken, 22023 bad values.';
 COMMENT ON FUNCTION billing.top_up(text, numeric, numeric, jsonb) IS 'Tops a wallet up: granted credits settle at once; paid credits are billed on a credit-purchase invoice and settle at its finalization (or payment). Returns the ledger rows. 23503 unknown wallet, 22023 bad credits or outside the paid top-up limits, 55000 terminated or expired wallet.';
 COMMENT ON FUNCTION billing.void_credits(text, numeric, text) IS 'Takes credits out of a wallet (an outbound voided row). 23503 unknown wallet, 22023 bad credits, 23514 more than the balance.';
 COMMENT ON FUNCTION billing._end_wallet(billing.wallets, billing.wallet_transaction_kind, timestamptz) IS 'Private: ends a wallet: its balance out as voided or expired, its rules removed, terminated, announced (wallet.terminated or wallet.expired).';
@@ -5359,7 +5670,7 @@ COMMENT ON FUNCTION billing.remove_top_up_rule(bigint) IS 'Removes a recurring t
 COMMENT ON FUNCTION billing._last_interval_instant(billing.billing_interval, timestamptz, timestamptz) IS 'Private: the last instant at or before as_of at which an interval rule fires (started_at plus one or more intervals).';
 COMMENT ON FUNCTION billing._announce_spend_caps(timestamptz) IS 'Private: announces spend_cap.reached once per period for subscriptions whose open period''s usage reached their cap.';
 COMMENT ON FUNCTION billing.run_wallets(timestamptz) IS 'The wallets'' periodic work as of an instant: expires wallets past their expiry, fires interval rules due (once however many instants passed), checks threshold rules, announces spend caps reached. Returns the counts. Called by billing.run_billing.';
-COMMENT ON FUNCTION billing.set_spend_cap(text, numeric) IS 'Sets a subscription''s spend cap per billing period (NULL removes it). 23503 unknown subscription, 22023 bad amount.';
+COMMENT ON FUNCTION billing.set_spend_cap(text, numeric, boolean) IS 'Sets a subscription''s spend cap per billing period (NULL: none) and whether ingestion itself refuses events beyond it or beyond the prepaid balance (23514); with neither, removes it. 23503 unknown subscription, 22023 bad amount.';
 COMMENT ON FUNCTION billing.authorize(text, text, numeric) IS 'The price of quantity more units of a metric on a subscription now; 23514 if it would exceed the subscription''s spend cap or the prepaid balance its wallets have beyond usage not yet invoiced. Writes nothing. 23503 unknown subscription or metric, 22023 bad quantity, 55000 terminated, 0A000 percentage or dynamic charges. billing_writer may call it.';
 COMMENT ON FUNCTION billing.wallet_discrepancies() IS 'Wallets whose balance differs from the sum of their settled ledger rows (the invariant: none).';
 COMMENT ON VIEW billing_bi.wallets IS 'One row per wallet: customer, code, status, currency, rate, priority, balance in credits and in currency, expiry.';

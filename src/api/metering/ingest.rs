@@ -152,7 +152,8 @@ const EXISTING_SQL: &str = include_str!("../../../sql/ingest_existing.sql");
 const EXISTING_ONE_SQL: &str = "SELECT $4::integer, e.billable_metric_id, e.\"timestamp\", e.properties, e.precise_total_amount_cents
      FROM billing.events e WHERE e.transaction_id = $1::text AND e.subscription_id = $2::bigint AND e.customer_id = $3::bigint";
 const REJECT_SQL: &str = include_str!("../../../sql/ingest_reject.sql");
-/// Bills events of charges paid in advance: one array per column (dimensions as JSON text).
+/// Bills events as they are stored (charges paid in advance, wallets burned down in real
+/// time, caps enforced at ingestion): one array per column (dimensions as JSON text).
 const BILL_IN_ADVANCE_SQL: &str =
     "SELECT billing._bill_in_advance($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[],
                                    $5::numeric[], $6::text[]::jsonb[], $7::bigint[], $8::numeric[])";
@@ -267,6 +268,7 @@ fn load_catalog(inputs: &[Input<'_>]) -> CachedCatalog {
                     // Microseconds since 2000-01-01 UTC, as events' instants are validated.
                     active_from: row.get::<TimestampWithTimeZone>(6).unwrap().into(),
                     active_until: row.get::<TimestampWithTimeZone>(7).map(i64::from),
+                    realtime: row.get(8).unwrap(),
                 };
                 (row.get(1).unwrap(), subscription)
             });
@@ -454,19 +456,22 @@ impl<'a> NewEvents<'a> {
             .collect()
     }
 
-    /// Bills the new events of charges paid in advance (billing._bill_in_advance), in the
-    /// order they were sent; events of other metrics cost nothing here.
-    fn bill_in_advance(&self, storage: &[Storage]) {
+    /// Bills the new events priced as they are stored (billing._bill_in_advance: charges paid
+    /// in advance, and the spend control of subscriptions that have it), in the order they
+    /// were sent; other events cost nothing here. The day rollups gathered so far are
+    /// written first: a cap enforced at ingestion reads the period's usage from them.
+    fn bill_in_advance(&self, storage: &[Storage], rollups: &mut DayRollups) {
         let mut billed: Vec<&(usize, ValidEvent<JsonbRef<'a>>)> = self
             .0
             .iter()
             .zip(storage)
-            .filter(|((_, e), found)| e.pay_in_advance && matches!(found, Storage::Stored { .. }))
+            .filter(|((_, e), found)| e.priced_as_stored && matches!(found, Storage::Stored { .. }))
             .map(|(event, _)| event)
             .collect();
         if billed.is_empty() {
             return;
         }
+        write_rollups(rollups);
         billed.sort_unstable_by_key(|(index, _)| *index);
         let args: [DatumWithOid; 8] = [
             billed.iter().map(|(_, e)| e.customer_id).collect::<Vec<_>>().into(),
@@ -690,7 +695,7 @@ fn ingest_into(
                 outcomes[index].status = if same_payload { Status::Duplicate } else { Status::Conflict };
             }
         }
-        new_events.bill_in_advance(&storage);
+        new_events.bill_in_advance(&storage, rollups);
     }
     for (repeat, first) in repeats {
         if outcomes[first].status == Status::Conflict {

@@ -174,6 +174,9 @@ pub struct SubscriptionRow {
     /// Microseconds since 2000-01-01 UTC.
     pub active_from: i64,
     pub active_until: Option<i64>,
+    /// Whether the subscription's stored events are priced at once for its spend control
+    /// (a wallet burned down in real time, a cap enforced at ingestion).
+    pub realtime: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -212,9 +215,9 @@ pub struct ValidEvent<J> {
     /// The values of the keys that split usage (filters, pricing groups); `None` when none apply.
     pub dims: Option<Value>,
     pub timezone: String,
-    /// Whether a plan of the subscription charges the metric in advance: the event is then
-    /// billed as it is stored.
-    pub pay_in_advance: bool,
+    /// Whether the event is priced as it is stored: a plan of the subscription charges the
+    /// metric in advance, or the subscription's spend is controlled in real time.
+    pub priced_as_stored: bool,
     /// The subscription's plan version when it has had only one (no plan changes).
     pub plan_version_id: Option<i64>,
 }
@@ -421,10 +424,11 @@ pub fn validate<J: JsonView>(
         precise_total_amount_cents,
         dims,
         timezone: subscription.timezone.clone(),
-        pay_in_advance: subscription
-            .plan_version_ids
-            .iter()
-            .any(|version| catalog.in_advance.contains(&(*version, metric.id))),
+        priced_as_stored: subscription.realtime
+            || subscription
+                .plan_version_ids
+                .iter()
+                .any(|version| catalog.in_advance.contains(&(*version, metric.id))),
         plan_version_id: match subscription.plan_version_ids[..] {
             [only] => Some(only),
             _ => None,
@@ -537,6 +541,7 @@ mod tests {
                 timezone: "UTC".into(),
                 active_from: 0,
                 active_until: None,
+                realtime: false,
             },
         );
         c.subscriptions.insert(
@@ -548,6 +553,7 @@ mod tests {
                 timezone: "UTC".into(),
                 active_from: 2_000_000_000_000,
                 active_until: None,
+                realtime: false,
             },
         );
         c.metrics.insert(
@@ -596,7 +602,7 @@ mod tests {
         let validated = |c: &CatalogSnapshot, event: Value| {
             let raw = RawEvent::from_json(&event).unwrap();
             let valid = validate(&raw, c, &CLOCK).unwrap();
-            (valid.dims, valid.pay_in_advance)
+            (valid.dims, valid.priced_as_stored)
         };
         let tokens = json!({"external_subscription_id":"sub","code":"tokens","transaction_id":"t1",
             "properties":{"tokens":1,"region":"eu","model":"x","other":"y"}});
