@@ -329,3 +329,19 @@ SELECT billing.ingest_event('sub-wallet', 'calls', 'now-1', now() - interval '1 
 SELECT billing.authorize('sub-wallet', 'calls', 10);
 SELECT billing.authorize('sub-wallet', 'calls', 20);
 SELECT type, count(*) FROM billing.outbox WHERE type LIKE 'wallet.%' OR type LIKE 'spend%' GROUP BY 1 ORDER BY 1;
+-- Real-time burn-down on the distributed tables: a wallet of 1,000 credits at 0.01 pays 10
+-- calls (1.00) as they are ingested, in one consumed row; a 2.00 cap enforced at ingestion
+-- refuses 15 more (the period at 2.50).
+SELECT external_id FROM billing.create_customer('burn-co', 'Burn Co', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('sub-burn', 'burn-co', 'walleted', date_trunc('month', now()));
+SELECT external_id, burn_down FROM billing.create_wallet('burn-co', 'live', 0.01, burn_down => true, granted_credits => 1000);
+SELECT realtime FROM billing.subscription_directory WHERE external_id = 'sub-burn';
+SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 'sub-burn', 'code', 'calls',
+  'transaction_id', 'b-' || n, 'timestamp', date_trunc('month', now()))) FROM generate_series(1, 10) n));
+SELECT transaction_status, credits, amount FROM billing_bi.wallet_transactions WHERE wallet_external_id = 'burn-co/live' ORDER BY transaction_id;
+SELECT amount, enforce_on_ingestion FROM billing.set_spend_cap('sub-burn', 2, enforce_on_ingestion => true);
+SELECT count(*) FROM billing.ingest_events((SELECT jsonb_agg(jsonb_build_object('external_subscription_id', 'sub-burn', 'code', 'calls',
+  'transaction_id', 'c-' || n, 'timestamp', date_trunc('month', now()))) FROM generate_series(1, 15) n));
+SELECT billing.ingest_event('sub-burn', 'calls', 'd-1', date_trunc('month', now()));
+SELECT credits_balance FROM billing_bi.wallets WHERE wallet_external_id = 'burn-co/live';
+SELECT count(*) AS discrepancies FROM billing.wallet_discrepancies();
