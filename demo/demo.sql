@@ -159,6 +159,25 @@ SELECT i.invoice_type, i.status, f.units, f.events_count, f.amount
 FROM billing.invoices i JOIN billing.fees f ON f.customer_id = i.customer_id AND f.invoice_id = i.id
 JOIN billing.customers c ON c.id = i.customer_id WHERE c.external_id = 'pixel-studio';
 
+\echo '== Prepaid credits: Prompt Labs buys 50,000 credits (1 credit = $0.001), burned down as its tokens are ingested'
+SELECT external_id FROM billing.create_customer('prompt-labs', 'Prompt Labs', 'USD', 'America/New_York');
+SELECT status FROM billing.create_subscription('prompt-labs-main', 'prompt-labs', 'ai-pro', :'month_start');
+SELECT external_id, rate_amount, credits_balance, burn_down
+FROM billing.create_wallet('prompt-labs', 'bundle', 0.001, 'Token bundle', burn_down => true, paid_credits => 50000);
+-- At 10,000 credits or less (the ongoing balance), buy what brings it back to 50,000.
+SELECT trigger, method, threshold_credits, target_ongoing_balance
+FROM billing.add_top_up_rule('prompt-labs/bundle', 'threshold', 'target', threshold_credits => 10000, target_ongoing_balance => 50000);
+-- 30 requests of 1,000 small-model tokens at 0.002: 2.00 (2,000 credits) each, taken as each
+-- is ingested. The 20th leaves 10,000 credits: the rule buys 40,000; 30,000 are left.
+SELECT count(*) AS requests FROM (SELECT billing.ingest_event('prompt-labs-main', 'tokens', 'pl-' || n, now(),
+                                                              '{"tokens": 1000, "model": "small"}') FROM generate_series(1, 30) n) r;
+SELECT transaction_status, source, status, credits, amount FROM billing_bi.wallet_transactions
+WHERE wallet_external_id = 'prompt-labs/bundle' ORDER BY transaction_id;
+SELECT credits_balance, balance_amount FROM billing.wallet_balance('prompt-labs/bundle');
+-- An application selling by the request checks first (billing.authorize raises 23514 beyond
+-- the balance), then records the usage.
+SELECT billing.authorize('prompt-labs-main', 'tokens', 1000) AS price_of_1000_more_tokens;
+
 \echo
 \echo '== The billing cycle: the month closes and the procedure pg_cron runs (billing.schedule()) bills it'
 -- Give the issuer a 2-day grace period, so the invoice stays a draft that late events can
@@ -206,8 +225,17 @@ SELECT version, amount FROM billing.create_plan('ai-scale', 'AI Scale', 'monthly
 SELECT kind, effective_at FROM billing.change_plan('growth-ai-main', 'ai-scale', :'billing_time'::timestamptz + interval '9 days');
 SELECT subscription_external_id, kind, from_plan_code, to_plan_code, status FROM billing_bi.plan_changes;
 
+\echo '== Prompt Labs'' month: 99.00 platform fee + 60.00 of tokens; the tokens were burned down, the wallet pays 30.00 more'
+SELECT invoice_id AS prompt_draft FROM billing_bi.draft_invoices WHERE subscription_external_id = 'prompt-labs-main' \gset
+SELECT number, fees_amount, prepaid_credit_amount, total_amount FROM billing.finalize_invoice(:prompt_draft);
+-- Emptied by the invoice, the wallet is topped up again by its rule (another credit purchase).
+SELECT transaction_status, source, credits, amount, coalesce(invoice_number, '') AS invoice FROM billing_bi.wallet_transactions
+WHERE wallet_external_id = 'prompt-labs/bundle' AND transaction_status <> 'consumed' ORDER BY transaction_id;
+SELECT invoice_type, number, total_amount, payment_status FROM billing_bi.invoices WHERE customer_external_id = 'prompt-labs' ORDER BY invoice_id;
+SELECT count(*) AS wallets_out_of_step FROM billing.wallet_discrepancies();
+
 \echo '== What the application is told (billing.outbox, announced with pg_notify)'
-SELECT type, coalesce(payload ->> 'number', '') AS number, payload ->> 'total_amount' AS total FROM billing.outbox ORDER BY id;
+SELECT type, count(*) AS events FROM billing.outbox GROUP BY type ORDER BY type;
 
 \echo '== Revenue, as a BI tool logged in with billing_reader sees it'
 SELECT month, currency, invoices, fees_amount, taxes_amount, total_amount FROM billing_bi.revenue_by_month;

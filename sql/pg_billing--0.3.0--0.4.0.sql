@@ -4110,6 +4110,7 @@ CREATE TABLE billing.burned_usage (
     PRIMARY KEY (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from, wallet_id),
     FOREIGN KEY (customer_id, wallet_id) REFERENCES billing.wallets (customer_id, id)
 );
+CREATE INDEX burned_usage_by_invoice ON billing.burned_usage (customer_id, invoice_id) WHERE invoice_id IS NOT NULL;
 
 -- Applies a settled ledger row to its wallet's balance (23514, naming the balance, if an
 -- outbound row would overdraw it). Spending (an invoice, a deduction) that empties a wallet
@@ -4198,10 +4199,12 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT trunc(credits_balance * rate_amount, billing.currency_minor_units(currency))
 $$;
 
--- The credits an amount of currency takes from a wallet (at most its balance).
-CREATE FUNCTION billing._credits_for(amount numeric, w billing.wallets) RETURNS numeric
+-- The credits an amount of currency takes from a wallet.
+CREATE FUNCTION billing._credits_for(amount numeric, credits_balance numeric, rate_amount numeric) RETURNS numeric
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT least(w.credits_balance, trim_scale(round(amount / w.rate_amount, 5)))
+    -- Rounded up at the 25th decimal, so that the credits taken are worth at least the amount
+    -- (a rate such as 0.003 divides into endless decimals); never more than the balance.
+    SELECT least(credits_balance, trim_scale(ceil(round(amount, 30) / rate_amount * 1e25) * 1e-25))
 $$;
 
 -- Whether a wallet may pay a fee of this type and metric (its limits).
@@ -4330,8 +4333,9 @@ BEGIN
 END $$;
 
 -- Settles (or fails) the purchased credits of a credit-purchase invoice: at finalization,
--- unless the wallet waits for the payment; on a successful payment; failed on a failed
--- payment or a voided invoice.
+-- unless the wallet waits for the payment; on a successful payment (a failed payment leaves
+-- them pending: a retried one settles them); failed by a voided invoice, or when their
+-- wallet ended before they settled.
 CREATE FUNCTION billing._settle_purchase(inv billing.invoices) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -4343,12 +4347,12 @@ BEGIN
     END IF;
     FOR settled IN
     UPDATE billing.wallet_transactions t
-    SET status = CASE WHEN inv.status = 'voided' OR inv.payment_status = 'failed' THEN 'failed' ELSE 'settled' END::billing.wallet_transaction_status,
-        settled_at = CASE WHEN inv.status = 'voided' OR inv.payment_status = 'failed' THEN NULL ELSE now() END
+    SET status = CASE WHEN inv.status = 'voided' OR w.status = 'terminated' THEN 'failed' ELSE 'settled' END::billing.wallet_transaction_status,
+        settled_at = CASE WHEN inv.status = 'voided' OR w.status = 'terminated' THEN NULL ELSE now() END
     FROM billing.wallets w
     WHERE t.customer_id = inv.customer_id AND t.invoice_id = inv.id AND t.transaction_status = 'purchased' AND t.status = 'pending'
       AND w.customer_id = t.customer_id AND w.id = t.wallet_id
-      AND (inv.status = 'voided' OR inv.payment_status <> 'pending' OR NOT w.invoice_requires_successful_payment)
+      AND (inv.status = 'voided' OR inv.payment_status = 'succeeded' OR NOT w.invoice_requires_successful_payment)
     RETURNING t.*
     LOOP
         IF settled.status = 'settled' THEN
@@ -4401,16 +4405,17 @@ DECLARE
     day date := (now() AT TIME ZONE cust.timezone)::date;
     posted billing.wallet_transactions;
 BEGIN
+    -- Locked in id order, as every lock of a customer's wallets is taken, then read by priority.
+    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = sub.customer_id AND wl.burn_down AND wl.status = 'active' ORDER BY wl.id FOR UPDATE;
     FOR w IN
         SELECT * FROM billing.wallets wl
         WHERE wl.customer_id = sub.customer_id AND wl.burn_down AND wl.status = 'active' AND wl.currency = cust.currency
           AND (wl.expiration_at IS NULL OR wl.expiration_at > now())
         ORDER BY wl.priority, wl.created_at, wl.id
-        FOR UPDATE
     LOOP
         EXIT WHEN left_to_take <= 0;
         CONTINUE WHEN w.credits_balance <= 0 OR NOT billing._wallet_pays(w.applies_to_fee_types, w.applies_to_metric_ids, 'charge', metric_id);
-        credits := least(w.credits_balance, trim_scale(round(left_to_take / w.rate_amount, 10)));
+        credits := billing._credits_for(left_to_take, w.credits_balance, w.rate_amount);
         taken := least(left_to_take, credits * w.rate_amount);
         INSERT INTO billing.wallet_transactions AS t (customer_id, wallet_id, transaction_type, transaction_status, status, credits, amount,
                                                       idempotency_key, reason, settled_at)
@@ -4429,6 +4434,28 @@ BEGIN
     RETURN amount - left_to_take;
 END $$;
 
+-- Locks a subscription's spend cap row and its customer's active wallets (in id order), the
+-- order every spend check takes them in; returns the cap (none: NULL).
+CREATE FUNCTION billing._lock_spend_control(customer_id bigint, subscription_id bigint) RETURNS billing.spend_caps
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    cap billing.spend_caps;
+BEGIN
+    SELECT * INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = customer_id AND sc.subscription_id = subscription_id FOR UPDATE;
+    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = customer_id AND wl.status = 'active' ORDER BY wl.id FOR UPDATE;
+    RETURN cap;
+END $$;
+
+-- Raises 23514: a subscription's usage this period would pass its cap.
+CREATE FUNCTION billing._over_cap(external_subscription_id text, spent numeric, cap numeric, currency text, detail text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM billing._raise('23514', format('subscription %s would spend %s %s of its %s %s cap this period', external_subscription_id,
+                                           billing.round_money(spent, currency), currency, cap, currency),
+        detail, 'raise the cap with billing.set_spend_cap, or wait for the next period');
+END $$;
+
 -- Ingestion refusing what a subscription's spend control forbids (its cap enforced at
 -- ingestion): after its events were stored and priced, 23514 (the whole call fails) when
 -- its usage this period passes the cap, when burn-down could not take an event's price
@@ -4445,18 +4472,16 @@ DECLARE
     uncovered numeric;
     currency text;
 BEGIN
-    SELECT * INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = customer_id AND sc.subscription_id = subscription_id FOR UPDATE;
-    IF NOT coalesce(cap.enforce_on_ingestion, false) THEN
+    IF NOT EXISTS (SELECT 1 FROM billing.spend_caps sc
+                   WHERE sc.customer_id = customer_id AND sc.subscription_id = subscription_id AND sc.enforce_on_ingestion) THEN
         RETURN;
     END IF;
-    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = customer_id AND wl.status = 'active' ORDER BY wl.id FOR UPDATE;
+    SELECT * INTO cap FROM billing._lock_spend_control(customer_id, subscription_id);
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id;
     SELECT c.currency INTO currency FROM billing.customers c WHERE c.id = customer_id;
     SELECT coalesce(sum(u.amount), 0) INTO spent FROM billing.current_usage(sub.external_id) u;
     IF spent > cap.amount THEN
-        PERFORM billing._raise('23514', format('subscription %s would spend %s %s of its %s %s cap this period', sub.external_id,
-                                               billing.round_money(spent, currency), currency, cap.amount, currency),
-            'its cap is enforced at ingestion: the events were refused', 'raise the cap with billing.set_spend_cap, or wait for the next period');
+        PERFORM billing._over_cap(sub.external_id, spent, cap.amount, currency, 'its cap is enforced at ingestion: the events were refused');
     END IF;
     IF short > 0 THEN
         PERFORM billing._raise('23514', format('the burn-down wallets of subscription %s''s customer do not cover %s %s of its events',
@@ -4511,6 +4536,11 @@ BEGIN
            OR jsonb_typeof(coalesce(applies_to -> 'billable_metric_codes', '[]')) <> 'array' THEN
             PERFORM billing._invalid('applies_to must be {"fee_types": [...], "billable_metric_codes": [...]}', format('got %s', applies_to),
                 'write {"billable_metric_codes": ["tokens"]} or {"fee_types": ["charge"]}');
+        END IF;
+        IF jsonb_array_length(coalesce(applies_to -> 'fee_types', '[0]')) = 0
+           OR jsonb_array_length(coalesce(applies_to -> 'billable_metric_codes', '[0]')) = 0 THEN
+            PERFORM billing._invalid('applies_to lists at least one fee type or metric in each list it gives', format('got %s', applies_to),
+                'leave applies_to NULL for a wallet that pays everything');
         END IF;
         IF applies_to ? 'fee_types' THEN
             PERFORM billing._check_label('fee type', t, enum_range(NULL::billing.fee_type)::text[])
@@ -4640,6 +4670,10 @@ BEGIN
         PERFORM billing._invalid('a deduction needs an idempotency key', 'got an empty key',
             'give the id of the request the credits pay for, so that a retry deducts nothing again');
     END IF;
+    IF idempotency_key LIKE 'pg_billing burn-down %' THEN
+        PERFORM billing._invalid('idempotency keys starting with "pg_billing burn-down " are reserved', format('got %s', idempotency_key),
+            'use the id of the request the credits pay for');
+    END IF;
     SELECT * INTO entry FROM billing.wallet_directory d WHERE d.external_id = wallet;
     IF NOT FOUND THEN
         PERFORM billing._unknown('wallet', wallet, 'create it with billing.create_wallet');
@@ -4737,8 +4771,10 @@ BEGIN
           AND b.period_from >= inv.charges_from AND b.period_from <= inv.charges_to
         ORDER BY fe.id, b.wallet_id
     LOOP
-        IF burned.fee_id IS DISTINCT FROM last_fee THEN
-            fee_left := coalesce(burned.fee_net, 0);
+        IF burned.fee_id IS NULL THEN
+            fee_left := 0;
+        ELSIF burned.fee_id IS DISTINCT FROM last_fee THEN
+            fee_left := burned.fee_net;
             last_fee := burned.fee_id;
         END IF;
         applied := greatest(least(trunc(burned.amount, billing.currency_minor_units(inv.currency)), fee_left, left_to_pay), 0);
@@ -4789,6 +4825,11 @@ BEGIN
     FROM (SELECT fe.id, fe.fee_type, ch.billable_metric_id AS metric_id,
                  fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount
                  + coalesce((SELECT sum(ft.precise_amount) FROM billing.fee_taxes ft WHERE ft.customer_id = fe.customer_id AND ft.fee_id = fe.id), 0)
+                 -- What burn-down paid of the fee is paid.
+                 - coalesce((SELECT sum(b.applied_amount) FROM billing.burned_usage b
+                             WHERE b.customer_id = fe.customer_id AND b.invoice_id = fe.invoice_id AND b.charge_id = fe.charge_id
+                               AND b.charge_filter_id = coalesce(fe.charge_filter_id, 0) AND b.grouped_by = coalesce(fe.grouped_by, '{}'::jsonb)
+                               AND b.period_from = fe.from_datetime), 0)
                  AS amount_left
           FROM billing.fees fe LEFT JOIN billing.charges ch ON ch.id = fe.charge_id
           WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable) f;
@@ -4802,7 +4843,7 @@ BEGIN
         SELECT t.line_left, t.taken INTO line_left, pay FROM billing._take_from_lines(w, line_types, line_metrics, line_left,
                                                                                       least(left_to_pay, billing._spendable(w.credits_balance, w.rate_amount, w.currency))) t;
         CONTINUE WHEN pay <= 0;
-        PERFORM billing._post(w, 'invoiced', 'settled', billing._credits_for(pay, w), invoice_id => inv.id, amount => pay);
+        PERFORM billing._post(w, 'invoiced', 'settled', billing._credits_for(pay, w.credits_balance, w.rate_amount), invoice_id => inv.id, amount => pay);
         left_to_pay := left_to_pay - pay;
         paid_any := true;
     END LOOP;
@@ -4872,8 +4913,8 @@ END $$;
 -- current usage of its subscriptions' open periods (charges billed in arrears, less what
 -- burn-down took for it) and the fees of its draft invoices, each line taken by priority
 -- from the wallets that may pay it, each wallet up to its balance's worth. Amounts before
--- tax.
-CREATE FUNCTION billing._ongoing_usage(customer_id bigint)
+-- tax. A caller that has one subscription's current usage already gives it.
+CREATE FUNCTION billing._ongoing_usage(customer_id bigint, known_subscription_id bigint DEFAULT NULL, known_lines billing.usage_line[] DEFAULT NULL)
 RETURNS TABLE (wallet_id bigint, usage_amount numeric)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -4881,6 +4922,7 @@ DECLARE
     w billing.wallets;
     active_wallets billing.wallets[] := '{}';
     sub record;
+    lines billing.usage_line[];
     line_types billing.fee_type[];
     line_metrics bigint[];
     line_left numeric[];
@@ -4904,6 +4946,11 @@ BEGIN
         SELECT array_agg(b.charge_id), array_agg(b.charge_filter_id), array_agg(b.grouped_by), array_agg(b.period_from), array_agg(b.amount)
         INTO burned_charges, burned_filters, burned_groups, burned_periods, burned_amounts
         FROM billing.burned_usage b WHERE b.customer_id = customer_id AND b.subscription_id = sub.id AND b.invoice_id IS NULL;
+        IF sub.id = known_subscription_id THEN
+            lines := known_lines;
+        ELSE
+            SELECT array_agg(u) INTO lines FROM billing.current_usage(sub.external_id) u;
+        END IF;
         SELECT coalesce(line_types, '{}') || coalesce(array_agg('charge'::billing.fee_type), '{}'),
                coalesce(line_metrics, '{}') || coalesce(array_agg(ch.billable_metric_id), '{}'),
                coalesce(line_left, '{}') || coalesce(array_agg(u.unpaid), '{}')
@@ -4912,7 +4959,7 @@ BEGIN
                                                               x(charge_id, filter_id, grouped_by, period_from, amount)
                                                        WHERE x.charge_id = u.charge_id AND x.filter_id = coalesce(u.filter_id, 0)
                                                          AND x.grouped_by = u.grouped_by AND x.period_from = u.from_datetime), 0) AS unpaid
-              FROM billing.current_usage(sub.external_id) u) u
+              FROM unnest(lines) u) u
         JOIN billing.charges ch ON ch.id = u.charge_id
         WHERE NOT ch.pay_in_advance AND ch.invoiceable AND u.unpaid > 0;
     END LOOP;
@@ -5053,8 +5100,8 @@ BEGIN
     PERFORM billing._check_credits('granted_credits', granted_credits, true);
     IF trigger = 'interval' THEN
         PERFORM billing._check_label('interval', "interval", enum_range(NULL::billing.billing_interval)::text[]);
-        IF started_at IS NULL THEN
-            PERFORM billing._invalid('an interval rule needs started_at', 'got NULL', 'leave the default, now()');
+        IF NOT (started_at > '-infinity' AND started_at < 'infinity') THEN
+            PERFORM billing._invalid('an interval rule needs a finite started_at', format('got %s', started_at), 'leave the default, now()');
         END IF;
     ELSIF "interval" IS NOT NULL THEN
         PERFORM billing._invalid('a threshold rule takes no interval', format('got %s', "interval"), 'leave interval NULL');
@@ -5244,9 +5291,8 @@ BEGIN
             format('terminated at %s', sub.terminated_at), 'authorize usage of an active subscription');
     END IF;
     -- The locks first: the usage read below is then the one their holders committed.
-    SELECT sc.amount INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = sub.customer_id AND sc.subscription_id = sub.id FOR UPDATE;
-    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = sub.customer_id AND wl.status = 'active' ORDER BY wl.id FOR UPDATE;
-    has_wallets := FOUND;
+    cap := (billing._lock_spend_control(sub.customer_id, sub.id)).amount;
+    has_wallets := EXISTS (SELECT 1 FROM billing.wallets wl WHERE wl.customer_id = sub.customer_id AND wl.status = 'active');
     SELECT array_agg(u) INTO lines FROM billing.current_usage(external_subscription_id) u;
     SELECT c.currency INTO currency FROM billing.customers c WHERE c.id = sub.customer_id;
     FOR ch IN
@@ -5262,21 +5308,20 @@ BEGIN
         price := price + billing._price_rise(ch.price::billing.price, metric.rounding_function::text, metric.rounding_precision,
                                              ch.units, ch.units + quantity, false);
     END LOOP;
-    price := billing.round_money(price, currency);
+    -- Compared exactly (many small prices that round to 0 still add up); returned rounded.
     IF price = 0 THEN
         RETURN 0;
     END IF;
     IF cap IS NOT NULL THEN
         SELECT coalesce(sum(l.amount), 0) INTO spent FROM unnest(lines) l;
-        IF spent + price > cap THEN
-            PERFORM billing._raise('23514', format('subscription %s would spend %s %s of its %s %s cap this period',
-                                                   external_subscription_id, billing.round_money(spent + price, currency), currency, cap, currency),
-                format('spent %s, this usage %s (%s %s)', billing.round_money(spent, currency), price, quantity, code),
-                'raise the cap with billing.set_spend_cap, or wait for the next period');
+        IF billing.round_money(spent + price, currency) > cap THEN
+            PERFORM billing._over_cap(external_subscription_id, spent + price, cap, currency,
+                                      format('spent %s, this usage %s (%s %s)', billing.round_money(spent, currency), billing.round_money(price, currency), quantity, code));
         END IF;
     END IF;
     IF has_wallets THEN
-        SELECT array_agg(u.wallet_id), array_agg(u.usage_amount) INTO usage_wallets, usage_amounts FROM billing._ongoing_usage(sub.customer_id) u;
+        SELECT array_agg(u.wallet_id), array_agg(u.usage_amount) INTO usage_wallets, usage_amounts
+        FROM billing._ongoing_usage(sub.customer_id, sub.id, lines) u;
         available := 0;
         FOR w IN SELECT * FROM billing.wallets wl WHERE wl.customer_id = sub.customer_id AND wl.status = 'active' AND wl.currency = currency ORDER BY wl.id LOOP
             CONTINUE WHEN NOT billing._wallet_pays(w.applies_to_fee_types, w.applies_to_metric_ids, 'charge', metric.id);
@@ -5284,12 +5329,13 @@ BEGIN
                          - coalesce(usage_amounts[array_position(usage_wallets, w.id)], 0);
         END LOOP;
         IF price > available THEN
-            PERFORM billing._raise('23514', format('the prepaid balance of %s %s does not cover %s %s', available, currency, price, currency),
+            PERFORM billing._raise('23514', format('the prepaid balance of %s %s does not cover %s %s', available, currency,
+                                                   billing.round_money(price, currency), currency),
                 format('%s %s on subscription %s', quantity, code, external_subscription_id),
                 'top the customer''s wallet up with billing.top_up');
         END IF;
     END IF;
-    RETURN price;
+    RETURN billing.round_money(price, currency);
 END $$;
 
 -- Wallets whose balance differs from their settled ledger (the invariant: none).
@@ -5310,8 +5356,9 @@ END $$;
 
 REVOKE ALL ON FUNCTION billing._apply_to_balance(billing.wallet_transactions, numeric), billing._realtime(bigint, bigint), billing._refresh_realtime(bigint),
     billing._burn(billing.subscriptions, billing.customers, bigint, bigint, bigint, jsonb, timestamptz, numeric), billing._enforce_spend(bigint, bigint, numeric),
+    billing._lock_spend_control(bigint, bigint), billing._over_cap(text, numeric, numeric, text, text),
     billing._apply_burned_credits(billing.invoices), billing._wallet_transaction_immutable(), billing._wallet_balance_guard(),
-    billing._credits_worth(numeric, numeric, text), billing._ongoing_credits(numeric, numeric, numeric), billing._spendable(numeric, numeric, text), billing._credits_for(numeric, billing.wallets),
+    billing._credits_worth(numeric, numeric, text), billing._ongoing_credits(numeric, numeric, numeric), billing._spendable(numeric, numeric, text), billing._credits_for(numeric, numeric, numeric),
     billing._wallet_pays(billing.fee_type[], bigint[], billing.fee_type, bigint), billing._wallet_event(bigint, bigint), billing._wallet(text),
     billing._require_active(billing.wallets, text), billing._check_credits(text, numeric, boolean),
     billing._post(billing.wallets, billing.wallet_transaction_kind, billing.wallet_transaction_status, numeric, billing.wallet_top_up_source, bigint, numeric, text, jsonb),
@@ -5321,7 +5368,7 @@ REVOKE ALL ON FUNCTION billing._apply_to_balance(billing.wallet_transactions, nu
     billing._end_wallet(billing.wallets, billing.wallet_transaction_kind, timestamptz), billing.terminate_wallet(text),
     billing.deduct_credits(text, numeric, text, text),
     billing._take_from_lines(billing.wallets, billing.fee_type[], bigint[], numeric[], numeric),
-    billing._apply_prepaid_credits(billing.invoices), billing._prepaid_credits_paid(bigint, bigint), billing._void_wallet_transactions(billing.invoices), billing._ongoing_usage(bigint), billing._wallet_ongoing_usage(bigint, bigint),
+    billing._apply_prepaid_credits(billing.invoices), billing._prepaid_credits_paid(bigint, bigint), billing._void_wallet_transactions(billing.invoices), billing._ongoing_usage(bigint, bigint, billing.usage_line[]), billing._wallet_ongoing_usage(bigint, bigint),
     billing.wallet_balance(text), billing._check_threshold_rules(bigint), billing._fire_rule(bigint, bigint, numeric),
     billing.add_top_up_rule(text, text, text, numeric, numeric, text, timestamptz, numeric, numeric), billing.remove_top_up_rule(bigint),
     billing._last_interval_instant(billing.billing_interval, timestamptz, timestamptz), billing._announce_spend_caps(timestamptz),
@@ -5633,6 +5680,8 @@ COMMENT ON COLUMN billing.subscription_directory.realtime IS 'Whether ingestion 
 COMMENT ON FUNCTION billing._realtime(bigint, bigint) IS 'Private: whether a subscription''s spend is controlled in real time (a burn-down wallet of its customer, or its cap enforced at ingestion).';
 COMMENT ON FUNCTION billing._refresh_realtime(bigint) IS 'Private: keeps the directory''s realtime flag of a customer''s subscriptions in step.';
 COMMENT ON FUNCTION billing._burn(billing.subscriptions, billing.customers, bigint, bigint, bigint, jsonb, timestamptz, numeric) IS 'Private: real-time burn-down: takes an event''s price rise from the customer''s burn-down wallets that may pay the metric, by priority, into one consumed ledger row per wallet and day, recorded against the line; returns what it took.';
+COMMENT ON FUNCTION billing._lock_spend_control(bigint, bigint) IS 'Private: locks a subscription''s spend cap row and its customer''s active wallets (in id order) and returns the cap.';
+COMMENT ON FUNCTION billing._over_cap(text, numeric, numeric, text, text) IS 'Private: raises 23514, a subscription''s usage this period would pass its cap.';
 COMMENT ON FUNCTION billing._enforce_spend(bigint, bigint, numeric) IS 'Private: with the cap enforced at ingestion, 23514 when the period''s usage passes the cap, burn-down fell short, or the wallets do not cover the usage not yet invoiced; the cap and the wallets locked first.';
 COMMENT ON FUNCTION billing._apply_burned_credits(billing.invoices) IS 'Private: at finalization, what burn-down took for the usage a subscription invoice bills counts as paid, per fee up to the fee and what is left; the rest is restored to the wallets.';
 COMMENT ON FUNCTION billing._apply_to_balance(billing.wallet_transactions, numeric) IS 'Private: applies a settled ledger row (or what a burn-down day row grew by) to its wallet''s balance, counting the posting (23514 if it would overdraw it), and announces wallet.topped_up or wallet.depleted.';
@@ -5641,7 +5690,7 @@ COMMENT ON FUNCTION billing._wallet_balance_guard() IS 'Private: refuses a chang
 COMMENT ON FUNCTION billing._credits_worth(numeric, numeric, text) IS 'Private: credits'' worth in the wallet''s currency, half-up to whole minor units (1,034 credits at 0.001 are 1.03).';
 COMMENT ON FUNCTION billing._ongoing_credits(numeric, numeric, numeric) IS 'Private: a wallet''s ongoing balance in credits: its balance less the credits its share of usage not yet invoiced would take (never below 0).';
 COMMENT ON FUNCTION billing._spendable(numeric, numeric, text) IS 'Private: what a wallet can pay, its balance''s worth rounded down to whole minor units.';
-COMMENT ON FUNCTION billing._credits_for(numeric, billing.wallets) IS 'Private: the credits an amount of currency takes from a wallet (5 decimals, at most its balance).';
+COMMENT ON FUNCTION billing._credits_for(numeric, numeric, numeric) IS 'Private: the credits an amount of currency takes from a wallet (rounded up at the 25th decimal, at most its balance).';
 COMMENT ON FUNCTION billing._wallet_pays(billing.fee_type[], bigint[], billing.fee_type, bigint) IS 'Private: whether a wallet''s limits let it pay a fee of this type and metric.';
 COMMENT ON FUNCTION billing._wallet_event(bigint, bigint) IS 'Private: the payload of a wallet''s outbox events.';
 COMMENT ON FUNCTION billing._wallet(text) IS 'Private: the wallet with this external id, locked, or 23503.';
@@ -5660,7 +5709,7 @@ COMMENT ON FUNCTION billing._take_from_lines(billing.wallets, billing.fee_type[]
 COMMENT ON FUNCTION billing._apply_prepaid_credits(billing.invoices) IS 'Private: at finalization, the customer''s wallets pay what is left after credit notes, by priority, each within its limits and balance; one invoiced ledger row per wallet. Not on credit-purchase invoices.';
 COMMENT ON FUNCTION billing._prepaid_credits_paid(bigint, bigint) IS 'Private: the prepaid credits an invoice consumed, in currency, from the ledger.';
 COMMENT ON FUNCTION billing._void_wallet_transactions(billing.invoices) IS 'Private: what voiding an invoice does to wallets: consumed credits restored, purchased credits failed or taken back.';
-COMMENT ON FUNCTION billing._ongoing_usage(bigint) IS 'Private: what the customer''s usage not yet paid (open periods'' usage billed in arrears, draft invoices'' fees; before tax) would take from each active wallet, by priority and limits, each up to its balance.';
+COMMENT ON FUNCTION billing._ongoing_usage(bigint, bigint, billing.usage_line[]) IS 'Private: what the customer''s usage not yet paid (open periods'' usage billed in arrears less what burn-down took, draft invoices'' fees; before tax) would take from each active wallet, by priority and limits, each up to its balance, and (wallet NULL) what no wallet covers; a caller may give one subscription''s current usage it has.';
 COMMENT ON FUNCTION billing._wallet_ongoing_usage(bigint, bigint) IS 'Private: what the customer''s usage not yet paid would take from one wallet.';
 COMMENT ON FUNCTION billing.wallet_balance(text) IS 'A wallet''s balance now (credits and worth) and its ongoing balance: the balance less what the customer''s usage not yet invoiced would take from it. 23503 unknown wallet.';
 COMMENT ON FUNCTION billing._check_threshold_rules(bigint) IS 'Private: fires a customer''s armed threshold rules whose wallet''s ongoing balance is at or below the threshold, and arms again those above; returns how many fired.';

@@ -158,6 +158,7 @@ CREATE TABLE billing.burned_usage (
     PRIMARY KEY (customer_id, subscription_id, charge_id, charge_filter_id, grouped_by, period_from, wallet_id),
     FOREIGN KEY (customer_id, wallet_id) REFERENCES billing.wallets (customer_id, id)
 );
+CREATE INDEX burned_usage_by_invoice ON billing.burned_usage (customer_id, invoice_id) WHERE invoice_id IS NOT NULL;
 
 -- Applies a settled ledger row to its wallet's balance (23514, naming the balance, if an
 -- outbound row would overdraw it). Spending (an invoice, a deduction) that empties a wallet
@@ -246,10 +247,12 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT trunc(credits_balance * rate_amount, billing.currency_minor_units(currency))
 $$;
 
--- The credits an amount of currency takes from a wallet (at most its balance).
-CREATE FUNCTION billing._credits_for(amount numeric, w billing.wallets) RETURNS numeric
+-- The credits an amount of currency takes from a wallet.
+CREATE FUNCTION billing._credits_for(amount numeric, credits_balance numeric, rate_amount numeric) RETURNS numeric
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT least(w.credits_balance, trim_scale(round(amount / w.rate_amount, 5)))
+    -- Rounded up at the 25th decimal, so that the credits taken are worth at least the amount
+    -- (a rate such as 0.003 divides into endless decimals); never more than the balance.
+    SELECT least(credits_balance, trim_scale(ceil(round(amount, 30) / rate_amount * 1e25) * 1e-25))
 $$;
 
 -- Whether a wallet may pay a fee of this type and metric (its limits).
@@ -378,8 +381,9 @@ BEGIN
 END $$;
 
 -- Settles (or fails) the purchased credits of a credit-purchase invoice: at finalization,
--- unless the wallet waits for the payment; on a successful payment; failed on a failed
--- payment or a voided invoice.
+-- unless the wallet waits for the payment; on a successful payment (a failed payment leaves
+-- them pending: a retried one settles them); failed by a voided invoice, or when their
+-- wallet ended before they settled.
 CREATE FUNCTION billing._settle_purchase(inv billing.invoices) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -391,12 +395,12 @@ BEGIN
     END IF;
     FOR settled IN
     UPDATE billing.wallet_transactions t
-    SET status = CASE WHEN inv.status = 'voided' OR inv.payment_status = 'failed' THEN 'failed' ELSE 'settled' END::billing.wallet_transaction_status,
-        settled_at = CASE WHEN inv.status = 'voided' OR inv.payment_status = 'failed' THEN NULL ELSE now() END
+    SET status = CASE WHEN inv.status = 'voided' OR w.status = 'terminated' THEN 'failed' ELSE 'settled' END::billing.wallet_transaction_status,
+        settled_at = CASE WHEN inv.status = 'voided' OR w.status = 'terminated' THEN NULL ELSE now() END
     FROM billing.wallets w
     WHERE t.customer_id = inv.customer_id AND t.invoice_id = inv.id AND t.transaction_status = 'purchased' AND t.status = 'pending'
       AND w.customer_id = t.customer_id AND w.id = t.wallet_id
-      AND (inv.status = 'voided' OR inv.payment_status <> 'pending' OR NOT w.invoice_requires_successful_payment)
+      AND (inv.status = 'voided' OR inv.payment_status = 'succeeded' OR NOT w.invoice_requires_successful_payment)
     RETURNING t.*
     LOOP
         IF settled.status = 'settled' THEN
@@ -449,16 +453,17 @@ DECLARE
     day date := (now() AT TIME ZONE cust.timezone)::date;
     posted billing.wallet_transactions;
 BEGIN
+    -- Locked in id order, as every lock of a customer's wallets is taken, then read by priority.
+    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = sub.customer_id AND wl.burn_down AND wl.status = 'active' ORDER BY wl.id FOR UPDATE;
     FOR w IN
         SELECT * FROM billing.wallets wl
         WHERE wl.customer_id = sub.customer_id AND wl.burn_down AND wl.status = 'active' AND wl.currency = cust.currency
           AND (wl.expiration_at IS NULL OR wl.expiration_at > now())
         ORDER BY wl.priority, wl.created_at, wl.id
-        FOR UPDATE
     LOOP
         EXIT WHEN left_to_take <= 0;
         CONTINUE WHEN w.credits_balance <= 0 OR NOT billing._wallet_pays(w.applies_to_fee_types, w.applies_to_metric_ids, 'charge', metric_id);
-        credits := least(w.credits_balance, trim_scale(round(left_to_take / w.rate_amount, 10)));
+        credits := billing._credits_for(left_to_take, w.credits_balance, w.rate_amount);
         taken := least(left_to_take, credits * w.rate_amount);
         INSERT INTO billing.wallet_transactions AS t (customer_id, wallet_id, transaction_type, transaction_status, status, credits, amount,
                                                       idempotency_key, reason, settled_at)
@@ -477,6 +482,28 @@ BEGIN
     RETURN amount - left_to_take;
 END $$;
 
+-- Locks a subscription's spend cap row and its customer's active wallets (in id order), the
+-- order every spend check takes them in; returns the cap (none: NULL).
+CREATE FUNCTION billing._lock_spend_control(customer_id bigint, subscription_id bigint) RETURNS billing.spend_caps
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    cap billing.spend_caps;
+BEGIN
+    SELECT * INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = customer_id AND sc.subscription_id = subscription_id FOR UPDATE;
+    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = customer_id AND wl.status = 'active' ORDER BY wl.id FOR UPDATE;
+    RETURN cap;
+END $$;
+
+-- Raises 23514: a subscription's usage this period would pass its cap.
+CREATE FUNCTION billing._over_cap(external_subscription_id text, spent numeric, cap numeric, currency text, detail text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM billing._raise('23514', format('subscription %s would spend %s %s of its %s %s cap this period', external_subscription_id,
+                                           billing.round_money(spent, currency), currency, cap, currency),
+        detail, 'raise the cap with billing.set_spend_cap, or wait for the next period');
+END $$;
+
 -- Ingestion refusing what a subscription's spend control forbids (its cap enforced at
 -- ingestion): after its events were stored and priced, 23514 (the whole call fails) when
 -- its usage this period passes the cap, when burn-down could not take an event's price
@@ -493,18 +520,16 @@ DECLARE
     uncovered numeric;
     currency text;
 BEGIN
-    SELECT * INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = customer_id AND sc.subscription_id = subscription_id FOR UPDATE;
-    IF NOT coalesce(cap.enforce_on_ingestion, false) THEN
+    IF NOT EXISTS (SELECT 1 FROM billing.spend_caps sc
+                   WHERE sc.customer_id = customer_id AND sc.subscription_id = subscription_id AND sc.enforce_on_ingestion) THEN
         RETURN;
     END IF;
-    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = customer_id AND wl.status = 'active' ORDER BY wl.id FOR UPDATE;
+    SELECT * INTO cap FROM billing._lock_spend_control(customer_id, subscription_id);
     SELECT * INTO sub FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.id = subscription_id;
     SELECT c.currency INTO currency FROM billing.customers c WHERE c.id = customer_id;
     SELECT coalesce(sum(u.amount), 0) INTO spent FROM billing.current_usage(sub.external_id) u;
     IF spent > cap.amount THEN
-        PERFORM billing._raise('23514', format('subscription %s would spend %s %s of its %s %s cap this period', sub.external_id,
-                                               billing.round_money(spent, currency), currency, cap.amount, currency),
-            'its cap is enforced at ingestion: the events were refused', 'raise the cap with billing.set_spend_cap, or wait for the next period');
+        PERFORM billing._over_cap(sub.external_id, spent, cap.amount, currency, 'its cap is enforced at ingestion: the events were refused');
     END IF;
     IF short > 0 THEN
         PERFORM billing._raise('23514', format('the burn-down wallets of subscription %s''s customer do not cover %s %s of its events',
@@ -559,6 +584,11 @@ BEGIN
            OR jsonb_typeof(coalesce(applies_to -> 'billable_metric_codes', '[]')) <> 'array' THEN
             PERFORM billing._invalid('applies_to must be {"fee_types": [...], "billable_metric_codes": [...]}', format('got %s', applies_to),
                 'write {"billable_metric_codes": ["tokens"]} or {"fee_types": ["charge"]}');
+        END IF;
+        IF jsonb_array_length(coalesce(applies_to -> 'fee_types', '[0]')) = 0
+           OR jsonb_array_length(coalesce(applies_to -> 'billable_metric_codes', '[0]')) = 0 THEN
+            PERFORM billing._invalid('applies_to lists at least one fee type or metric in each list it gives', format('got %s', applies_to),
+                'leave applies_to NULL for a wallet that pays everything');
         END IF;
         IF applies_to ? 'fee_types' THEN
             PERFORM billing._check_label('fee type', t, enum_range(NULL::billing.fee_type)::text[])
@@ -688,6 +718,10 @@ BEGIN
         PERFORM billing._invalid('a deduction needs an idempotency key', 'got an empty key',
             'give the id of the request the credits pay for, so that a retry deducts nothing again');
     END IF;
+    IF idempotency_key LIKE 'pg_billing burn-down %' THEN
+        PERFORM billing._invalid('idempotency keys starting with "pg_billing burn-down " are reserved', format('got %s', idempotency_key),
+            'use the id of the request the credits pay for');
+    END IF;
     SELECT * INTO entry FROM billing.wallet_directory d WHERE d.external_id = wallet;
     IF NOT FOUND THEN
         PERFORM billing._unknown('wallet', wallet, 'create it with billing.create_wallet');
@@ -785,8 +819,10 @@ BEGIN
           AND b.period_from >= inv.charges_from AND b.period_from <= inv.charges_to
         ORDER BY fe.id, b.wallet_id
     LOOP
-        IF burned.fee_id IS DISTINCT FROM last_fee THEN
-            fee_left := coalesce(burned.fee_net, 0);
+        IF burned.fee_id IS NULL THEN
+            fee_left := 0;
+        ELSIF burned.fee_id IS DISTINCT FROM last_fee THEN
+            fee_left := burned.fee_net;
             last_fee := burned.fee_id;
         END IF;
         applied := greatest(least(trunc(burned.amount, billing.currency_minor_units(inv.currency)), fee_left, left_to_pay), 0);
@@ -837,6 +873,11 @@ BEGIN
     FROM (SELECT fe.id, fe.fee_type, ch.billable_metric_id AS metric_id,
                  fe.amount - fe.progressive_credit_amount - fe.precise_coupons_amount
                  + coalesce((SELECT sum(ft.precise_amount) FROM billing.fee_taxes ft WHERE ft.customer_id = fe.customer_id AND ft.fee_id = fe.id), 0)
+                 -- What burn-down paid of the fee is paid.
+                 - coalesce((SELECT sum(b.applied_amount) FROM billing.burned_usage b
+                             WHERE b.customer_id = fe.customer_id AND b.invoice_id = fe.invoice_id AND b.charge_id = fe.charge_id
+                               AND b.charge_filter_id = coalesce(fe.charge_filter_id, 0) AND b.grouped_by = coalesce(fe.grouped_by, '{}'::jsonb)
+                               AND b.period_from = fe.from_datetime), 0)
                  AS amount_left
           FROM billing.fees fe LEFT JOIN billing.charges ch ON ch.id = fe.charge_id
           WHERE fe.customer_id = inv.customer_id AND fe.invoice_id = inv.id AND fe.invoiceable) f;
@@ -850,7 +891,7 @@ BEGIN
         SELECT t.line_left, t.taken INTO line_left, pay FROM billing._take_from_lines(w, line_types, line_metrics, line_left,
                                                                                       least(left_to_pay, billing._spendable(w.credits_balance, w.rate_amount, w.currency))) t;
         CONTINUE WHEN pay <= 0;
-        PERFORM billing._post(w, 'invoiced', 'settled', billing._credits_for(pay, w), invoice_id => inv.id, amount => pay);
+        PERFORM billing._post(w, 'invoiced', 'settled', billing._credits_for(pay, w.credits_balance, w.rate_amount), invoice_id => inv.id, amount => pay);
         left_to_pay := left_to_pay - pay;
         paid_any := true;
     END LOOP;
@@ -920,8 +961,8 @@ END $$;
 -- current usage of its subscriptions' open periods (charges billed in arrears, less what
 -- burn-down took for it) and the fees of its draft invoices, each line taken by priority
 -- from the wallets that may pay it, each wallet up to its balance's worth. Amounts before
--- tax.
-CREATE FUNCTION billing._ongoing_usage(customer_id bigint)
+-- tax. A caller that has one subscription's current usage already gives it.
+CREATE FUNCTION billing._ongoing_usage(customer_id bigint, known_subscription_id bigint DEFAULT NULL, known_lines billing.usage_line[] DEFAULT NULL)
 RETURNS TABLE (wallet_id bigint, usage_amount numeric)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -929,6 +970,7 @@ DECLARE
     w billing.wallets;
     active_wallets billing.wallets[] := '{}';
     sub record;
+    lines billing.usage_line[];
     line_types billing.fee_type[];
     line_metrics bigint[];
     line_left numeric[];
@@ -952,6 +994,11 @@ BEGIN
         SELECT array_agg(b.charge_id), array_agg(b.charge_filter_id), array_agg(b.grouped_by), array_agg(b.period_from), array_agg(b.amount)
         INTO burned_charges, burned_filters, burned_groups, burned_periods, burned_amounts
         FROM billing.burned_usage b WHERE b.customer_id = customer_id AND b.subscription_id = sub.id AND b.invoice_id IS NULL;
+        IF sub.id = known_subscription_id THEN
+            lines := known_lines;
+        ELSE
+            SELECT array_agg(u) INTO lines FROM billing.current_usage(sub.external_id) u;
+        END IF;
         SELECT coalesce(line_types, '{}') || coalesce(array_agg('charge'::billing.fee_type), '{}'),
                coalesce(line_metrics, '{}') || coalesce(array_agg(ch.billable_metric_id), '{}'),
                coalesce(line_left, '{}') || coalesce(array_agg(u.unpaid), '{}')
@@ -960,7 +1007,7 @@ BEGIN
                                                               x(charge_id, filter_id, grouped_by, period_from, amount)
                                                        WHERE x.charge_id = u.charge_id AND x.filter_id = coalesce(u.filter_id, 0)
                                                          AND x.grouped_by = u.grouped_by AND x.period_from = u.from_datetime), 0) AS unpaid
-              FROM billing.current_usage(sub.external_id) u) u
+              FROM unnest(lines) u) u
         JOIN billing.charges ch ON ch.id = u.charge_id
         WHERE NOT ch.pay_in_advance AND ch.invoiceable AND u.unpaid > 0;
     END LOOP;
@@ -1101,8 +1148,8 @@ BEGIN
     PERFORM billing._check_credits('granted_credits', granted_credits, true);
     IF trigger = 'interval' THEN
         PERFORM billing._check_label('interval', "interval", enum_range(NULL::billing.billing_interval)::text[]);
-        IF started_at IS NULL THEN
-            PERFORM billing._invalid('an interval rule needs started_at', 'got NULL', 'leave the default, now()');
+        IF NOT (started_at > '-infinity' AND started_at < 'infinity') THEN
+            PERFORM billing._invalid('an interval rule needs a finite started_at', format('got %s', started_at), 'leave the default, now()');
         END IF;
     ELSIF "interval" IS NOT NULL THEN
         PERFORM billing._invalid('a threshold rule takes no interval', format('got %s', "interval"), 'leave interval NULL');
@@ -1292,9 +1339,8 @@ BEGIN
             format('terminated at %s', sub.terminated_at), 'authorize usage of an active subscription');
     END IF;
     -- The locks first: the usage read below is then the one their holders committed.
-    SELECT sc.amount INTO cap FROM billing.spend_caps sc WHERE sc.customer_id = sub.customer_id AND sc.subscription_id = sub.id FOR UPDATE;
-    PERFORM 1 FROM billing.wallets wl WHERE wl.customer_id = sub.customer_id AND wl.status = 'active' ORDER BY wl.id FOR UPDATE;
-    has_wallets := FOUND;
+    cap := (billing._lock_spend_control(sub.customer_id, sub.id)).amount;
+    has_wallets := EXISTS (SELECT 1 FROM billing.wallets wl WHERE wl.customer_id = sub.customer_id AND wl.status = 'active');
     SELECT array_agg(u) INTO lines FROM billing.current_usage(external_subscription_id) u;
     SELECT c.currency INTO currency FROM billing.customers c WHERE c.id = sub.customer_id;
     FOR ch IN
@@ -1310,21 +1356,20 @@ BEGIN
         price := price + billing._price_rise(ch.price::billing.price, metric.rounding_function::text, metric.rounding_precision,
                                              ch.units, ch.units + quantity, false);
     END LOOP;
-    price := billing.round_money(price, currency);
+    -- Compared exactly (many small prices that round to 0 still add up); returned rounded.
     IF price = 0 THEN
         RETURN 0;
     END IF;
     IF cap IS NOT NULL THEN
         SELECT coalesce(sum(l.amount), 0) INTO spent FROM unnest(lines) l;
-        IF spent + price > cap THEN
-            PERFORM billing._raise('23514', format('subscription %s would spend %s %s of its %s %s cap this period',
-                                                   external_subscription_id, billing.round_money(spent + price, currency), currency, cap, currency),
-                format('spent %s, this usage %s (%s %s)', billing.round_money(spent, currency), price, quantity, code),
-                'raise the cap with billing.set_spend_cap, or wait for the next period');
+        IF billing.round_money(spent + price, currency) > cap THEN
+            PERFORM billing._over_cap(external_subscription_id, spent + price, cap, currency,
+                                      format('spent %s, this usage %s (%s %s)', billing.round_money(spent, currency), billing.round_money(price, currency), quantity, code));
         END IF;
     END IF;
     IF has_wallets THEN
-        SELECT array_agg(u.wallet_id), array_agg(u.usage_amount) INTO usage_wallets, usage_amounts FROM billing._ongoing_usage(sub.customer_id) u;
+        SELECT array_agg(u.wallet_id), array_agg(u.usage_amount) INTO usage_wallets, usage_amounts
+        FROM billing._ongoing_usage(sub.customer_id, sub.id, lines) u;
         available := 0;
         FOR w IN SELECT * FROM billing.wallets wl WHERE wl.customer_id = sub.customer_id AND wl.status = 'active' AND wl.currency = currency ORDER BY wl.id LOOP
             CONTINUE WHEN NOT billing._wallet_pays(w.applies_to_fee_types, w.applies_to_metric_ids, 'charge', metric.id);
@@ -1332,12 +1377,13 @@ BEGIN
                          - coalesce(usage_amounts[array_position(usage_wallets, w.id)], 0);
         END LOOP;
         IF price > available THEN
-            PERFORM billing._raise('23514', format('the prepaid balance of %s %s does not cover %s %s', available, currency, price, currency),
+            PERFORM billing._raise('23514', format('the prepaid balance of %s %s does not cover %s %s', available, currency,
+                                                   billing.round_money(price, currency), currency),
                 format('%s %s on subscription %s', quantity, code, external_subscription_id),
                 'top the customer''s wallet up with billing.top_up');
         END IF;
     END IF;
-    RETURN price;
+    RETURN billing.round_money(price, currency);
 END $$;
 
 -- Wallets whose balance differs from their settled ledger (the invariant: none).
@@ -1358,8 +1404,9 @@ END $$;
 
 REVOKE ALL ON FUNCTION billing._apply_to_balance(billing.wallet_transactions, numeric), billing._realtime(bigint, bigint), billing._refresh_realtime(bigint),
     billing._burn(billing.subscriptions, billing.customers, bigint, bigint, bigint, jsonb, timestamptz, numeric), billing._enforce_spend(bigint, bigint, numeric),
+    billing._lock_spend_control(bigint, bigint), billing._over_cap(text, numeric, numeric, text, text),
     billing._apply_burned_credits(billing.invoices), billing._wallet_transaction_immutable(), billing._wallet_balance_guard(),
-    billing._credits_worth(numeric, numeric, text), billing._ongoing_credits(numeric, numeric, numeric), billing._spendable(numeric, numeric, text), billing._credits_for(numeric, billing.wallets),
+    billing._credits_worth(numeric, numeric, text), billing._ongoing_credits(numeric, numeric, numeric), billing._spendable(numeric, numeric, text), billing._credits_for(numeric, numeric, numeric),
     billing._wallet_pays(billing.fee_type[], bigint[], billing.fee_type, bigint), billing._wallet_event(bigint, bigint), billing._wallet(text),
     billing._require_active(billing.wallets, text), billing._check_credits(text, numeric, boolean),
     billing._post(billing.wallets, billing.wallet_transaction_kind, billing.wallet_transaction_status, numeric, billing.wallet_top_up_source, bigint, numeric, text, jsonb),
@@ -1369,7 +1416,7 @@ REVOKE ALL ON FUNCTION billing._apply_to_balance(billing.wallet_transactions, nu
     billing._end_wallet(billing.wallets, billing.wallet_transaction_kind, timestamptz), billing.terminate_wallet(text),
     billing.deduct_credits(text, numeric, text, text),
     billing._take_from_lines(billing.wallets, billing.fee_type[], bigint[], numeric[], numeric),
-    billing._apply_prepaid_credits(billing.invoices), billing._prepaid_credits_paid(bigint, bigint), billing._void_wallet_transactions(billing.invoices), billing._ongoing_usage(bigint), billing._wallet_ongoing_usage(bigint, bigint),
+    billing._apply_prepaid_credits(billing.invoices), billing._prepaid_credits_paid(bigint, bigint), billing._void_wallet_transactions(billing.invoices), billing._ongoing_usage(bigint, bigint, billing.usage_line[]), billing._wallet_ongoing_usage(bigint, bigint),
     billing.wallet_balance(text), billing._check_threshold_rules(bigint), billing._fire_rule(bigint, bigint, numeric),
     billing.add_top_up_rule(text, text, text, numeric, numeric, text, timestamptz, numeric, numeric), billing.remove_top_up_rule(bigint),
     billing._last_interval_instant(billing.billing_interval, timestamptz, timestamptz), billing._announce_spend_caps(timestamptz),

@@ -107,5 +107,32 @@ SELECT billing.ingest_event('fox-s', 'tokens', 'f-2', date_trunc('month', now())
 SELECT status FROM billing.terminate_wallet('delta/live');
 SELECT realtime FROM billing.subscription_directory WHERE external_id = 'delta-s';
 
+-- A burn-down wallet limited to tokens pays the tokens it burned (5,000 tokens: 10.00), not
+-- the plan's 10.00 base fee: 20.00 billed, 10.00 prepaid, 10.00 due.
+SELECT version FROM billing.create_plan('ai-base', 'AI with a base fee', 'monthly', 10, 'EUR', '[
+  {"billable_metric_code": "tokens", "charge_model": "standard", "properties": {"amount": "0.002"}}]');
+SELECT external_id FROM billing.create_customer('golf', 'Golf', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('golf-s', 'golf', 'ai-base', date_trunc('month', now()));
+SELECT external_id FROM billing.create_wallet('golf', 'tokens', 0.01, burn_down => true, granted_credits => 100000,
+                                              applies_to => '{"billable_metric_codes": ["tokens"]}');
+SELECT billing.ingest_event('golf-s', 'tokens', 'g-1', date_trunc('month', now()), '{"tokens": 5000}');
+SELECT fees_amount, prepaid_credit_amount, total_amount
+FROM billing.bill_subscription('golf-s', date_trunc('month', now()) + interval '1 month 5 minutes');
+SELECT * FROM balance WHERE wallet = 'golf/tokens';
+-- A rate with endless decimals (0.003): a token (0.002) takes 0.6666...67 credits, rounded
+-- up at the 25th decimal so they are worth at least the price; enforced, nothing is short.
+SELECT external_id FROM billing.create_customer('hotel', 'Hotel', 'EUR', 'UTC');
+SELECT status FROM billing.create_subscription('hotel-s', 'hotel', 'ai', date_trunc('month', now()));
+SELECT external_id FROM billing.create_wallet('hotel', 'live', 0.003, burn_down => true, granted_credits => 100000);
+SELECT enforce_on_ingestion FROM billing.set_spend_cap('hotel-s', NULL, enforce_on_ingestion => true);
+SELECT billing.ingest_event('hotel-s', 'tokens', 'h-1', date_trunc('month', now()), '{"tokens": 1}');
+SELECT credits, amount FROM billing.burned_usage b JOIN billing.subscriptions s ON s.customer_id = b.customer_id AND s.id = b.subscription_id
+WHERE s.external_id = 'hotel-s';
+-- authorize compares exact amounts: 2.00 spent of a 2.00 cap, 4 more tokens (0.008) would
+-- bill 2.01: refused, though their price rounds to 0.01.
+SELECT amount FROM billing.set_spend_cap('hotel-s', 2, enforce_on_ingestion => false);
+SELECT billing.ingest_event('hotel-s', 'tokens', 'h-2', date_trunc('month', now()), '{"tokens": 999}');
+SELECT billing.authorize('hotel-s', 'tokens', 4);
+
 -- The invariants of every finalized invoice and every wallet (tests/pg_regress/invariant.sql).
 \i tests/pg_regress/invariant.sql

@@ -138,14 +138,16 @@ SELECT kind, credits FROM ledger WHERE wallet = 'gamma/promo' ORDER BY kind;
 SELECT wallet, status, credits_balance FROM balances WHERE wallet = 'gamma/promo';
 SELECT type FROM billing.outbox WHERE type = 'wallet.expired';
 
--- Purchases that wait for payment: pending (no balance) until paid; a failed payment fails
--- them.
+-- Purchases that wait for payment: pending (no balance) until paid; a failed payment leaves
+-- them pending (a retried payment settles them), a voided invoice fails them.
 SELECT external_id FROM billing.create_wallet('gamma', 'strict', invoice_requires_successful_payment => true);
 SELECT status, credits FROM billing.top_up('gamma/strict', 40);
 SELECT credits_balance FROM balances WHERE wallet = 'gamma/strict';
 SELECT payment_status FROM billing.set_payment_status((SELECT max(invoice_id) FROM billing_bi.invoices WHERE customer_external_id = 'gamma'), 'succeeded');
 SELECT status, credits FROM billing.top_up('gamma/strict', 15);
 SELECT payment_status FROM billing.set_payment_status((SELECT max(invoice_id) FROM billing_bi.invoices WHERE customer_external_id = 'gamma'), 'failed');
+SELECT kind, status, credits FROM ledger WHERE wallet = 'gamma/strict' ORDER BY credits;
+SELECT status FROM billing.void_invoice((SELECT max(invoice_id) FROM billing_bi.invoices WHERE customer_external_id = 'gamma'));
 SELECT kind, status, credits FROM ledger WHERE wallet = 'gamma/strict' ORDER BY credits;
 SELECT credits_balance FROM balances WHERE wallet = 'gamma/strict';
 
@@ -167,6 +169,9 @@ SELECT billing.top_up('gamma/capped', 500);
 SELECT billing.top_up('beta/milli', 0.4);
 SELECT billing.add_top_up_rule('gamma/main', 'threshold', paid_credits => 10);
 SELECT billing.add_top_up_rule('gamma/main', 'interval', granted_credits => 10, "interval" => 'daily');
+SELECT billing.add_top_up_rule('gamma/main', 'interval', granted_credits => 10, "interval" => 'monthly', started_at => 'infinity');
+SELECT billing.create_wallet('gamma', 'empty', applies_to => '{"fee_types": []}');
+SELECT billing.deduct_credits('gamma/main', 1, 'pg_billing burn-down 2026-01-01');
 SELECT billing.authorize('acme-s', 'nope', 1);
 SELECT billing.authorize('acme-s', 'tokens', -1);
 SELECT billing.set_spend_cap('acme-s', 1.005);
