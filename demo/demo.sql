@@ -225,10 +225,10 @@ SELECT version, amount FROM billing.create_plan('ai-scale', 'AI Scale', 'monthly
 SELECT kind, effective_at FROM billing.change_plan('growth-ai-main', 'ai-scale', :'billing_time'::timestamptz + interval '9 days');
 SELECT subscription_external_id, kind, from_plan_code, to_plan_code, status FROM billing_bi.plan_changes;
 
-\echo '== Prompt Labs'' month: 99.00 platform fee + 60.00 of tokens; the tokens were burned down, the wallet pays 30.00 more'
+\echo '== Prompt Labs'' month: 99.00 platform fee + 60.00 of tokens. The tokens were burned down; the fee on the draft took the'
+\echo '   ongoing balance to 0, so the billing run''s top-up rule bought 50,000 credits; the wallet pays 80.00 of the fee'
 SELECT invoice_id AS prompt_draft FROM billing_bi.draft_invoices WHERE subscription_external_id = 'prompt-labs-main' \gset
 SELECT number, fees_amount, prepaid_credit_amount, total_amount FROM billing.finalize_invoice(:prompt_draft);
--- Emptied by the invoice, the wallet is topped up again by its rule (another credit purchase).
 SELECT transaction_status, source, credits, amount, coalesce(invoice_number, '') AS invoice FROM billing_bi.wallet_transactions
 WHERE wallet_external_id = 'prompt-labs/bundle' AND transaction_status <> 'consumed' ORDER BY transaction_id;
 SELECT invoice_type, number, total_amount, payment_status FROM billing_bi.invoices WHERE customer_external_id = 'prompt-labs' ORDER BY invoice_id;
