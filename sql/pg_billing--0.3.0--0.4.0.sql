@@ -4341,6 +4341,9 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     settled billing.wallet_transactions;
+    -- (A variable, not now() in the CASE: Citus evaluates no volatile function in a CASE of
+    -- a statement on its shards.)
+    settled_now timestamptz := now();
 BEGIN
     IF inv.invoice_type <> 'credit' THEN
         RETURN;
@@ -4348,7 +4351,7 @@ BEGIN
     FOR settled IN
     UPDATE billing.wallet_transactions t
     SET status = CASE WHEN inv.status = 'voided' OR w.status = 'terminated' THEN 'failed' ELSE 'settled' END::billing.wallet_transaction_status,
-        settled_at = CASE WHEN inv.status = 'voided' OR w.status = 'terminated' THEN NULL ELSE now() END
+        settled_at = CASE WHEN inv.status = 'voided' OR w.status = 'terminated' THEN NULL ELSE settled_now END
     FROM billing.wallets w
     WHERE t.customer_id = inv.customer_id AND t.invoice_id = inv.id AND t.transaction_status = 'purchased' AND t.status = 'pending'
       AND w.customer_id = t.customer_id AND w.id = t.wallet_id
@@ -4934,12 +4937,19 @@ DECLARE
     taken numeric;
     uncovered numeric := 0;
 BEGIN
-    SELECT array_agg(fe.fee_type), array_agg(ch.billable_metric_id), array_agg(fe.amount)
+    SELECT array_agg(f.fee_type), array_agg(f.metric_id), array_agg(f.unpaid)
     INTO line_types, line_metrics, line_left
-    FROM billing.invoices i
-    JOIN billing.fees fe ON fe.customer_id = i.customer_id AND fe.invoice_id = i.id AND fe.invoiceable
-    LEFT JOIN billing.charges ch ON ch.id = fe.charge_id
-    WHERE i.customer_id = customer_id AND i.status = 'draft' AND i.invoice_type <> 'credit' AND fe.amount > 0;
+    FROM (SELECT fe.fee_type, ch.billable_metric_id AS metric_id,
+                 fe.amount - coalesce((SELECT sum(b.amount) FROM billing.burned_usage b
+                                       WHERE b.customer_id = fe.customer_id AND b.subscription_id = fe.subscription_id AND b.invoice_id IS NULL
+                                         AND b.charge_id = fe.charge_id AND b.charge_filter_id = coalesce(fe.charge_filter_id, 0)
+                                         AND b.grouped_by = coalesce(fe.grouped_by, '{}'::jsonb) AND b.period_from = fe.from_datetime
+                                         AND fe.fee_type = 'charge'), 0) AS unpaid
+          FROM billing.invoices i
+          JOIN billing.fees fe ON fe.customer_id = i.customer_id AND fe.invoice_id = i.id AND fe.invoiceable
+          LEFT JOIN billing.charges ch ON ch.id = fe.charge_id
+          WHERE i.customer_id = customer_id AND i.status = 'draft' AND i.invoice_type <> 'credit') f
+    WHERE f.unpaid > 0;
     -- (Each subscription's usage on its own: on Citus, current usage reads the customer's
     -- shards and cannot run inside a query over them.) Usage already burned down is paid.
     FOR sub IN SELECT s.id, s.external_id FROM billing.subscriptions s WHERE s.customer_id = customer_id AND s.status = 'active' ORDER BY s.id LOOP

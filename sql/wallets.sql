@@ -389,6 +389,9 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     settled billing.wallet_transactions;
+    -- (A variable, not now() in the CASE: Citus evaluates no volatile function in a CASE of
+    -- a statement on its shards.)
+    settled_now timestamptz := now();
 BEGIN
     IF inv.invoice_type <> 'credit' THEN
         RETURN;
@@ -396,7 +399,7 @@ BEGIN
     FOR settled IN
     UPDATE billing.wallet_transactions t
     SET status = CASE WHEN inv.status = 'voided' OR w.status = 'terminated' THEN 'failed' ELSE 'settled' END::billing.wallet_transaction_status,
-        settled_at = CASE WHEN inv.status = 'voided' OR w.status = 'terminated' THEN NULL ELSE now() END
+        settled_at = CASE WHEN inv.status = 'voided' OR w.status = 'terminated' THEN NULL ELSE settled_now END
     FROM billing.wallets w
     WHERE t.customer_id = inv.customer_id AND t.invoice_id = inv.id AND t.transaction_status = 'purchased' AND t.status = 'pending'
       AND w.customer_id = t.customer_id AND w.id = t.wallet_id
