@@ -4742,6 +4742,20 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Gives credits back to a wallet (a restored row), unless it ended meanwhile.
+CREATE FUNCTION billing._restore(customer_id bigint, wallet_id bigint, credits numeric, amount numeric, invoice_id bigint, reason text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    w billing.wallets;
+BEGIN
+    SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = customer_id AND wl.id = wallet_id FOR UPDATE;
+    IF w.status = 'active' THEN
+        PERFORM billing._post(w, 'restored', 'settled', credits, invoice_id => invoice_id, amount => amount, reason => reason);
+    END IF;
+END $$;
+
 -- What burn-down took for the usage a finalizing subscription invoice bills counts as paid
 -- (before the wallets pay the rest): for each of its usage fees, up to the fee (less its
 -- progressive-billing credit and coupon share), in whole minor units, and up to what is left
@@ -4752,7 +4766,6 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     burned record;
-    w billing.wallets;
     left_to_pay numeric;
     fee_left numeric;
     last_fee bigint;
@@ -4789,11 +4802,9 @@ BEGIN
           AND b.wallet_id = burned.wallet_id;
         applied_any := applied_any OR applied > 0;
         CONTINUE WHEN burned.amount <= applied;
-        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = inv.customer_id AND wl.id = burned.wallet_id FOR UPDATE;
-        CONTINUE WHEN w.status = 'terminated';
-        PERFORM billing._post(w, 'restored', 'settled', trim_scale(round(burned.credits * (burned.amount - applied) / burned.amount, 10)),
-                              invoice_id => inv.id, amount => billing.round_money(burned.amount - applied, inv.currency),
-                              reason => format('burned down beyond what invoice %s bills', inv.id));
+        PERFORM billing._restore(inv.customer_id, burned.wallet_id, trim_scale(round(burned.credits * (burned.amount - applied) / burned.amount, 10)),
+                                 billing.round_money(burned.amount - applied, inv.currency), inv.id,
+                                 format('burned down beyond what invoice %s bills', inv.id));
     END LOOP;
     RETURN applied_any;
 END $$;
@@ -4895,20 +4906,15 @@ BEGIN
         FROM billing.burned_usage b WHERE b.customer_id = inv.customer_id AND b.invoice_id = inv.id AND b.applied_amount > 0
         GROUP BY 1 ORDER BY 1
     LOOP
-        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = inv.customer_id AND wl.id = burned.wallet_id FOR UPDATE;
-        CONTINUE WHEN w.status = 'terminated';
-        PERFORM billing._post(w, 'restored', 'settled', trim_scale(round(burned.credits, 10)), invoice_id => inv.id, amount => burned.amount,
-                              reason => format('invoice %s voided', inv.number));
+        PERFORM billing._restore(inv.customer_id, burned.wallet_id, trim_scale(round(burned.credits, 10)), burned.amount, inv.id,
+                                 format('invoice %s voided', inv.number));
     END LOOP;
     FOR consumed IN
         SELECT * FROM billing.wallet_transactions t
         WHERE t.customer_id = inv.customer_id AND t.invoice_id = inv.id AND t.transaction_status = 'invoiced' AND t.status = 'settled'
         ORDER BY t.id
     LOOP
-        SELECT * INTO w FROM billing.wallets wl WHERE wl.customer_id = consumed.customer_id AND wl.id = consumed.wallet_id FOR UPDATE;
-        CONTINUE WHEN w.status = 'terminated';
-        PERFORM billing._post(w, 'restored', 'settled', consumed.credits, invoice_id => inv.id, amount => consumed.amount,
-                              reason => format('invoice %s voided', inv.number));
+        PERFORM billing._restore(inv.customer_id, consumed.wallet_id, consumed.credits, consumed.amount, inv.id, format('invoice %s voided', inv.number));
     END LOOP;
 END $$;
 
@@ -5367,7 +5373,7 @@ END $$;
 REVOKE ALL ON FUNCTION billing._apply_to_balance(billing.wallet_transactions, numeric), billing._realtime(bigint, bigint), billing._refresh_realtime(bigint),
     billing._burn(billing.subscriptions, billing.customers, bigint, bigint, bigint, jsonb, timestamptz, numeric), billing._enforce_spend(bigint, bigint, numeric),
     billing._lock_spend_control(bigint, bigint), billing._over_cap(text, numeric, numeric, text, text),
-    billing._apply_burned_credits(billing.invoices), billing._wallet_transaction_immutable(), billing._wallet_balance_guard(),
+    billing._apply_burned_credits(billing.invoices), billing._restore(bigint, bigint, numeric, numeric, bigint, text), billing._wallet_transaction_immutable(), billing._wallet_balance_guard(),
     billing._credits_worth(numeric, numeric, text), billing._ongoing_credits(numeric, numeric, numeric), billing._spendable(numeric, numeric, text), billing._credits_for(numeric, numeric, numeric),
     billing._wallet_pays(billing.fee_type[], bigint[], billing.fee_type, bigint), billing._wallet_event(bigint, bigint), billing._wallet(text),
     billing._require_active(billing.wallets, text), billing._check_credits(text, numeric, boolean),
@@ -5693,6 +5699,7 @@ COMMENT ON FUNCTION billing._burn(billing.subscriptions, billing.customers, bigi
 COMMENT ON FUNCTION billing._lock_spend_control(bigint, bigint) IS 'Private: locks a subscription''s spend cap row and its customer''s active wallets (in id order) and returns the cap.';
 COMMENT ON FUNCTION billing._over_cap(text, numeric, numeric, text, text) IS 'Private: raises 23514, a subscription''s usage this period would pass its cap.';
 COMMENT ON FUNCTION billing._enforce_spend(bigint, bigint, numeric) IS 'Private: with the cap enforced at ingestion, 23514 when the period''s usage passes the cap, burn-down fell short, or the wallets do not cover the usage not yet invoiced; the cap and the wallets locked first.';
+COMMENT ON FUNCTION billing._restore(bigint, bigint, numeric, numeric, bigint, text) IS 'Private: gives credits back to a wallet (a restored ledger row), unless it ended meanwhile.';
 COMMENT ON FUNCTION billing._apply_burned_credits(billing.invoices) IS 'Private: at finalization, what burn-down took for the usage a subscription invoice bills counts as paid, per fee up to the fee and what is left; the rest is restored to the wallets.';
 COMMENT ON FUNCTION billing._apply_to_balance(billing.wallet_transactions, numeric) IS 'Private: applies a settled ledger row (or what a burn-down day row grew by) to its wallet''s balance, counting the posting (23514 if it would overdraw it), and announces wallet.topped_up or wallet.depleted.';
 COMMENT ON FUNCTION billing._wallet_transaction_immutable() IS 'Private: keeps the ledger append-only; a pending row may settle or fail once.';
